@@ -1,0 +1,58 @@
+"""The backend interface: where a thread's sandbox (a kernel plus a workspace) runs.
+
+Two implementations: ``local`` (a kernel process per thread) and ``kubernetes``
+(a pod per thread). The manager never knows which one it talks to.
+Every backend can find a thread's sandbox from durable state alone (a file on
+disk, a pod label), so a restarted controller adopts what is running.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from controller.workspace import PersistResult
+
+
+class SandboxStartError(Exception):
+    """The sandbox could not be started; the message says why."""
+
+
+@dataclass
+class SandboxInfo:
+    thread_id: str
+    name: str
+    connection: dict[str, Any]
+    created: float
+    last_active: float
+    workspace: Path | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Backend(Protocol):
+    name: str
+    # Kubernetes pods outlive a controller restart and get adopted; local kernels do not.
+    keep_on_shutdown: bool
+
+    async def start(self, thread_id: str) -> SandboxInfo: ...
+
+    async def find(self, thread_id: str) -> SandboxInfo | None: ...
+
+    async def list(self) -> list[SandboxInfo]: ...
+
+    async def alive(self, info: SandboxInfo) -> bool: ...
+
+    async def stop(self, info: SandboxInfo) -> None: ...
+
+    async def restore(self, info: SandboxInfo, user: str | None) -> int:
+        """Bring the thread's stored files into the sandbox workspace; returns the count."""
+
+    async def persist(self, info: SandboxInfo, user: str | None) -> PersistResult:
+        """Upload what changed in the workspace since the last sync."""
+
+    async def write_file(self, info: SandboxInfo, name: str, data: bytes) -> None:
+        """Put an already-stored upload into the live workspace."""
+
+    async def touch(self, info: SandboxInfo) -> None:
+        """Record activity durably, so idle reaping survives a controller restart."""

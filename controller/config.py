@@ -1,0 +1,74 @@
+"""Configuration: environment variables ``THREADBOX_*``, overridable by CLI flags.
+
+Every field here is listed in the README's configuration table; keep them in step.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_HOME = Path.home() / ".local" / "share" / "threadbox"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="THREADBOX_", extra="forbid")
+
+    # Where things run and live.
+    backend: Literal["local", "kubernetes"] = "local"
+    store: Literal["local", "minio"] = "local"
+    data_dir: Path = Field(default=DEFAULT_HOME, description="Local store and local sandbox workspaces.")
+    sandbox_python: Path | None = Field(
+        default=None, description="Python of the lean sandbox env; built from sandbox-image/ when unset."
+    )
+
+    # HTTP API.
+    host: str = "127.0.0.1"
+    port: int = Field(default=8600, ge=1, le=65535)
+
+    # Sandbox lifecycle.
+    idle_timeout: float = Field(default=900.0, gt=0, description="Seconds without a turn before reaping.")
+    reap_interval: float | None = Field(
+        default=None, gt=0, description="Defaults to idle_timeout/4, max 30s."
+    )
+    max_sandboxes: int = Field(default=20, ge=1)
+    start_timeout: float = Field(default=60.0, gt=0)
+
+    # Execution.
+    exec_timeout: float = Field(default=120.0, gt=0)
+    interrupt_grace: float = Field(default=5.0, gt=0)
+    max_code_bytes: int = Field(default=100_000, ge=1)
+
+    # Files and quotas (0 means unlimited).
+    max_file_bytes: int = Field(default=50 * 2**20, ge=0)
+    thread_max_files: int = Field(default=200, ge=0)
+    thread_max_bytes: int = Field(default=500 * 2**20, ge=0)
+    user_max_files: int = Field(default=1000, ge=0)
+    user_max_bytes: int = Field(default=2 * 2**30, ge=0)
+    file_ttl_days: float = Field(default=0, ge=0, description="Files older than this are expired.")
+
+    # MinIO (store=minio).
+    minio_endpoint: str | None = None
+    minio_access_key: str | None = None
+    minio_secret_key: SecretStr | None = None
+    minio_bucket: str = "threadbox"
+    minio_secure: bool = False
+
+    @model_validator(mode="after")
+    def _check_store(self) -> Settings:
+        if self.store == "minio":
+            missing = [
+                f"THREADBOX_MINIO_{name.upper()}"
+                for name in ("endpoint", "access_key", "secret_key")
+                if getattr(self, f"minio_{name}") is None
+            ]
+            if missing:
+                raise ValueError(f"store=minio needs {', '.join(missing)}")
+        return self
+
+    @property
+    def effective_reap_interval(self) -> float:
+        return self.reap_interval or min(30.0, self.idle_timeout / 4)

@@ -1,0 +1,301 @@
+"""SandboxManager: gives each thread a ready sandbox and runs its turns in order.
+
+- Turns of one thread run in arrival order (a FIFO lock per thread); threads run concurrently.
+- At most ``max_sandboxes`` live at once. A new thread first evicts the least recently
+  used idle sandbox (persisting it); if every sandbox is busy it waits in a FIFO queue
+  and is told its position.
+- The reaper stops a sandbox only when no turn runs and none has for ``idle_timeout``;
+  it persists first. Shutdown persists everything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+
+from controller.backends.base import Backend, SandboxInfo, SandboxStartError
+from controller.config import Settings
+from controller.events import Done, Error, Event, FilesChanged, Status
+from controller.kernel import KernelSession, KernelUnavailable
+from controller.metrics import Metrics
+from controller.stores.base import StoreError, ThreadStore
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Live:
+    info: SandboxInfo
+    session: KernelSession
+    user: str | None
+
+
+class SandboxManager:
+    def __init__(self, backend: Backend, store: ThreadStore, settings: Settings, metrics: Metrics) -> None:
+        self.backend = backend
+        self.store = store
+        self.settings = settings
+        self.metrics = metrics
+        self._live: dict[str, Live] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._slots_used = 0
+        self._waiting: list[object] = []
+        self._changed = asyncio.Event()
+        self._reaper: asyncio.Task[None] | None = None
+
+    # -- lifecycle -----------------------------------------------------------------
+
+    async def start(self) -> None:
+        for info in await self.backend.list():
+            if self.backend.keep_on_shutdown:
+                continue  # adopted lazily by the turn that needs it, reaped if idle
+            log.warning("stopping orphaned sandbox %s of thread %s", info.name, info.thread_id)
+            await self._persist_quietly(info, None)
+            await self.backend.stop(info)
+        self._reaper = asyncio.create_task(self._reap_forever())
+
+    async def close(self) -> None:
+        if self._reaper:
+            self._reaper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reaper
+        for thread_id in list(self._live):
+            async with self._lock(thread_id):
+                live = self._live.pop(thread_id, None)
+                if live is None:
+                    continue
+                await self._persist_quietly(live.info, live.user)
+                live.session.close()
+                if not self.backend.keep_on_shutdown:
+                    await self.backend.stop(live.info)
+        self._update_gauges()
+
+    # -- turns ---------------------------------------------------------------------
+
+    def _lock(self, thread_id: str) -> asyncio.Lock:
+        return self._locks.setdefault(thread_id, asyncio.Lock())
+
+    def is_live(self, thread_id: str) -> bool:
+        return thread_id in self._live
+
+    async def run(
+        self, thread_id: str, code: str, user: str | None = None, timeout: float | None = None
+    ) -> AsyncIterator[Event]:
+        """Run one turn of code in the thread's sandbox; the last event is always Done."""
+        async with self._lock(thread_id):
+            try:
+                async for status in self._ensure(thread_id, user):
+                    yield status
+            except (SandboxStartError, KernelUnavailable, StoreError) as exc:
+                yield Error(kind="sandbox_failed", ename=type(exc).__name__, evalue=str(exc))
+                yield Done(status="error")
+                self.metrics.executions.labels("sandbox_failed").inc()
+                return
+            live = self._live[thread_id]
+            async for event in self._execute(live, code, timeout or self.settings.exec_timeout):
+                yield event
+
+    async def _execute(self, live: Live, code: str, timeout: float) -> AsyncIterator[Event]:
+        done: Done | None = None
+        error_kind = None
+        async for event in live.session.execute(code, timeout, self.settings.interrupt_grace):
+            if isinstance(event, Error):
+                error_kind = event.kind
+            if isinstance(event, Done):
+                done = event
+                continue  # the files event goes before Done
+            yield event
+        assert done is not None
+        self.metrics.executions.labels(
+            error_kind if error_kind in ("timeout", "kernel_died") else done.status
+        ).inc()
+        self.metrics.execution_seconds.observe(done.seconds)
+        files = await self._persist(live)
+        if files is not None:
+            yield files
+        if live.session.last_state in ("dead", "unresponsive"):
+            await self._retire(
+                live.info.thread_id, "died" if live.session.last_state == "dead" else "timeout"
+            )
+        else:
+            await self.backend.touch(live.info)
+        yield done
+
+    async def _persist(self, live: Live) -> FilesChanged | Error | None:
+        try:
+            result = await self.backend.persist(live.info, live.user)
+        except Exception as exc:  # a store outage must not lose the turn's output
+            self.metrics.persist_errors.inc()
+            log.exception("persist failed for thread %s", live.info.thread_id)
+            return Error(
+                kind="sandbox_failed",
+                ename="PersistFailed",
+                evalue=f"Your files could not be saved right now ({exc}); they are kept in the sandbox "
+                "and saved again after the next message.",
+            )
+        self.metrics.persisted_bytes.inc(result.bytes)
+        if not (result.changed or result.deleted or result.refused):
+            return None
+        return FilesChanged(changed=result.changed, deleted=result.deleted, refused=result.refused)
+
+    # -- acquiring a sandbox -----------------------------------------------------------
+
+    async def _ensure(self, thread_id: str, user: str | None) -> AsyncIterator[Status]:
+        live = self._live.get(thread_id)
+        if live is not None:
+            if await self.backend.alive(live.info):
+                live.user = user or live.user
+                return
+            await self._retire(thread_id, "died", locked=True)
+        started = time.monotonic()
+        info = await self.backend.find(thread_id)
+        kind = "adopted" if info else "cold"
+        async for status in self._admit():
+            yield status
+        try:
+            if info is None:
+                yield Status(phase="starting", message="Starting a sandbox for this thread...")
+                info = await self.backend.start(thread_id)
+            session = KernelSession(info.connection, self._probe(info))
+            yield Status(phase="restoring", message="Restoring this thread's files...")
+            restore = self.backend.restore(info, user) if kind == "cold" else _noop()
+            await asyncio.gather(session.start(self.settings.start_timeout), restore)
+        except BaseException:
+            self._release_slot()
+            if info is not None and kind == "cold":
+                await self.backend.stop(info)
+            raise
+        self._live[thread_id] = Live(info, session, user)
+        self._update_gauges()
+        await self.backend.touch(info)
+        self.metrics.start_seconds.labels(kind).observe(time.monotonic() - started)
+        yield Status(phase="ready", message="Sandbox ready.")
+
+    def _probe(self, info: SandboxInfo) -> Callable[[], Awaitable[bool]]:
+        async def probe() -> bool:
+            return await self.backend.alive(info)
+
+        return probe
+
+    async def _admit(self) -> AsyncIterator[Status]:
+        token = object()
+        self._waiting.append(token)
+        self._update_gauges()
+        try:
+            reported = None
+            while True:
+                if self._waiting[0] is token:
+                    if self._slots_used < self.settings.max_sandboxes:
+                        self._slots_used += 1
+                        return
+                    victim = self._idle_lru()
+                    if victim is not None:
+                        await self._retire(victim, "evicted")
+                        continue
+                position = self._waiting.index(token) + 1
+                if position != reported:
+                    reported = position
+                    yield Status(
+                        phase="queued",
+                        message=f"All {self.settings.max_sandboxes} sandboxes are busy; "
+                        f"you are number {position} in the queue.",
+                        queue_position=position,
+                    )
+                self._changed.clear()
+                await self._changed.wait()
+        finally:
+            self._waiting.remove(token)
+            self._changed.set()
+            self._update_gauges()
+
+    def _idle_lru(self) -> str | None:
+        idle = [
+            (live.info.last_active, tid)
+            for tid, live in self._live.items()
+            if not self._lock(tid).locked() and live.session.last_state == "idle"
+        ]
+        return min(idle)[1] if idle else None
+
+    def _release_slot(self) -> None:
+        self._slots_used -= 1
+        self._changed.set()
+        self._update_gauges()
+
+    async def _retire(self, thread_id: str, reason: str, locked: bool = False) -> None:
+        """Persist and stop a thread's sandbox. ``locked``: the caller holds the thread's lock."""
+        lock = contextlib.nullcontext() if locked else self._lock(thread_id)
+        async with lock:
+            live = self._live.pop(thread_id, None)
+            if live is None:
+                return
+            live.session.close()
+            if reason != "died":
+                await self._persist_quietly(live.info, live.user)
+            await self.backend.stop(live.info)
+            self.metrics.reaped.labels(reason).inc()
+            self._release_slot()
+
+    async def _persist_quietly(self, info: SandboxInfo, user: str | None) -> None:
+        try:
+            result = await self.backend.persist(info, user)
+            self.metrics.persisted_bytes.inc(result.bytes)
+        except Exception:
+            self.metrics.persist_errors.inc()
+            log.exception("persist before stop failed for thread %s", info.thread_id)
+
+    # -- reaping -----------------------------------------------------------------------
+
+    async def reap_once(self) -> list[str]:
+        now = time.time()
+        reaped = []
+        for thread_id, live in list(self._live.items()):
+            idle_for = now - live.info.last_active
+            if self._lock(thread_id).locked() or live.session.last_state != "idle":
+                continue
+            if idle_for >= self.settings.idle_timeout:
+                await self._retire(thread_id, "idle")
+                reaped.append(thread_id)
+        for info in await self.backend.list():
+            # Running but not ours (adopted after a restart, never used since): same rule.
+            if info.thread_id not in self._live and now - info.last_active >= self.settings.idle_timeout:
+                async with self._lock(info.thread_id):
+                    if info.thread_id in self._live:
+                        continue
+                    await self._persist_quietly(info, None)
+                    await self.backend.stop(info)
+                    self.metrics.reaped.labels("idle").inc()
+                    reaped.append(info.thread_id)
+        return reaped
+
+    async def _reap_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.effective_reap_interval)
+            try:
+                await self.reap_once()
+            except Exception:
+                log.exception("reaper pass failed; trying again next interval")
+
+    async def stop_thread(self, thread_id: str) -> None:
+        await self._retire(thread_id, "deleted")
+        info = await self.backend.find(thread_id)
+        if info is not None:
+            await self.backend.stop(info)
+
+    async def write_file(self, thread_id: str, name: str, data: bytes) -> None:
+        """Copy an already-stored file into the live sandbox, if there is one."""
+        async with self._lock(thread_id):
+            live = self._live.get(thread_id)
+            if live is not None:
+                await self.backend.write_file(live.info, name, data)
+
+    def _update_gauges(self) -> None:
+        self.metrics.live.set(len(self._live))
+        self.metrics.queue.set(len(self._waiting))
+
+
+async def _noop() -> None:
+    return None

@@ -1,0 +1,41 @@
+"""Prometheus metrics, in base units (seconds, bytes) with ``_total`` counters.
+
+One registry per app instance, so tests can run several apps in one process.
+The Grafana dashboard may name only metrics defined here.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+START_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 1.5, 2, 3, 5, 10, 20, 30, 60)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.live = Gauge("threadbox_sandboxes_live", "Sandboxes currently running.", registry=r)
+        self.queue = Gauge("threadbox_queue_length", "Turns waiting for a free sandbox slot.", registry=r)
+        self.start_seconds = Histogram(
+            "threadbox_sandbox_start_seconds",
+            "From acquire to kernel ready, by how the sandbox was obtained.",
+            ["kind"],
+            buckets=START_BUCKETS,
+            registry=r,
+        )
+        self.executions = Counter(
+            "threadbox_executions_total", "Code executions by final status.", ["status"], registry=r
+        )
+        self.execution_seconds = Histogram(
+            "threadbox_execution_seconds", "Wall time of one code execution.", registry=r
+        )
+        self.reaped = Counter(
+            "threadbox_sandboxes_reaped_total", "Sandboxes stopped, by reason.", ["reason"], registry=r
+        )
+        self.persisted_bytes = Counter(
+            "threadbox_persisted_bytes_total", "Bytes uploaded to the thread store.", registry=r
+        )
+        self.persist_errors = Counter(
+            "threadbox_persist_errors_total", "Failed attempts to persist a workspace.", registry=r
+        )

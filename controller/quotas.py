@@ -1,0 +1,80 @@
+"""Per-thread and per-user file quotas. A limit of 0 means unlimited."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from controller.stores.base import StoredFile, ThreadStore
+
+
+class QuotaExceeded(Exception):
+    """A write would break a quota; the message is meant for the end user."""
+
+
+@dataclass(frozen=True)
+class Usage:
+    files: int = 0
+    bytes: int = 0
+
+    @classmethod
+    def of(cls, files: Iterable[StoredFile]) -> Usage:
+        items = list(files)
+        return cls(len(items), sum(f.size for f in items))
+
+    def replace(self, old_size: int | None, new_size: int) -> Usage:
+        if old_size is None:
+            return Usage(self.files + 1, self.bytes + new_size)
+        return Usage(self.files, self.bytes - old_size + new_size)
+
+
+def _mib(n: int) -> str:
+    return f"{n / 2**20:.1f} MiB"
+
+
+@dataclass(frozen=True)
+class Quotas:
+    max_file_bytes: int = 0
+    thread_max_files: int = 0
+    thread_max_bytes: int = 0
+    user_max_files: int = 0
+    user_max_bytes: int = 0
+
+    def check_file(self, name: str, size: int) -> None:
+        if self.max_file_bytes and size > self.max_file_bytes:
+            raise QuotaExceeded(
+                f"{name} is {_mib(size)}, over the {_mib(self.max_file_bytes)} limit for one file"
+            )
+
+    def check_thread(self, name: str, after: Usage) -> None:
+        if self.thread_max_files and after.files > self.thread_max_files:
+            raise QuotaExceeded(f"{name}: this thread already has its limit of {self.thread_max_files} files")
+        if self.thread_max_bytes and after.bytes > self.thread_max_bytes:
+            raise QuotaExceeded(
+                f"{name}: this thread's files would total {_mib(after.bytes)}, "
+                f"over its {_mib(self.thread_max_bytes)} limit"
+            )
+
+    def check_user(self, name: str, after: Usage) -> None:
+        if self.user_max_files and after.files > self.user_max_files:
+            raise QuotaExceeded(f"{name}: you already have your limit of {self.user_max_files} files")
+        if self.user_max_bytes and after.bytes > self.user_max_bytes:
+            raise QuotaExceeded(
+                f"{name}: your files would total {_mib(after.bytes)}, "
+                f"over your {_mib(self.user_max_bytes)} limit"
+            )
+
+    @property
+    def per_user(self) -> bool:
+        return bool(self.user_max_files or self.user_max_bytes)
+
+
+def user_usage(store: ThreadStore, user: str, exclude: str) -> Usage:
+    """What ``user`` holds in threads other than ``exclude`` (that one is counted live)."""
+    total = Usage()
+    for tid in store.list_threads():
+        meta = store.get_json(tid, "meta") or {}
+        if tid != exclude and meta.get("user") == user:
+            used = Usage.of(store.list_files(tid))
+            total = Usage(total.files + used.files, total.bytes + used.bytes)
+    return total

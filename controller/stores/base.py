@@ -1,0 +1,61 @@
+"""The ThreadStore interface: where a thread's files and history outlive its sandbox.
+
+Blocking by design: the MinIO SDK is blocking, and the same code runs inside
+sandbox pods. Async callers wrap calls in ``asyncio.to_thread``.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+
+class StoreError(Exception):
+    """Base of store failures."""
+
+
+class StoreUnavailable(StoreError):
+    """The backing service cannot be reached; nothing was written."""
+
+
+class NotInStore(StoreError, KeyError):
+    """The thread or file does not exist."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else "not found"
+
+
+@dataclass(frozen=True)
+class StoredFile:
+    name: str
+    size: int
+    sha256: str
+    modified: float
+
+    def expired(self, ttl_days: float, now: float | None = None) -> bool:
+        return ttl_days > 0 and (now or time.time()) - self.modified > ttl_days * 86400
+
+
+class ThreadStore(Protocol):
+    def check(self) -> None:
+        """Raise StoreUnavailable unless the store can serve requests."""
+
+    def list_threads(self) -> list[str]: ...
+
+    def get_json(self, thread_id: str, key: str) -> Any | None: ...
+
+    def put_json(self, thread_id: str, key: str, value: Any) -> None: ...
+
+    def list_files(self, thread_id: str) -> list[StoredFile]: ...
+
+    def put_file(self, thread_id: str, name: str, source: Path, sha256: str) -> StoredFile: ...
+
+    def download_file(self, thread_id: str, name: str, dest: Path) -> None: ...
+
+    def read_file(self, thread_id: str, name: str) -> bytes: ...
+
+    def delete_file(self, thread_id: str, name: str) -> None: ...
+
+    def delete_thread(self, thread_id: str) -> None: ...

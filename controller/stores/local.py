@@ -1,0 +1,100 @@
+"""ThreadStore on a local directory: the embedded default.
+
+Layout: ``<root>/threads/<thread_id>/files/<name>``, ``<key>.json`` beside it,
+and ``index.json`` with each file's size and sha256 so listing never rehashes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from controller.stores.base import NotInStore, StoredFile, StoreUnavailable
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
+    os.replace(tmp, path)
+
+
+class LocalStore:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._lock = threading.Lock()
+
+    def _thread(self, thread_id: str) -> Path:
+        return self.root / "threads" / thread_id
+
+    def _index(self, thread_id: str) -> dict[str, dict[str, Any]]:
+        path = self._thread(thread_id) / "index.json"
+        return json.loads(path.read_bytes()) if path.exists() else {}
+
+    def _save_index(self, thread_id: str, index: dict[str, dict[str, Any]]) -> None:
+        _atomic_write(self._thread(thread_id) / "index.json", json.dumps(index).encode())
+
+    def check(self) -> None:
+        try:
+            (self.root / "threads").mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreUnavailable(f"local store {self.root} is not writable: {exc}") from exc
+
+    def list_threads(self) -> list[str]:
+        base = self.root / "threads"
+        return sorted(p.name for p in base.iterdir() if p.is_dir()) if base.exists() else []
+
+    def get_json(self, thread_id: str, key: str) -> Any | None:
+        path = self._thread(thread_id) / f"{key}.json"
+        return json.loads(path.read_bytes()) if path.exists() else None
+
+    def put_json(self, thread_id: str, key: str, value: Any) -> None:
+        _atomic_write(self._thread(thread_id) / f"{key}.json", json.dumps(value).encode())
+
+    def list_files(self, thread_id: str) -> list[StoredFile]:
+        with self._lock:
+            return [StoredFile(name=n, **v) for n, v in sorted(self._index(thread_id).items())]
+
+    def put_file(self, thread_id: str, name: str, source: Path, sha256: str) -> StoredFile:
+        dest = self._thread(thread_id) / "files" / name
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=".tmp-")
+        os.close(fd)
+        shutil.copyfile(source, tmp)
+        os.replace(tmp, dest)
+        stored = StoredFile(name=name, size=dest.stat().st_size, sha256=sha256, modified=time.time())
+        with self._lock:
+            index = self._index(thread_id)
+            index[name] = {"size": stored.size, "sha256": sha256, "modified": stored.modified}
+            self._save_index(thread_id, index)
+        return stored
+
+    def _file(self, thread_id: str, name: str) -> Path:
+        path = self._thread(thread_id) / "files" / name
+        if not path.is_file():
+            raise NotInStore(f"no file {name!r} in thread {thread_id}")
+        return path
+
+    def download_file(self, thread_id: str, name: str, dest: Path) -> None:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(self._file(thread_id, name), dest)
+
+    def read_file(self, thread_id: str, name: str) -> bytes:
+        return self._file(thread_id, name).read_bytes()
+
+    def delete_file(self, thread_id: str, name: str) -> None:
+        (self._thread(thread_id) / "files" / name).unlink(missing_ok=True)
+        with self._lock:
+            index = self._index(thread_id)
+            if index.pop(name, None) is not None:
+                self._save_index(thread_id, index)
+
+    def delete_thread(self, thread_id: str) -> None:
+        shutil.rmtree(self._thread(thread_id), ignore_errors=True)

@@ -1,0 +1,167 @@
+"""ThreadStore on MinIO (or any S3): one bucket, one prefix per thread.
+
+Layout: ``threads/<thread_id>/files/<name>`` with the sha256 in user metadata
+(listed with MinIO's metadata extension, so an incremental persist needs one
+LIST per thread and no HEADs), and ``threads/<thread_id>/<key>.json``.
+The per-thread prefix is what a sandbox's scoped credentials are limited to.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import urllib3
+from minio import Minio
+from minio.deleteobjects import DeleteObject
+from minio.error import S3Error
+
+from controller.stores.base import NotInStore, StoredFile, StoreUnavailable
+
+T = TypeVar("T")
+SHA_META = "sha256"
+
+
+def thread_prefix(thread_id: str) -> str:
+    return f"threads/{thread_id}/"
+
+
+class MinioStore:
+    def __init__(self, client: Minio, bucket: str) -> None:
+        self.client = client
+        self.bucket = bucket
+
+    @classmethod
+    def connect(
+        cls,
+        endpoint: str,
+        access_key: str,
+        secret_key: str,
+        bucket: str,
+        secure: bool = False,
+        session_token: str | None = None,
+    ) -> MinioStore:
+        # Few, short retries: an unavailable MinIO must surface as a clear error quickly,
+        # not hang a Slack turn for minutes.
+        http = urllib3.PoolManager(
+            timeout=urllib3.Timeout(connect=3, read=60),
+            retries=urllib3.Retry(total=2, backoff_factor=0.2, status_forcelist=[500, 502, 503, 504]),
+        )
+        client = Minio(
+            endpoint,
+            access_key=access_key,
+            secret_key=secret_key,
+            session_token=session_token,
+            secure=secure,
+            http_client=http,
+        )
+        return cls(client, bucket)
+
+    def _call(self, fn: Callable[[], T]) -> T:
+        try:
+            return fn()
+        except S3Error:
+            raise
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            raise StoreUnavailable(f"MinIO at {self.client._base_url.host} is unavailable: {exc}") from exc
+
+    def ensure_bucket(self) -> None:
+        if not self._call(lambda: self.client.bucket_exists(self.bucket)):
+            self._call(lambda: self.client.make_bucket(self.bucket))
+
+    def check(self) -> None:
+        if not self._call(lambda: self.client.bucket_exists(self.bucket)):
+            raise StoreUnavailable(f"MinIO bucket {self.bucket!r} does not exist")
+
+    def list_threads(self) -> list[str]:
+        objs = self._call(lambda: list(self.client.list_objects(self.bucket, prefix="threads/")))
+        return sorted(o.object_name.split("/")[1] for o in objs if o.is_dir)
+
+    def get_json(self, thread_id: str, key: str) -> Any | None:
+        try:
+            return json.loads(self._get(thread_id, f"{key}.json"))
+        except NotInStore:
+            return None
+
+    def put_json(self, thread_id: str, key: str, value: Any) -> None:
+        data = json.dumps(value).encode()
+        name = f"{thread_prefix(thread_id)}{key}.json"
+        self._call(lambda: self.client.put_object(self.bucket, name, io.BytesIO(data), len(data)))
+
+    def list_files(self, thread_id: str) -> list[StoredFile]:
+        prefix = f"{thread_prefix(thread_id)}files/"
+        objs = self._call(
+            lambda: list(
+                self.client.list_objects(self.bucket, prefix=prefix, recursive=True, include_user_meta=True)
+            )
+        )
+        return [
+            StoredFile(
+                name=o.object_name[len(prefix) :],
+                size=o.size or 0,
+                sha256=_sha_from_meta(o.metadata),
+                modified=o.last_modified.timestamp() if o.last_modified else 0.0,
+            )
+            for o in objs
+        ]
+
+    def put_file(self, thread_id: str, name: str, source: Path, sha256: str) -> StoredFile:
+        key = f"{thread_prefix(thread_id)}files/{name}"
+        self._call(
+            lambda: self.client.fput_object(self.bucket, key, str(source), metadata={SHA_META: sha256})
+        )
+        stat = self._call(lambda: self.client.stat_object(self.bucket, key))
+        modified = stat.last_modified.timestamp() if stat.last_modified else 0.0
+        return StoredFile(name=name, size=stat.size or 0, sha256=sha256, modified=modified)
+
+    def _get(self, thread_id: str, rel: str) -> bytes:
+        key = f"{thread_prefix(thread_id)}{rel}"
+        try:
+            resp = self._call(lambda: self.client.get_object(self.bucket, key))
+        except S3Error as exc:
+            if exc.code in ("NoSuchKey", "NoSuchBucket"):
+                raise NotInStore(f"no {rel!r} in thread {thread_id}") from exc
+            raise
+        try:
+            return resp.read()
+        finally:
+            resp.close()
+            resp.release_conn()
+
+    def download_file(self, thread_id: str, name: str, dest: Path) -> None:
+        key = f"{thread_prefix(thread_id)}files/{name}"
+        try:
+            self._call(lambda: self.client.fget_object(self.bucket, key, str(dest)))
+        except S3Error as exc:
+            if exc.code == "NoSuchKey":
+                raise NotInStore(f"no file {name!r} in thread {thread_id}") from exc
+            raise
+
+    def read_file(self, thread_id: str, name: str) -> bytes:
+        return self._get(thread_id, f"files/{name}")
+
+    def delete_file(self, thread_id: str, name: str) -> None:
+        key = f"{thread_prefix(thread_id)}files/{name}"
+        self._call(lambda: self.client.remove_object(self.bucket, key))
+
+    def delete_thread(self, thread_id: str) -> None:
+        objs = self._call(
+            lambda: list(
+                self.client.list_objects(self.bucket, prefix=thread_prefix(thread_id), recursive=True)
+            )
+        )
+        errors = self._call(
+            lambda: list(self.client.remove_objects(self.bucket, [DeleteObject(o.object_name) for o in objs]))
+        )
+        if errors:
+            raise StoreUnavailable(f"could not delete {len(errors)} objects of thread {thread_id}")
+
+
+def _sha_from_meta(meta: Any) -> str:
+    for key, value in (meta or {}).items():
+        if key.lower() in ("x-amz-meta-sha256", SHA_META):
+            return str(value)
+    return ""
