@@ -57,6 +57,37 @@ class Settings(BaseSettings):
     minio_bucket: str = "threadbox"
     minio_secure: bool = False
 
+    # Agent: "auto" uses the built-in LLM loop when llm_base_url or llm_api_key is set, else direct-code mode.
+    agent: Literal["auto", "direct", "builtin", "open-interpreter"] = "auto"
+    llm_base_url: str | None = Field(
+        default=None, description="OpenAI-compatible endpoint, e.g. http://host/v1"
+    )
+    llm_api_key: SecretStr | None = None
+    llm_model: str = "gpt-4o-mini"
+    agent_max_steps: int = Field(default=8, ge=1, description="Code executions per turn at most.")
+    history_token_budget: int = Field(
+        default=12_000, ge=500, description="Approximate tokens of history kept."
+    )
+    history_ttl_days: float = Field(
+        default=30, ge=0, description="History older than this is dropped; 0 keeps it."
+    )
+
+    # Slack: "http" mounts /slack/events on the API, "socket" connects out with an app token.
+    slack_mode: Literal["off", "http", "socket"] = "off"
+    slack_bot_token: SecretStr | None = None
+    slack_signing_secret: SecretStr | None = None
+    slack_app_token: SecretStr | None = None
+    slack_reply_mode: Literal["mention", "all"] = Field(
+        default="all",
+        description="In a thread the bot was mentioned in: answer every message, or mentions only.",
+    )
+    slack_api_url: str | None = Field(
+        default=None, description="Slack Web API base URL (tests point it at a fake)."
+    )
+    slack_update_interval: float = Field(
+        default=1.5, gt=0, description="Seconds between streamed message edits."
+    )
+
     @model_validator(mode="after")
     def _check_store(self) -> Settings:
         if self.store == "minio":
@@ -67,6 +98,14 @@ class Settings(BaseSettings):
             ]
             if missing:
                 raise ValueError(f"store=minio needs {', '.join(missing)}")
+        slack_needs = {"http": ("bot_token", "signing_secret"), "socket": ("bot_token", "app_token")}
+        missing = [
+            f"THREADBOX_SLACK_{name.upper()}"
+            for name in slack_needs.get(self.slack_mode, ())
+            if getattr(self, f"slack_{name}") is None
+        ]
+        if missing:
+            raise ValueError(f"slack_mode={self.slack_mode} needs {', '.join(missing)}")
         return self
 
     @property

@@ -7,6 +7,7 @@ parent is the current request are yielded (IOPub is a broadcast).
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import re
 import time
@@ -57,13 +58,41 @@ class KernelSession:
         self.last_state = "starting"
 
     async def start(self, timeout: float) -> None:
-        self.client.start_channels()
-        try:
-            await self.client.wait_for_ready(timeout=timeout)
-        except RuntimeError as exc:  # jupyter_client raises RuntimeError on timeout or death
-            self.close()
-            raise KernelUnavailable(f"kernel did not become ready within {timeout:.0f}s: {exc}") from exc
+        """Wait until the kernel answers kernel_info and IOPub is connected.
+
+        jupyter_client's ``wait_for_ready`` judges liveness by heartbeat, which misses beats
+        while a cold kernel imports on a busy machine and then reports a healthy kernel dead.
+        The backend's probe (process or pod state) is the truth, so it is used instead.
+        """
+        self.client.start_channels(hb=False)
+        deadline = time.monotonic() + timeout
+        while True:
+            self.client.kernel_info()
+            if await self._got_kernel_info():
+                break
+            if not await self.alive():
+                self.close()
+                raise KernelUnavailable("the kernel exited while starting; see its log")
+            if time.monotonic() > deadline:
+                self.close()
+                raise KernelUnavailable(f"the kernel did not become ready within {timeout:g}s")
+        with contextlib.suppress(queue.Empty):
+            while True:  # drop the startup chatter so the first turn sees only its own messages
+                await self.client.get_iopub_msg(timeout=0.1)
         self.last_state = "idle"
+
+    async def _got_kernel_info(self) -> bool:
+        try:
+            msg = await self.client.get_shell_msg(timeout=1)
+        except queue.Empty:
+            return False
+        if msg["msg_type"] != "kernel_info_reply":
+            return False
+        try:
+            await self.client.get_iopub_msg(timeout=0.2)  # proves the SUB socket is connected
+        except queue.Empty:
+            return False
+        return True
 
     def close(self) -> None:
         self.client.stop_channels()

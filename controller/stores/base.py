@@ -6,6 +6,7 @@ sandbox pods. Async callers wrap calls in ``asyncio.to_thread``.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,11 @@ class NotInStore(StoreError, KeyError):
 
     def __str__(self) -> str:
         return str(self.args[0]) if self.args else "not found"
+
+
+def claim_name(key: str) -> str:
+    """Claims are keyed by any string; hashing makes it a safe file or object name."""
+    return hashlib.sha256(key.encode()).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -59,3 +65,15 @@ class ThreadStore(Protocol):
     def delete_file(self, thread_id: str, name: str) -> None: ...
 
     def delete_thread(self, thread_id: str) -> None: ...
+
+    def claim(self, key: str) -> bool:
+        """Atomically create marker ``key``; True for the one caller that created it.
+
+        Shared by every replica (it lives in the store, not in memory): used to
+        de-duplicate chat events that are delivered more than once.
+        """
+        ...
+
+    def release(self, key: str) -> None:
+        """Drop a claim, so a later delivery of the same event is processed."""
+        ...

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from controller.stores.base import NotInStore, StoredFile, StoreUnavailable
+from controller.stores.base import NotInStore, StoredFile, StoreUnavailable, claim_name
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
@@ -98,3 +98,18 @@ class LocalStore:
 
     def delete_thread(self, thread_id: str) -> None:
         shutil.rmtree(self._thread(thread_id), ignore_errors=True)
+
+    def _claim_path(self, key: str) -> Path:
+        return self.root / "claims" / claim_name(key)
+
+    def claim(self, key: str) -> bool:
+        path = self._claim_path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        except FileExistsError:
+            return False
+        return True
+
+    def release(self, key: str) -> None:
+        self._claim_path(key).unlink(missing_ok=True)

@@ -19,7 +19,7 @@ from minio import Minio
 from minio.deleteobjects import DeleteObject
 from minio.error import S3Error
 
-from controller.stores.base import NotInStore, StoredFile, StoreUnavailable
+from controller.stores.base import NotInStore, StoredFile, StoreUnavailable, claim_name
 
 T = TypeVar("T")
 SHA_META = "sha256"
@@ -158,6 +158,25 @@ class MinioStore:
         )
         if errors:
             raise StoreUnavailable(f"could not delete {len(errors)} objects of thread {thread_id}")
+
+    def claim(self, key: str) -> bool:
+        # A conditional PUT is atomic in MinIO: exactly one of several racing replicas gets 200.
+        # minio-py has no public API for If-None-Match, hence the internal _execute.
+        name = f"claims/{claim_name(key)}"
+        try:
+            self._call(
+                lambda: self.client._execute(
+                    "PUT", self.bucket, name, body=b"", headers={"If-None-Match": "*"}
+                )
+            )
+        except S3Error as exc:
+            if exc.code in ("PreconditionFailed", "ConditionalRequestConflict"):
+                return False
+            raise
+        return True
+
+    def release(self, key: str) -> None:
+        self._call(lambda: self.client.remove_object(self.bucket, f"claims/{claim_name(key)}"))
 
 
 def _sha_from_meta(meta: Any) -> str:

@@ -1,0 +1,26 @@
+"""The agent interface: turns a user's message into code run in the thread's sandbox."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from controller.events import Event
+
+
+@dataclass(frozen=True)
+class Turn:
+    thread_id: str
+    text: str
+    user: str | None = None
+    # Files attached to this message, already stored in the thread (workspace names).
+    attachments: list[str] = field(default_factory=list)
+
+
+class Agent(Protocol):
+    name: str
+
+    def respond(self, turn: Turn) -> AsyncIterator[Event]:
+        """Yield events for this turn; the last one is Done."""
+        ...

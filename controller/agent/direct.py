@@ -1,0 +1,51 @@
+"""Direct-code mode: with no LLM configured, fenced code blocks run as they are.
+
+This keeps threadbox useful with no API key at all.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+
+from controller.agent.base import Turn
+from controller.events import Done, Event, Message
+from controller.manager import SandboxManager
+
+FENCE = re.compile(r"```[ \t]*(?P<lang>[\w+-]*)[^\n]*\n(?P<code>.*?)```", re.DOTALL)
+RUNNABLE = {"", "python", "py", "python3", "ipython"}
+
+HELP = (
+    "No language model is configured, so I run code directly. Put Python in a fenced block, "
+    "for example:\n```python\nimport pandas as pd\nprint(pd.__version__)\n```"
+)
+
+
+def code_blocks(text: str) -> list[str]:
+    return [m["code"] for m in FENCE.finditer(text) if m["lang"].lower() in RUNNABLE]
+
+
+class DirectAgent:
+    name = "direct"
+
+    def __init__(self, manager: SandboxManager) -> None:
+        self.manager = manager
+
+    async def respond(self, turn: Turn) -> AsyncIterator[Event]:
+        blocks = code_blocks(turn.text)
+        if not blocks:
+            yield Message(text=HELP)
+            yield Done(status="ok")
+            return
+        last: Done | None = None
+        for code in blocks:
+            async for event in self.manager.run(turn.thread_id, code, user=turn.user):
+                if isinstance(event, Done):
+                    last = event
+                    continue
+                yield event
+            assert last is not None
+            if last.status != "ok":
+                break  # later blocks usually depend on the failed one
+        assert last is not None
+        yield last

@@ -1,0 +1,202 @@
+"""The ``threadbox`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import httpx
+from pydantic import ValidationError
+
+from controller.config import Settings
+from controller.events import Display, Done, Error, FilesChanged, Message, Status, Stream, parse_event
+
+DEFAULT_SERVER = os.environ.get("THREADBOX_SERVER", "http://127.0.0.1:8600")
+
+EPILOG = """\
+examples:
+  threadbox dev                                  # API + web console on http://127.0.0.1:8600
+  threadbox run -t demo 'print(6 * 7)'           # run code in thread "demo" of a running server
+  threadbox run -t demo -f analysis.py
+  threadbox upload -t demo data.csv
+  threadbox threads
+
+Every setting is also an environment variable THREADBOX_<NAME> (see the README's table).
+"""
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="threadbox",
+        description="A Jupyter-kernel sandbox for every chat thread.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    for name, help_ in (
+        ("dev", "run on the embedded default: local kernels, local store, no cluster, MinIO or Slack"),
+        ("serve", "run the controller with configuration from THREADBOX_* environment variables"),
+    ):
+        s = sub.add_parser(name, help=help_, description=help_)
+        s.add_argument("--host", help="address to listen on (default 127.0.0.1)")
+        s.add_argument("--port", type=int, help="port to listen on (default 8600)")
+        s.add_argument("--data-dir", type=Path, help="where the local store and workspaces live")
+        s.add_argument("--idle-timeout", type=float, help="seconds without a turn before a sandbox is reaped")
+        s.add_argument(
+            "--max-sandboxes", type=int, help="cap on live sandboxes; more threads wait in a queue"
+        )
+
+    run = sub.add_parser("run", help="run code in a thread of a running server and print its output")
+    run.add_argument("code", nargs="?", help="Python code (or use -f)")
+    run.add_argument("-f", "--file", type=Path, help="run this Python file")
+    _client_args(run)
+    run.add_argument("--timeout", type=float, help="seconds before the execution is interrupted")
+
+    up = sub.add_parser("upload", help="upload a file into a thread's workspace")
+    up.add_argument("path", type=Path)
+    up.add_argument("--name", help="name in the workspace (default: the file's name)")
+    _client_args(up)
+
+    th = sub.add_parser("threads", help="list the threads of a running server")
+    th.add_argument("--server", default=DEFAULT_SERVER, help=f"server URL (default {DEFAULT_SERVER})")
+
+    sub.add_parser("sandbox-env", help="build the lean sandbox environment and print its python")
+    return p
+
+
+def _client_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-t", "--thread", default="cli", help="thread name (default: cli); created if new")
+    p.add_argument("--server", default=DEFAULT_SERVER, help=f"server URL (default {DEFAULT_SERVER})")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command in ("dev", "serve"):
+            return _serve(args)
+        if args.command == "sandbox-env":
+            from controller.sandbox_env import ensure_sandbox_python
+
+            print(ensure_sandbox_python())
+            return 0
+        return _client(args)
+    except httpx.ConnectError:
+        print(
+            f"threadbox: cannot reach the server at {args.server}; is `threadbox dev` running?",
+            file=sys.stderr,
+        )
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    overrides: dict[str, Any] = {
+        k: v
+        for k, v in {
+            "host": args.host,
+            "port": args.port,
+            "data_dir": args.data_dir,
+            "idle_timeout": args.idle_timeout,
+            "max_sandboxes": args.max_sandboxes,
+        }.items()
+        if v is not None
+    }
+    if args.command == "dev":
+        overrides.update(backend="local", store="local")
+    return Settings(**overrides)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    try:
+        settings = _settings(args)
+    except ValidationError as exc:
+        for err in exc.errors():
+            field = ".".join(str(p) for p in err["loc"]) or "settings"
+            print(f"threadbox: invalid configuration: {field}: {err['msg']}", file=sys.stderr)
+        return 2
+    import uvicorn
+
+    from controller.api import create_app
+    from controller.runtime import build_runtime
+
+    app = create_app(build_runtime(settings))
+    print(f"threadbox: serving on http://{settings.host}:{settings.port} (docs at /docs)", file=sys.stderr)
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level="info")
+    return 0
+
+
+def _client(args: argparse.Namespace) -> int:
+    with httpx.Client(base_url=args.server, timeout=httpx.Timeout(10, read=None)) as http:
+        if args.command == "threads":
+            for t in _ok(http.get("/threads")).json():
+                print(f"{t['id']}  {'live' if t['live'] else 'idle':4}  {t['name']}")
+            return 0
+        thread = _ok(http.post("/threads", json={"name": args.thread})).json()
+        if args.command == "upload":
+            with args.path.open("rb") as fh:
+                files = {"file": (args.name or args.path.name, fh)}
+                stored = _ok(http.post(f"/threads/{thread['id']}/files", files=files)).json()
+            print(f"uploaded {stored['name']} ({stored['size']} bytes) to thread {args.thread}")
+            return 0
+        code = args.file.read_text() if args.file else args.code
+        if not code:
+            print("threadbox run: give code as an argument or a file with -f", file=sys.stderr)
+            return 2
+        body = {"code": code, "timeout": args.timeout}
+        with http.stream("POST", f"/threads/{thread['id']}/execute", json=body) as resp:
+            _ok(resp, stream=True)
+            return _print_stream(resp.iter_lines())
+
+
+def _ok(resp: httpx.Response, stream: bool = False) -> httpx.Response:
+    if resp.is_success:
+        return resp
+    if stream:
+        resp.read()
+    try:
+        detail = resp.json().get("detail", resp.text)
+    except json.JSONDecodeError:
+        detail = resp.text
+    print(f"threadbox: server said {resp.status_code}: {detail}", file=sys.stderr)
+    raise SystemExit(1)
+
+
+def _print_stream(lines: Any) -> int:
+    status = "error"
+    for line in lines:
+        if not line:
+            continue
+        event = parse_event(line)
+        if isinstance(event, Stream):
+            (sys.stdout if event.type == "stdout" else sys.stderr).write(event.text)
+        elif isinstance(event, Display):
+            text = event.data.get("text/plain", "")
+            extra = [m for m in event.data if m != "text/plain"]
+            print(text + (f"  [{', '.join(extra)}]" if extra else ""))
+        elif isinstance(event, Error):
+            print("\n".join(event.traceback) or f"{event.ename}: {event.evalue}", file=sys.stderr)
+        elif isinstance(event, (Status, Message)):
+            print(
+                f"[{event.phase}] {event.message}" if isinstance(event, Status) else event.text,
+                file=sys.stderr,
+            )
+        elif isinstance(event, FilesChanged):
+            for name in event.changed:
+                print(f"[saved] {name}", file=sys.stderr)
+            for name, why in event.refused.items():
+                print(f"[not saved] {name}: {why}", file=sys.stderr)
+        elif isinstance(event, Done):
+            status = event.status
+        sys.stdout.flush()
+    return 0 if status == "ok" else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

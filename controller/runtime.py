@@ -1,0 +1,89 @@
+"""Builds the controller's parts from Settings: store, backend, manager, agent, metrics."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from fastapi import APIRouter
+
+from controller.agent.base import Agent
+from controller.agent.direct import DirectAgent
+from controller.backends.base import Backend
+from controller.backends.local import LocalBackend
+from controller.config import Settings
+from controller.manager import SandboxManager
+from controller.metrics import Metrics
+from controller.quotas import Quotas
+from controller.sandbox_env import ensure_sandbox_python
+from controller.stores.base import ThreadStore
+from controller.stores.local import LocalStore
+from controller.stores.minio import MinioStore
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    store: ThreadStore
+    backend: Backend
+    manager: SandboxManager
+    agent: Agent
+    metrics: Metrics
+    quotas: Quotas
+    # Front-ends plug in here: HTTP routes to mount, and (start, stop) pairs run with the app.
+    routers: list[APIRouter] = field(default_factory=list)
+    services: list[tuple[Callable[[], Awaitable[None]], Callable[[], Awaitable[None]]]] = field(
+        default_factory=list
+    )
+
+    async def start(self) -> None:
+        await self.manager.start()
+        for start, _ in self.services:
+            await start()
+
+    async def close(self) -> None:
+        for _, stop in reversed(self.services):
+            await stop()
+        await self.manager.close()
+
+
+def quotas_from(settings: Settings) -> Quotas:
+    return Quotas(
+        max_file_bytes=settings.max_file_bytes,
+        thread_max_files=settings.thread_max_files,
+        thread_max_bytes=settings.thread_max_bytes,
+        user_max_files=settings.user_max_files,
+        user_max_bytes=settings.user_max_bytes,
+    )
+
+
+def build_store(settings: Settings) -> ThreadStore:
+    if settings.store == "local":
+        return LocalStore(settings.data_dir / "store")
+    assert settings.minio_endpoint and settings.minio_access_key and settings.minio_secret_key
+    store = MinioStore.connect(
+        settings.minio_endpoint,
+        settings.minio_access_key,
+        settings.minio_secret_key.get_secret_value(),
+        settings.minio_bucket,
+        settings.minio_secure,
+    )
+    store.ensure_bucket()
+    return store
+
+
+def build_backend(settings: Settings, store: ThreadStore, quotas: Quotas) -> Backend:
+    if settings.backend == "kubernetes":
+        raise NotImplementedError("the kubernetes backend is not built yet (issue 3)")
+    python = settings.sandbox_python or ensure_sandbox_python()
+    return LocalBackend(settings.data_dir / "sandboxes", python, store, quotas, settings.file_ttl_days)
+
+
+def build_runtime(settings: Settings, store: ThreadStore | None = None) -> Runtime:
+    store = store or build_store(settings)
+    quotas = quotas_from(settings)
+    metrics = Metrics()
+    backend = build_backend(settings, store, quotas)
+    manager = SandboxManager(backend, store, settings, metrics)
+    agent = DirectAgent(manager)
+    return Runtime(settings, store, backend, manager, agent, metrics, quotas)

@@ -1,0 +1,50 @@
+"""Thread records: metadata in the store, so any replica can list and find threads."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from pydantic import BaseModel
+
+from controller.identity import ThreadKey
+from controller.stores.base import ThreadStore
+
+
+class ThreadRecord(BaseModel):
+    id: str
+    name: str
+    source: str
+    workspace: str
+    channel: str
+    thread: str
+    user: str | None = None
+    created: float
+
+
+def ensure_thread(store: ThreadStore, key: ThreadKey, name: str, user: str | None) -> ThreadRecord:
+    existing = get_thread(store, key.id)
+    if existing is not None:
+        return existing
+    record = ThreadRecord(
+        id=key.id,
+        name=name,
+        source=key.source,
+        workspace=key.workspace,
+        channel=key.channel,
+        thread=key.thread,
+        user=user,
+        created=time.time(),
+    )
+    store.put_json(key.id, "meta", record.model_dump())
+    return record
+
+
+def get_thread(store: ThreadStore, thread_id: str) -> ThreadRecord | None:
+    meta: Any = store.get_json(thread_id, "meta")
+    return ThreadRecord.model_validate(meta) if meta else None
+
+
+def list_threads(store: ThreadStore) -> list[ThreadRecord]:
+    records = (get_thread(store, tid) for tid in store.list_threads())
+    return sorted((r for r in records if r), key=lambda r: r.created)

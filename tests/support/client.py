@@ -1,0 +1,29 @@
+"""Helpers to drive the API the way a client would, and read its event streams."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import httpx
+
+
+def create_thread(client: httpx.Client, name: str, user: str | None = None) -> str:
+    resp = client.post("/threads", json={"name": name, "user": user})
+    resp.raise_for_status()
+    return str(resp.json()["id"])
+
+
+def run(client: httpx.Client, thread_id: str, code: str, **body: Any) -> list[dict[str, Any]]:
+    """Execute code and return every event of the NDJSON stream."""
+    with client.stream("POST", f"/threads/{thread_id}/execute", json={"code": code, **body}) as resp:
+        resp.raise_for_status()
+        return [json.loads(line) for line in resp.iter_lines() if line]
+
+
+def stdout(events: list[dict[str, Any]]) -> str:
+    return "".join(e["text"] for e in events if e["type"] == "stdout")
+
+
+def errors(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [e for e in events if e["type"] == "error"]
