@@ -12,6 +12,7 @@ from controller.agent.direct import DirectAgent
 from controller.backends.base import Backend
 from controller.backends.local import LocalBackend
 from controller.config import Settings
+from controller.console import router as console_router
 from controller.manager import SandboxManager
 from controller.metrics import Metrics
 from controller.quotas import Quotas
@@ -86,4 +87,4 @@ def build_runtime(settings: Settings, store: ThreadStore | None = None) -> Runti
     backend = build_backend(settings, store, quotas)
     manager = SandboxManager(backend, store, settings, metrics)
     agent = DirectAgent(manager)
-    return Runtime(settings, store, backend, manager, agent, metrics, quotas)
+    return Runtime(settings, store, backend, manager, agent, metrics, quotas, routers=[console_router()])
