@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from fastapi import APIRouter
 
 from controller.agent.base import Agent
-from controller.agent.direct import DirectAgent
+from controller.agent.select import build_agent
 from controller.backends.base import Backend
 from controller.backends.local import LocalBackend
 from controller.config import Settings
@@ -86,5 +86,5 @@ def build_runtime(settings: Settings, store: ThreadStore | None = None) -> Runti
     metrics = Metrics()
     backend = build_backend(settings, store, quotas)
     manager = SandboxManager(backend, store, settings, metrics)
-    agent = DirectAgent(manager)
+    agent = build_agent(settings, manager, store)
     return Runtime(settings, store, backend, manager, agent, metrics, quotas, routers=[console_router()])

@@ -1,0 +1,124 @@
+"""One streamed chat completion through the openai SDK, and LLM failures as user-facing errors."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Final, cast
+
+import httpx
+import openai
+from openai import AsyncOpenAI
+from openai.types.chat import ChatCompletionChunk, ChatCompletionMessageParam, ChatCompletionToolParam
+
+from controller.config import Settings
+from controller.events import Error
+
+# Events have no kind for a failing model service; "rejected" reads right for refusals
+# (rate limit, key, bad request) and timeouts keep their own kind.
+LLM_ERROR_KIND: Final = "rejected"
+MAX_DETAIL = 300
+
+
+@dataclass
+class ToolCall:
+    id: str = ""
+    name: str = ""
+    arguments: str = ""
+
+
+@dataclass
+class Reply:
+    text: str = ""
+    calls: list[ToolCall] = field(default_factory=list)
+
+    def message(self) -> dict[str, Any]:
+        """The assistant message as the API expects it back in the next request."""
+        message: dict[str, Any] = {"role": "assistant", "content": self.text or None}
+        if self.calls:
+            message["tool_calls"] = [
+                {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+                for c in self.calls
+            ]
+        return message
+
+
+class LLMFailed(Exception):
+    def __init__(self, error: Error) -> None:
+        super().__init__(error.evalue)
+        self.error = error
+
+
+def make_client(settings: Settings, timeout: float) -> AsyncOpenAI:
+    key = settings.llm_api_key.get_secret_value() if settings.llm_api_key else "unset"
+    return AsyncOpenAI(base_url=settings.llm_base_url, api_key=key, timeout=timeout, max_retries=2)
+
+
+async def complete(
+    client: AsyncOpenAI, model: str, messages: list[dict[str, Any]], tools: list[dict[str, Any]]
+) -> Reply:
+    """Stream one completion and assemble it; raises LLMFailed with a clear error."""
+    try:
+        stream = await client.chat.completions.create(
+            model=model,
+            messages=cast(list[ChatCompletionMessageParam], messages),
+            tools=cast(list[ChatCompletionToolParam], tools),
+            stream=True,
+        )
+        async with stream:
+            return await _assemble(stream)
+    except (openai.APIError, httpx.HTTPError) as exc:
+        raise LLMFailed(describe(exc, str(client.base_url))) from exc
+
+
+async def _assemble(stream: openai.AsyncStream[ChatCompletionChunk]) -> Reply:
+    text: list[str] = []
+    calls: dict[int, ToolCall] = {}
+    async for chunk in stream:
+        for choice in chunk.choices or ():
+            delta = choice.delta
+            if delta.content:
+                text.append(delta.content)
+            for part in delta.tool_calls or ():
+                call = calls.setdefault(part.index, ToolCall(id=f"call_{part.index}"))
+                call.id = part.id or call.id
+                if part.function:
+                    call.name += part.function.name or ""
+                    call.arguments += part.function.arguments or ""
+    return Reply("".join(text), [calls[i] for i in sorted(calls)])
+
+
+def describe(exc: Exception, base_url: str) -> Error:
+    if isinstance(exc, openai.APITimeoutError | httpx.TimeoutException):
+        return Error(
+            kind="timeout",
+            ename="LLMTimeout",
+            evalue="The language model did not answer in time, even after retries. Try again later.",
+        )
+    if isinstance(exc, openai.APIConnectionError | httpx.TransportError):
+        return _error("LLMUnreachable", f"Could not reach the language model at {base_url}: {exc}.")
+    if isinstance(exc, openai.RateLimitError):
+        return _error(
+            "LLMRateLimited",
+            "The language model is rate-limiting requests (HTTP 429), still after retries. "
+            "Try again in a minute.",
+        )
+    if isinstance(exc, openai.AuthenticationError | openai.PermissionDeniedError):
+        return _error(
+            "LLMAuthFailed",
+            f"The language model refused our API key (HTTP {exc.status_code}); check THREADBOX_LLM_API_KEY.",
+        )
+    if isinstance(exc, openai.APIStatusError):
+        what = "is failing" if exc.status_code >= 500 else "refused the request"
+        return _error(
+            "LLMRequestFailed", f"The language model {what} (HTTP {exc.status_code}): {_detail(exc)}"
+        )
+    return _error("LLMFailed", f"The language model's answer broke off: {_detail(exc)}")
+
+
+def _detail(exc: Exception) -> str:
+    message = getattr(exc, "message", None) or str(exc)
+    return message[:MAX_DETAIL]
+
+
+def _error(ename: str, evalue: str) -> Error:
+    return Error(kind=LLM_ERROR_KIND, ename=ename, evalue=evalue)
