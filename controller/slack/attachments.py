@@ -1,0 +1,132 @@
+"""Files a user attached to a Slack message: checked, downloaded, stored, put in the sandbox.
+
+Slack answers a download without a valid token or the ``files:read`` scope with
+HTTP 200 and its HTML login page, so the body is checked before it is stored.
+The bot token goes only to Slack hosts (and the configured API host): redirects
+elsewhere are followed without it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urljoin, urlsplit
+
+import httpx
+
+from controller.filenames import BadFilename, clean_filename
+from controller.manager import SandboxManager
+from controller.quotas import QuotaExceeded, Quotas, Usage, user_usage
+from controller.stores.base import ThreadStore
+from controller.threads import ThreadRecord
+from controller.workspace import sha256_file
+
+MAX_REDIRECTS = 5
+LOGIN_PAGE_HINT = (
+    "Slack sent its sign-in page instead of the file, which means the bot lacks the `files:read` "
+    "scope (or its token is wrong). Add `files:read` to the Slack app and reinstall it."
+)
+
+
+class AttachmentError(Exception):
+    """The file could not be taken in; the message is meant for the user."""
+
+
+@dataclass
+class Received:
+    names: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Downloader:
+    token: str
+    trusted_hosts: frozenset[str]
+    limit: int
+
+    def trusted(self, url: str) -> bool:
+        host = urlsplit(url).hostname or ""
+        return host in self.trusted_hosts or host == "slack.com" or host.endswith(".slack.com")
+
+    async def fetch(self, url: str, expected_type: str) -> bytes:
+        async with httpx.AsyncClient(timeout=httpx.Timeout(30, read=120)) as client:
+            for _ in range(MAX_REDIRECTS + 1):
+                headers = {"Authorization": f"Bearer {self.token}"} if self.trusted(url) else {}
+                async with client.stream("GET", url, headers=headers) as resp:
+                    if resp.is_redirect:
+                        url = urljoin(url, resp.headers["location"])
+                        continue
+                    if resp.status_code != 200:
+                        raise AttachmentError(f"Slack answered HTTP {resp.status_code} to the download")
+                    data = await self._read(resp)
+                if is_login_page(resp.headers.get("content-type", ""), data, expected_type):
+                    raise AttachmentError(LOGIN_PAGE_HINT)
+                return data
+        raise AttachmentError("the download was redirected too many times")
+
+    async def _read(self, resp: httpx.Response) -> bytes:
+        data = bytearray()
+        async for chunk in resp.aiter_bytes():
+            data += chunk
+            if self.limit and len(data) > self.limit:
+                raise AttachmentError(f"it is over the {self.limit / 2**20:.1f} MiB limit for one file")
+        return bytes(data)
+
+
+def is_login_page(content_type: str, data: bytes, expected_type: str) -> bool:
+    if expected_type.startswith("text/html"):
+        return False  # the user really attached an HTML file
+    head = data[:100].lstrip().lower()
+    return content_type.startswith("text/html") or head.startswith((b"<!doctype", b"<html"))
+
+
+def check_quota(store: ThreadStore, quotas: Quotas, record: ThreadRecord, name: str, size: int) -> None:
+    """Raise QuotaExceeded if storing ``size`` bytes as ``name`` would break a limit."""
+    stored = {f.name: f for f in store.list_files(record.id)}
+    after = Usage.of(stored.values()).replace(stored[name].size if name in stored else None, size)
+    quotas.check_file(name, size)
+    quotas.check_thread(name, after)
+    if record.user and quotas.per_user:
+        others = user_usage(store, record.user, record.id)
+        quotas.check_user(name, Usage(others.files + after.files, others.bytes + after.bytes))
+
+
+@dataclass(frozen=True)
+class Attachments:
+    store: ThreadStore
+    manager: SandboxManager
+    quotas: Quotas
+    downloader: Downloader
+
+    async def receive(self, record: ThreadRecord, files: list[dict[str, Any]]) -> Received:
+        received = Received()
+        for file in files:
+            label = str(file.get("name") or file.get("id") or "a file")
+            try:
+                received.names.append(await self._receive_one(record, file))
+            except (AttachmentError, BadFilename, QuotaExceeded) as exc:
+                received.problems.append(f"I could not take `{label}`: {exc}")
+        return received
+
+    async def _receive_one(self, record: ThreadRecord, file: dict[str, Any]) -> str:
+        name = clean_filename(str(file.get("name") or file.get("title") or file.get("id") or ""))
+        url = file.get("url_private_download") or file.get("url_private")
+        if not url:
+            raise AttachmentError("Slack did not give a download link for it")
+        await asyncio.to_thread(
+            check_quota, self.store, self.quotas, record, name, int(file.get("size") or 0)
+        )
+        data = await self.downloader.fetch(str(url), str(file.get("mimetype") or ""))
+        await asyncio.to_thread(check_quota, self.store, self.quotas, record, name, len(data))
+        await asyncio.to_thread(self._store, record.id, name, data)
+        await self.manager.write_file(record.id, name, data)
+        return name
+
+    def _store(self, thread_id: str, name: str, data: bytes) -> None:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "upload"
+            path.write_bytes(data)
+            self.store.put_file(thread_id, name, path, sha256_file(path))

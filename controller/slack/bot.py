@@ -1,0 +1,129 @@
+"""Answering Slack messages: which to take, once each, and running their turns.
+
+Listeners only call ``receive``, which decides and claims quickly and runs the
+turn in a task after Bolt's ack. Claims live in the thread store, so every
+replica sees them: ``slack-event/<event_id>`` stops Slack's retries from running
+a turn twice, and the per-message claim stops ``app_mention`` and ``message.*``
+(two deliveries of one message) from doing so. If a turn fails before anything
+was posted, its claims are released so that Slack's retry gets it done.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any
+
+from slack_sdk.web.async_client import AsyncWebClient
+
+from controller.agent.base import Turn
+from controller.slack.attachments import Attachments, Downloader
+from controller.slack.inbound import Inbound, answer_rule, parse
+from controller.slack.ratelimit import WorkspaceBuckets
+from controller.slack.render import SlackReply
+from controller.streaming import detached
+from controller.threads import ThreadRecord, ensure_thread, get_thread
+
+if TYPE_CHECKING:
+    from controller.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+DRAIN_SECONDS = 30.0
+
+
+class SlackBot:
+    def __init__(self, runtime: Runtime, client: AsyncWebClient, trusted_hosts: frozenset[str]) -> None:
+        self.rt = runtime
+        self.client = client
+        self.buckets = WorkspaceBuckets()
+        token = runtime.settings.slack_bot_token
+        assert token is not None
+        downloader = Downloader(token.get_secret_value(), trusted_hosts, runtime.settings.max_file_bytes)
+        self.attachments = Attachments(runtime.store, runtime.manager, runtime.quotas, downloader)
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def receive(
+        self, body: dict[str, Any], event: dict[str, Any], bot_user: str | None, is_mention_event: bool
+    ) -> None:
+        team = str(body.get("team_id") or event.get("team") or "")
+        msg = parse(event, team, bot_user, is_mention_event)
+        if msg is None or not await self._wanted(msg):
+            return
+        claims = [f"slack-event/{body['event_id']}"] if body.get("event_id") else []
+        claims.append(msg.claim)
+        for key in claims:
+            if not await asyncio.to_thread(self.rt.store.claim, key):
+                return  # a retry or the other delivery of this message; it is handled there
+        self._spawn(self._answer(msg, claims))
+
+    async def _wanted(self, msg: Inbound) -> bool:
+        rule = answer_rule(msg, self.rt.settings.slack_reply_mode)
+        if rule == "if_active":
+            # Active means the thread record exists: durable, so any replica and restarts agree.
+            return await asyncio.to_thread(get_thread, self.rt.store, msg.key.id) is not None
+        return rule == "always"
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def drain(self) -> None:
+        """Let running turns finish (they persist files) before the manager shuts down."""
+        if not self._tasks:
+            return
+        _, pending = await asyncio.wait(set(self._tasks), timeout=DRAIN_SECONDS)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+
+    async def _answer(self, msg: Inbound, claims: list[str]) -> None:
+        reply: SlackReply | None = None
+        try:
+            name = f"slack {msg.channel} {msg.root_ts}"
+            record = await asyncio.to_thread(ensure_thread, self.rt.store, msg.key, name, msg.user)
+            reply = self._reply(msg, record.id)
+            await self._turn(msg, record, reply)
+        except Exception as exc:
+            log.exception("Slack turn failed in %s/%s", msg.channel, msg.root_ts)
+            if reply is None or not reply.posted:
+                for key in claims:
+                    await asyncio.to_thread(self.rt.store.release, key)
+                return
+            await _apologize(reply, exc)
+
+    def _reply(self, msg: Inbound, thread_id: str) -> SlackReply:
+        return SlackReply(
+            self.client,
+            msg.channel,
+            msg.root_ts,
+            self.buckets.for_team(msg.team),
+            self.rt.settings.slack_update_interval,
+            self.rt.store,
+            thread_id,
+        )
+
+    async def _turn(self, msg: Inbound, record: ThreadRecord, reply: SlackReply) -> None:
+        live = self.rt.manager.is_live(record.id)
+        await reply.start("Working on it..." if live else "Starting a sandbox for this thread...")
+        received = await self.attachments.receive(record, msg.files)
+        for problem in received.problems:
+            reply.note(problem)
+        limit = self.rt.settings.max_code_bytes
+        if len(msg.text.encode()) > limit:
+            reply.note(f"Your message is over the {limit}-byte limit, so I did not run it.")
+        else:
+            turn = Turn(record.id, msg.text, record.user, received.names)
+            async for event in detached(self.rt.agent.respond(turn)):
+                await reply.show(event)
+        await reply.finish()
+
+
+async def _apologize(reply: SlackReply, exc: Exception) -> None:
+    reply.note(f"Something went wrong on my side and this turn stopped: {exc}")
+    try:
+        await reply.finish()
+    except Exception:
+        log.exception("could not post the failure note either")

@@ -1,0 +1,104 @@
+"""Slack turns end to end: signed events over real HTTP, real kernels, the fake Slack Web API."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+
+from controller.identity import ThreadKey
+from tests.support.fake_slack import TEAM_ID, FakeFile, FakeSlack, serve_fake_slack
+from tests.support.slack_events import SlackSender, code, slack_settings
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeSlack]:
+    with serve_fake_slack() as server:
+        yield server
+
+
+@pytest.fixture
+def slack(api: Any, fake: FakeSlack) -> SlackSender:
+    return SlackSender(api(**slack_settings(fake)))
+
+
+def thread_says(fake: FakeSlack, channel: str, thread_ts: str, *needles: str) -> str | None:
+    text = fake.text_in_thread(channel, thread_ts)
+    return text if all(n in text for n in needles) else None
+
+
+def wait_text(fake: FakeSlack, channel: str, thread_ts: str, *needles: str, timeout: float = 90) -> str:
+    return fake.wait_for(
+        lambda: thread_says(fake, channel, thread_ts, *needles), timeout, f"{needles} in {thread_ts}"
+    )
+
+
+def test_mention_runs_code_in_thread_and_follow_up_reuses_the_sandbox(
+    slack: SlackSender, fake: FakeSlack
+) -> None:
+    first = slack.mention("C1", code("x = 41\nprint('x is', x)"))
+    assert first.response.status_code == 200
+    ignored = slack.send("message", "C1", code("print('nobody asked me')"))
+    wait_text(fake, "C1", first.ts, "x is 41")
+
+    follow_up = slack.send("message", "C1", code("print('x plus one is', x + 1)"), thread_ts=first.ts)
+    assert follow_up.response.status_code == 200
+    wait_text(fake, "C1", first.ts, "x plus one is 42")
+
+    replies = [m for m in fake.messages if m.get("bot_id")]
+    assert replies and all(m["thread_ts"] == first.ts for m in replies)
+    assert fake.messages_in_thread("C1", ignored.ts) == []
+    runtime = slack.client.runtime  # type: ignore[attr-defined]
+    thread_id = ThreadKey("slack", TEAM_ID, "C1", first.ts).id
+    assert runtime.store.list_threads() == [thread_id]
+    assert runtime.store.get_json(thread_id, "meta")["user"] == "U0ALICE"
+    assert runtime.manager.is_live(thread_id)
+
+
+def test_attached_csv_is_read_by_pandas_and_plots_are_uploaded(slack: SlackSender, fake: FakeSlack) -> None:
+    csv = b"city,temp\nOslo,3\nLima,19\n"
+    attachment = fake.add_download("weather.csv", csv)
+    source = (
+        "import pandas as pd\nimport matplotlib.pyplot as plt\n"
+        "df = pd.read_csv('weather.csv')\nprint('total', df['temp'].sum())\n"
+        "df.plot(x='city', y='temp')\nplt.savefig('chart.png')\nplt.show()"
+    )
+    sent = slack.mention("C2", code(source), files=[attachment])
+    wait_text(fake, "C2", sent.ts, "total 22")
+
+    def images() -> dict[str, FakeFile] | None:
+        found = {f.name: f for f in fake.files_in_thread("C2", sent.ts)}
+        return found if {"figure-1.png", "chart.png"} <= set(found) else None
+
+    uploaded = fake.wait_for(images, 30, "the figure and the saved chart")
+    assert uploaded["figure-1.png"].content.startswith(b"\x89PNG")
+    assert uploaded["chart.png"].content.startswith(b"\x89PNG")
+
+    methods = [c.method for c in fake.calls if c.method.startswith(("files.", "upload"))]
+    assert methods[:3] == ["files.getUploadURLExternal", "upload", "files.completeUploadExternal"]
+    download = fake.calls_of("download")
+    assert download and download[0].headers["authorization"] == "Bearer xoxb-fake-bot-token"
+    runtime = slack.client.runtime  # type: ignore[attr-defined]
+    thread_id = ThreadKey("slack", TEAM_ID, "C2", sent.ts).id
+    assert runtime.store.read_file(thread_id, "weather.csv") == csv
+
+
+def test_ten_threads_at_once_each_get_their_own_results(slack: SlackSender, fake: FakeSlack) -> None:
+    def start(i: int) -> Any:
+        return slack.mention("C3", code(f"tag = 'thread-{i}'\nsecret = {i} * 1111\nprint(tag, secret)"))
+
+    with ThreadPoolExecutor(10) as pool:
+        sent = list(pool.map(start, range(10)))
+    assert all(s.response.status_code == 200 for s in sent)
+    assert max(s.response.elapsed.total_seconds() for s in sent) < 3  # Slack's ack deadline
+
+    for i, s in enumerate(sent):
+        text = wait_text(fake, "C3", s.ts, f"thread-{i} {i * 1111}", timeout=150)
+        others = [f"thread-{j} " for j in range(10) if j != i]
+        assert not any(o in text for o in others), text
+    assert len({s.ts for s in sent}) == 10
+    assert {m["thread_ts"] for m in fake.messages if m.get("bot_id")} == {s.ts for s in sent}

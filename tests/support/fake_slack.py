@@ -1,0 +1,333 @@
+"""A local fake of the Slack Web API that speaks the wire format and keeps state.
+
+The real slack_sdk/slack_bolt clients talk to it through ``base_url``. It stores
+messages and files per channel and thread, records every call, serves
+``url_private_download`` files (or Slack's HTML login page when the token is
+wrong, as real Slack does), and can inject errors or 429s for the next calls
+of a method. Tests read outcomes through helpers and poll with ``wait_for``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, TypeVar
+from urllib.parse import parse_qsl, urlsplit
+
+T = TypeVar("T")
+
+BOT_TOKEN = "xoxb-fake-bot-token"
+TEAM_ID = "T0FAKE"
+BOT_USER_ID = "U0BOT"
+BOT_ID = "B0BOT"
+LOGIN_PAGE = b"<!DOCTYPE html><html><head><title>Slack</title></head><body>Sign in to Slack</body></html>"
+
+
+@dataclass
+class Call:
+    method: str
+    params: dict[str, Any]
+    headers: dict[str, str]
+    status: int = 200
+
+
+@dataclass
+class Injected:
+    status: int
+    body: dict[str, Any]
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class FakeFile:
+    id: str
+    name: str
+    title: str = ""
+    content: bytes = b""
+    mimetype: str = "application/octet-stream"
+    channel: str | None = None
+    thread_ts: str | None = None
+
+    def info(self, base: str) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "title": self.title or self.name,
+            "mimetype": self.mimetype,
+            "size": len(self.content),
+            "url_private": f"{base}files-pri/{self.id}/{self.name}",
+            "url_private_download": f"{base}files-pri/{self.id}/download/{self.name}",
+        }
+
+
+class FakeSlack:
+    def __init__(self) -> None:
+        self.url = ""  # set by serve(); always ends with "/"
+        self.calls: list[Call] = []
+        self.messages: list[dict[str, Any]] = []
+        self.files: dict[str, FakeFile] = {}
+        self.reactions: list[dict[str, Any]] = []
+        self.login_page_always = False
+        self._inject: dict[str, list[Injected]] = {}
+        self._ids = itertools.count(1)
+        self._lock = threading.RLock()
+
+    # -- test controls -------------------------------------------------------------
+
+    def fail(self, method: str, error: str = "internal_error", times: int = 1, status: int = 200) -> None:
+        """The next ``times`` calls of ``method`` answer ``{"ok": false, "error": error}``."""
+        self._queue(method, [Injected(status, {"ok": False, "error": error})] * times)
+
+    def rate_limit(self, method: str, times: int = 1, retry_after: int = 1) -> None:
+        body = {"ok": False, "error": "ratelimited"}
+        self._queue(method, [Injected(429, body, {"Retry-After": str(retry_after)})] * times)
+
+    def _queue(self, method: str, items: list[Injected]) -> None:
+        with self._lock:
+            self._inject.setdefault(method, []).extend(items)
+
+    def add_download(self, name: str, content: bytes, mimetype: str = "text/csv") -> dict[str, Any]:
+        """A file a user attached; returns the ``files[]`` entry of the message event."""
+        with self._lock:
+            file = FakeFile(id=f"F{next(self._ids):08d}", name=name, content=content, mimetype=mimetype)
+            self.files[file.id] = file
+        return file.info(self.url)
+
+    # -- queries -------------------------------------------------------------------
+
+    def calls_of(self, method: str) -> list[Call]:
+        with self._lock:
+            return [c for c in self.calls if c.method == method]
+
+    def messages_in_thread(self, channel: str, thread_ts: str) -> list[dict[str, Any]]:
+        with self._lock:
+            return [
+                dict(m)
+                for m in self.messages
+                if m["channel"] == channel and thread_ts in (m.get("thread_ts"), m["ts"])
+            ]
+
+    def text_in_thread(self, channel: str, thread_ts: str) -> str:
+        return "\n".join(m.get("text") or "" for m in self.messages_in_thread(channel, thread_ts))
+
+    def files_in_thread(self, channel: str, thread_ts: str) -> list[FakeFile]:
+        with self._lock:
+            return [f for f in self.files.values() if (f.channel, f.thread_ts) == (channel, thread_ts)]
+
+    def wait_for(self, check: Callable[[], T | None], timeout: float = 60, what: str = "condition") -> T:
+        """Poll ``check`` until it returns something truthy (listeners run after the ack)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            result = check()
+            if result:
+                return result
+            time.sleep(0.1)
+        raise AssertionError(f"timed out after {timeout}s waiting for {what}; calls: {self.summary()}")
+
+    def summary(self) -> list[str]:
+        with self._lock:
+            return [f"{c.method}:{c.status}" for c in self.calls]
+
+    # -- the Web API -----------------------------------------------------------------
+
+    def handle(self, method: str, params: dict[str, Any], headers: dict[str, str]) -> Injected:
+        with self._lock:
+            call = Call(method, params, headers)
+            self.calls.append(call)
+            queued = self._inject.get(method)
+            if queued:
+                result = queued.pop(0)
+            elif headers.get("authorization") != f"Bearer {BOT_TOKEN}":
+                result = Injected(200, {"ok": False, "error": "invalid_auth"})
+            else:
+                handler = getattr(self, "api_" + method.replace(".", "_"), None)
+                body = handler(params) if handler else {"ok": False, "error": "unknown_method"}
+                result = Injected(200, body)
+            call.status = result.status
+            return result
+
+    def _ts(self) -> str:
+        n = next(self._ids)
+        return f"{1_700_000_000 + n}.{n:06d}"
+
+    def _message(self, channel: str, ts: str) -> dict[str, Any] | None:
+        return next((m for m in self.messages if (m["channel"], m["ts"]) == (channel, ts)), None)
+
+    def api_auth_test(self, _: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "ok": True,
+            "url": "https://fake.slack.com/",
+            "team": "Fake",
+            "user": "threadbox",
+            "team_id": TEAM_ID,
+            "user_id": BOT_USER_ID,
+            "bot_id": BOT_ID,
+            "is_enterprise_install": False,
+        }
+
+    def api_chat_postMessage(self, p: dict[str, Any]) -> dict[str, Any]:
+        if not p.get("channel"):
+            return {"ok": False, "error": "channel_not_found"}
+        if not (p.get("text") or p.get("blocks")):
+            return {"ok": False, "error": "no_text"}
+        message = {
+            "type": "message",
+            "channel": p["channel"],
+            "ts": self._ts(),
+            "text": p.get("text", ""),
+            "user": BOT_USER_ID,
+            "bot_id": BOT_ID,
+            "edits": 0,
+        }
+        if p.get("thread_ts"):
+            message["thread_ts"] = p["thread_ts"]
+        self.messages.append(message)
+        return {"ok": True, "channel": p["channel"], "ts": message["ts"], "message": dict(message)}
+
+    def api_chat_update(self, p: dict[str, Any]) -> dict[str, Any]:
+        message = self._message(p.get("channel", ""), p.get("ts", ""))
+        if message is None:
+            return {"ok": False, "error": "message_not_found"}
+        message["text"] = p.get("text", "")
+        message["edits"] += 1
+        return {"ok": True, "channel": message["channel"], "ts": message["ts"], "text": message["text"]}
+
+    def api_chat_delete(self, p: dict[str, Any]) -> dict[str, Any]:
+        message = self._message(p.get("channel", ""), p.get("ts", ""))
+        if message is None:
+            return {"ok": False, "error": "message_not_found"}
+        self.messages.remove(message)
+        return {"ok": True, "channel": message["channel"], "ts": message["ts"]}
+
+    def api_conversations_replies(self, p: dict[str, Any]) -> dict[str, Any]:
+        found = self.messages_in_thread(p.get("channel", ""), p.get("ts", ""))
+        return {"ok": True, "messages": found, "has_more": False}
+
+    def api_files_getUploadURLExternal(self, p: dict[str, Any]) -> dict[str, Any]:
+        if not p.get("filename") or not str(p.get("length", "")).isdigit():
+            return {"ok": False, "error": "invalid_arguments"}
+        file = FakeFile(id=f"F{next(self._ids):08d}", name=p["filename"])
+        self.files[file.id] = file
+        return {"ok": True, "upload_url": f"{self.url}upload/{file.id}", "file_id": file.id}
+
+    def upload(self, file_id: str, data: bytes) -> bool:
+        with self._lock:
+            self.calls.append(Call("upload", {"file_id": file_id, "bytes": len(data)}, {}))
+            file = self.files.get(file_id)
+            if file is None:
+                return False
+            file.content = data
+            return True
+
+    def api_files_completeUploadExternal(self, p: dict[str, Any]) -> dict[str, Any]:
+        entries = json.loads(p.get("files", "[]"))
+        files = [self.files.get(e.get("id", "")) for e in entries]
+        if not entries or None in files:
+            return {"ok": False, "error": "file_not_found"}
+        channel, thread_ts = p.get("channel_id"), p.get("thread_ts")
+        for entry, file in zip(entries, files, strict=True):
+            assert file is not None
+            file.title, file.channel, file.thread_ts = entry.get("title") or file.name, channel, thread_ts
+        if channel:
+            share = {"type": "message", "subtype": "file_share", "channel": channel, "ts": self._ts()}
+            share.update(thread_ts=thread_ts, text=p.get("initial_comment") or "", edits=0)
+            share["files"] = [f.id for f in files if f]
+            self.messages.append(share)
+        return {"ok": True, "files": [f.info(self.url) for f in files if f]}
+
+    def api_files_info(self, p: dict[str, Any]) -> dict[str, Any]:
+        file = self.files.get(p.get("file", ""))
+        return {"ok": True, "file": file.info(self.url)} if file else {"ok": False, "error": "file_not_found"}
+
+    def api_reactions_add(self, p: dict[str, Any]) -> dict[str, Any]:
+        self.reactions.append(dict(p))
+        return {"ok": True}
+
+    def api_assistant_threads_setStatus(self, p: dict[str, Any]) -> dict[str, Any]:
+        return (
+            {"ok": True}
+            if p.get("channel_id") and p.get("thread_ts")
+            else {"ok": False, "error": "invalid_arguments"}
+        )
+
+    def download(self, path: str, headers: dict[str, str]) -> tuple[int, str, bytes]:
+        """``files-pri/<id>/download/<name>``: the file with the right token, else a login page."""
+        with self._lock:
+            self.calls.append(Call("download", {"path": path}, headers))
+            parts = path.split("/")
+            file = self.files.get(parts[1]) if len(parts) > 2 else None
+            authorized = headers.get("authorization") == f"Bearer {BOT_TOKEN}"
+            if file is None:
+                return 404, "text/plain", b"not found"
+            if self.login_page_always or not authorized:
+                return 200, "text/html; charset=utf-8", LOGIN_PAGE
+            return 200, file.mimetype, file.content
+
+
+def _params(handler: BaseHTTPRequestHandler, raw: bytes) -> dict[str, Any]:
+    params: dict[str, Any] = dict(parse_qsl(urlsplit(handler.path).query))
+    ctype = handler.headers.get("Content-Type", "")
+    if ctype.startswith("application/json") and raw:
+        params.update(json.loads(raw))
+    elif raw:
+        params.update(parse_qsl(raw.decode(), keep_blank_values=True))
+    return params
+
+
+def _make_handler(fake: FakeSlack) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *_: Any) -> None:
+            pass
+
+        def _reply(self, status: int, ctype: str, body: bytes, headers: dict[str, str] | None = None) -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(body)))
+            for key, value in (headers or {}).items():
+                self.send_header(key, value)
+            self.end_headers()
+            self.wfile.write(body)
+
+        def _headers(self) -> dict[str, str]:
+            return {k.lower(): v for k, v in self.headers.items()}
+
+        def do_GET(self) -> None:
+            path = urlsplit(self.path).path.lstrip("/")
+            if path.startswith("files-pri/"):
+                status, ctype, body = fake.download(path, self._headers())
+                self._reply(status, ctype, body)
+            else:
+                self._reply(404, "text/plain", b"not found")
+
+        def do_POST(self) -> None:
+            raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            path = urlsplit(self.path).path.lstrip("/")
+            if path.startswith("upload/"):
+                ok = fake.upload(path.split("/", 1)[1], raw)
+                self._reply(200 if ok else 404, "text/plain", f"OK - {len(raw)}".encode())
+                return
+            result = fake.handle(path, _params(self, raw), self._headers())
+            self._reply(result.status, "application/json", json.dumps(result.body).encode(), result.headers)
+
+    return Handler
+
+
+@contextmanager
+def serve_fake_slack() -> Iterator[FakeSlack]:
+    fake = FakeSlack()
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _make_handler(fake))
+    server.daemon_threads = True
+    fake.url = f"http://127.0.0.1:{server.server_address[1]}/"
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield fake
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -1,0 +1,111 @@
+"""Send Slack Events API deliveries to the real app, signed the way Slack signs them."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from slack_sdk.signature import SignatureVerifier
+
+from tests.support.fake_slack import BOT_TOKEN, BOT_USER_ID, TEAM_ID, FakeSlack
+
+SIGNING_SECRET = "test-signing-secret"
+USER = "U0ALICE"
+_ids = itertools.count(1)
+
+
+def slack_settings(fake: FakeSlack, **overrides: Any) -> dict[str, Any]:
+    """Settings overrides that point threadbox's Slack front-end at the fake."""
+    return {
+        "slack_mode": "http",
+        "slack_bot_token": BOT_TOKEN,
+        "slack_signing_secret": SIGNING_SECRET,
+        "slack_api_url": fake.url,
+        "slack_update_interval": 0.3,
+        **overrides,
+    }
+
+
+def new_ts() -> str:
+    n = next(_ids)
+    return f"{1_600_000_000 + n}.{n:06d}"
+
+
+def code(source: str) -> str:
+    return f"```python\n{source}\n```"
+
+
+@dataclass
+class Sent:
+    ts: str
+    thread_ts: str
+    event_id: str
+    body: dict[str, Any]
+    response: httpx.Response
+
+
+class SlackSender:
+    def __init__(self, client: httpx.Client, secret: str = SIGNING_SECRET) -> None:
+        self.client = client
+        self.verifier = SignatureVerifier(secret)
+
+    def post_raw(
+        self, raw: bytes, timestamp: int | None = None, signature: str | None = None, retry: int | None = None
+    ) -> httpx.Response:
+        stamp = str(int(time.time()) if timestamp is None else timestamp)
+        headers = {
+            "Content-Type": "application/json",
+            "X-Slack-Request-Timestamp": stamp,
+            "X-Slack-Signature": signature
+            or self.verifier.generate_signature(timestamp=stamp, body=raw)
+            or "",
+        }
+        if retry is not None:
+            headers |= {"X-Slack-Retry-Num": str(retry), "X-Slack-Retry-Reason": "http_timeout"}
+        return self.client.post("/slack/events", content=raw, headers=headers)
+
+    def deliver(self, body: dict[str, Any], retry: int | None = None) -> httpx.Response:
+        return self.post_raw(json.dumps(body).encode(), retry=retry)
+
+    def send(
+        self,
+        kind: str,
+        channel: str,
+        text: str,
+        thread_ts: str | None = None,
+        files: list[dict[str, Any]] | None = None,
+        channel_type: str = "channel",
+        ts: str | None = None,
+    ) -> Sent:
+        """One delivery of a user's message as ``app_mention`` or ``message`` (``kind``)."""
+        ts = ts or new_ts()
+        event: dict[str, Any] = {"type": kind, "user": USER, "text": text, "ts": ts, "channel": channel}
+        event |= {"event_ts": ts, "team": TEAM_ID}
+        if kind == "message":
+            event["channel_type"] = channel_type
+        if thread_ts:
+            event["thread_ts"] = thread_ts
+        if files:
+            event |= {"files": files, "subtype": "file_share"} if kind == "message" else {"files": files}
+        body = envelope(event)
+        return Sent(ts, thread_ts or ts, body["event_id"], body, self.deliver(body))
+
+    def mention(self, channel: str, text: str, **kw: Any) -> Sent:
+        return self.send("app_mention", channel, f"<@{BOT_USER_ID}> {text}", **kw)
+
+
+def envelope(event: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "token": "legacy-verification-token",
+        "team_id": TEAM_ID,
+        "api_app_id": "A0THREADBOX",
+        "event": event,
+        "type": "event_callback",
+        "event_id": f"Ev{next(_ids):010d}",
+        "event_time": int(time.time()),
+        "authorizations": [{"team_id": TEAM_ID, "user_id": BOT_USER_ID, "is_bot": True}],
+    }
