@@ -87,4 +87,9 @@ def build_runtime(settings: Settings, store: ThreadStore | None = None) -> Runti
     backend = build_backend(settings, store, quotas)
     manager = SandboxManager(backend, store, settings, metrics)
     agent = build_agent(settings, manager, store)
-    return Runtime(settings, store, backend, manager, agent, metrics, quotas, routers=[console_router()])
+    runtime = Runtime(settings, store, backend, manager, agent, metrics, quotas, routers=[console_router()])
+    if settings.slack_mode != "off":
+        from controller.slack import install as install_slack  # Slack's libraries load only when used
+
+        install_slack(runtime)
+    return runtime
