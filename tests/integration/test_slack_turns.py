@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -9,6 +10,7 @@ from typing import Any
 import pytest
 
 from controller.identity import ThreadKey
+from tests.support.fake_openai import Text, fake_llm, run_python
 from tests.support.fake_slack import TEAM_ID, FakeFile, FakeSlack, serve_fake_slack
 from tests.support.slack_events import SlackSender, code, slack_settings
 
@@ -102,3 +104,67 @@ def test_ten_threads_at_once_each_get_their_own_results(slack: SlackSender, fake
         assert not any(o in text for o in others), text
     assert len({s.ts for s in sent}) == 10
     assert {m["thread_ts"] for m in fake.messages if m.get("bot_id")} == {s.ts for s in sent}
+
+
+def test_rate_limited_posts_and_edits_are_retried_and_the_reply_lands(
+    slack: SlackSender, fake: FakeSlack
+) -> None:
+    fake.rate_limit("chat.postMessage", times=1, retry_after=1)
+    fake.rate_limit("chat.update", times=1, retry_after=1)
+    sent = slack.mention("C4", code("print('through', 6 * 7)"))
+    wait_text(fake, "C4", sent.ts, "through 42")
+    assert [c.status for c in fake.calls_of("chat.postMessage")] == [429, 200]
+    assert [c.status for c in fake.calls_of("chat.update")][:2] == [429, 200]
+
+
+def test_a_login_page_instead_of_the_file_is_explained_in_the_thread(
+    slack: SlackSender, fake: FakeSlack
+) -> None:
+    fake.login_page_always = True
+    attachment = fake.add_download("data.csv", b"a,b\n1,2\n")
+    sent = slack.mention("C5", code("print('ran anyway')"), files=[attachment])
+    text = wait_text(fake, "C5", sent.ts, "files:read", "ran anyway")
+    assert "data.csv" in text
+    runtime = slack.client.runtime  # type: ignore[attr-defined]
+    assert runtime.store.list_files(ThreadKey("slack", TEAM_ID, "C5", sent.ts).id) == []
+
+
+def test_long_output_is_split_and_very_long_output_is_attached(slack: SlackSender, fake: FakeSlack) -> None:
+    medium = slack.mention("C6", code("for i in range(120):\n    print(f'{i:04d} ' + 'y' * 50)"))
+    huge = slack.mention("C6", code("for i in range(4000):\n    print(f'{i:05d} ' + 'z' * 40)"))
+
+    text = wait_text(fake, "C6", medium.ts, "0000 ", "0119 ")
+    parts = [m["text"] for m in fake.messages_in_thread("C6", medium.ts)]
+    assert len(parts) == 2, text
+    assert all(len(p) <= 3500 and p.count("```") % 2 == 0 for p in parts)
+
+    files = fake.wait_for(lambda: fake.files_in_thread("C6", huge.ts), 90, "output.txt")
+    assert [f.name for f in files] == ["output.txt"]
+    assert b"03999 " + b"z" * 40 in files[0].content
+    messages = [m for m in fake.messages_in_thread("C6", huge.ts) if m.get("bot_id")]
+    assert len(messages) == 3
+    assert "output.txt" in messages[-1]["text"] and "00000 " in messages[0]["text"]
+
+
+def test_a_csv_question_through_the_llm_agent(api: Any, fake: FakeSlack) -> None:
+    analysis = (
+        "import pandas as pd\nimport matplotlib.pyplot as plt\ndf = pd.read_csv('sales.csv')\n"
+        "print('total amount:', df['amount'].sum())\ndf.plot(x='month', y='amount')\nplt.show()\n"
+    )
+    with fake_llm() as llm:
+        llm.add(
+            run_python(analysis, when="total"),
+            Text("The total amount is 300.0; the chart shows it by month.", when="total amount: 300.0"),
+        )
+        llm_settings = {"agent": "builtin", "llm_base_url": llm.base_url, "llm_api_key": "test"}
+        slack = SlackSender(api(**slack_settings(fake, **llm_settings)))
+        attachment = fake.add_download("sales.csv", b"month,amount\njan,120.5\nfeb,80.25\nmar,99.25\n")
+        sent = slack.mention(
+            "C7", "What is the total amount in sales.csv? Plot it by month.", files=[attachment]
+        )
+        wait_text(fake, "C7", sent.ts, "total amount: 300.0", "The total amount is 300.0")
+        fake.wait_for(lambda: fake.files_in_thread("C7", sent.ts), 30, "the figure")
+    assert [f.name for f in fake.files_in_thread("C7", sent.ts)] == ["figure-1.png"]
+    assert "sales.csv" in llm.requests[0]["messages"][-1]["content"] or "sales.csv" in json.dumps(
+        llm.requests[0]
+    )

@@ -1,0 +1,105 @@
+"""Slack deliveries: signatures, malformed bodies, retries and double delivery, each turn run once."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from controller.identity import ThreadKey
+from tests.support.fake_slack import TEAM_ID, FakeSlack, serve_fake_slack
+from tests.support.slack_events import SlackSender, code, envelope, new_ts, slack_settings
+
+pytestmark = pytest.mark.integration
+
+# Appends to a file, so the store shows how many times the code really ran.
+COUNTING = code("open('runs.txt', 'a').write('x')\nprint('runs:', len(open('runs.txt').read()))")
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeSlack]:
+    with serve_fake_slack() as server:
+        yield server
+
+
+@pytest.fixture
+def slack(api: Any, fake: FakeSlack) -> SlackSender:
+    return SlackSender(api(**slack_settings(fake)))
+
+
+def runs_in(slack: SlackSender, channel: str, root_ts: str) -> bytes:
+    runtime = slack.client.runtime  # type: ignore[attr-defined]
+    return bytes(runtime.store.read_file(ThreadKey("slack", TEAM_ID, channel, root_ts).id, "runs.txt"))
+
+
+def settle_then_bot_messages(fake: FakeSlack, channel: str, thread_ts: str) -> list[dict[str, Any]]:
+    """Bot messages in the thread once a late duplicate would have had time to post."""
+    time.sleep(2)
+    return [m for m in fake.messages_in_thread(channel, thread_ts) if m.get("bot_id")]
+
+
+def test_a_retried_event_gets_exactly_one_reply(slack: SlackSender, fake: FakeSlack) -> None:
+    sent = slack.mention("C1", COUNTING)
+    fake.wait_for(lambda: "runs: 1" in fake.text_in_thread("C1", sent.ts), 60, "the first reply")
+    for retry in (1, 2):
+        assert slack.deliver(sent.body, retry=retry).status_code == 200
+
+    assert len(settle_then_bot_messages(fake, "C1", sent.ts)) == 1
+    assert runs_in(slack, "C1", sent.ts) == b"x"
+
+
+def test_mention_and_message_events_for_one_message_run_it_once(slack: SlackSender, fake: FakeSlack) -> None:
+    sent = slack.mention("C2", COUNTING)
+    also = slack.send("message", "C2", sent.body["event"]["text"], ts=sent.ts)
+    assert also.event_id != sent.event_id and also.response.status_code == 200
+    fake.wait_for(lambda: "runs: 1" in fake.text_in_thread("C2", sent.ts), 60, "the reply")
+
+    assert len(settle_then_bot_messages(fake, "C2", sent.ts)) == 1
+    assert runs_in(slack, "C2", sent.ts) == b"x"
+
+
+def test_a_retry_after_a_failed_first_delivery_is_answered_once(slack: SlackSender, fake: FakeSlack) -> None:
+    fake.fail("chat.postMessage", "internal_error", times=1)
+    sent = slack.mention("C3", COUNTING)
+    fake.wait_for(lambda: fake.calls_of("chat.postMessage"), 30, "the failed first post")
+    time.sleep(1)  # the failed turn releases its claims right after that call
+
+    assert slack.deliver(sent.body, retry=1).status_code == 200
+    fake.wait_for(lambda: "runs: 1" in fake.text_in_thread("C3", sent.ts), 60, "the retry's reply")
+    assert len(settle_then_bot_messages(fake, "C3", sent.ts)) == 1
+    assert runs_in(slack, "C3", sent.ts) == b"x"
+
+
+def _assert_nothing_happened(slack: SlackSender, fake: FakeSlack, thread_id: str) -> None:
+    time.sleep(1)
+    runtime = slack.client.runtime  # type: ignore[attr-defined]
+    assert fake.calls == []  # not even Bolt's auth.test
+    assert runtime.store.list_threads() == []
+    assert not runtime.manager.is_live(thread_id)
+    sandboxes = runtime.settings.data_dir / "sandboxes"
+    assert not sandboxes.exists() or not any(sandboxes.iterdir())
+
+
+def test_forged_stale_and_malformed_requests_are_rejected_before_anything_runs(
+    slack: SlackSender, fake: FakeSlack
+) -> None:
+    ts = new_ts()
+    body = envelope({"type": "app_mention", "user": "U1", "text": COUNTING, "ts": ts, "channel": "C4"})
+    raw = json.dumps(body).encode()
+
+    forged = slack.post_raw(raw, signature="v0=" + "0" * 64)
+    assert forged.status_code == 401
+    stale = slack.post_raw(raw, timestamp=int(time.time()) - 6 * 60)
+    assert stale.status_code == 401
+    nonsense_stamp = slack.client.post(
+        "/slack/events",
+        content=raw,
+        headers={"X-Slack-Request-Timestamp": "soon", "X-Slack-Signature": "v0=1"},
+    )
+    assert nonsense_stamp.status_code == 401
+    for malformed in (b"{not json", b"[1, 2]", b"payload=%7Bnope"):
+        assert slack.post_raw(malformed).status_code == 400
+    _assert_nothing_happened(slack, fake, ThreadKey("slack", TEAM_ID, "C4", ts).id)
