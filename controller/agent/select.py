@@ -21,5 +21,8 @@ def build_agent(settings: Settings, manager: SandboxManager, store: ThreadStore)
     if kind == "builtin":
         return BuiltinAgent(settings, manager, store)
     if kind == "open-interpreter":
-        raise NotImplementedError("the Open Interpreter engine is not built yet")
+        # Imported here: the engine is an optional extra and heavy to import.
+        from controller.agent.open_interpreter import OpenInterpreterAgent
+
+        return OpenInterpreterAgent(settings, manager, store)
     return DirectAgent(manager)
