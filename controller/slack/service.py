@@ -13,13 +13,17 @@ class SlackService:
     def __init__(self, app: AsyncApp, bot: SlackBot, settings: Settings) -> None:
         self.app = app
         self.bot = bot
+        self.settings = settings
         self.socket: AsyncSocketModeHandler | None = None
-        if settings.slack_mode == "socket":
-            assert settings.slack_app_token is not None
-            self.socket = AsyncSocketModeHandler(app, settings.slack_app_token.get_secret_value())
+
+    def socket_handler(self) -> AsyncSocketModeHandler:
+        # Built here, not in __init__: its aiohttp session needs the running event loop.
+        assert self.settings.slack_app_token is not None
+        return AsyncSocketModeHandler(self.app, self.settings.slack_app_token.get_secret_value())
 
     async def start(self) -> None:
-        if self.socket is not None:
+        if self.settings.slack_mode == "socket":
+            self.socket = self.socket_handler()
             await self.socket.connect_async()  # type: ignore[no-untyped-call]
 
     async def stop(self) -> None:
