@@ -85,3 +85,16 @@ def test_open_interpreter_llm_errors_end_the_turn_clearly(api: Any) -> None:
     assert [(e["ename"], "HTTP 500" in e["evalue"]) for e in errors(events)] == [("LLMRequestFailed", True)]
     assert done(events)["status"] == "error"
     assert len(fake.requests) == 1  # no hidden whole-stream retries
+
+
+def test_open_interpreter_stops_at_max_steps(api: Any) -> None:
+    with fake_llm() as fake:
+        client = api(**oi_settings(fake), agent_max_steps=1)
+        thread = create_thread(client, "oi-steps")
+        fake.add(execute("print('one')"), execute("print('two')", when="one"))
+        events = chat(client, thread, "count")
+        fake.add(Text("ok", when="go on"))  # the next turn still sends a valid conversation
+        chat(client, thread, "go on")
+    assert stdout(events) == "one\n"
+    assert "limit of 1 code runs" in messages(events)[-1]
+    assert done(events)["status"] == "ok"
