@@ -204,7 +204,7 @@ class OpenInterpreterAgent:
         started = time.monotonic()
         queue: asyncio.Queue[Event | None] = asyncio.Queue()
         loop = asyncio.get_running_loop()
-        instance = await asyncio.to_thread(self._instance, turn, loop)
+        instance = await self._instance(turn, loop)
 
         def emit(event: Event | None) -> None:
             loop.call_soon_threadsafe(queue.put_nowait, event)
@@ -220,13 +220,14 @@ class OpenInterpreterAgent:
         await asyncio.to_thread(self.history.append, turn.thread_id, Exchange(time.time(), new))
         yield Done(status=status, seconds=time.monotonic() - started)
 
-    def _instance(self, turn: Turn, loop: asyncio.AbstractEventLoop) -> Instance:
+    async def _instance(self, turn: Turn, loop: asyncio.AbstractEventLoop) -> Instance:
+        # On the event loop, so concurrent turns never touch the LRU at once.
         instance = self._instances.pop(turn.thread_id, None)
         if instance is None:
             bridge = KernelBridge(
                 self.manager, turn.thread_id, turn.user, loop, lambda _: None, self.settings.agent_max_steps
             )
-            instance = Instance(new_instance(self.settings, bridge), bridge)
+            instance = Instance(await asyncio.to_thread(new_instance, self.settings, bridge), bridge)
         self._instances[turn.thread_id] = instance
         while len(self._instances) > self.settings.max_sandboxes:
             self._instances.popitem(last=False)
