@@ -168,3 +168,18 @@ def test_a_csv_question_through_the_llm_agent(api: Any, fake: FakeSlack) -> None
     assert "sales.csv" in llm.requests[0]["messages"][-1]["content"] or "sales.csv" in json.dumps(
         llm.requests[0]
     )
+
+
+def test_mention_mode_answers_dms_and_mentions_only(api: Any, fake: FakeSlack) -> None:
+    slack = SlackSender(api(**slack_settings(fake, slack_reply_mode="mention")))
+    dm = slack.send("message", "D1", code("print('dm', 1 + 1)"), channel_type="im")
+    wait_text(fake, "D1", dm.ts, "dm 2")
+
+    root = slack.mention("C8", code("y = 5"))
+    wait_text(fake, "C8", root.ts, "Done, no output.")
+    unmentioned = slack.send("message", "C8", code("print('unasked', y)"), thread_ts=root.ts)
+    asked = slack.mention("C8", code("print('asked', y * 2)"), thread_ts=root.ts)
+    assert unmentioned.response.status_code == asked.response.status_code == 200
+    text = wait_text(fake, "C8", root.ts, "asked 10")
+    assert "unasked" not in text
+    assert all(m["thread_ts"] == dm.ts for m in fake.messages_in_thread("D1", dm.ts) if m.get("bot_id"))
