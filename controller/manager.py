@@ -86,18 +86,27 @@ class SandboxManager:
         self, thread_id: str, code: str, user: str | None = None, timeout: float | None = None
     ) -> AsyncIterator[Event]:
         """Run one turn of code in the thread's sandbox; the last event is always Done."""
-        async with self._lock(thread_id):
-            try:
-                async for status in self._ensure(thread_id, user):
-                    yield status
-            except (SandboxStartError, KernelUnavailable, StoreError) as exc:
-                yield Error(kind="sandbox_failed", ename=type(exc).__name__, evalue=str(exc))
-                yield Done(status="error")
-                self.metrics.executions.labels("sandbox_failed").inc()
-                return
-            live = self._live[thread_id]
-            async for event in self._execute(live, code, timeout or self.settings.exec_timeout):
-                yield event
+        try:
+            async with self._lock(thread_id):
+                async for event in self._turn(thread_id, code, user, timeout):
+                    yield event
+        finally:
+            self._changed.set()  # this sandbox may now be idle: queued threads can evict it
+
+    async def _turn(
+        self, thread_id: str, code: str, user: str | None, timeout: float | None
+    ) -> AsyncIterator[Event]:
+        try:
+            async for status in self._ensure(thread_id, user):
+                yield status
+        except (SandboxStartError, KernelUnavailable, StoreError) as exc:
+            yield Error(kind="sandbox_failed", ename=type(exc).__name__, evalue=str(exc))
+            yield Done(status="error")
+            self.metrics.executions.labels("sandbox_failed").inc()
+            return
+        live = self._live[thread_id]
+        async for event in self._execute(live, code, timeout or self.settings.exec_timeout):
+            yield event
 
     async def _execute(self, live: Live, code: str, timeout: float) -> AsyncIterator[Event]:
         done: Done | None = None
@@ -118,9 +127,8 @@ class SandboxManager:
         if files is not None:
             yield files
         if live.session.last_state in ("dead", "unresponsive"):
-            await self._retire(
-                live.info.thread_id, "died" if live.session.last_state == "dead" else "timeout"
-            )
+            reason = "died" if live.session.last_state == "dead" else "timeout"
+            await self._retire(live.info.thread_id, reason, locked=True)  # run() holds the thread's lock
         else:
             await self.backend.touch(live.info)
         yield done

@@ -13,7 +13,12 @@ if [[ -x "$BIN/minio" && -x "$BIN/mc" ]]; then
   echo "$BIN"
   exit 0
 fi
-command -v go >/dev/null || { echo "install-minio: go is not on PATH" >&2; exit 3; }
+# Exit 3 means "this machine cannot provide MinIO": the test runner turns it into a loud SKIPPED.
+command -v go >/dev/null || { echo "SKIPPED: minio: go is not on PATH" >&2; exit 3; }
+if ! go list -m "github.com/minio/minio@$MINIO_VERSION" >/dev/null 2>&1; then
+  echo "SKIPPED: minio: the Go module proxy cannot serve github.com/minio/minio@$MINIO_VERSION" >&2
+  exit 3
+fi
 mkdir -p "$BIN.tmp"
 for spec in "github.com/minio/minio@$MINIO_VERSION" "github.com/minio/mc@$MC_VERSION"; do
   echo "install-minio: building $spec (several minutes on a cold cache)..." >&2

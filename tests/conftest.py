@@ -55,3 +55,15 @@ def api(make_settings: Any) -> Iterator[Any]:
     for ctx, client in reversed(stack):
         client.close()
         ctx.__exit__(None, None, None)
+
+
+@pytest.fixture(scope="session")
+def minio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A real MinIO server for the whole session; tests use their own bucket via ``minio.store()``."""
+    from tests.support.minio import MinioUnavailable, running_minio
+
+    try:
+        with running_minio(tmp_path_factory.mktemp("minio") / "data") as server:
+            yield server
+    except MinioUnavailable as exc:
+        pytest.skip(str(exc))

@@ -1,0 +1,63 @@
+"""The same contract for both ThreadStore implementations, against a real MinIO."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from controller.stores.base import NotInStore, StoreUnavailable, ThreadStore
+from controller.stores.local import LocalStore
+from controller.stores.minio import MinioStore
+from controller.workspace import sha256_file
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(params=["local", "minio"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> ThreadStore:
+    if request.param == "local":
+        return LocalStore(tmp_path / "store")
+    minio: Any = request.getfixturevalue("minio")
+    return minio.store()  # type: ignore[no-any-return]
+
+
+def test_files_json_threads_and_claims(store: ThreadStore, tmp_path: Path) -> None:
+    src = tmp_path / "src.csv"
+    src.write_text("a,b\n1,2\n")
+    sha = sha256_file(src)
+    stored = store.put_file("t-1", "dir/données.csv", src, sha)
+    assert (stored.size, stored.sha256) == (8, sha)
+    [listed] = store.list_files("t-1")
+    assert (listed.name, listed.size, listed.sha256) == ("dir/données.csv", 8, sha)
+    assert store.read_file("t-1", "dir/données.csv") == b"a,b\n1,2\n"
+    store.download_file("t-1", "dir/données.csv", tmp_path / "out" / "x.csv")
+    assert (tmp_path / "out" / "x.csv").read_text() == "a,b\n1,2\n"
+    with pytest.raises(NotInStore):
+        store.read_file("t-1", "missing")
+    with pytest.raises(NotInStore):
+        store.read_file("t-2", "dir/données.csv")  # another thread never sees it
+
+    store.put_json("t-1", "meta", {"user": "u1"})
+    store.put_json("t-2", "meta", {"user": "u2"})
+    assert store.get_json("t-1", "meta") == {"user": "u1"}
+    assert store.get_json("t-1", "history") is None
+    assert store.list_threads() == ["t-1", "t-2"]
+
+    assert store.claim("slack-event/Ev1") and not store.claim("slack-event/Ev1")
+    store.release("slack-event/Ev1")
+    assert store.claim("slack-event/Ev1")
+
+    store.delete_file("t-1", "dir/données.csv")
+    assert store.list_files("t-1") == []
+    store.delete_thread("t-2")
+    assert store.list_threads() == ["t-1"]
+
+
+def test_unavailable_minio_is_a_clear_error() -> None:
+    store = MinioStore.connect("127.0.0.1:9", "x", "y", "bucket")  # port 9: nothing listens
+    with pytest.raises(StoreUnavailable, match="unavailable"):
+        store.check()
+    with pytest.raises(StoreUnavailable):
+        store.list_files("t-1")
