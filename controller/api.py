@@ -19,7 +19,7 @@ from controller.agent.base import Turn
 from controller.events import Event
 from controller.filenames import BadFilename, clean_filename
 from controller.identity import ThreadKey, is_thread_id
-from controller.quotas import QuotaExceeded, Usage, user_usage
+from controller.quotas import QuotaExceeded, check_upload
 from controller.runtime import Runtime
 from controller.stores.base import NotInStore, StoredFile, StoreUnavailable
 from controller.streaming import detached, ndjson, sse
@@ -117,10 +117,24 @@ def _add_ops_routes(app: FastAPI, rt: Runtime) -> None:
         return Response(generate_latest(rt.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 
+# Records seen recently, used only to keep live sandboxes usable while storage is down.
+_RECENT: dict[str, ThreadRecord] = {}
+_RECENT_MAX = 10_000
+
+
 async def _thread(rt: Runtime, thread_id: str) -> ThreadRecord:
     record: ThreadRecord | None = None
     if is_thread_id(thread_id):
-        record = await _blocking(get_thread, rt.store, thread_id)
+        try:
+            record = await _blocking(get_thread, rt.store, thread_id)
+        except StoreUnavailable:
+            if thread_id in _RECENT and rt.manager.is_live(thread_id):
+                return _RECENT[thread_id]
+            raise
+    if record is not None:
+        if len(_RECENT) >= _RECENT_MAX:
+            _RECENT.pop(next(iter(_RECENT)))
+        _RECENT[thread_id] = record
     if record is None:
         raise HTTPException(404, f"No thread {thread_id!r}. Create it with POST /threads first.")
     return record
@@ -209,7 +223,10 @@ def _add_file_routes(app: FastAPI, rt: Runtime) -> None:
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "upload"
             size = await _receive(file, path, rt.settings.max_file_bytes, clean)
-            await _blocking(_check_quotas, rt, record, clean, size)
+            try:
+                await _blocking(check_upload, rt.store, rt.quotas, thread_id, record.user, clean, size)
+            except QuotaExceeded as exc:
+                raise HTTPException(413, f"Upload refused: {exc}.") from exc
             stored: StoredFile = await _blocking(rt.store.put_file, thread_id, clean, path, sha256_file(path))
             await rt.manager.write_file(thread_id, clean, path.read_bytes())
         return FileOut(**vars(stored))
@@ -245,17 +262,3 @@ async def _receive(file: UploadFile, dest: Path, limit: int, name: str) -> int:
                 raise HTTPException(413, f"{name} is over the {limit / 2**20:.1f} MiB limit for one file.")
             fh.write(chunk)
     return size
-
-
-def _check_quotas(rt: Runtime, record: ThreadRecord, name: str, size: int) -> None:
-    stored = {f.name: f for f in rt.store.list_files(record.id)}
-    old = stored[name].size if name in stored else None
-    after = Usage.of(stored.values()).replace(old, size)
-    try:
-        rt.quotas.check_file(name, size)
-        rt.quotas.check_thread(name, after)
-        if record.user and rt.quotas.per_user:
-            others = user_usage(rt.store, record.user, record.id)
-            rt.quotas.check_user(name, Usage(others.files + after.files, others.bytes + after.bytes))
-    except QuotaExceeded as exc:
-        raise HTTPException(413, f"Upload refused: {exc}.") from exc

@@ -78,3 +78,16 @@ def user_usage(store: ThreadStore, user: str, exclude: str) -> Usage:
             used = Usage.of(store.list_files(tid))
             total = Usage(total.files + used.files, total.bytes + used.bytes)
     return total
+
+
+def check_upload(
+    store: ThreadStore, quotas: Quotas, thread_id: str, user: str | None, name: str, size: int
+) -> None:
+    """Raise QuotaExceeded if storing ``size`` bytes as ``name`` in the thread would break a limit."""
+    stored = {f.name: f for f in store.list_files(thread_id)}
+    after = Usage.of(stored.values()).replace(stored[name].size if name in stored else None, size)
+    quotas.check_file(name, size)
+    quotas.check_thread(name, after)
+    if user and quotas.per_user:
+        others = user_usage(store, user, thread_id)
+        quotas.check_user(name, Usage(others.files + after.files, others.bytes + after.bytes))

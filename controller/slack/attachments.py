@@ -19,7 +19,7 @@ import httpx
 
 from controller.filenames import BadFilename, clean_filename
 from controller.manager import SandboxManager
-from controller.quotas import QuotaExceeded, Quotas, Usage, user_usage
+from controller.quotas import QuotaExceeded, Quotas, check_upload
 from controller.stores.base import ThreadStore
 from controller.threads import ThreadRecord
 from controller.workspace import sha256_file
@@ -83,17 +83,6 @@ def is_login_page(content_type: str, data: bytes, expected_type: str) -> bool:
     return content_type.startswith("text/html") or head.startswith((b"<!doctype", b"<html"))
 
 
-def check_quota(store: ThreadStore, quotas: Quotas, record: ThreadRecord, name: str, size: int) -> None:
-    """Raise QuotaExceeded if storing ``size`` bytes as ``name`` would break a limit."""
-    stored = {f.name: f for f in store.list_files(record.id)}
-    after = Usage.of(stored.values()).replace(stored[name].size if name in stored else None, size)
-    quotas.check_file(name, size)
-    quotas.check_thread(name, after)
-    if record.user and quotas.per_user:
-        others = user_usage(store, record.user, record.id)
-        quotas.check_user(name, Usage(others.files + after.files, others.bytes + after.bytes))
-
-
 @dataclass(frozen=True)
 class Attachments:
     store: ThreadStore
@@ -117,10 +106,12 @@ class Attachments:
         if not url:
             raise AttachmentError("Slack did not give a download link for it")
         await asyncio.to_thread(
-            check_quota, self.store, self.quotas, record, name, int(file.get("size") or 0)
+            check_upload, self.store, self.quotas, record.id, record.user, name, int(file.get("size") or 0)
         )
         data = await self.downloader.fetch(str(url), str(file.get("mimetype") or ""))
-        await asyncio.to_thread(check_quota, self.store, self.quotas, record, name, len(data))
+        await asyncio.to_thread(
+            check_upload, self.store, self.quotas, record.id, record.user, name, len(data)
+        )
         await asyncio.to_thread(self._store, record.id, name, data)
         await self.manager.write_file(record.id, name, data)
         return name
