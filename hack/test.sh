@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Runs the whole test suite on a fresh machine: installs what it needs (cached under
+# ~/.cache/threadbox), lints, then runs unit, integration and browser tests against real
+# kernels, a real MinIO and a real Chromium. A component this machine cannot provide is
+# reported with one loud "SKIPPED: <component>: <reason>" line; our own failures fail the run.
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+cd "$ROOT"
+
+# Runs an installer; exit 3 means "cannot be provided here": print its SKIPPED line and go on.
+provide() {
+  local name=$1; shift
+  step "providing $name"
+  local rc=0
+  "$@" >/dev/null || rc=$?
+  if [[ $rc -eq 3 ]]; then echo "(tests needing $name will be skipped, see the SKIPPED line above)" >&2; return 0; fi
+  return $rc
+}
+
+ensure_uv
+sync_env
+step "lint: ruff, formatting, mypy (strict)"
+"${UV[@]}" run --frozen ruff check controller tests bench
+"${UV[@]}" run --frozen ruff format --check controller tests bench
+"${UV[@]}" run --frozen mypy
+
+provide minio ./hack/install-minio.sh
+provide chromium ./hack/install-browser.sh
+
+step "pytest"
+rc=0
+"${UV[@]}" run --frozen pytest -q -rs --durations=15 "$@" || rc=$?
+if [[ $rc -eq 5 ]]; then
+  echo "pytest collected no tests: that is a failure of the suite itself" >&2
+  exit 1
+fi
+exit $rc
