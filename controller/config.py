@@ -90,6 +90,8 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _check_store(self) -> Settings:
+        if self.backend == "kubernetes":
+            raise ValueError("backend=kubernetes is not available in this release yet; use backend=local")
         if self.store == "minio":
             missing = [
                 f"THREADBOX_MINIO_{name.upper()}"

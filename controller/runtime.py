@@ -74,8 +74,6 @@ def build_store(settings: Settings) -> ThreadStore:
 
 
 def build_backend(settings: Settings, store: ThreadStore, quotas: Quotas) -> Backend:
-    if settings.backend == "kubernetes":
-        raise NotImplementedError("the kubernetes backend is not built yet (issue 3)")
     python = settings.sandbox_python or ensure_sandbox_python()
     return LocalBackend(settings.data_dir / "sandboxes", python, store, quotas, settings.file_ttl_days)
 

@@ -43,3 +43,18 @@ def test_help_lists_commands(capsys: pytest.CaptureFixture[str]) -> None:
     out = capsys.readouterr().out
     for command in ("dev", "serve", "run", "upload", "threads", "THREADBOX_"):
         assert command in out
+
+
+def test_kubernetes_backend_is_refused_clearly_until_it_exists() -> None:
+    with pytest.raises(ValidationError, match="not available in this release"):
+        Settings(backend="kubernetes")
+
+
+def test_readme_documents_every_setting() -> None:
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    missing = [
+        f"THREADBOX_{n.upper()}" for n in Settings.model_fields if f"`THREADBOX_{n.upper()}`" not in readme
+    ]
+    assert missing == [], f"add these to the README's configuration table: {missing}"
