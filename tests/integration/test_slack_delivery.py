@@ -4,30 +4,18 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from controller.identity import ThreadKey
-from tests.support.fake_slack import TEAM_ID, FakeSlack, serve_fake_slack
-from tests.support.slack_events import SlackSender, code, envelope, new_ts, slack_settings
+from tests.support.fake_slack import TEAM_ID, FakeSlack
+from tests.support.slack_events import SlackSender, code, envelope, new_ts
 
 pytestmark = pytest.mark.integration
 
 # Appends to a file, so the store shows how many times the code really ran.
 COUNTING = code("open('runs.txt', 'a').write('x')\nprint('runs:', len(open('runs.txt').read()))")
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeSlack]:
-    with serve_fake_slack() as server:
-        yield server
-
-
-@pytest.fixture
-def slack(api: Any, fake: FakeSlack) -> SlackSender:
-    return SlackSender(api(**slack_settings(fake)))
 
 
 def runs_in(slack: SlackSender, channel: str, root_ts: str) -> bytes:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -11,21 +10,10 @@ import pytest
 
 from controller.identity import ThreadKey
 from tests.support.fake_openai import Text, fake_llm, run_python
-from tests.support.fake_slack import TEAM_ID, FakeFile, FakeSlack, serve_fake_slack
+from tests.support.fake_slack import TEAM_ID, FakeFile, FakeSlack
 from tests.support.slack_events import SlackSender, code, slack_settings
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeSlack]:
-    with serve_fake_slack() as server:
-        yield server
-
-
-@pytest.fixture
-def slack(api: Any, fake: FakeSlack) -> SlackSender:
-    return SlackSender(api(**slack_settings(fake)))
 
 
 def thread_says(fake: FakeSlack, channel: str, thread_ts: str, *needles: str) -> str | None:
