@@ -39,7 +39,7 @@ class Error(BaseModel):
     """An error in user code or in running it. ``kind`` lets front-ends phrase it."""
 
     type: Literal["error"] = "error"
-    kind: Literal["exception", "timeout", "kernel_died", "sandbox_failed", "quota", "rejected"]
+    kind: Literal["exception", "timeout", "kernel_died", "sandbox_failed", "quota", "rejected", "llm_failed"]
     ename: str
     evalue: str
     traceback: list[str] = Field(default_factory=list)

@@ -13,9 +13,8 @@ from openai.types.chat import ChatCompletionChunk, ChatCompletionMessageParam, C
 from controller.config import Settings
 from controller.events import Error
 
-# Events have no kind for a failing model service; "rejected" reads right for refusals
-# (rate limit, key, bad request) and timeouts keep their own kind.
-LLM_ERROR_KIND: Final = "rejected"
+# A failing model service (rate limit, key, bad request, 5xx) is "llm_failed"; timeouts keep their own kind.
+LLM_ERROR_KIND: Final = "llm_failed"
 MAX_DETAIL = 300
 
 

@@ -69,6 +69,7 @@ def describe_error(error: Error) -> str:
         "quota": "A quota was reached",
         "sandbox_failed": "The sandbox ran into a problem",
         "rejected": "This was not run",
+        "llm_failed": "The language model could not answer",
     }[error.kind]
     return f"{prefix}: {error.evalue}"
 

@@ -385,6 +385,7 @@ const ERROR_LEADS = {
   sandbox_failed: "The sandbox failed",
   quota: "Over quota",
   rejected: "Rejected",
+  llm_failed: "The language model could not answer",
 };
 
 function renderError(ev) {
