@@ -5,11 +5,12 @@ Every field here is listed in the README's configuration table; keep them in ste
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_HOME = Path.home() / ".local" / "share" / "threadbox"
 
@@ -57,6 +58,36 @@ class Settings(BaseSettings):
     minio_bucket: str = "threadbox"
     minio_secure: bool = False
 
+    # Kubernetes (backend=kubernetes): a pod per thread, see docs/sandbox-pod-contract.md.
+    kubeconfig: Path | None = Field(
+        default=None, description="Unset: in-cluster config inside a pod, else the default kubeconfig."
+    )
+    sandbox_namespace: str = "threadbox"
+    sandbox_image: str = "localhost/threadbox-sandbox:dev"
+    sandbox_cpu_request: str = "250m"
+    sandbox_cpu_limit: str = "1"
+    sandbox_memory_request: str = "256Mi"
+    sandbox_memory_limit: str = "1Gi"
+    workspace_size_limit: str = Field(
+        default="1Gi", description="sizeLimit of the pod's /workspace emptyDir."
+    )
+    runtime_class_name: str | None = Field(
+        default=None, description="e.g. gvisor or kata; unset: the default."
+    )
+    active_deadline_seconds: int = Field(
+        default=43200, ge=900, description="Backstop lifetime of a sandbox pod (and of its credentials)."
+    )
+    egress_allow_cidrs: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Comma-separated CIDRs sandboxes may reach besides DNS and MinIO."
+    )
+    controller_cidrs: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Comma-separated CIDRs the controller connects to pods from, when it runs outside the cluster.",
+    )
+    sandbox_minio_endpoint: str | None = Field(
+        default=None, description="host:port of MinIO as sandbox pods reach it; defaults to minio_endpoint."
+    )
+
     # Agent: "auto" uses the built-in LLM loop when llm_base_url or llm_api_key is set, else direct-code mode.
     agent: Literal["auto", "direct", "builtin", "open-interpreter"] = "auto"
     llm_base_url: str | None = Field(
@@ -88,10 +119,19 @@ class Settings(BaseSettings):
         default=1.5, gt=0, description="Seconds between streamed message edits."
     )
 
+    @field_validator("egress_allow_cidrs", "controller_cidrs", mode="before")
+    @classmethod
+    def _split_cidrs(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        for cidr in value:
+            ipaddress.ip_network(cidr)  # a host address with a prefix (10.0.0.1/8) is refused as a typo
+        return value
+
     @model_validator(mode="after")
     def _check_store(self) -> Settings:
-        if self.backend == "kubernetes":
-            raise ValueError("backend=kubernetes is not available in this release yet; use backend=local")
+        if self.backend == "kubernetes" and self.store != "minio":
+            raise ValueError("backend=kubernetes needs store=minio: sandbox pods sync their files with MinIO")
         if self.store == "minio":
             missing = [
                 f"THREADBOX_MINIO_{name.upper()}"

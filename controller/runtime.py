@@ -74,6 +74,10 @@ def build_store(settings: Settings) -> ThreadStore:
 
 
 def build_backend(settings: Settings, store: ThreadStore, quotas: Quotas) -> Backend:
+    if settings.backend == "kubernetes":
+        from controller.backends.kubernetes import KubernetesBackend  # the client loads only when used
+
+        return KubernetesBackend(settings)
     python = settings.sandbox_python or ensure_sandbox_python()
     return LocalBackend(settings.data_dir / "sandboxes", python, store, quotas, settings.file_ttl_days)
 

@@ -45,8 +45,8 @@ def test_help_lists_commands(capsys: pytest.CaptureFixture[str]) -> None:
         assert command in out
 
 
-def test_kubernetes_backend_is_refused_clearly_until_it_exists() -> None:
-    with pytest.raises(ValidationError, match="not available in this release"):
+def test_kubernetes_backend_needs_the_minio_store() -> None:
+    with pytest.raises(ValidationError, match="backend=kubernetes needs store=minio"):
         Settings(backend="kubernetes")
 
 

@@ -1,0 +1,450 @@
+"""Kubernetes backend: one pod per thread, built by controller/k8s/objects.py.
+
+Everything the controller needs is in the cluster, found by label: the pod (IP, UID,
+``last-active`` annotation) and its Secret (the kernel's key), so any controller replica,
+or one restarted, finds any thread's sandbox. The controller dials the kernel at the pod
+IP and talks to the in-pod agent (port 8888, bearer = kernel key) for file sync.
+
+The official client is blocking: every call runs in a worker thread. Reads use
+``_preload_content=False`` and decode the API's JSON, so the pure helpers in
+controller/k8s/podstate.py see exactly what the API sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+import os
+import socket
+import time
+import urllib.parse
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import httpx
+import urllib3
+from kubernetes import client, config, watch
+from kubernetes.client.exceptions import ApiException
+from kubernetes.config.config_exception import ConfigException
+
+from controller.backends.base import SandboxInfo, SandboxStartError
+from controller.config import Settings
+from controller.k8s import objects, podstate
+from controller.k8s.connection import agent_url, for_pod, new_connection
+from controller.k8s.names import NETWORK_POLICY_NAME, all_sandboxes_selector, object_name, thread_selector
+from controller.k8s.storage import credential_seconds, pod_storage, split_endpoint
+from controller.stores.base import StoreUnavailable
+from controller.workspace import PersistResult
+
+log = logging.getLogger(__name__)
+
+ALIVE_TTL = 1.0  # the manager probes every 0.25 s while a kernel is silent; one GET a second is plenty
+STALE_SECRET_SECONDS = 120  # an ownerless Secret this old with no pod is a crash leftover
+API_ERRORS = (ApiException, urllib3.exceptions.HTTPError, OSError)
+
+
+class AgentError(StoreUnavailable):
+    """The in-pod agent failed a file sync request."""
+
+
+def load_api_client(kubeconfig: Path | None) -> client.ApiClient:
+    cfg = client.Configuration()
+    try:
+        if kubeconfig is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
+            config.load_incluster_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
+        else:
+            config.load_kube_config(  # type: ignore[no-untyped-call]
+                config_file=str(kubeconfig) if kubeconfig else None, client_configuration=cfg
+            )
+    except (ConfigException, OSError) as exc:
+        raise RuntimeError(
+            f"backend=kubernetes: no usable cluster configuration ({exc}); set THREADBOX_KUBECONFIG"
+        ) from exc
+    return client.ApiClient(cfg)
+
+
+def _api_message(exc: BaseException) -> str:
+    if isinstance(exc, ApiException):
+        try:
+            return f"{exc.status} {json.loads(exc.body or '')['message']}"
+        except (TypeError, ValueError, KeyError):
+            return f"{exc.status} {exc.reason}"
+    return str(exc)
+
+
+def _not_found(exc: BaseException) -> bool:
+    return isinstance(exc, ApiException) and exc.status == 404
+
+
+class KubernetesBackend:
+    name = "kubernetes"
+    keep_on_shutdown = True  # pods outlive a controller restart; the next one adopts them
+
+    def __init__(self, settings: Settings, api: client.ApiClient | None = None) -> None:
+        self.settings = settings
+        self.ns = settings.sandbox_namespace
+        self.pod_config = objects.PodConfig.from_settings(settings)
+        self.api = api or load_api_client(settings.kubeconfig)
+        self.core = client.CoreV1Api(self.api)
+        self.net = client.NetworkingV1Api(self.api)
+        self.touch_every = min(30.0, settings.idle_timeout / 4)
+        self._alive: dict[str, tuple[float, bool]] = {}  # pod uid -> (checked at, alive)
+        self._touched: dict[str, float] = {}  # pod uid -> when the annotation was last written
+        self._policy_ready = False
+        self._http: httpx.AsyncClient | None = None
+
+    # -- API plumbing ----------------------------------------------------------------
+
+    def _json(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> dict[str, Any]:
+        resp = fn(*args, _preload_content=False, _request_timeout=30, **kwargs)
+        return dict(json.loads(resp.data))
+
+    async def _get(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> dict[str, Any]:
+        return await asyncio.to_thread(self._json, fn, *args, **kwargs)
+
+    async def _call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+        await asyncio.to_thread(fn, *args, _request_timeout=30, **kwargs)
+
+    async def _read_pod(self, name: str) -> dict[str, Any] | None:
+        try:
+            return await self._get(self.core.read_namespaced_pod, name, self.ns)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    # -- start -----------------------------------------------------------------------
+
+    async def start(self, thread_id: str) -> SandboxInfo:
+        name = object_name(thread_id)
+        try:
+            await self._ensure_policy()
+            storage = await asyncio.to_thread(self._storage_for, thread_id)
+            await self._clear_leftovers(name)
+            connection = new_connection()
+            secret = objects.sandbox_secret(thread_id, self.ns, connection, storage)
+            await self._call(self.core.create_namespaced_secret, self.ns, secret)
+        except API_ERRORS as exc:
+            raise SandboxStartError(f"could not prepare the sandbox pod {name}: {_api_message(exc)}") from exc
+        try:
+            pod = await self._create_pod(thread_id)
+            pod = await asyncio.to_thread(self._wait_running, name, self.settings.start_timeout)
+        except BaseException:
+            # Nobody else knows this pod yet: remove it now, even when the start was cancelled.
+            await asyncio.shield(self._delete_quietly(name))
+            raise
+        ip = podstate.pod_ip(pod)
+        assert ip is not None  # _wait_running returns only a running pod with an IP
+        now = time.time()
+        uid = podstate.uid(pod)
+        self._touched[uid] = now
+        return SandboxInfo(
+            thread_id,
+            name,
+            for_pod(connection, ip),
+            podstate.created(pod),
+            now,
+            None,
+            {"uid": uid, "pod_ip": ip},
+        )
+
+    def _storage_for(self, thread_id: str) -> dict[str, Any]:
+        s = self.settings
+        assert s.minio_endpoint and s.minio_access_key and s.minio_secret_key  # config requires store=minio
+        from controller.sts import scoped_credentials  # the sandbox image side owns this module
+
+        try:
+            creds: dict[str, Any] = scoped_credentials(
+                s.minio_endpoint,
+                s.minio_access_key,
+                s.minio_secret_key.get_secret_value(),
+                s.minio_bucket,
+                thread_id,
+                duration=credential_seconds(s.active_deadline_seconds),
+                secure=s.minio_secure,
+            )
+        except Exception as exc:
+            raise SandboxStartError(f"could not get scoped storage credentials from MinIO: {exc}") from exc
+        return pod_storage(creds, s.sandbox_minio_endpoint or s.minio_endpoint)
+
+    async def _create_pod(self, thread_id: str) -> dict[str, Any]:
+        name = object_name(thread_id)
+        body = objects.sandbox_pod(thread_id, self.pod_config, time.time())
+        try:
+            pod = await self._get(self.core.create_namespaced_pod, self.ns, body)
+        except API_ERRORS as exc:
+            raise SandboxStartError(f"could not create the sandbox pod {name}: {_api_message(exc)}") from exc
+        try:
+            patch = objects.secret_owner_patch(name, podstate.uid(pod))
+            await self._call(self.core.patch_namespaced_secret, name, self.ns, patch)
+        except API_ERRORS as exc:  # stop() and the sweep delete an ownerless Secret, so go on
+            log.warning("could not set the owner of Secret %s: %s", name, _api_message(exc))
+        return pod
+
+    def _wait_running(self, name: str, timeout: float) -> dict[str, Any]:
+        """Watch the pod until it runs with an IP; fail at once on reasons that will not clear."""
+        deadline = time.monotonic() + timeout
+        waiting_on = "the pod to be scheduled"
+        w = watch.Watch()  # type: ignore[no-untyped-call]
+        try:
+            while (remaining := deadline - time.monotonic()) > 0:
+                for event in w.stream(  # type: ignore[no-untyped-call]
+                    self.core.list_namespaced_pod,
+                    self.ns,
+                    field_selector=f"metadata.name={name}",
+                    timeout_seconds=max(1, int(remaining)),
+                    _request_timeout=remaining + 10,
+                ):
+                    if event["type"] == "DELETED":
+                        raise SandboxStartError(f"the sandbox pod {name} was deleted while starting")
+                    if event["type"] not in ("ADDED", "MODIFIED"):
+                        break  # ERROR (e.g. resource version too old): watch again
+                    progress = podstate.start_progress(event["raw_object"])
+                    if progress.error:
+                        raise SandboxStartError(f"sandbox pod {name}: {progress.error}")
+                    if progress.running:
+                        return dict(event["raw_object"])
+                    waiting_on = progress.waiting_on
+        except API_ERRORS as exc:
+            raise SandboxStartError(f"lost track of the sandbox pod {name}: {_api_message(exc)}") from exc
+        finally:
+            w.stop()  # type: ignore[no-untyped-call]
+        raise SandboxStartError(
+            f"the sandbox pod {name} was not running after {timeout:g}s (waiting on {waiting_on})"
+        )
+
+    async def _clear_leftovers(self, name: str) -> None:
+        """A dead or terminating pod (and its Secret) of this thread must go before the new one."""
+        pod = await self._read_pod(name)
+        if pod is not None:
+            await self._delete_pod(name, podstate.uid(pod))
+        await self._delete_secret(name, owner_uid=None)
+
+    async def _ensure_policy(self) -> None:
+        if self._policy_ready:
+            return
+        s = self.settings
+        storage_endpoint = s.sandbox_minio_endpoint or s.minio_endpoint
+        assert storage_endpoint
+        host, port = split_endpoint(storage_endpoint, s.minio_secure)
+        try:
+            ip = await asyncio.to_thread(socket.gethostbyname, host)
+        except OSError as exc:
+            raise SandboxStartError(
+                f"cannot resolve the MinIO host {host!r} for the network policy: {exc}"
+            ) from exc
+        policy = objects.sandbox_network_policy(self.ns, s.controller_cidrs, (ip, port), s.egress_allow_cidrs)
+        try:
+            await self._call(self.net.create_namespaced_network_policy, self.ns, policy)
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
+            # Exists: make it match this controller's settings (the last replica to start wins).
+            await self._call(self.net.replace_namespaced_network_policy, NETWORK_POLICY_NAME, self.ns, policy)
+        self._policy_ready = True
+
+    # -- finding ---------------------------------------------------------------------
+
+    def _info(self, pod: dict[str, Any], secret: dict[str, Any]) -> SandboxInfo | None:
+        ip = podstate.pod_ip(pod)
+        try:
+            raw = secret["data"]["connection.json"]
+            connection = json.loads(base64.b64decode(raw))
+        except (KeyError, TypeError, ValueError):
+            return None
+        if ip is None:
+            return None
+        return SandboxInfo(
+            podstate.thread_of(pod),
+            pod["metadata"]["name"],
+            for_pod(connection, ip),
+            podstate.created(pod),
+            podstate.last_active(pod),
+            None,
+            {"uid": podstate.uid(pod), "pod_ip": ip},
+        )
+
+    async def find(self, thread_id: str) -> SandboxInfo | None:
+        pods = await self._get(
+            self.core.list_namespaced_pod, self.ns, label_selector=thread_selector(thread_id)
+        )
+        for pod in pods.get("items", []):
+            if not podstate.alive(pod):
+                continue
+            try:
+                secret = await self._get(self.core.read_namespaced_secret, pod["metadata"]["name"], self.ns)
+            except ApiException as exc:
+                if exc.status == 404:
+                    continue  # unusable without its key; start() replaces it
+                raise
+            return self._info(pod, secret)
+        return None
+
+    async def list(self) -> list[SandboxInfo]:
+        selector = all_sandboxes_selector()
+        pods = (await self._get(self.core.list_namespaced_pod, self.ns, label_selector=selector))["items"]
+        secrets = (await self._get(self.core.list_namespaced_secret, self.ns, label_selector=selector))[
+            "items"
+        ]
+        by_name = {s["metadata"]["name"]: s for s in secrets}
+        await self._sweep(pods, secrets)
+        found = []
+        for pod in pods:
+            secret = by_name.get(pod["metadata"]["name"])
+            info = self._info(pod, secret) if secret and podstate.alive(pod) else None
+            if info is not None:
+                found.append(info)
+        return found
+
+    async def _sweep(self, pods: Sequence[dict[str, Any]], secrets: Sequence[dict[str, Any]]) -> None:
+        """Delete what no controller can use: ended pods, stuck ones, Secrets left by a crash mid-start."""
+        now = time.time()
+        stuck_after = 2 * self.settings.start_timeout + 60
+        for pod in pods:
+            phase = (pod.get("status") or {}).get("phase")
+            ended = phase in ("Succeeded", "Failed")
+            stuck = not podstate.alive(pod) and now - podstate.created(pod) > stuck_after
+            if (ended or stuck) and not podstate.terminating(pod):
+                log.warning("deleting sandbox pod %s (phase %s)", pod["metadata"]["name"], phase)
+                await self._delete_pod(pod["metadata"]["name"], podstate.uid(pod), wait=False)
+        pod_names = {p["metadata"]["name"] for p in pods}
+        for secret in secrets:
+            meta = secret["metadata"]
+            old = now - podstate.parse_time(meta["creationTimestamp"]) > STALE_SECRET_SECONDS
+            if meta["name"] not in pod_names and not meta.get("ownerReferences") and old:
+                await self._delete_secret(meta["name"], owner_uid=None)
+
+    # -- liveness and activity -------------------------------------------------------
+
+    async def alive(self, info: SandboxInfo) -> bool:
+        uid = str(info.extra["uid"])
+        checked = self._alive.get(uid)
+        if checked and time.monotonic() - checked[0] < ALIVE_TTL:
+            return checked[1]
+        try:
+            pod = await self._read_pod(info.name)
+        except API_ERRORS as exc:
+            # The API being down says nothing about the kernel: keep the last answer.
+            log.warning("cannot read sandbox pod %s: %s", info.name, _api_message(exc))
+            return checked[1] if checked else True
+        result = pod is not None and podstate.uid(pod) == uid and podstate.alive(pod)
+        self._alive[uid] = (time.monotonic(), result)
+        return result
+
+    async def touch(self, info: SandboxInfo) -> None:
+        now = time.time()
+        info.last_active = now
+        uid = str(info.extra["uid"])
+        if now - self._touched.get(uid, 0.0) < self.touch_every:
+            return  # throttled: the annotation only has to be close enough for idle reaping
+        self._touched[uid] = now
+        try:
+            await self._call(
+                self.core.patch_namespaced_pod, info.name, self.ns, objects.last_active_patch(now)
+            )
+        except API_ERRORS as exc:
+            log.warning("could not record activity on pod %s: %s", info.name, _api_message(exc))
+
+    # -- stop ------------------------------------------------------------------------
+
+    async def stop(self, info: SandboxInfo) -> None:
+        uid = str(info.extra["uid"])
+        await self._delete_pod(info.name, uid)
+        await self._delete_secret(info.name, owner_uid=uid)
+        self._alive.pop(uid, None)
+        self._touched.pop(uid, None)
+
+    async def _delete_pod(self, name: str, uid: str, wait: bool = True) -> None:
+        # The UID precondition keeps a stale caller from deleting a newer pod of the same thread.
+        options = client.V1DeleteOptions(preconditions=client.V1Preconditions(uid=uid))
+        try:
+            await self._call(self.core.delete_namespaced_pod, name, self.ns, body=options)
+        except ApiException as exc:
+            if exc.status in (404, 409):
+                return  # gone already, or the name belongs to another pod now
+            raise
+        if not wait:
+            return
+        deadline = time.monotonic() + objects.TERMINATION_GRACE_SECONDS + 30
+        while time.monotonic() < deadline:
+            pod = await self._read_pod(name)
+            if pod is None or podstate.uid(pod) != uid:
+                return
+            await asyncio.sleep(0.25)
+        log.warning(
+            "sandbox pod %s still exists %ss after deletion", name, objects.TERMINATION_GRACE_SECONDS + 30
+        )
+
+    async def _delete_secret(self, name: str, owner_uid: str | None) -> None:
+        """Delete the Secret if it is unowned or owned by ``owner_uid`` (not a newer pod's)."""
+        try:
+            secret = await self._get(self.core.read_namespaced_secret, name, self.ns)
+            owners = {o.get("uid") for o in secret["metadata"].get("ownerReferences") or []}
+            if owners and owner_uid not in owners:
+                return
+            options = client.V1DeleteOptions(
+                preconditions=client.V1Preconditions(uid=secret["metadata"]["uid"])
+            )
+            await self._call(self.core.delete_namespaced_secret, name, self.ns, body=options)
+        except ApiException as exc:
+            if exc.status not in (404, 409):
+                raise
+
+    async def _delete_quietly(self, name: str) -> None:
+        try:
+            pod = await self._read_pod(name)
+            if pod is not None:
+                await self._delete_pod(name, podstate.uid(pod))
+            await self._delete_secret(name, owner_uid=podstate.uid(pod) if pod else None)
+        except API_ERRORS as exc:
+            log.warning("could not clean up sandbox %s after a failed start: %s", name, _api_message(exc))
+
+    # -- files, through the in-pod agent ------------------------------------------------
+
+    def _client(self) -> httpx.AsyncClient:
+        if self._http is None:
+            # Persisting a large workspace to MinIO can take a while; connecting must not.
+            self._http = httpx.AsyncClient(timeout=httpx.Timeout(300, connect=5))
+        return self._http
+
+    async def _agent(self, info: SandboxInfo, method: str, path: str, content: bytes | None = None) -> Any:
+        url = agent_url(str(info.extra["pod_ip"])) + path
+        headers = {"Authorization": f"Bearer {info.connection['key']}"}
+        try:
+            resp = await self._client().request(method, url, headers=headers, content=content)
+        except httpx.HTTPError as exc:
+            raise AgentError(f"the sandbox agent of {info.name} did not answer: {exc!r}") from exc
+        if resp.status_code >= 400:
+            raise AgentError(
+                f"the sandbox agent of {info.name} failed {path}: {resp.status_code} {resp.text[:500]}"
+            )
+        return resp.json() if resp.content else None
+
+    async def restore(self, info: SandboxInfo, user: str | None) -> int:
+        # The agent starts with the kernel; until it listens, connecting is refused: retry.
+        deadline = time.monotonic() + self.settings.start_timeout
+        while True:
+            try:
+                result = await self._agent(info, "POST", "/restore")
+                return int(result["restored"])
+            except AgentError as exc:
+                if time.monotonic() > deadline or not await self.alive(info):
+                    raise SandboxStartError(f"could not restore the thread's files: {exc}") from exc
+                await asyncio.sleep(0.2)
+
+    async def persist(self, info: SandboxInfo, user: str | None) -> PersistResult:
+        # Per-user quotas need every thread's usage, which a pod's scoped credentials cannot see;
+        # the pod enforces the per-file and per-thread ones.
+        r = await self._agent(info, "POST", "/persist")
+        return PersistResult(
+            changed=list(r.get("changed", [])),
+            deleted=list(r.get("deleted", [])),
+            refused=dict(r.get("refused", {})),
+            bytes=int(r.get("bytes", 0)),
+        )
+
+    async def write_file(self, info: SandboxInfo, name: str, data: bytes) -> None:
+        await self._agent(info, "PUT", "/files/" + urllib.parse.quote(name, safe="/"), data)

@@ -1,0 +1,36 @@
+"""The kernel's connection info: fixed ports in the pod, the pod IP on the controller's side."""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+KERNEL_PORTS = {
+    "shell_port": 5555,
+    "iopub_port": 5556,
+    "stdin_port": 5557,
+    "control_port": 5558,
+    "hb_port": 5559,
+}
+AGENT_PORT = 8888
+
+
+def new_connection() -> dict[str, Any]:
+    """What goes into the pod's connection.json: the kernel binds every interface of its pod."""
+    return {
+        **KERNEL_PORTS,
+        "ip": "0.0.0.0",
+        "transport": "tcp",
+        "signature_scheme": "hmac-sha256",
+        "key": secrets.token_hex(32),
+        "kernel_name": "python3",
+    }
+
+
+def for_pod(connection: dict[str, Any], pod_ip: str) -> dict[str, Any]:
+    """The same info as the controller must use it: 0.0.0.0 is where the kernel listens, not where to dial."""
+    return {**connection, "ip": pod_ip}
+
+
+def agent_url(pod_ip: str) -> str:
+    return f"http://{pod_ip}:{AGENT_PORT}"

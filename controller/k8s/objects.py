@@ -1,0 +1,258 @@
+"""Pure builders of the sandbox's Kubernetes objects, as plain manifests (dicts).
+
+Plain dicts rather than the client's V1 models: they are what the API sees, the unit
+tests can assert on them field by field, and the client accepts them as request bodies.
+
+Secret ownership: the Secret is created *before* the Pod, without an owner, and the
+backend patches ``ownerReferences`` onto it once the Pod's UID is known. Creating the Pod
+first would make the kubelet fail the Secret mount and retry it with a back-off (seconds
+of start latency); the cost of Secret-first is a short window where a controller crash
+leaves an ownerless Secret, which the backend sweeps (labelled, no Pod of the same name).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from controller.config import Settings
+from controller.k8s.connection import AGENT_PORT, KERNEL_PORTS
+from controller.k8s.names import (
+    APP_LABEL,
+    CONTAINER_NAME,
+    CONTROLLER_APP,
+    LAST_ACTIVE_ANNOTATION,
+    NETWORK_POLICY_NAME,
+    SANDBOX_APP,
+    object_name,
+    sandbox_labels,
+)
+
+SANDBOX_UID = 1000
+SECRETS_DIR = "/var/run/threadbox"
+WORKSPACE = "/workspace"
+HOME = "/home/sandbox"
+SCRATCH_SIZE = "256Mi"  # /tmp and HOME: caches only, never synced
+TERMINATION_GRACE_SECONDS = 30  # the entrypoint persists on SIGTERM before it exits
+
+
+@dataclass(frozen=True)
+class PodConfig:
+    """The settings a sandbox pod is built from."""
+
+    namespace: str
+    image: str
+    cpu_request: str
+    cpu_limit: str
+    memory_request: str
+    memory_limit: str
+    workspace_size_limit: str
+    active_deadline_seconds: int
+    runtime_class_name: str | None
+    max_file_bytes: int
+    thread_max_files: int
+    thread_max_bytes: int
+    file_ttl_days: float
+
+    @classmethod
+    def from_settings(cls, s: Settings) -> PodConfig:
+        return cls(
+            namespace=s.sandbox_namespace,
+            image=s.sandbox_image,
+            cpu_request=s.sandbox_cpu_request,
+            cpu_limit=s.sandbox_cpu_limit,
+            memory_request=s.sandbox_memory_request,
+            memory_limit=s.sandbox_memory_limit,
+            workspace_size_limit=s.workspace_size_limit,
+            active_deadline_seconds=s.active_deadline_seconds,
+            runtime_class_name=s.runtime_class_name,
+            max_file_bytes=s.max_file_bytes,
+            thread_max_files=s.thread_max_files,
+            thread_max_bytes=s.thread_max_bytes,
+            file_ttl_days=s.file_ttl_days,
+        )
+
+
+def _env(thread_id: str, cfg: PodConfig) -> list[dict[str, str]]:
+    # Exactly the contract's variables: nothing of the controller's own environment.
+    values = {
+        "THREADBOX_THREAD_ID": thread_id,
+        "THREADBOX_SECRETS_DIR": SECRETS_DIR,
+        "THREADBOX_WORKSPACE": WORKSPACE,
+        "THREADBOX_MAX_FILE_BYTES": str(cfg.max_file_bytes),
+        "THREADBOX_THREAD_MAX_FILES": str(cfg.thread_max_files),
+        "THREADBOX_THREAD_MAX_BYTES": str(cfg.thread_max_bytes),
+        "THREADBOX_FILE_TTL_DAYS": f"{cfg.file_ttl_days:g}",
+    }
+    return [{"name": k, "value": v} for k, v in values.items()]
+
+
+def _container(thread_id: str, cfg: PodConfig) -> dict[str, Any]:
+    ports = [{"name": name.removesuffix("_port"), "containerPort": p} for name, p in KERNEL_PORTS.items()]
+    return {
+        "name": CONTAINER_NAME,
+        "image": cfg.image,
+        # Never Always: images are imported into the node, there may be no registry at all.
+        "imagePullPolicy": "IfNotPresent",
+        "ports": [*ports, {"name": "agent", "containerPort": AGENT_PORT}],
+        "env": _env(thread_id, cfg),
+        "workingDir": WORKSPACE,
+        "resources": {
+            "requests": {"cpu": cfg.cpu_request, "memory": cfg.memory_request},
+            "limits": {"cpu": cfg.cpu_limit, "memory": cfg.memory_limit},
+        },
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": SANDBOX_UID,
+            "runAsGroup": SANDBOX_UID,
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "privileged": False,
+            "capabilities": {"drop": ["ALL"]},
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        # /healthz is the agent's only unauthenticated path (the kubelet has no bearer).
+        "readinessProbe": {
+            "httpGet": {"path": "/healthz", "port": AGENT_PORT},
+            "periodSeconds": 1,
+            "timeoutSeconds": 2,
+            "failureThreshold": 3,
+        },
+        "volumeMounts": [
+            {"name": "secrets", "mountPath": SECRETS_DIR, "readOnly": True},
+            {"name": "workspace", "mountPath": WORKSPACE},
+            {"name": "tmp", "mountPath": "/tmp"},
+            {"name": "home", "mountPath": HOME},
+        ],
+    }
+
+
+def sandbox_pod(thread_id: str, cfg: PodConfig, now: float) -> dict[str, Any]:
+    """The thread's pod: one sandbox container, locked down, with writable emptyDirs only."""
+    spec: dict[str, Any] = {
+        "restartPolicy": "Never",  # the entrypoint relaunches the kernel; a dead container is a dead sandbox
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "terminationGracePeriodSeconds": TERMINATION_GRACE_SECONDS,
+        # Backstop: even a sandbox the controller lost track of ends; its credentials last as long.
+        "activeDeadlineSeconds": cfg.active_deadline_seconds,
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": SANDBOX_UID,
+            "runAsGroup": SANDBOX_UID,
+            "fsGroup": SANDBOX_UID,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "containers": [_container(thread_id, cfg)],
+        "volumes": [
+            {
+                "name": "secrets",
+                "secret": {"secretName": object_name(thread_id), "defaultMode": 0o440},
+            },
+            {"name": "workspace", "emptyDir": {"sizeLimit": cfg.workspace_size_limit}},
+            {"name": "tmp", "emptyDir": {"sizeLimit": SCRATCH_SIZE}},
+            {"name": "home", "emptyDir": {"sizeLimit": SCRATCH_SIZE}},
+        ],
+    }
+    if cfg.runtime_class_name:
+        spec["runtimeClassName"] = cfg.runtime_class_name
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": object_name(thread_id),
+            "namespace": cfg.namespace,
+            "labels": sandbox_labels(thread_id),
+            "annotations": {LAST_ACTIVE_ANNOTATION: last_active_value(now)},
+        },
+        "spec": spec,
+    }
+
+
+def last_active_value(when: float) -> str:
+    return f"{when:.3f}"
+
+
+def last_active_patch(when: float) -> dict[str, Any]:
+    return {"metadata": {"annotations": {LAST_ACTIVE_ANNOTATION: last_active_value(when)}}}
+
+
+def sandbox_secret(
+    thread_id: str, namespace: str, connection: dict[str, Any], storage: dict[str, Any]
+) -> dict[str, Any]:
+    """connection.json and storage.json, mounted read-only into the pod; owner set later (see above)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "Opaque",
+        "metadata": {
+            "name": object_name(thread_id),
+            "namespace": namespace,
+            "labels": sandbox_labels(thread_id),
+        },
+        "stringData": {"connection.json": json.dumps(connection), "storage.json": json.dumps(storage)},
+    }
+
+
+def owner_reference(pod_name: str, pod_uid: str) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "Pod", "name": pod_name, "uid": pod_uid, "blockOwnerDeletion": False}
+
+
+def secret_owner_patch(pod_name: str, pod_uid: str) -> dict[str, Any]:
+    """Makes the garbage collector delete the Secret with its Pod."""
+    return {"metadata": {"ownerReferences": [owner_reference(pod_name, pod_uid)]}}
+
+
+def _tcp(*ports: int) -> list[dict[str, Any]]:
+    return [{"protocol": "TCP", "port": p} for p in ports]
+
+
+def sandbox_network_policy(
+    namespace: str,
+    controller_cidrs: list[str],
+    storage: tuple[str, int] | None,
+    egress_allow_cidrs: list[str],
+) -> dict[str, Any]:
+    """One namespace-wide policy for every sandbox pod.
+
+    Ingress: only the controller (pods labelled threadbox-controller in any namespace, or
+    ``controller_cidrs`` when it runs outside the cluster), only to the kernel and agent ports.
+    Sandboxes never reach each other. Egress: cluster DNS, MinIO (``storage`` = IP and port)
+    and ``egress_allow_cidrs``; nothing else, so not the API server and not the node.
+    """
+    sources: list[dict[str, Any]] = [
+        {"namespaceSelector": {}, "podSelector": {"matchLabels": {APP_LABEL: CONTROLLER_APP}}},
+        *({"ipBlock": {"cidr": cidr}} for cidr in controller_cidrs),
+    ]
+    egress: list[dict[str, Any]] = [
+        {
+            "to": [
+                {
+                    "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
+                    "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}},
+                }
+            ],
+            "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}],
+        }
+    ]
+    if storage is not None:
+        ip, port = storage
+        egress.append({"to": [{"ipBlock": {"cidr": host_cidr(ip)}}], "ports": _tcp(port)})
+    if egress_allow_cidrs:
+        egress.append({"to": [{"ipBlock": {"cidr": cidr}} for cidr in egress_allow_cidrs]})
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {"name": NETWORK_POLICY_NAME, "namespace": namespace, "labels": {APP_LABEL: SANDBOX_APP}},
+        "spec": {
+            "podSelector": {"matchLabels": {APP_LABEL: SANDBOX_APP}},
+            "policyTypes": ["Ingress", "Egress"],
+            "ingress": [{"from": sources, "ports": _tcp(*KERNEL_PORTS.values(), AGENT_PORT)}],
+            "egress": egress,
+        },
+    }
+
+
+def host_cidr(ip: str) -> str:
+    return f"{ip}/128" if ":" in ip else f"{ip}/32"
