@@ -63,10 +63,11 @@ def _wait_ready(endpoint: str, proc: subprocess.Popen[bytes], log: Path) -> None
 
 
 @contextmanager
-def running_minio(data_dir: Path, port: int | None = None) -> Iterator[MinioServer]:
+def running_minio(data_dir: Path, port: int | None = None, host: str = "127.0.0.1") -> Iterator[MinioServer]:
+    """``host``: the address to bind, e.g. one that sandbox pods can reach (the node IP)."""
     bin_dir = minio_bin()
     port = port or free_port()
-    endpoint = f"127.0.0.1:{port}"
+    endpoint = f"{host}:{port}"
     user, password = "threadbox-root", secrets.token_hex(16)
     env = {**os.environ, "MINIO_ROOT_USER": user, "MINIO_ROOT_PASSWORD": password, "MINIO_BROWSER": "off"}
     data_dir.mkdir(parents=True, exist_ok=True)

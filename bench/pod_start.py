@@ -1,0 +1,223 @@
+"""Sandbox pod start on the real cluster: acquire -> kernel ready, beside a bare pod's create -> Ready.
+
+"acquire -> kernel ready" is what a user waits for on a thread's first message: the
+SandboxManager asks the Kubernetes backend for a sandbox (STS credentials, Secret, Pod,
+NetworkPolicy check, wait for Running) and then waits for the kernel to answer kernel_info
+and for the thread's files to be restored (none here). The floor beside it is a bare pod of
+the same image (no Secret, no kernel: ``sleep``), created and watched until Ready, in the
+same run. Runs alternate so both see the same machine. The image is cached on the node.
+
+Needs the cluster (hack/cluster/up) and the image (hack/build-sandbox-image.sh).
+Usage: uv run python -m bench.pod_start [--runs 10] [--image REF] [--kubeconfig PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import secrets
+import statistics
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from kubernetes import client, config, watch
+
+from controller.config import Settings
+from controller.events import Status
+from controller.runtime import build_runtime
+from tests.support.minio import running_minio
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = Path(__file__).parent / "results"
+DEFAULT_KUBECONFIG = Path("/var/lib/threadbox-cluster/admin.kubeconfig")
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def summary(values: list[float]) -> dict[str, float]:
+    return {
+        "n": len(values),
+        "p50_s": statistics.median(values),
+        "p95_s": percentile(values, 0.95),
+        "min_s": min(values),
+        "max_s": max(values),
+    }
+
+
+def bare_pod_ready(core: Any, namespace: str, image: str) -> float:
+    """Create a minimal pod of the image and time it to the Ready condition; then delete it."""
+    name = f"bare-{secrets.token_hex(4)}"
+    body = {
+        "metadata": {"name": name},
+        "spec": {
+            "restartPolicy": "Never",
+            "terminationGracePeriodSeconds": 0,
+            "containers": [
+                {
+                    "name": "c",
+                    "image": image,
+                    "imagePullPolicy": "IfNotPresent",
+                    "command": ["sleep", "3600"],
+                }
+            ],
+        },
+    }
+    started = time.perf_counter()
+    core.create_namespaced_pod(namespace, body)
+    w = watch.Watch()
+    try:
+        for event in w.stream(
+            core.list_namespaced_pod, namespace, field_selector=f"metadata.name={name}", timeout_seconds=120
+        ):
+            conditions = event["raw_object"].get("status", {}).get("conditions") or []
+            if any(c["type"] == "Ready" and c["status"] == "True" for c in conditions):
+                return time.perf_counter() - started
+    finally:
+        w.stop()
+        core.delete_namespaced_pod(name, namespace, grace_period_seconds=0)
+    raise RuntimeError(f"bare pod {name} was not Ready in 120 s")
+
+
+async def sandbox_ready(rt: Any, thread_id: str) -> float:
+    """Time from the manager's acquire to the 'ready' status (kernel answered, files restored)."""
+    started = time.perf_counter()
+    ready = None
+    async for event in rt.manager.run(thread_id, "1"):
+        if isinstance(event, Status) and event.phase == "ready":
+            ready = time.perf_counter() - started
+    if ready is None:
+        raise RuntimeError(f"no sandbox became ready for {thread_id}")
+    await rt.manager.stop_thread(thread_id)
+    return ready
+
+
+def node_ip(core: Any) -> str:
+    node = core.list_node().items[0]
+    return str(next(a.address for a in node.status.addresses if a.type == "InternalIP"))
+
+
+async def measure(runs: int, image: str, kubeconfig: Path) -> dict[str, Any]:
+    core = client.CoreV1Api(config.new_client_from_config(config_file=str(kubeconfig)))
+    namespace = f"tb-bench-{secrets.token_hex(3)}"
+    core.create_namespace({"metadata": {"name": namespace}})
+    bare: list[float] = []
+    sandbox: list[float] = []
+    try:
+        with (
+            tempfile.TemporaryDirectory() as tmp,
+            running_minio(Path(tmp) / "minio", host=node_ip(core)) as m,
+        ):
+            settings = Settings(
+                backend="kubernetes",
+                store="minio",
+                data_dir=Path(tmp) / "data",
+                minio_endpoint=m.endpoint,
+                minio_access_key=m.access_key,
+                minio_secret_key=m.secret_key,  # type: ignore[arg-type]
+                minio_bucket="bench",
+                kubeconfig=kubeconfig,
+                sandbox_namespace=namespace,
+                sandbox_image=image,
+                sandbox_cpu_request="100m",
+                idle_timeout=3600,
+            )
+            rt = build_runtime(settings)
+            await rt.start()
+            try:
+                await sandbox_ready(rt, "bench-warmup")  # first use: policy creation, page cache
+                bare_pod_ready(core, namespace, image)
+                for i in range(runs):
+                    bare.append(await asyncio.to_thread(bare_pod_ready, core, namespace, image))
+                    sandbox.append(await sandbox_ready(rt, f"bench-{i}"))
+                    print(
+                        f"  run {i + 1}/{runs}: bare {bare[-1]:.2f}s, sandbox {sandbox[-1]:.2f}s", flush=True
+                    )
+            finally:
+                await rt.close()
+    finally:
+        core.delete_namespace(namespace)
+    return {
+        "bare_pod_create_to_ready": summary(bare),
+        "sandbox_acquire_to_kernel_ready": summary(sandbox),
+        "raw": {"bare_s": bare, "sandbox_s": sandbox},
+    }
+
+
+def machine(kubeconfig: Path) -> str:
+    version = client.VersionApi(config.new_client_from_config(config_file=str(kubeconfig))).get_code()
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") >> 30
+    return (
+        f"{platform.machine()} VM, {os.cpu_count()} cores, {memory} GiB, Linux {platform.release()}, "
+        f"Python {platform.python_version()}; single-node Kubernetes {version.git_version} from hack/cluster "
+        "(host processes, containerd + runc, bridge CNI, kube-router network policies)"
+    )
+
+
+def report(result: dict[str, Any]) -> str:
+    rows = [
+        ("bare pod, create -> Ready", result["bare_pod_create_to_ready"]),
+        ("sandbox, acquire -> kernel ready", result["sandbox_acquire_to_kernel_ready"]),
+    ]
+    lines = [
+        "# Sandbox pod start",
+        "",
+        f"Machine: {result['machine']}. Image `{result['image']}`, cached on the node. "
+        f"{result['runs']} runs each, alternating, in one run of `bench/pod_start.py`.",
+        "",
+        "| what | n | p50 (s) | p95 (s) | min (s) | max (s) |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for label, s in rows:
+        lines.append(
+            f"| {label} | {s['n']} | {s['p50_s']:.2f} | {s['p95_s']:.2f} | {s['min_s']:.2f} | {s['max_s']:.2f} |"
+        )
+    overhead = (
+        result["sandbox_acquire_to_kernel_ready"]["p50_s"] - result["bare_pod_create_to_ready"]["p50_s"]
+    )
+    lines += [
+        "",
+        f"The sandbox's p50 is {overhead:.2f} s above the bare pod's: STS credentials, the Secret, the "
+        "entrypoint (restore, then the kernel's imports) and the kernel_info handshake from the host.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def image_ref() -> str:
+    out = subprocess.run(
+        [str(ROOT / "hack/build-sandbox-image.sh")], capture_output=True, text=True, check=True
+    )
+    return out.stdout.strip().splitlines()[-1]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--runs", type=int, default=10)
+    parser.add_argument("--image", default=None, help="default: what hack/build-sandbox-image.sh prints")
+    parser.add_argument(
+        "--kubeconfig", type=Path, default=Path(os.environ.get("KUBECONFIG", DEFAULT_KUBECONFIG))
+    )
+    parser.add_argument("--no-save", action="store_true", help="print only; do not write bench/results")
+    args = parser.parse_args()
+    image = args.image or image_ref()
+    result = asyncio.run(measure(args.runs, image, args.kubeconfig))
+    result.update(machine=machine(args.kubeconfig), image=image, runs=args.runs)
+    print(json.dumps({k: v for k, v in result.items() if k != "raw"}, indent=2))
+    text = report(result)
+    print(text)
+    if not args.no_save:
+        RESULTS.mkdir(exist_ok=True)
+        (RESULTS / "pod_start.json").write_text(json.dumps(result, indent=2) + "\n")
+        (RESULTS / "pod_start.md").write_text(text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,98 @@
+"""Failures on the real cluster: a missing image fails fast, a crashed controller leaves no orphans."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from controller.backends.kubernetes import KubernetesBackend
+from controller.config import Settings
+from tests.cluster.conftest import Cluster, controller
+from tests.support.client import create_thread, errors, run, stdout
+from tests.support.server import free_port
+
+pytestmark = pytest.mark.cluster
+
+
+def test_missing_image_fails_the_turn_quickly_and_clearly(cluster: Cluster, k8s_api: Any) -> None:
+    client = k8s_api(sandbox_image="localhost/threadbox-no-such-image:missing")
+    tid = create_thread(client, "noimage")
+    started = time.monotonic()
+    events = run(client, tid, "print(1)")
+    assert time.monotonic() - started < 30  # not the 120 s start timeout
+    [err] = errors(events)
+    assert err["kind"] == "sandbox_failed" and err["ename"] == "SandboxStartError"
+    assert any(
+        reason in err["evalue"] for reason in ("ErrImagePull", "ImagePullBackOff", "ErrImageNeverPull")
+    )
+    cluster.wait("the failed pod to be removed", lambda: not cluster.pods(tid), timeout=30)
+    assert [s.metadata.name for s in cluster.secrets()] == []
+
+
+def _serve_in_subprocess(settings: dict[str, Any], port: int, log: Path) -> subprocess.Popen[bytes]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("THREADBOX_")}
+    for key, value in settings.items():
+        env[f"THREADBOX_{key.upper()}"] = ",".join(value) if isinstance(value, list) else str(value)
+    code = f"from controller.cli import main; raise SystemExit(main(['serve', '--port', '{port}']))"
+    with log.open("wb") as out:
+        return subprocess.Popen([sys.executable, "-c", code], env=env, stdout=out, stderr=subprocess.STDOUT)
+
+
+def test_crashed_controller_leaves_no_orphans(cluster: Cluster, k8s_settings: Any, tmp_path: Path) -> None:
+    settings = k8s_settings()
+    port = free_port()
+    proc = _serve_in_subprocess(settings, port, tmp_path / "crashing.log")
+    try:
+        http = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=httpx.Timeout(10, read=180))
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                http.get("/healthz").raise_for_status()
+                break
+            except httpx.HTTPError:
+                assert time.monotonic() < deadline, (tmp_path / "crashing.log").read_text()[-3000:]
+                time.sleep(0.2)
+        tid = create_thread(http, "crash")
+        assert (
+            stdout(run(http, tid, "open('made.txt', 'w').write('before the crash'); print('ok')")) == "ok\n"
+        )
+        [pod] = cluster.pods(tid)
+    finally:
+        proc.send_signal(signal.SIGKILL)  # no shutdown hook runs: a real crash
+        proc.wait()
+    assert [p.metadata.uid for p in cluster.pods(tid)] == [pod.metadata.uid]  # left running
+
+    # The next controller finds it (by label) and reaps it once idle, saving first.
+    with controller({**settings, "idle_timeout": 3, "reap_interval": 1}) as second:
+        cluster.wait("the orphaned pod to be reaped", lambda: not cluster.pods(tid), timeout=60)
+        assert second.runtime.store.read_file(tid, "made.txt") == b"before the crash"
+    cluster.wait("its Secret to be gone", lambda: not cluster.secrets(), timeout=60)
+
+
+def test_secret_left_by_a_crash_before_its_pod_is_swept(cluster: Cluster, k8s_settings: Any) -> None:
+    """A controller that died between creating a thread's Secret and its Pod leaves an ownerless Secret."""
+    name = "tb-crash-aaaaaaaaaaaaaaaa"
+    labels = {"app.kubernetes.io/name": "threadbox-sandbox", "threadbox.dev/thread": "crash-aaaaaaaaaaaaaaaa"}
+    cluster.core.create_namespaced_secret(
+        cluster.namespace,
+        {"metadata": {"name": name, "labels": labels}, "stringData": {"connection.json": "{}"}},
+    )
+
+    async def sweep(stale_after: float) -> None:
+        backend = KubernetesBackend(Settings(**k8s_settings()))
+        backend.stale_secret_seconds = stale_after
+        assert await backend.list() == []
+
+    asyncio.run(sweep(stale_after=3600))
+    assert [s.metadata.name for s in cluster.secrets()] == [name]  # young: may be a start in progress
+    asyncio.run(sweep(stale_after=0))
+    cluster.wait("the stale Secret to be swept", lambda: not cluster.secrets(), timeout=30)
