@@ -1,0 +1,144 @@
+"""``python -m threadbox_sandbox``: the sandbox pod's PID 1 (or tini's only child).
+
+Order: settings -> restore the thread's files -> launch the kernel -> serve the
+agent; on SIGTERM: stop serving, stop the kernel (so nothing writes during the
+final sync), persist, exit 0.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from types import FrameType
+
+from threadbox_sandbox.agent import Workspace, serve
+from threadbox_sandbox.kernel import KernelSupervisor, kernel_env
+from threadbox_sandbox.settings import SettingsError, from_env, load_connection, load_storage
+
+log = logging.getLogger("threadbox_sandbox")
+
+RESTORE_ATTEMPTS = 3
+
+
+def _reexec_under_tini() -> None:
+    """As PID 1, hand that role to tini when the image has it.
+
+    PID 1 must reap every orphan and gets no default signal handling; tini does both
+    well. Without tini, the kernel supervisor reaps orphans itself.
+    """
+    if os.getpid() != 1:
+        return
+    tini = shutil.which("tini")
+    if tini:
+        os.execv(tini, [tini, "--", sys.executable, "-m", "threadbox_sandbox", *sys.argv[1:]])
+
+
+def _restore(workspace: Workspace) -> None:
+    """Restore with a few retries; on failure start anyway, without files and refusing persist.
+
+    A pod that cannot reach MinIO still runs code; the controller's own /restore call
+    (or a later one) surfaces the error, and persist stays refused so an empty
+    workspace can never delete the thread's stored files.
+    """
+    for attempt in range(1, RESTORE_ATTEMPTS + 1):
+        try:
+            count = workspace.restore()
+        except Exception as exc:
+            log.warning("restore attempt %d/%d failed: %s", attempt, RESTORE_ATTEMPTS, exc)
+            if attempt < RESTORE_ATTEMPTS:
+                time.sleep(attempt)
+        else:
+            log.info("restored %d file(s) into %s", count, workspace.settings.workspace)
+            return
+    log.error("could not restore the thread's files; persist is refused until POST /restore succeeds")
+
+
+def _seed_matplotlib_cache(home: Path) -> None:
+    """Copy the font cache built into the image, so the first plot in a pod skips a slow font scan.
+
+    The image's copy is read-only (readOnlyRootFilesystem); HOME is a writable emptyDir.
+    """
+    src, dest = Path(sys.prefix) / "mplconfig", home / ".matplotlib"
+    if src.is_dir() and not dest.exists():
+        try:
+            shutil.copytree(src, dest)
+        except OSError as exc:
+            log.warning("could not seed the matplotlib cache: %s", exc)
+
+
+def main() -> int:
+    logging.basicConfig(
+        level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s %(levelname)s %(message)s"
+    )
+    _reexec_under_tini()
+    try:
+        settings = from_env()
+        connection = load_connection(settings)
+        load_storage(settings)  # fail at start, not at the first sync, on a wrong or foreign Secret
+    except SettingsError as exc:
+        log.error("cannot start: %s", exc)
+        return 2
+
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        log.info("received %s", signal.Signals(signum).name)
+        stop.set()
+
+    # Installed first: a SIGTERM during a slow restore must still end in a clean exit.
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+
+    workspace = Workspace(settings)
+    _restore(workspace)
+    if stop.is_set():
+        return 0
+
+    python = Path(sys.executable)
+    _seed_matplotlib_cache(settings.home)
+    tmp = Path(os.environ.get("TMPDIR") or "/tmp")
+    kernel = KernelSupervisor(
+        python=python,
+        connection=connection,
+        connection_file=settings.run_dir / "kernel.json",
+        cwd=settings.workspace,
+        env=kernel_env(python, settings.home, tmp),
+        reap_orphans=os.getpid() == 1,
+    )
+    kernel.start()
+    try:
+        server = serve(settings, str(connection["key"]), workspace, kernel)
+    except OSError as exc:
+        log.error("cannot listen on %s:%d: %s", settings.agent_host, settings.agent_port, exc)
+        kernel.stop()
+        return 2
+
+    stop.wait()
+    log.info("shutting down: agent, kernel, final persist")
+    server.shutdown()
+    server.server_close()
+    code = kernel.stop()
+    log.info("kernel stopped (exit %s)", code)
+    try:
+        result = workspace.persist()
+    except Exception as exc:
+        log.error("final persist failed: %s", exc)
+        return 1
+    log.info(
+        "final persist: %d changed, %d deleted, %d refused, %d bytes",
+        len(result.changed),
+        len(result.deleted),
+        len(result.refused),
+        result.bytes,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,228 @@
+"""The pod's HTTP agent on port 8888: health, persist, restore and uploads.
+
+Stdlib only (ThreadingHTTPServer): the image stays lean and user code's
+environment gains no web framework. Every route but ``GET /healthz`` needs
+``Authorization: Bearer <kernel key>``; the kernel key is already the secret that
+grants code execution in this pod, so it adds no new secret to manage.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import asdict
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import urllib3
+from minio import Minio
+from minio.error import S3Error
+
+from controller.filenames import BadFilename, clean_filename
+from controller.quotas import QuotaExceeded
+from controller.stores.base import StoreError
+from controller.stores.minio import MinioStore
+from controller.workspace import PersistResult, WorkspaceSync
+from threadbox_sandbox.kernel import KernelSupervisor
+from threadbox_sandbox.settings import Settings, Storage, load_storage
+
+log = logging.getLogger("threadbox_sandbox.agent")
+
+
+class NotRestored(Exception):
+    """Persisting a workspace that was never restored would delete the thread's stored files."""
+
+
+def open_store(storage: Storage) -> MinioStore:
+    """A MinioStore on the scoped credentials, with the region given rather than looked up.
+
+    Not MinioStore.connect(): minio-py asks for an unknown bucket's region with
+    GetBucketLocation, which the per-thread session policy does not allow (AccessDenied
+    on the first request). connect() has no region parameter, so the client is built here
+    with the same short timeouts and retries.
+    """
+    http = urllib3.PoolManager(
+        timeout=urllib3.Timeout(connect=3, read=60),
+        retries=urllib3.Retry(total=2, backoff_factor=0.2, status_forcelist=[500, 502, 503, 504]),
+    )
+    client = Minio(
+        storage.endpoint,
+        access_key=storage.access_key,
+        secret_key=storage.secret_key,
+        session_token=storage.session_token,
+        secure=storage.secure,
+        region=storage.region,
+        http_client=http,
+    )
+    return MinioStore(client, storage.bucket)
+
+
+class Workspace:
+    """The thread's WorkspaceSync behind one lock (requests arrive on several threads)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._lock = threading.Lock()
+        self._storage: Storage | None = None
+        self._sync: WorkspaceSync | None = None
+        self.restored = False
+
+    def _current(self) -> WorkspaceSync:
+        # storage.json is re-read on every operation: kubelet refreshes a mounted Secret in
+        # place, so rotated (unexpired) STS credentials take effect without a restart.
+        storage = load_storage(self.settings)
+        if self._sync is None or storage != self._storage:
+            store = open_store(storage)
+            if self._sync is None:
+                s = self.settings
+                # user=None: per-user quotas need other threads' files, which these credentials
+                # cannot list; the controller enforces those. Per-thread quotas apply here.
+                self._sync = WorkspaceSync(store, s.thread_id, s.workspace, s.quotas, s.file_ttl_days)
+            else:
+                self._sync.store = store  # keep what is known to be synced
+            self._storage = storage
+        return self._sync
+
+    def restore(self) -> int:
+        with self._lock:
+            count = self._current().restore()
+            self.restored = True
+            return count
+
+    def persist(self) -> PersistResult:
+        with self._lock:
+            if not self.restored:
+                raise NotRestored("the workspace was never restored; persisting it could delete stored files")
+            return self._current().persist()
+
+    def write(self, name: str, data: bytes) -> None:
+        with self._lock:
+            self._current().write(name, data)
+
+
+class AgentServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(
+        self, address: tuple[str, int], token: str, workspace: Workspace, kernel: KernelSupervisor
+    ) -> None:
+        super().__init__(address, Handler)
+        self.token = token.encode()
+        self.workspace = workspace
+        self.kernel = kernel
+
+
+class Handler(BaseHTTPRequestHandler):
+    server: AgentServer
+    server_version = "threadbox-sandbox"
+
+    def log_message(self, format: str, *args: Any) -> None:
+        log.info("%s %s", self.address_string(), format % args)
+
+    def _reply(self, status: HTTPStatus, body: dict[str, Any]) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _authorized(self) -> bool:
+        header = self.headers.get("Authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(), self.server.token):
+            return True
+        self._reply(HTTPStatus.UNAUTHORIZED, {"error": "missing or wrong bearer token"})
+        return False
+
+    def _path(self) -> str:
+        return urlsplit(self.path).path
+
+    def do_GET(self) -> None:
+        if self._path() != "/healthz":
+            if self._authorized():
+                self._reply(HTTPStatus.NOT_FOUND, {"error": "no such route"})
+            return
+        # Unauthenticated so kubelet's readinessProbe needs no secret in the pod spec; it
+        # reveals only whether the kernel process runs.
+        kernel = self.server.kernel
+        status = HTTPStatus.OK if kernel.running else HTTPStatus.SERVICE_UNAVAILABLE
+        self._reply(status, {"kernel": "running" if kernel.running else "down", "launches": kernel.launches})
+
+    def do_POST(self) -> None:
+        if not self._authorized():
+            return
+        route = self._path()
+        if route == "/persist":
+            self._guarded(lambda: asdict(self.server.workspace.persist()))
+        elif route == "/restore":
+            self._guarded(lambda: {"restored": self.server.workspace.restore()})
+        else:
+            self._reply(HTTPStatus.NOT_FOUND, {"error": "no such route"})
+
+    def do_PUT(self) -> None:
+        if not self._authorized():
+            return
+        route = self._path()
+        if not route.startswith("/files/"):
+            self._reply(HTTPStatus.NOT_FOUND, {"error": "no such route"})
+            return
+        try:
+            name = clean_filename(unquote(route[len("/files/") :]))
+        except BadFilename as exc:
+            self._reply(HTTPStatus.BAD_REQUEST, {"error": str(exc)})
+            return
+        length = self.headers.get("Content-Length")
+        if length is None or not length.isdigit():
+            self._reply(HTTPStatus.LENGTH_REQUIRED, {"error": "Content-Length is required"})
+            return
+        size = int(length)
+        try:
+            self.server.workspace.settings.quotas.check_file(name, size)
+        except QuotaExceeded as exc:
+            self.close_connection = True  # the unread body must not be parsed as a next request
+            self._reply(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, {"error": str(exc)})
+            return
+        data = self.rfile.read(size)
+        if len(data) != size:
+            self._reply(HTTPStatus.BAD_REQUEST, {"error": "the body ended early"})
+            return
+
+        def write() -> dict[str, Any]:
+            self.server.workspace.write(name, data)
+            return {"name": name, "size": size}
+
+        self._guarded(write)
+
+    def _guarded(self, action: Callable[[], dict[str, Any]]) -> None:
+        """Run a workspace action and map its failures to statuses the controller can act on."""
+        try:
+            body = action()
+        except NotRestored as exc:
+            self._reply(HTTPStatus.CONFLICT, {"error": str(exc)})
+        except S3Error as exc:
+            # AccessDenied / ExpiredToken: the scoped credentials no longer fit; say which.
+            log.warning("storage refused the request: %s", exc.code)
+            self._reply(HTTPStatus.BAD_GATEWAY, {"error": f"storage refused: {exc.code}: {exc.message}"})
+        except StoreError as exc:
+            self._reply(HTTPStatus.SERVICE_UNAVAILABLE, {"error": str(exc)})
+        except OSError as exc:
+            self._reply(HTTPStatus.INSUFFICIENT_STORAGE, {"error": f"workspace write failed: {exc}"})
+        except Exception as exc:  # settings errors, bugs: report, never kill the agent
+            log.exception("agent action failed")
+            self._reply(HTTPStatus.INTERNAL_SERVER_ERROR, {"error": f"{type(exc).__name__}: {exc}"})
+        else:
+            self._reply(HTTPStatus.OK, body)
+
+
+def serve(settings: Settings, token: str, workspace: Workspace, kernel: KernelSupervisor) -> AgentServer:
+    """Bind the agent's port and serve in a background thread; stop with ``shutdown()``."""
+    server = AgentServer((settings.agent_host, settings.agent_port), token, workspace, kernel)
+    threading.Thread(target=server.serve_forever, name="agent-http", daemon=True).start()
+    log.info("agent listening on %s:%d", settings.agent_host, settings.agent_port)
+    return server

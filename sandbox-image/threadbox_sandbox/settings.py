@@ -1,0 +1,145 @@
+"""What the entrypoint is told: environment variables plus the mounted secrets directory.
+
+The pod contract (docs/sandbox-pod-contract.md) fixes the names. The controller
+sets nothing else, so every value here has a default or fails loudly at start.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from controller.quotas import Quotas
+
+
+class SettingsError(Exception):
+    """The pod was started without something the entrypoint needs; the message says what."""
+
+
+@dataclass(frozen=True)
+class Storage:
+    """The scoped MinIO credentials from storage.json (never the controller's own)."""
+
+    endpoint: str
+    bucket: str
+    prefix: str
+    access_key: str
+    secret_key: str
+    session_token: str | None
+    secure: bool
+    expires: float
+    region: str
+
+
+@dataclass(frozen=True)
+class Settings:
+    thread_id: str
+    secrets_dir: Path
+    workspace: Path
+    home: Path
+    run_dir: Path
+    quotas: Quotas
+    file_ttl_days: float
+    agent_host: str
+    agent_port: int
+
+    @property
+    def connection_file(self) -> Path:
+        return self.secrets_dir / "connection.json"
+
+    @property
+    def storage_file(self) -> Path:
+        return self.secrets_dir / "storage.json"
+
+
+def _int(env: Mapping[str, str], name: str, default: int = 0) -> int:
+    raw = env.get(name, "").strip()
+    try:
+        return int(raw) if raw else default
+    except ValueError:
+        raise SettingsError(f"{name} must be an integer, got {raw!r}") from None
+
+
+def _float(env: Mapping[str, str], name: str, default: float = 0.0) -> float:
+    raw = env.get(name, "").strip()
+    try:
+        return float(raw) if raw else default
+    except ValueError:
+        raise SettingsError(f"{name} must be a number, got {raw!r}") from None
+
+
+def from_env(env: Mapping[str, str] | None = None) -> Settings:
+    env = os.environ if env is None else env
+    thread_id = env.get("THREADBOX_THREAD_ID", "").strip()
+    if not thread_id:
+        raise SettingsError("THREADBOX_THREAD_ID is not set")
+    home = Path(env.get("HOME") or "/home/sandbox")
+    tmp = Path(env.get("TMPDIR") or "/tmp")
+    return Settings(
+        thread_id=thread_id,
+        secrets_dir=Path(env.get("THREADBOX_SECRETS_DIR") or "/var/run/threadbox"),
+        workspace=Path(env.get("THREADBOX_WORKSPACE") or "/workspace"),
+        home=home,
+        # The secrets mount is read-only and the root filesystem too: the kernel's copy of
+        # the connection file lives on the writable /tmp emptyDir.
+        run_dir=tmp / "threadbox",
+        quotas=Quotas(
+            max_file_bytes=_int(env, "THREADBOX_MAX_FILE_BYTES"),
+            thread_max_files=_int(env, "THREADBOX_THREAD_MAX_FILES"),
+            thread_max_bytes=_int(env, "THREADBOX_THREAD_MAX_BYTES"),
+        ),
+        file_ttl_days=_float(env, "THREADBOX_FILE_TTL_DAYS"),
+        # Not part of the controller's env: the pod always uses 0.0.0.0:8888. Tests that run
+        # several entrypoints on one host override them.
+        agent_host=env.get("THREADBOX_AGENT_HOST") or "0.0.0.0",
+        agent_port=_int(env, "THREADBOX_AGENT_PORT", 8888),
+    )
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except OSError as exc:
+        raise SettingsError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except ValueError as exc:
+        raise SettingsError(f"{path} is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise SettingsError(f"{path} must hold a JSON object")
+    return data
+
+
+def load_connection(settings: Settings) -> dict[str, Any]:
+    info = _read_json(settings.connection_file)
+    for key in ("key", "shell_port", "iopub_port", "stdin_port", "control_port", "hb_port"):
+        if not info.get(key):
+            raise SettingsError(f"{settings.connection_file} has no {key!r}")
+    return info
+
+
+def load_storage(settings: Settings) -> Storage:
+    raw = _read_json(settings.storage_file)
+    missing = [k for k in ("endpoint", "bucket", "access_key", "secret_key") if not raw.get(k)]
+    if missing:
+        raise SettingsError(f"{settings.storage_file} lacks {', '.join(missing)}")
+    expected = f"threads/{settings.thread_id}/"
+    prefix = str(raw.get("prefix") or expected)
+    # The credentials only reach one thread's prefix; a mismatch means the pod got another
+    # thread's Secret, and every sync would fail with AccessDenied, so refuse early.
+    if prefix != expected:
+        raise SettingsError(f"storage.json is for prefix {prefix!r}, but this pod serves {expected!r}")
+    return Storage(
+        endpoint=str(raw["endpoint"]),
+        bucket=str(raw["bucket"]),
+        prefix=prefix,
+        access_key=str(raw["access_key"]),
+        secret_key=str(raw["secret_key"]),
+        session_token=str(raw["session_token"]) if raw.get("session_token") else None,
+        secure=bool(raw.get("secure", False)),
+        expires=float(raw.get("expires") or 0),
+        # Optional (not in the contract's payload): MinIO's default region unless it was configured.
+        region=str(raw.get("region") or "us-east-1"),
+    )

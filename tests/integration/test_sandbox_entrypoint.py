@@ -1,0 +1,526 @@
+"""The sandbox pod's entrypoint, run as a local process exactly as the image runs it.
+
+``python -m threadbox_sandbox`` from the lean sandbox env, with PYTHONPATH holding only
+the entrypoint package and the controller modules the image ships, a secrets directory
+like the pod's Secret mount, and storage credentials obtained for real: MinIO STS
+AssumeRole, called by a dedicated MinIO user, with the per-thread session policy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from jupyter_client.asynchronous.client import AsyncKernelClient
+from minio import Minio
+from minio.error import S3Error
+
+from controller.stores.minio import MinioStore
+from controller.sts import scoped_credentials, session_policy
+from tests.support.server import free_port
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+PACKAGE = ROOT / "sandbox-image" / "threadbox_sandbox"
+KERNEL_PORTS = ("shell_port", "iopub_port", "stdin_port", "control_port", "hb_port")
+
+
+def shipped_modules() -> list[str]:
+    lines = (PACKAGE / "controller-modules.txt").read_text().splitlines()
+    return [line.strip() for line in lines if line.strip() and not line.startswith("#")]
+
+
+@pytest.fixture(scope="module")
+def image_pythonpath(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """Like the image's /opt/threadbox: the package plus only the shipped controller modules,
+    so an import of any other controller module fails here as it would in the pod."""
+    dest = tmp_path_factory.mktemp("opt-threadbox")
+    for rel in shipped_modules():
+        (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / rel, dest / rel)
+    shutil.copytree(PACKAGE, dest / "threadbox_sandbox", ignore=shutil.ignore_patterns("__pycache__"))
+    return str(dest)
+
+
+@dataclass(frozen=True)
+class StsUser:
+    """A regular MinIO user limited to the bucket, as a deployment's controller would use for STS."""
+
+    endpoint: str
+    bucket: str
+    access_key: str
+    secret_key: str
+
+    def credentials(self, thread_id: str) -> dict[str, Any]:
+        return scoped_credentials(self.endpoint, self.access_key, self.secret_key, self.bucket, thread_id)
+
+
+@pytest.fixture(scope="module")
+def sts_user(minio: Any, tmp_path_factory: pytest.TempPathFactory) -> StsUser:
+    bucket = f"sbx-{secrets.token_hex(4)}"
+    minio.store(bucket)  # creates the bucket as root
+    cfg = tmp_path_factory.mktemp("mc")
+    user, password = f"sandboxer-{secrets.token_hex(3)}", secrets.token_hex(16)
+    policy = cfg / "policy.json"
+    policy.write_text(
+        json.dumps(
+            {
+                "Version": "2012-10-17",
+                "Statement": [
+                    {
+                        "Effect": "Allow",
+                        "Action": ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"],
+                        "Resource": [f"arn:aws:s3:::{bucket}/threads/*"],
+                    },
+                    {"Effect": "Allow", "Action": ["s3:ListBucket"], "Resource": [f"arn:aws:s3:::{bucket}"]},
+                ],
+            }
+        )
+    )
+    mc = [str(minio.bin_dir / "mc"), "--config-dir", str(cfg), "--quiet"]
+    for args in (
+        ["alias", "set", "tb", f"http://{minio.endpoint}", minio.access_key, minio.secret_key],
+        ["admin", "user", "add", "tb", user, password],
+        ["admin", "policy", "create", "tb", f"sandboxes-{bucket}", str(policy)],
+        ["admin", "policy", "attach", "tb", f"sandboxes-{bucket}", "--user", user],
+    ):
+        proc = subprocess.run([*mc, *args], capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 0, f"mc {args[:3]} failed: {proc.stdout}{proc.stderr}"
+    return StsUser(minio.endpoint, bucket, user, password)
+
+
+def scoped_store(creds: dict[str, Any]) -> MinioStore:
+    """A store on scoped credentials, built as the entrypoint builds it (region given: the
+    session policy does not allow GetBucketLocation, which minio-py would call otherwise)."""
+    client = Minio(
+        creds["endpoint"],
+        creds["access_key"],
+        creds["secret_key"],
+        creds["session_token"],
+        secure=False,
+        region="us-east-1",
+    )
+    return MinioStore(client, creds["bucket"])
+
+
+@pytest.fixture(scope="module")
+def root_store(minio: Any, sts_user: StsUser) -> MinioStore:
+    """The controller's view (root credentials), used to seed and to check the bucket."""
+    return minio.store(sts_user.bucket)  # type: ignore[no-any-return]
+
+
+@dataclass
+class Sandbox:
+    proc: subprocess.Popen[bytes]
+    url: str
+    connection: dict[str, Any]
+    workspace: Path
+    secrets_dir: Path
+    run_dir: Path
+    log: Path
+
+    @property
+    def token(self) -> str:
+        return str(self.connection["key"])
+
+    def auth(self, token: str | None = None) -> dict[str, str]:
+        return {"Authorization": f"Bearer {token or self.token}"}
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+def _write_secrets(secrets_dir: Path, connection: dict[str, Any], storage: dict[str, Any]) -> None:
+    secrets_dir.mkdir(parents=True)
+    (secrets_dir / "connection.json").write_text(json.dumps(connection))
+    (secrets_dir / "storage.json").write_text(json.dumps(storage))
+
+
+def launch(
+    tmp: Path,
+    python: Path,
+    pythonpath: str,
+    thread_id: str,
+    storage: dict[str, Any],
+    wrap: tuple[str, ...] = (),
+    **env: str,
+) -> Sandbox:
+    """Start the entrypoint with an environment like the pod's (nothing inherited from us).
+
+    ``wrap`` prefixes the command line (e.g. unshare, to run it as PID 1)."""
+    connection: dict[str, Any] = {
+        "ip": "127.0.0.1",  # the pod's Secret says 0.0.0.0; loopback keeps the test off the network
+        "transport": "tcp",
+        "signature_scheme": "hmac-sha256",
+        "key": secrets.token_hex(32),
+        "kernel_name": "",
+        **{name: free_port() for name in KERNEL_PORTS},
+    }
+    secrets_dir, home, tmpdir = tmp / "secrets", tmp / "home", tmp / "tmp"
+    _write_secrets(secrets_dir, connection, storage)
+    home.mkdir()
+    tmpdir.mkdir()
+    port = free_port()
+    full_env = {
+        "PATH": f"{python.parent}:/usr/bin:/bin",
+        "PYTHONPATH": pythonpath,
+        "HOME": str(home),
+        "TMPDIR": str(tmpdir),
+        "LANG": "C.UTF-8",
+        "THREADBOX_THREAD_ID": thread_id,
+        "THREADBOX_SECRETS_DIR": str(secrets_dir),
+        "THREADBOX_WORKSPACE": str(tmp / "workspace"),
+        "THREADBOX_AGENT_HOST": "127.0.0.1",
+        "THREADBOX_AGENT_PORT": str(port),
+        **env,
+    }
+    log = tmp / "entrypoint.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [*wrap, str(python), "-m", "threadbox_sandbox"],
+            cwd=tmp,
+            env=full_env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    return Sandbox(
+        proc,
+        f"http://127.0.0.1:{port}",
+        connection,
+        tmp / "workspace",
+        secrets_dir,
+        tmpdir / "threadbox",
+        log,
+    )
+
+
+@pytest.fixture
+def sandboxes() -> Iterator[list[Sandbox]]:
+    started: list[Sandbox] = []
+    yield started
+    for sb in started:  # a failed test must not leave an entrypoint (and its kernel) behind
+        if sb.proc.poll() is None:
+            sb.proc.kill()
+            sb.proc.wait(timeout=10)
+
+
+async def wait_healthy(sb: Sandbox, http: httpx.AsyncClient, launches: int = 1, timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert sb.proc.poll() is None, f"entrypoint exited with {sb.proc.returncode}:\n{sb.output()}"
+        try:
+            resp = await http.get(f"{sb.url}/healthz")
+            if resp.status_code == 200 and resp.json()["launches"] >= launches:
+                return
+        except httpx.TransportError:
+            pass
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"no healthy entrypoint within {timeout}s:\n{sb.output()}")
+
+
+async def kernel_client(connection: dict[str, Any]) -> AsyncKernelClient:
+    kc = AsyncKernelClient()
+    kc.load_connection_info(connection)
+    kc.start_channels()
+    await kc.wait_for_ready(timeout=90)
+    return kc
+
+
+async def run(kc: AsyncKernelClient, code: str) -> str:
+    """Execute ``code``; returns its stdout, fails the test on an error."""
+    out: list[str] = []
+    errors: list[str] = []
+
+    def hook(msg: dict[str, Any]) -> None:
+        if msg["msg_type"] == "stream":
+            out.append(msg["content"]["text"])
+        elif msg["msg_type"] == "error":
+            errors.append(f"{msg['content']['ename']}: {msg['content']['evalue']}")
+
+    reply = await kc.execute_interactive(code, output_hook=hook, timeout=90)
+    assert reply["content"]["status"] == "ok", errors
+    return "".join(out)
+
+
+async def wait_exit(proc: subprocess.Popen[bytes], timeout: float = 40) -> int:
+    return await asyncio.to_thread(proc.wait, timeout)
+
+
+async def test_entrypoint_restores_serves_persists_and_exits_cleanly(
+    tmp_path: Path,
+    sandbox_python: Path,
+    image_pythonpath: str,
+    sts_user: StsUser,
+    root_store: MinioStore,
+    sandboxes: list[Sandbox],
+) -> None:
+    tid, other = f"t-{secrets.token_hex(4)}", f"t-{secrets.token_hex(4)}"
+    for name, data in (("seed.csv", b"a,b\n1,2\n"), ("dir/nested.txt", b"nested")):
+        src = tmp_path / "seed"
+        src.write_bytes(data)
+        root_store.put_file(tid, name, src, hashlib.sha256(data).hexdigest())
+    (tmp_path / "seed").write_bytes(b"other thread's secret")
+    root_store.put_file(other, "secret.txt", tmp_path / "seed", "x")
+
+    sb = launch(tmp_path / "pod", sandbox_python, image_pythonpath, tid, sts_user.credentials(tid))
+    sandboxes.append(sb)
+    async with httpx.AsyncClient(timeout=60) as http:
+        await wait_healthy(sb, http)
+        # Restored from MinIO before the kernel started.
+        assert (sb.workspace / "seed.csv").read_bytes() == b"a,b\n1,2\n"
+        assert (sb.workspace / "dir" / "nested.txt").read_bytes() == b"nested"
+
+        kc = await kernel_client(sb.connection)
+        try:
+            listing = await run(kc, "import os; print(sorted(os.listdir('.')), os.getpid())")
+            assert "['dir', 'seed.csv']" in listing  # the kernel's cwd is the restored workspace
+            first_pid = int(listing.split()[-1])
+            # User code sees no THREADBOX_* variable (the environment is built from scratch).
+            assert await run(kc, "print([k for k in os.environ if 'THREADBOX' in k])") == "[]\n"
+
+            # Code writes files (one big enough for a multipart upload) and deletes one.
+            await run(
+                kc,
+                "open('out.txt','w').write('from code'); open('big.bin','wb').write(b'x' * (6 << 20)); "
+                "os.remove('dir/nested.txt')",
+            )
+            resp = await http.post(f"{sb.url}/persist", headers=sb.auth())
+            assert resp.status_code == 200, resp.text
+            body = resp.json()
+            assert body["changed"] == ["big.bin", "out.txt"] and body["deleted"] == ["dir/nested.txt"]
+            assert body["bytes"] == (6 << 20) + len("from code") and body["refused"] == {}
+            assert root_store.read_file(tid, "out.txt") == b"from code"
+            assert sorted(f.name for f in root_store.list_files(tid)) == ["big.bin", "out.txt", "seed.csv"]
+
+            # An upload lands in the workspace, visible to the kernel, and counts as synced.
+            resp = await http.put(f"{sb.url}/files/up%20load.txt", content=b"uploaded", headers=sb.auth())
+            assert resp.status_code == 200 and resp.json() == {"name": "up load.txt", "size": 8}
+            assert await run(kc, "print(open('up load.txt').read())") == "uploaded\n"
+            assert (await http.post(f"{sb.url}/persist", headers=sb.auth())).json()["changed"] == []
+            bad = await http.put(f"{sb.url}/files/..%2Fescape.txt", content=b"x", headers=sb.auth())
+            assert bad.status_code == 400 and "traversal" in bad.json()["error"]
+            assert not (sb.workspace.parent / "escape.txt").exists()
+
+            # Every route but /healthz needs the kernel key as bearer token.
+            for token in (None, "wrong-" + sb.token):
+                headers = sb.auth(token) if token else {}
+                for method, path in (("POST", "/persist"), ("POST", "/restore"), ("PUT", "/files/x.txt")):
+                    resp = await http.request(method, f"{sb.url}{path}", content=b"x", headers=headers)
+                    assert resp.status_code == 401, (method, path, token, resp.text)
+            assert not (sb.workspace / "x.txt").exists()
+
+            # User code holds the pod's storage credentials, and they reach this thread only.
+            probe = await run(
+                kc,
+                "import json\n"
+                "from minio import Minio\n"
+                f"s = json.load(open({str(sb.secrets_dir / 'storage.json')!r}))\n"
+                "c = Minio(s['endpoint'], s['access_key'], s['secret_key'], s['session_token'],\n"
+                "          secure=False, region='us-east-1')\n"
+                f"print(len(c.get_object(s['bucket'], s['prefix'] + 'files/seed.csv').read()))\n"
+                "try:\n"
+                f"    c.get_object(s['bucket'], 'threads/{other}/files/secret.txt')\n"
+                "except Exception as exc:\n"
+                "    print(getattr(exc, 'code', exc))\n",
+            )
+            assert probe.split() == ["8", "AccessDenied"]
+
+            # Restart: the kernel exits on shutdown_request(restart=True); the supervisor relaunches
+            # it with the same connection file, and the same client keeps working.
+            kc.control_channel.send(kc.session.msg("shutdown_request", {"restart": True}))
+            reply = await kc.get_control_msg(timeout=30)
+            assert reply["content"] == {"status": "ok", "restart": True}
+            await wait_healthy(sb, http, launches=2)
+            assert json.loads((sb.run_dir / "kernel.json").read_text()) == sb.connection
+            await kc.wait_for_ready(timeout=90)
+            after = await run(kc, "import os; print(os.getpid(), 'x' in globals())")
+            assert int(after.split()[0]) != first_pid and after.split()[1] == "False"  # a fresh process
+            health = (await http.get(f"{sb.url}/healthz")).json()
+            assert health == {"kernel": "running", "launches": 2}
+
+            # SIGTERM: the last writes are persisted, the kernel stops, the entrypoint exits 0.
+            await run(kc, "open('final.txt','w').write('last words'); os.remove('out.txt')")
+            kernel_pid = int((await run(kc, "print(os.getpid())")).strip())
+        finally:
+            kc.stop_channels()
+        sb.proc.send_signal(signal.SIGTERM)
+        assert await wait_exit(sb.proc) == 0, sb.output()
+    assert root_store.read_file(tid, "final.txt") == b"last words"
+    assert sorted(f.name for f in root_store.list_files(tid)) == ["big.bin", "final.txt", "seed.csv"]
+    with pytest.raises(ProcessLookupError):
+        os.kill(kernel_pid, 0)  # stopped and reaped
+    assert root_store.read_file(other, "secret.txt") == b"other thread's secret"
+    assert "final persist: 1 changed, 1 deleted" in sb.output()
+
+
+def test_scoped_credentials_reach_only_their_own_thread(
+    tmp_path: Path, sts_user: StsUser, root_store: MinioStore
+) -> None:
+    tid, other = f"t-{secrets.token_hex(4)}", f"t-{secrets.token_hex(4)}"
+    src = tmp_path / "f.txt"
+    src.write_text("other")
+    root_store.put_file(other, "f.txt", src, "sha")
+
+    creds = sts_user.credentials(tid)
+    assert creds["access_key"] != sts_user.access_key and creds["session_token"]
+    assert creds["prefix"] == f"threads/{tid}/" and creds["bucket"] == sts_user.bucket
+    assert 3000 < creds["expires"] - time.time() <= 3600 + 60
+    scoped = scoped_store(creds)
+    # Its own prefix: everything the entrypoint needs.
+    src.write_text("mine")
+    scoped.put_file(tid, "f.txt", src, "sha")
+    assert [f.name for f in scoped.list_files(tid)] == ["f.txt"]
+    assert scoped.read_file(tid, "f.txt") == b"mine"
+    scoped.put_json(tid, "meta", {"ok": True})
+    scoped.delete_file(tid, "f.txt")
+
+    # Another thread's prefix, or the bucket as a whole: AccessDenied for every operation.
+    attempts = {
+        "read": lambda: scoped.read_file(other, "f.txt"),
+        "list": lambda: scoped.list_files(other),
+        "write": lambda: scoped.put_file(other, "evil.txt", src, "sha"),
+        "delete": lambda: scoped.delete_file(other, "f.txt"),
+        "list threads": scoped.list_threads,
+        "claims": lambda: scoped.claim("slack-event/x"),
+    }
+    for what, attempt in attempts.items():
+        with pytest.raises(S3Error) as err:
+            attempt()
+        assert err.value.code == "AccessDenied", what
+    assert [f.name for f in root_store.list_files(other)] == ["f.txt"]
+    assert root_store.read_file(other, "f.txt") == b"other"
+
+
+def test_scoped_credentials_exclude_a_sibling_prefix(sts_user: StsUser) -> None:
+    # A thread id that extends this one ("t-ab" -> "t-ab0") must stay out of reach.
+    tid = f"t-{secrets.token_hex(4)}"
+    policy = session_policy(sts_user.bucket, tid)
+    assert policy["Statement"][0]["Resource"] == [f"arn:aws:s3:::{sts_user.bucket}/threads/{tid}/*"]
+    scoped = scoped_store(sts_user.credentials(tid))
+    assert scoped.list_files(tid) == []
+    with pytest.raises(S3Error) as err:
+        scoped.list_files(tid + "0")  # "threads/<tid>0/" is not under "threads/<tid>/"
+    assert err.value.code == "AccessDenied"
+
+
+async def test_unreachable_storage_runs_code_but_never_persists_an_unrestored_workspace(
+    tmp_path: Path, sandbox_python: Path, image_pythonpath: str, sandboxes: list[Sandbox]
+) -> None:
+    tid = f"t-{secrets.token_hex(4)}"
+    dead = {
+        "endpoint": f"127.0.0.1:{free_port()}",  # nothing listens
+        "secure": False,
+        "bucket": "no-such-bucket",
+        "prefix": f"threads/{tid}/",
+        "access_key": "a",
+        "secret_key": "s",
+        "session_token": "t",
+        "expires": time.time() + 3600,
+    }
+    sb = launch(tmp_path / "pod", sandbox_python, image_pythonpath, tid, dead)
+    sandboxes.append(sb)
+    async with httpx.AsyncClient(timeout=60) as http:
+        await wait_healthy(sb, http)
+        kc = await kernel_client(sb.connection)
+        try:
+            assert await run(kc, "print(6 * 7)") == "42\n"
+        finally:
+            kc.stop_channels()
+        resp = await http.post(f"{sb.url}/persist", headers=sb.auth())
+        assert resp.status_code == 409 and "never restored" in resp.json()["error"]
+        resp = await http.post(f"{sb.url}/restore", headers=sb.auth())
+        assert resp.status_code == 503 and "unavailable" in resp.json()["error"]
+    sb.proc.send_signal(signal.SIGTERM)
+    assert await wait_exit(sb.proc) == 1  # the final persist was refused, and the exit says so
+    assert "final persist failed" in sb.output()
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"THREADBOX_THREAD_ID": ""}, "THREADBOX_THREAD_ID is not set"),
+        ({"prefix": "threads/someone-else/"}, "but this pod serves"),
+        ({"THREADBOX_MAX_FILE_BYTES": "ten"}, "must be an integer"),
+    ],
+)
+def test_a_misconfigured_pod_fails_fast_and_says_why(
+    tmp_path: Path, sandbox_python: Path, image_pythonpath: str, change: dict[str, str], message: str
+) -> None:
+    tid = "t-misconfigured"
+    env = dict(change)
+    storage = {"endpoint": "127.0.0.1:1", "bucket": "no-such-bucket", "access_key": "a", "secret_key": "s"}
+    storage["prefix"] = env.pop("prefix", f"threads/{tid}/")
+    sb = launch(tmp_path / "pod", sandbox_python, image_pythonpath, tid, storage, **env)
+    assert sb.proc.wait(timeout=60) == 2
+    assert message in sb.output()
+
+
+def test_as_pid_1_without_tini_the_entrypoint_reaps_orphans(
+    tmp_path: Path, sandbox_python: Path, image_pythonpath: str, sts_user: StsUser, sandboxes: list[Sandbox]
+) -> None:
+    """In a fresh PID namespace (like a container on a base without tini) orphans become ours."""
+    if shutil.which("tini") or not shutil.which("unshare"):
+        pytest.skip("needs unshare and no tini on PATH (with tini the entrypoint hands PID 1 to it)")
+    probe = subprocess.run(["unshare", "-fp", "--mount-proc", "true"], capture_output=True)
+    if probe.returncode:
+        pytest.skip(f"cannot create a PID namespace here: {probe.stderr.decode().strip()}")
+    tid = f"t-{secrets.token_hex(4)}"
+    wrap = ("unshare", "-fp", "--mount-proc")
+    sb = launch(tmp_path / "pod", sandbox_python, image_pythonpath, tid, sts_user.credentials(tid), wrap)
+    sandboxes.append(sb)
+    try:
+        asyncio.run(_orphans_are_reaped(sb))
+    finally:
+        # unshare forwards no signal: send SIGTERM to the namespace's PID 1 (its only child).
+        for child in _children(sb.proc.pid):
+            os.kill(child, signal.SIGTERM)
+        code = sb.proc.wait(timeout=40)
+    assert code == 0, sb.output()
+
+
+def _children(pid: int) -> list[int]:
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(p) for p in path.read_text().split()] if path.exists() else []
+
+
+async def _orphans_are_reaped(sb: Sandbox) -> None:
+    async with httpx.AsyncClient(timeout=60) as http:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            try:
+                if (await http.get(f"{sb.url}/healthz")).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            await asyncio.sleep(0.1)
+        else:
+            raise AssertionError(f"entrypoint not healthy as PID 1:\n{sb.output()}")
+    kc = await kernel_client(sb.connection)
+    try:
+        # sh exits at once, orphaning its background children to PID 1; they exit in 0.2 s.
+        code = (
+            "import os, subprocess, time\n"
+            "subprocess.run(['sh', '-c', 'for i in 1 2 3 4 5; do sleep 0.2 & done; exit 0'])\n"
+            "time.sleep(2)\n"
+            "states = [open(f'/proc/{p}/stat').read().rsplit(')', 1)[1].split()[0]\n"
+            "          for p in os.listdir('/proc') if p.isdigit()]\n"
+            "print(os.getppid(), states.count('Z'))\n"
+        )
+        parent, zombies = (await run(kc, code)).split()
+        assert parent == "1" and zombies == "0"  # the kernel's parent is the entrypoint, as PID 1
+    finally:
+        kc.stop_channels()
