@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import urllib3
 from minio.credentials.providers import AssumeRoleProvider
 
 from controller.stores.minio import thread_prefix
@@ -62,6 +63,12 @@ def scoped_credentials(
         secret_key=secret_key,
         duration_seconds=max(duration, MIN_DURATION),
         policy=json.dumps(session_policy(bucket, thread_id)),
+        # Few, short retries (the SDK default is five with back-off): a sandbox start should
+        # fail fast and clearly when MinIO is down, like every other store call.
+        http_client=urllib3.PoolManager(
+            timeout=urllib3.Timeout(connect=3, read=30),
+            retries=urllib3.Retry(total=2, backoff_factor=0.2, status_forcelist=[500, 502, 503, 504]),
+        ),
     )
     creds = provider.retrieve()
     return {
