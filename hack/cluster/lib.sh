@@ -108,15 +108,18 @@ start_daemon() {
   log "started $name (pid $!, log $LOG_DIR/$name.log)"
 }
 
+# alive = exists and is not a zombie (our daemons are reparented to PID 1, which may reap late)
+proc_alive() { [[ -r /proc/$1/stat ]] && [[ $(awk '{print $3}' "/proc/$1/stat" 2>/dev/null) != Z ]]; }
+
 stop_daemon() {
   local name=$1 p i
   if p=$(daemon_pid "$name"); then
     kill -TERM "$p" 2>/dev/null || true
-    for i in $(seq 1 50); do
-      [[ -d /proc/$p ]] || break
-      sleep 0.2
+    for i in $(seq 1 100); do
+      proc_alive "$p" || break
+      sleep 0.1
     done
-    if [[ -d /proc/$p ]]; then
+    if proc_alive "$p"; then
       warn "$name (pid $p) did not stop on SIGTERM, sending SIGKILL"
       kill -KILL "$p" 2>/dev/null || true
       sleep 0.5
