@@ -77,6 +77,15 @@ init_cache_vars() {
   CSRC=$CACHE/src
 }
 
+# Serialize up/down/build (two test runners may call `up` at once). fd 9 is closed for daemons.
+take_lock() {
+  exec 9>>/run/threadbox-cluster.lock
+  if ! flock -n 9; then
+    log "waiting for another hack/cluster command to finish (lock /run/threadbox-cluster.lock)"
+    flock -w 3600 9 || die "could not take /run/threadbox-cluster.lock within 1h"
+  fi
+}
+
 need_root() { [[ $(id -u) == 0 ]] || skip "must run as root (needs iptables, mounts, cgroups)"; }
 
 # ---------------------------------------------------------------------------
@@ -103,7 +112,7 @@ start_daemon() {
   fi
   mkdir -p "$RUN_DIR" "$LOG_DIR"
   echo "=== $(date -u +%FT%TZ) starting: $*" >>"$LOG_DIR/$name.log"
-  setsid "$@" </dev/null >>"$LOG_DIR/$name.log" 2>&1 &
+  setsid "$@" </dev/null >>"$LOG_DIR/$name.log" 2>&1 9>&- &
   echo $! >"$(pidfile "$name")"
   log "started $name (pid $!, log $LOG_DIR/$name.log)"
 }
