@@ -524,3 +524,112 @@ async def _orphans_are_reaped(sb: Sandbox) -> None:
         assert parent == "1" and zombies == "0"  # the kernel's parent is the entrypoint, as PID 1
     finally:
         kc.stop_channels()
+
+
+# -- the built image, under the cluster's containerd ------------------------------------------
+
+CLUSTER_STATE = Path(os.environ.get("THREADBOX_CLUSTER_STATE", "/var/lib/threadbox-cluster"))
+CTR = [str(CLUSTER_STATE / "bin" / "ctr"), "--address", "/run/containerd/containerd.sock", "-n", "k8s.io"]
+
+
+@pytest.fixture(scope="module")
+def sandbox_image() -> str:
+    """The image for the current sources (built and imported by the script, or its cached tag)."""
+    running = Path(CTR[0]).exists() and subprocess.run([*CTR, "version"], capture_output=True).returncode == 0
+    if not running:
+        pytest.skip("SKIPPED: sandbox-image: the cluster's containerd is not running (hack/cluster/up)")
+    proc = subprocess.run(
+        [str(ROOT / "hack" / "build-sandbox-image.sh")], capture_output=True, text=True, timeout=3600
+    )
+    if proc.returncode == 3:
+        pytest.skip(proc.stderr.strip().splitlines()[-1])
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return proc.stdout.strip().splitlines()[-1]
+
+
+def _kill_container(name: str, proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:  # a failed test must not leave the container running
+        subprocess.run([*CTR, "task", "kill", "-s", "SIGKILL", name], capture_output=True)
+        proc.wait(timeout=30)
+
+
+@pytest.mark.cluster
+async def test_the_image_serves_a_thread_as_its_pod_would(
+    tmp_path: Path, sandbox_image: str, sts_user: StsUser, root_store: MinioStore
+) -> None:
+    """Read-only root, uid 1000, secrets mounted read-only, writable tmpfs like the pod's emptyDirs."""
+    tid = f"t-{secrets.token_hex(4)}"
+    (tmp_path / "seed").write_bytes(b"seeded")
+    root_store.put_file(tid, "seed.txt", tmp_path / "seed", hashlib.sha256(b"seeded").hexdigest())
+    connection: dict[str, Any] = {
+        "ip": "0.0.0.0",  # exactly as the pod's Secret has it
+        "transport": "tcp",
+        "signature_scheme": "hmac-sha256",
+        "key": secrets.token_hex(32),
+        **{name: free_port() for name in KERNEL_PORTS},
+    }
+    secrets_dir = tmp_path / "secrets"
+    _write_secrets(secrets_dir, connection, sts_user.credentials(tid))
+    secrets_dir.chmod(0o755)
+    for f in secrets_dir.iterdir():
+        f.chmod(0o444)
+    port, name = free_port(), f"tb-smoke-{secrets.token_hex(3)}"
+    tmpfs = "type=tmpfs,src=tmpfs,dst={},options=nosuid:nodev:mode=1777"
+    cmd = [
+        *CTR,
+        "run",
+        "--rm",
+        "--net-host",  # the test reaches the agent and kernel on loopback, MinIO too
+        "--read-only",
+        "--user",
+        "1000:1000",
+        "--mount",
+        f"type=bind,src={secrets_dir},dst=/var/run/threadbox,options=rbind:ro",
+        *("--mount", tmpfs.format("/workspace"), "--mount", tmpfs.format("/tmp")),
+        *("--mount", tmpfs.format("/home/sandbox")),
+        *("--env", f"THREADBOX_THREAD_ID={tid}", "--env", "THREADBOX_SECRETS_DIR=/var/run/threadbox"),
+        *("--env", "THREADBOX_WORKSPACE=/workspace", "--env", f"THREADBOX_AGENT_PORT={port}"),
+        sandbox_image,
+        name,
+    ]
+    log = tmp_path / "ctr.log"
+    with log.open("wb") as out:
+        # Attached: ctr forwards our SIGTERM to the container's PID 1 and exits with its status.
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
+    sb = Sandbox(proc, f"http://127.0.0.1:{port}", connection, Path("/workspace"), secrets_dir, Path(), log)
+    try:
+        async with httpx.AsyncClient(timeout=60) as http:
+            await wait_healthy(sb, http, timeout=180)
+            kc = await kernel_client({**connection, "ip": "127.0.0.1"})
+            try:
+                facts = await run(
+                    kc,
+                    "import os, pandas, ipykernel, matplotlib.pyplot as plt\n"
+                    "print(os.getuid(), os.getcwd(), open('seed.txt').read())\n"
+                    "print(open('/proc/1/cmdline').read().split('\\0')[0])\n"
+                    "print('pandas==' in open('/opt/sandbox/PREINSTALLED').read())\n"
+                    "try:\n"
+                    "    open('/opt/sandbox/evil', 'w')\n"
+                    "except OSError as exc:\n"
+                    "    print(exc.errno)\n"
+                    "plt.plot([1, 2]); plt.savefig('plot.png'); print(os.path.getsize('plot.png') > 0)\n",
+                )
+                assert facts.split() == [
+                    "1000",
+                    "/workspace",
+                    "seeded",
+                    "/usr/bin/tini",
+                    "True",
+                    "30",
+                    "True",
+                ]
+            finally:
+                kc.stop_channels()
+            resp = await http.post(f"{sb.url}/persist", headers=sb.auth())
+            assert resp.status_code == 200 and resp.json()["changed"] == ["plot.png"], resp.text
+        proc.send_signal(signal.SIGTERM)
+        assert await wait_exit(proc, timeout=60) == 0, sb.output()
+    finally:
+        await asyncio.to_thread(_kill_container, name, proc)
+    assert sorted(f.name for f in root_store.list_files(tid)) == ["plot.png", "seed.txt"]
+    assert "final persist: 0 changed" in sb.output()
