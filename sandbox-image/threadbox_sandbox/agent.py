@@ -124,6 +124,12 @@ class Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         log.info("%s %s", self.address_string(), format % args)
 
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        # The readinessProbe asks every second; only a failing answer is worth a log line.
+        if self._path() == "/healthz" and str(code) == "200":
+            return
+        super().log_request(code, size)
+
     def _reply(self, status: HTTPStatus, body: dict[str, Any]) -> None:
         data = json.dumps(body).encode()
         self.send_response(status)
