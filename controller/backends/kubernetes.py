@@ -321,19 +321,39 @@ class KubernetesBackend:
     # -- liveness and activity -------------------------------------------------------
 
     async def alive(self, info: SandboxInfo) -> bool:
+        """The pod runs and so does the kernel process this session connected to.
+
+        The entrypoint relaunches a kernel that exits (user code calling os._exit, the OOM
+        killer), so a running pod does not prove the session's kernel lives: the agent's
+        launch counter does. Without it a dead kernel would look alive until the turn timed out.
+        """
         uid = str(info.extra["uid"])
         checked = self._alive.get(uid)
         if checked and time.monotonic() - checked[0] < ALIVE_TTL:
             return checked[1]
         try:
-            pod = await self._read_pod(info.name)
+            pod, kernel = await asyncio.gather(self._read_pod(info.name), self._kernel_launch(info))
         except API_ERRORS as exc:
             # The API being down says nothing about the kernel: keep the last answer.
             log.warning("cannot read sandbox pod %s: %s", info.name, _api_message(exc))
             return checked[1] if checked else True
         result = pod is not None and podstate.uid(pod) == uid and podstate.alive(pod)
+        if result and kernel is not None:
+            # The first launch seen is the session's kernel (a cold start's, or an adopted pod's).
+            result = kernel > 0 and kernel == info.extra.setdefault("kernel_launch", kernel)
         self._alive[uid] = (time.monotonic(), result)
         return result
+
+    async def _kernel_launch(self, info: SandboxInfo) -> int | None:
+        """The agent's launch number of the running kernel: 0 if none runs, None if it cannot be asked."""
+        try:
+            resp = await self._client().get(agent_url(str(info.extra["pod_ip"])) + "/healthz", timeout=2)
+            body = resp.json()
+        except (httpx.HTTPError, ValueError):
+            return None  # agent not up yet (or unreachable): the pod's state decides
+        if not isinstance(body, dict):
+            return None
+        return int(body.get("launches", 0)) if body.get("kernel") == "running" else 0
 
     async def touch(self, info: SandboxInfo) -> None:
         now = time.time()

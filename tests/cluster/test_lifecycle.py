@@ -84,6 +84,23 @@ def test_pod_deleted_mid_execution_ends_the_turn_and_the_next_recovers(
     assert [p.metadata.uid for p in cluster.pods(tid)] == [_uid(client, tid)]
 
 
+def test_kernel_exiting_inside_a_running_pod_is_a_dead_kernel(cluster: Cluster, k8s_api: Any) -> None:
+    """The entrypoint relaunches an exited kernel, so the pod stays Running; the turn must still
+    end at once as kernel_died (not hang until the execution timeout), and the next turn recovers."""
+    client = k8s_api(exec_timeout=60)
+    tid = create_thread(client, "exit")
+    run(client, tid, "open('keep.txt', 'w').write('kept'); x = 1")
+    first = _uid(client, tid)
+    started = time.monotonic()
+    events = run(client, tid, "import os; open('last.txt', 'w').write('last words'); os._exit(1)")
+    assert time.monotonic() - started < 15, events
+    [err] = errors(events)
+    assert err["kind"] == "kernel_died", err
+    after = run(client, tid, "print(open('keep.txt').read(), open('last.txt').read()); print('x' in dir())")
+    assert stdout(after) == "kept last words\nFalse\n"
+    assert _uid(client, tid) != first
+
+
 def test_restarted_controller_adopts_running_pods(cluster: Cluster, k8s_settings: Any) -> None:
     settings = k8s_settings()
     with controller(settings) as first:
