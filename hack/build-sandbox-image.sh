@@ -23,7 +23,15 @@ skip() {
   exit 3
 }
 
+trap 'echo "hack/build-sandbox-image.sh: failed at line $LINENO" >&2' ERR
+
 [[ $(id -u) == 0 ]] || skip "must run as root (buildah and containerd need it on this machine)"
+# One build at a time: the e2e tests and a person may both run this for the same sources.
+exec 9>/tmp/threadbox-sandbox-image.lock
+if ! flock -n 9; then
+  say "another build of the sandbox image is running; waiting for it"
+  flock 9
+fi
 command -v buildah >/dev/null || skip "buildah is not installed (hack/cluster/build installs it)"
 ctr_() { "$BIN_DIR/ctr" --address "$CONTAINERD_SOCK" -n k8s.io "$@"; }
 if [[ ${NO_IMPORT:-0} != 1 ]]; then
@@ -86,7 +94,7 @@ if [[ ${FORCE:-0} == 1 ]] || ! in_buildah "$ref"; then
     echo "hack/build-sandbox-image.sh: buildah bud failed (full log: $log_file)" >&2
     exit 1
   fi
-  size=$(buildah images --noheading --format '{{.Size}}' "$ref" | head -n1)
+  size=$(buildah images --noheading --format '{{.Size}}' "$ref" 2>/dev/null | head -n1 || true)
   say "built $ref in $((SECONDS - t))s, size $size (log: $log_file)"
 else
   say "$ref is already built in buildah's storage"

@@ -9,9 +9,11 @@ AssumeRole, called by a dedicated MinIO user, with the per-thread session policy
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import os
+import queue
 import secrets
 import shutil
 import signal
@@ -235,9 +237,32 @@ async def wait_healthy(sb: Sandbox, http: httpx.AsyncClient, launches: int = 1, 
 async def kernel_client(connection: dict[str, Any]) -> AsyncKernelClient:
     kc = AsyncKernelClient()
     kc.load_connection_info(connection)
-    kc.start_channels()
-    await kc.wait_for_ready(timeout=90)
+    kc.start_channels(hb=False)
+    await wait_ready(kc)
     return kc
+
+
+async def wait_ready(kc: AsyncKernelClient, timeout: float = 90) -> None:
+    """kernel_info answered and IOPub connected, as controller/kernel.py waits.
+
+    Not ``wait_for_ready``: it judges liveness by heartbeat, which misses beats while a
+    cold kernel imports on a busy machine and then calls a healthy kernel dead.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        kc.kernel_info()
+        try:
+            reply = await kc.get_shell_msg(timeout=1)
+            if reply["msg_type"] == "kernel_info_reply":
+                await kc.get_iopub_msg(timeout=0.2)  # proves the SUB socket is connected
+                break
+        except queue.Empty:
+            continue
+    else:
+        raise AssertionError(f"the kernel did not answer kernel_info within {timeout}s")
+    with contextlib.suppress(queue.Empty):
+        while True:  # drop the startup chatter
+            await kc.get_iopub_msg(timeout=0.1)
 
 
 async def run(kc: AsyncKernelClient, code: str) -> str:
@@ -346,7 +371,7 @@ async def test_entrypoint_restores_serves_persists_and_exits_cleanly(
             assert reply["content"] == {"status": "ok", "restart": True}
             await wait_healthy(sb, http, launches=2)
             assert json.loads((sb.run_dir / "kernel.json").read_text()) == sb.connection
-            await kc.wait_for_ready(timeout=90)
+            await wait_ready(kc)
             after = await run(kc, "import os; print(os.getpid(), 'x' in globals())")
             assert int(after.split()[0]) != first_pid and after.split()[1] == "False"  # a fresh process
             health = (await http.get(f"{sb.url}/healthz")).json()
