@@ -38,6 +38,20 @@ def test_missing_image_fails_the_turn_quickly_and_clearly(cluster: Cluster, k8s_
     assert [s.metadata.name for s in cluster.secrets()] == []
 
 
+def test_memory_limit_ends_the_turn_as_a_dead_kernel(cluster: Cluster, k8s_api: Any) -> None:
+    client = k8s_api(sandbox_memory_limit="300Mi", sandbox_memory_request="128Mi")
+    tid = create_thread(client, "oom")
+    assert stdout(run(client, tid, "print('up')")) == "up\n"
+    [pod] = cluster.pods(tid)
+    assert pod.spec.containers[0].resources.limits["memory"] == "300Mi"
+    started = time.monotonic()
+    events = run(client, tid, "big = b'x' * (1 << 30)")  # 1 GiB, touched: over the limit
+    assert time.monotonic() - started < 30, events
+    [err] = errors(events)
+    assert err["kind"] == "kernel_died", err
+    assert stdout(run(client, tid, "print('fine')")) == "fine\n"
+
+
 def _serve_in_subprocess(settings: dict[str, Any], port: int, log: Path) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("THREADBOX_")}
     for key, value in settings.items():
