@@ -9,6 +9,7 @@ the controller's ZMQ sockets reconnect to the same ports with the same key.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import json
 import logging
 import os
@@ -20,6 +21,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+PR_SET_PDEATHSIG = 1  # from <sys/prctl.h>
 log = logging.getLogger("threadbox_sandbox.kernel")
 
 KERNEL_MODULE = "ipykernel_launcher"
@@ -112,6 +114,9 @@ class KernelSupervisor:
                 # Its own process group: ipykernel's interrupt then signals user subprocesses
                 # too, and stop() can kill everything the kernel started.
                 start_new_session=True,
+                # If the supervisor dies without stopping it (SIGKILL, OOM), the kernel must not
+                # live on unsupervised; the forking thread is the supervisor's, which outlives it.
+                preexec_fn=_die_with_parent,
             )
             self.launches += 1
             log.info("kernel launched (pid %d, launch %d)", self._proc.pid, self.launches)
@@ -170,6 +175,11 @@ class KernelSupervisor:
         # Processes user code left in the kernel's group would otherwise outlive it.
         _killpg(proc.pid, signal.SIGKILL)
         return proc.returncode
+
+
+def _die_with_parent() -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def _killpg(pgid: int, sig: signal.Signals) -> None:

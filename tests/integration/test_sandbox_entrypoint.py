@@ -442,11 +442,8 @@ def test_scoped_credentials_exclude_a_sibling_prefix(sts_user: StsUser) -> None:
     assert err.value.code == "AccessDenied"
 
 
-async def test_unreachable_storage_runs_code_but_never_persists_an_unrestored_workspace(
-    tmp_path: Path, sandbox_python: Path, image_pythonpath: str, sandboxes: list[Sandbox]
-) -> None:
-    tid = f"t-{secrets.token_hex(4)}"
-    dead = {
+def unreachable_storage(tid: str) -> dict[str, Any]:
+    return {
         "endpoint": f"127.0.0.1:{free_port()}",  # nothing listens
         "secure": False,
         "bucket": "no-such-bucket",
@@ -456,7 +453,42 @@ async def test_unreachable_storage_runs_code_but_never_persists_an_unrestored_wo
         "session_token": "t",
         "expires": time.time() + 3600,
     }
-    sb = launch(tmp_path / "pod", sandbox_python, image_pythonpath, tid, dead)
+
+
+async def test_a_killed_entrypoint_takes_its_kernel_with_it(
+    tmp_path: Path, sandbox_python: Path, image_pythonpath: str, sandboxes: list[Sandbox]
+) -> None:
+    tid = f"t-{secrets.token_hex(4)}"
+    sb = launch(tmp_path / "pod", sandbox_python, image_pythonpath, tid, unreachable_storage(tid))
+    sandboxes.append(sb)
+    async with httpx.AsyncClient(timeout=60) as http:
+        await wait_healthy(sb, http)
+        kc = await kernel_client(sb.connection)
+        try:
+            kernel_pid = int((await run(kc, "import os; print(os.getpid())")).strip())
+        finally:
+            kc.stop_channels()
+    sb.proc.kill()  # no chance to clean up, as after an OOM kill
+    sb.proc.wait(timeout=10)
+    deadline = time.monotonic() + 10
+    while _alive(kernel_pid) and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+    assert not _alive(kernel_pid), "the kernel outlived its supervisor"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+async def test_unreachable_storage_runs_code_but_never_persists_an_unrestored_workspace(
+    tmp_path: Path, sandbox_python: Path, image_pythonpath: str, sandboxes: list[Sandbox]
+) -> None:
+    tid = f"t-{secrets.token_hex(4)}"
+    sb = launch(tmp_path / "pod", sandbox_python, image_pythonpath, tid, unreachable_storage(tid))
     sandboxes.append(sb)
     async with httpx.AsyncClient(timeout=60) as http:
         await wait_healthy(sb, http)
