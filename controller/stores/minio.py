@@ -43,7 +43,10 @@ class MinioStore:
         bucket: str,
         secure: bool = False,
         session_token: str | None = None,
+        region: str | None = None,
     ) -> MinioStore:
+        """``region``: give it with scoped credentials, whose policy forbids GetBucketLocation,
+        which minio-py otherwise calls before the first request to an unknown bucket."""
         # Few, short retries: an unavailable MinIO must surface as a clear error quickly,
         # not hang a Slack turn for minutes.
         http = urllib3.PoolManager(
@@ -56,6 +59,7 @@ class MinioStore:
             secret_key=secret_key,
             session_token=session_token,
             secure=secure,
+            region=region,
             http_client=http,
         )
         return cls(client, bucket)

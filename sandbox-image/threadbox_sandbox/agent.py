@@ -19,8 +19,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-import urllib3
-from minio import Minio
 from minio.error import S3Error
 
 from controller.filenames import BadFilename, clean_filename
@@ -39,27 +37,16 @@ class NotRestored(Exception):
 
 
 def open_store(storage: Storage) -> MinioStore:
-    """A MinioStore on the scoped credentials, with the region given rather than looked up.
-
-    Not MinioStore.connect(): minio-py asks for an unknown bucket's region with
-    GetBucketLocation, which the per-thread session policy does not allow (AccessDenied
-    on the first request). connect() has no region parameter, so the client is built here
-    with the same short timeouts and retries.
-    """
-    http = urllib3.PoolManager(
-        timeout=urllib3.Timeout(connect=3, read=60),
-        retries=urllib3.Retry(total=2, backoff_factor=0.2, status_forcelist=[500, 502, 503, 504]),
-    )
-    client = Minio(
+    """A MinioStore on the thread's scoped credentials."""
+    return MinioStore.connect(
         storage.endpoint,
-        access_key=storage.access_key,
-        secret_key=storage.secret_key,
-        session_token=storage.session_token,
+        storage.access_key,
+        storage.secret_key,
+        storage.bucket,
         secure=storage.secure,
+        session_token=storage.session_token,
         region=storage.region,
-        http_client=http,
     )
-    return MinioStore(client, storage.bucket)
 
 
 class Workspace:
