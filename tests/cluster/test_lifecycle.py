@@ -38,6 +38,10 @@ def test_threads_get_their_own_pods_files_and_plots(cluster: Cluster, k8s_api: A
         [pod] = cluster.pods(tid)
         assert pod.metadata.uid == _uid(client, tid) and pod.status.phase == "Running"
     assert _uid(client, a) != _uid(client, b)
+    # An upload reaches the live pod's workspace (the agent's PUT /files), not only the store.
+    resp = client.post(f"/threads/{a}/files", files={"file": ("data/in.txt", b"uploaded")})
+    assert resp.status_code == 201, resp.text
+    assert stdout(run(client, a, "print(open('data/in.txt').read())")) == "uploaded\n"
     images = [e for e in run(client, a, PLOT) if e["type"] == "display" and "image/png" in e["data"]]
     assert len(images) == 1
     assert base64.b64decode(images[0]["data"]["image/png"]).startswith(b"\x89PNG")
@@ -114,8 +118,12 @@ def test_restarted_controller_adopts_running_pods(cluster: Cluster, k8s_settings
     }
     with controller(settings) as second:
         for n, tid in enumerate(tids):
+            before = time.time()
             events = run(second, tid, "print(state + 1)")
             assert stdout(events) == f"{n + 42}\n", events  # same kernel: its variables survived
             assert _uid(second, tid) == uids[tid]
+            # Activity is recorded on the pod, where the next controller would read it.
+            [pod] = cluster.pods(tid)
+            assert float(pod.metadata.annotations["threadbox.dev/last-active"]) >= before
         adopted = second.get("/metrics").text
         assert 'threadbox_sandbox_start_seconds_count{kind="adopted"} 2.0' in adopted
