@@ -171,7 +171,9 @@ def report(result: dict[str, Any]) -> str:
         "# Sandbox pod start",
         "",
         f"Machine: {result['machine']}. Image `{result['image']}`, cached on the node. "
-        f"{result['runs']} runs each, alternating, in one run of `bench/pod_start.py`.",
+        f"{result['runs']} runs each, alternating, in one run of `bench/pod_start.py`. "
+        f"1-minute load average {result['load_average_1m']['before']:.1f} before, "
+        f"{result['load_average_1m']['after']:.1f} after.",
         "",
         "| what | n | p50 (s) | p95 (s) | min (s) | max (s) |",
         "|---|---:|---:|---:|---:|---:|",
@@ -211,8 +213,11 @@ def main() -> None:
     parser.add_argument("--no-save", action="store_true", help="print only; do not write bench/results")
     args = parser.parse_args()
     image = args.image or image_ref()
+    load_before = os.getloadavg()[0]
     result = asyncio.run(measure(args.runs, image, args.kubeconfig))
-    result.update(machine=machine(args.kubeconfig), image=image, runs=args.runs)
+    # The machine may be shared (builds, other tests): the load says how quiet it was.
+    load = {"before": load_before, "after": os.getloadavg()[0]}
+    result.update(machine=machine(args.kubeconfig), image=image, runs=args.runs, load_average_1m=load)
     print(json.dumps({k: v for k, v in result.items() if k != "raw"}, indent=2))
     text = report(result)
     print(text)
