@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs the whole test suite on a fresh machine: installs what it needs (cached under
-# ~/.cache/threadbox), lints, then runs unit, integration and browser tests against real
-# kernels, a real MinIO and a real Chromium. A component this machine cannot provide is
+# ~/.cache/threadbox), lints, then runs unit, integration, browser and cluster tests against
+# real kernels, a real MinIO, a real Chromium and a real single-node Kubernetes. A component this machine cannot provide is
 # reported with one loud "SKIPPED: <component>: <reason>" line; our own failures fail the run.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -26,6 +26,12 @@ step "lint: ruff, formatting, mypy (strict)"
 
 provide minio ./hack/install-minio.sh
 provide chromium ./hack/install-browser.sh
+# The cluster tests would do these two themselves; doing them here shows their progress.
+# A cold cluster build takes most of an hour on 2 cores; cached, `up` takes about a minute.
+if [[ " $* " != *"not cluster"* ]]; then
+  provide kubernetes-cluster ./hack/cluster/up
+  provide sandbox-image ./hack/build-sandbox-image.sh
+fi
 
 step "pytest"
 rc=0
