@@ -455,14 +455,26 @@ def unreachable_storage(tid: str) -> dict[str, Any]:
     }
 
 
-async def test_a_killed_entrypoint_takes_its_kernel_with_it(
-    tmp_path: Path, sandbox_python: Path, image_pythonpath: str, sandboxes: list[Sandbox]
-) -> None:
+async def start_offline(
+    tmp_path: Path,
+    sandbox_python: Path,
+    image_pythonpath: str,
+    sandboxes: list[Sandbox],
+    http: httpx.AsyncClient,
+) -> Sandbox:
+    """An entrypoint whose storage is unreachable, healthy (its kernel runs) and cleaned up after."""
     tid = f"t-{secrets.token_hex(4)}"
     sb = launch(tmp_path / "pod", sandbox_python, image_pythonpath, tid, unreachable_storage(tid))
     sandboxes.append(sb)
+    await wait_healthy(sb, http)
+    return sb
+
+
+async def test_a_killed_entrypoint_takes_its_kernel_with_it(
+    tmp_path: Path, sandbox_python: Path, image_pythonpath: str, sandboxes: list[Sandbox]
+) -> None:
     async with httpx.AsyncClient(timeout=60) as http:
-        await wait_healthy(sb, http)
+        sb = await start_offline(tmp_path, sandbox_python, image_pythonpath, sandboxes, http)
         kc = await kernel_client(sb.connection)
         try:
             kernel_pid = int((await run(kc, "import os; print(os.getpid())")).strip())
@@ -487,11 +499,8 @@ def _alive(pid: int) -> bool:
 async def test_unreachable_storage_runs_code_but_never_persists_an_unrestored_workspace(
     tmp_path: Path, sandbox_python: Path, image_pythonpath: str, sandboxes: list[Sandbox]
 ) -> None:
-    tid = f"t-{secrets.token_hex(4)}"
-    sb = launch(tmp_path / "pod", sandbox_python, image_pythonpath, tid, unreachable_storage(tid))
-    sandboxes.append(sb)
     async with httpx.AsyncClient(timeout=60) as http:
-        await wait_healthy(sb, http)
+        sb = await start_offline(tmp_path, sandbox_python, image_pythonpath, sandboxes, http)
         kc = await kernel_client(sb.connection)
         try:
             assert await run(kc, "print(6 * 7)") == "42\n"
