@@ -64,6 +64,15 @@ class Quotas:
                 f"over your {_mib(self.user_max_bytes)} limit"
             )
 
+    def check_write(self, name: str, size: int, thread_after: Usage, others: Usage | None) -> None:
+        """Every limit for writing ``name``: ``thread_after`` is the thread's usage with it,
+        ``others`` what the user holds in other threads (None: no per-user check)."""
+        self.check_file(name, size)
+        self.check_thread(name, thread_after)
+        if others is not None:
+            both = Usage(others.files + thread_after.files, others.bytes + thread_after.bytes)
+            self.check_user(name, both)
+
     @property
     def per_user(self) -> bool:
         return bool(self.user_max_files or self.user_max_bytes)
@@ -86,8 +95,5 @@ def check_upload(
     """Raise QuotaExceeded if storing ``size`` bytes as ``name`` in the thread would break a limit."""
     stored = {f.name: f for f in store.list_files(thread_id)}
     after = Usage.of(stored.values()).replace(stored[name].size if name in stored else None, size)
-    quotas.check_file(name, size)
-    quotas.check_thread(name, after)
-    if user and quotas.per_user:
-        others = user_usage(store, user, thread_id)
-        quotas.check_user(name, Usage(others.files + after.files, others.bytes + after.bytes))
+    others = user_usage(store, user, thread_id) if user and quotas.per_user else None
+    quotas.check_write(name, size, after, others)

@@ -112,9 +112,7 @@ class WorkspaceSync:
         result = PersistResult()
         present = scan(self.root) if self.root.exists() else {}
         thread_use = Usage(len(seen), sum(s.size for s in seen.values()))
-        user_use = (
-            user_usage(self.store, self.user, self.thread_id) if self.user and self.quotas.per_user else None
-        )
+        others: Usage | None = None  # the user's other threads: listed only once a file needs uploading
         for name, path in sorted(present.items()):
             st = path.stat()
             old = seen.get(name)
@@ -127,12 +125,9 @@ class WorkspaceSync:
             try:
                 clean_filename(name)
                 after = thread_use.replace(old.size if old else None, st.st_size)
-                self.quotas.check_file(name, st.st_size)
-                self.quotas.check_thread(name, after)
-                if user_use is not None:
-                    self.quotas.check_user(
-                        name, Usage(user_use.files + after.files, user_use.bytes + after.bytes)
-                    )
+                if others is None and self.user and self.quotas.per_user:
+                    others = user_usage(self.store, self.user, self.thread_id)
+                self.quotas.check_write(name, st.st_size, after, others)
             except (BadFilename, QuotaExceeded) as exc:
                 result.refused[name] = str(exc)
                 continue

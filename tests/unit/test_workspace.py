@@ -110,3 +110,31 @@ def test_claims_are_exclusive_until_released(store: LocalStore) -> None:
     assert not store.claim("slack-event/Ev1")
     store.release("slack-event/Ev1")
     assert store.claim("slack-event/Ev1")
+
+
+class CountingStore(LocalStore):
+    """The real local store, counting how often every thread is listed."""
+
+    listings = 0
+
+    def list_threads(self) -> list[str]:
+        self.listings += 1
+        return super().list_threads()
+
+
+def test_user_quota_counts_other_threads_only_when_something_is_uploaded(tmp_path: Path) -> None:
+    store = CountingStore(tmp_path / "store")
+    other = tmp_path / "o"
+    other.write_text("12345")
+    store.put_json("t-0", "meta", {"user": "u"})
+    store.put_file("t-0", "old.txt", other, "0" * 64)  # the user already holds 5 bytes elsewhere
+    ws = tmp_path / "ws"
+    sync = WorkspaceSync(store, "t-1", ws, Quotas(user_max_bytes=8), user="u")
+    sync.restore()
+    assert sync.persist().changed == [] and store.listings == 0  # nothing to upload: no listing
+    (ws / "small").write_text("123")
+    (ws / "big").write_text("1234")
+    result = sync.persist()
+    assert result.changed == ["small"]  # 5 + 3 fits in 8; "big" (5 + 4) does not
+    assert "your files would total" in result.refused["big"]
+    assert store.listings == 1  # once per persist, however many files
