@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass
 
 from controller.backends.base import Backend, SandboxInfo, SandboxStartError
@@ -168,10 +169,13 @@ class SandboxManager:
             if info is None:
                 yield Status(phase="starting", message="Starting a sandbox for this thread...")
                 info = await self.backend.start(thread_id)
-            session = KernelSession(info.connection, self._probe(info))
+            session = KernelSession(info.connection, functools.partial(self.backend.alive, info))
             yield Status(phase="restoring", message="Restoring this thread's files...")
-            restore = self.backend.restore(info, user) if kind == "cold" else _noop()
-            await asyncio.gather(session.start(self.settings.start_timeout), restore)
+            # An adopted sandbox still has its files; a new one restores them while its kernel starts.
+            waits: list[Awaitable[object]] = [session.start(self.settings.start_timeout)]
+            if kind == "cold":
+                waits.append(self.backend.restore(info, user))
+            await asyncio.gather(*waits)
         except BaseException:
             self._release_slot()
             if info is not None and kind == "cold":
@@ -182,12 +186,6 @@ class SandboxManager:
         await self.backend.touch(info)
         self.metrics.start_seconds.labels(kind).observe(time.monotonic() - started)
         yield Status(phase="ready", message="Sandbox ready.")
-
-    def _probe(self, info: SandboxInfo) -> Callable[[], Awaitable[bool]]:
-        async def probe() -> bool:
-            return await self.backend.alive(info)
-
-        return probe
 
     async def _admit(self) -> AsyncIterator[Status]:
         token = object()
@@ -303,7 +301,3 @@ class SandboxManager:
     def _update_gauges(self) -> None:
         self.metrics.live.set(len(self._live))
         self.metrics.queue.set(len(self._waiting))
-
-
-async def _noop() -> None:
-    return None

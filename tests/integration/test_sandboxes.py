@@ -46,9 +46,6 @@ def test_kernel_env_holds_no_controller_secret(api: Any, monkeypatch: pytest.Mon
     out = stdout(run(client, tid, "import os, sys; print(sorted(os.environ)); print(sys.prefix)"))
     assert "xoxb-secret" not in out and "OPENAI_API_KEY" not in out and "THREADBOX" not in out
     assert "sandbox-env" in out  # the lean env, not the controller's venv
-    assert "fastapi" in stdout(
-        run(client, tid, "import importlib.util as u; print('fastapi', u.find_spec('fastapi') is None)")
-    )
     assert stdout(run(client, tid, "import importlib.util as u; print(u.find_spec('fastapi'))")) == "None\n"
 
 
