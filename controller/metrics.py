@@ -19,7 +19,7 @@ class Metrics:
         self.queue = Gauge("threadbox_queue_length", "Turns waiting for a free sandbox slot.", registry=r)
         self.start_seconds = Histogram(
             "threadbox_sandbox_start_seconds",
-            "From acquire to kernel ready, by how the sandbox was obtained.",
+            "From acquire to kernel ready, by how the sandbox was obtained: cold, warm (claimed from the pool) or adopted.",
             ["kind"],
             buckets=START_BUCKETS,
             registry=r,
@@ -38,4 +38,40 @@ class Metrics:
         )
         self.persist_errors = Counter(
             "threadbox_persist_errors_total", "Failed attempts to persist a workspace.", registry=r
+        )
+        self.pool_size = Gauge(
+            "threadbox_warm_pool_size",
+            "Unclaimed warm sandboxes, by state: ready (kernel up) or starting.",
+            ["state"],
+            registry=r,
+        )
+        self.pool_target = Gauge(
+            "threadbox_warm_pool_target", "Configured number of warm sandboxes.", registry=r
+        )
+        self.pool_claims = Counter(
+            "threadbox_warm_pool_claims_total",
+            "Attempts to claim a warm sandbox: result hit or miss; reason says why a miss fell back to a cold start.",
+            ["result", "reason"],
+            registry=r,
+        )
+        self.slack_events = Counter(
+            "threadbox_slack_events_total", "Slack events received, by event type.", ["type"], registry=r
+        )
+        self.slack_acks = Counter(
+            "threadbox_slack_acks_total",
+            "HTTP responses to Slack's Events API, by outcome: ok, duplicate, rejected (bad signature or body).",
+            ["outcome"],
+            registry=r,
+        )
+        self.slack_ack_seconds = Histogram(
+            "threadbox_slack_ack_seconds",
+            "From receiving a Slack request to acknowledging it (Slack retries after 3 s).",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 3, 5),
+            registry=r,
+        )
+        self.slack_errors = Counter(
+            "threadbox_slack_errors_total",
+            "Failures talking to Slack or answering a turn, by kind.",
+            ["kind"],
+            registry=r,
         )
