@@ -59,7 +59,7 @@ class Metrics:
         )
         self.slack_acks = Counter(
             "threadbox_slack_acks_total",
-            "HTTP responses to Slack's Events API, by outcome: ok, duplicate, rejected (bad signature or body).",
+            "HTTP responses to Slack's Events API, by outcome: ok, retry (Slack redelivered), rejected (bad signature or body), error.",
             ["outcome"],
             registry=r,
         )
@@ -71,7 +71,7 @@ class Metrics:
         )
         self.slack_errors = Counter(
             "threadbox_slack_errors_total",
-            "Failures talking to Slack or answering a turn, by kind.",
+            "Failures talking to Slack or answering a turn, by kind: api_call, turn_failed.",
             ["kind"],
             registry=r,
         )

@@ -47,6 +47,7 @@ class SlackBot:
     async def receive(
         self, body: dict[str, Any], event: dict[str, Any], bot_user: str | None, is_mention_event: bool
     ) -> None:
+        self.rt.metrics.slack_events.labels(str(event.get("type") or "unknown")).inc()
         team = str(body.get("team_id") or event.get("team") or "")
         msg = parse(event, team, bot_user, is_mention_event)
         if msg is None or not await self._wanted(msg):
@@ -88,11 +89,15 @@ class SlackBot:
             await self._turn(msg, record, reply)
         except Exception as exc:
             log.exception("Slack turn failed in %s/%s", msg.channel, msg.root_ts)
+            self.rt.metrics.slack_errors.labels("turn_failed").inc()
             if reply is None or not reply.posted:
                 for key in claims:
                     await asyncio.to_thread(self.rt.store.release, key)
                 return
             await _apologize(reply, exc)
+
+    def _api_error(self) -> None:
+        self.rt.metrics.slack_errors.labels("api_call").inc()
 
     def _reply(self, msg: Inbound, thread_id: str) -> SlackReply:
         return SlackReply(
@@ -103,6 +108,7 @@ class SlackBot:
             self.rt.settings.slack_update_interval,
             self.rt.store,
             thread_id,
+            self._api_error,
         )
 
     async def _turn(self, msg: Inbound, record: ThreadRecord, reply: SlackReply) -> None:
@@ -127,3 +133,4 @@ async def _apologize(reply: SlackReply, exc: Exception) -> None:
         await reply.finish()
     except Exception:
         log.exception("could not post the failure note either")
+        reply.on_api_error()

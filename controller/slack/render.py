@@ -14,6 +14,7 @@ import base64
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 
 from slack_sdk.errors import SlackClientError
 from slack_sdk.web.async_client import AsyncWebClient
@@ -41,6 +42,7 @@ class SlackReply:
         interval: float,
         store: ThreadStore,
         thread_id: str,
+        on_api_error: Callable[[], None],
     ) -> None:
         self.client = client
         self.channel = channel
@@ -49,6 +51,7 @@ class SlackReply:
         self.interval = interval
         self.store = store
         self.thread_id = thread_id
+        self.on_api_error = on_api_error
         self.transcript = Transcript()
         self._status = ""
         self._finished = False
@@ -136,6 +139,7 @@ class SlackReply:
                 done = await self._flush(wait=False)
             except SlackClientError as exc:
                 log.warning("streaming edit failed (the final edit retries): %s", exc)
+                self.on_api_error()
                 done = False
             if not done:
                 self._dirty.set()
@@ -168,6 +172,7 @@ class SlackReply:
             )
         except SlackClientError as exc:
             log.warning("upload of %s failed: %s", filename, exc)
+            self.on_api_error()
             self.note(f"I could not post `{filename}` here: {exc}")
 
     async def _upload_changed(self, event: FilesChanged) -> None:

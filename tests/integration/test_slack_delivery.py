@@ -37,6 +37,11 @@ def test_a_retried_event_gets_exactly_one_reply(slack: SlackSender, fake: FakeSl
 
     assert len(settle_then_bot_messages(fake, "C1", sent.ts)) == 1
     assert runs_in(slack, "C1", sent.ts) == b"x"
+    scrape = slack.client.get("/metrics").text
+    assert 'threadbox_slack_acks_total{outcome="ok"} 1.0' in scrape
+    assert 'threadbox_slack_acks_total{outcome="retry"} 2.0' in scrape
+    assert 'threadbox_slack_events_total{type="app_mention"} 3.0' in scrape
+    assert "threadbox_slack_ack_seconds_count 3.0" in scrape
 
 
 def test_mention_and_message_events_for_one_message_run_it_once(slack: SlackSender, fake: FakeSlack) -> None:
@@ -59,6 +64,7 @@ def test_a_retry_after_a_failed_first_delivery_is_answered_once(slack: SlackSend
     fake.wait_for(lambda: "runs: 1" in fake.text_in_thread("C3", sent.ts), 60, "the retry's reply")
     assert len(settle_then_bot_messages(fake, "C3", sent.ts)) == 1
     assert runs_in(slack, "C3", sent.ts) == b"x"
+    assert 'threadbox_slack_errors_total{kind="turn_failed"} 1.0' in slack.client.get("/metrics").text
 
 
 def _assert_nothing_happened(slack: SlackSender, fake: FakeSlack, thread_id: str) -> None:
@@ -91,3 +97,17 @@ def test_forged_stale_and_malformed_requests_are_rejected_before_anything_runs(
     for malformed in (b"{not json", b"[1, 2]", b"payload=%7Bnope"):
         assert slack.post_raw(malformed).status_code == 400
     _assert_nothing_happened(slack, fake, ThreadKey("slack", TEAM_ID, "C4", ts).id)
+    scrape = slack.client.get("/metrics").text
+    assert 'threadbox_slack_acks_total{outcome="rejected"} 6.0' in scrape
+    assert "threadbox_slack_events_total{" not in scrape  # nothing reached the listeners
+
+
+def test_a_failed_streaming_edit_is_counted_and_the_reply_still_lands(
+    slack: SlackSender, fake: FakeSlack
+) -> None:
+    fake.fail("chat.update", "internal_error", times=1)
+    sent = slack.mention("C5", code("import time\nprint('first')\ntime.sleep(2)\nprint('second')"))
+    fake.wait_for(lambda: "second" in fake.text_in_thread("C5", sent.ts), 60, "the final edit")
+
+    assert "first" in fake.text_in_thread("C5", sent.ts)
+    assert 'threadbox_slack_errors_total{kind="api_call"} 1.0' in slack.client.get("/metrics").text
