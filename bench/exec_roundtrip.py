@@ -1,0 +1,157 @@
+"""Round trip of `print(1)` through threadbox, beside jupyter_client talking to the same kernel.
+
+Three ways to run `print(1)` in one already-started sandbox, alternating run by run:
+- direct: an AsyncKernelClient on the sandbox's own connection info sends execute_request and
+  waits for IOPub idle and the execute_reply (the floor: what any Jupyter client pays);
+- manager: SandboxManager.run(thread_id, code) until its Done event (adds the liveness probe,
+  event conversion, the post-turn persist and touch);
+- http: POST /threads/{id}/execute to the real FastAPI app under uvicorn, reading the NDJSON
+  stream to its `done` line (adds HTTP, JSON and the store lookup of the thread record).
+Every client sees every other client's IOPub broadcast and skips it by parent id, so the
+three pay the same for sharing the kernel. The HTTP client runs in the server's event loop.
+
+Usage: uv run python -m bench.exec_roundtrip [--runs 100] [--backends local kubernetes]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import tempfile
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import uvicorn
+from jupyter_client.asynchronous.client import AsyncKernelClient
+
+from bench.cluster import k8s_settings
+from bench.common import machine, summary, table, turn, write
+from controller.api import create_app
+from controller.config import Settings
+from controller.runtime import build_runtime
+from tests.support.server import free_port
+
+CODE = "print(1)"
+WARMUP = 5
+
+
+async def direct(kc: AsyncKernelClient) -> None:
+    msg_id = kc.execute(CODE)
+    while True:
+        msg = await kc.get_iopub_msg(timeout=30)
+        if msg["parent_header"].get("msg_id") == msg_id and msg["content"].get("execution_state") == "idle":
+            break
+    while (await kc.get_shell_msg(timeout=30))["parent_header"].get("msg_id") != msg_id:
+        pass
+
+
+async def over_http(http: httpx.AsyncClient, thread_id: str) -> None:
+    async with http.stream("POST", f"/threads/{thread_id}/execute", json={"code": CODE}) as resp:
+        resp.raise_for_status()
+        async for line in resp.aiter_lines():
+            event = json.loads(line)
+            if event["type"] == "done":
+                if event["status"] != "ok":
+                    raise RuntimeError(f"HTTP turn failed: {event}")
+                return
+    raise RuntimeError("the HTTP stream ended without a done event")
+
+
+async def timed(fn: Callable[[], Awaitable[None]]) -> float:
+    started = time.perf_counter()
+    await fn()
+    return (time.perf_counter() - started) * 1000
+
+
+async def measure(settings: Settings, runs: int) -> dict[str, dict[str, float]]:
+    rt = build_runtime(settings)
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(rt), host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    )
+    serving = asyncio.create_task(server.serve())  # its lifespan starts and closes the runtime
+    while not server.started:
+        await asyncio.sleep(0.05)
+    kc = AsyncKernelClient()
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=60) as http:
+            thread_id = (await http.post("/threads", json={"name": "bench"})).json()["id"]
+            await turn(rt, thread_id, "1")  # starts the sandbox
+            info = await rt.backend.find(thread_id)
+            assert info is not None
+            kc.load_connection_info(info.connection)  # type: ignore[arg-type]
+            kc.start_channels()
+            await kc.wait_for_ready(timeout=60)
+            ways: dict[str, Callable[[], Awaitable[None]]] = {
+                "direct": lambda: direct(kc),
+                "manager": lambda: turn(rt, thread_id, CODE),
+                "http": lambda: over_http(http, thread_id),
+            }
+            times: dict[str, list[float]] = {way: [] for way in ways}
+            for i in range(WARMUP + runs):
+                for way, fn in ways.items():
+                    ms = await timed(fn)
+                    if i >= WARMUP:
+                        times[way].append(ms)
+            await rt.manager.stop_thread(thread_id)
+    finally:
+        kc.stop_channels()
+        server.should_exit = True
+        await serving
+    return {way: summary(ms) for way, ms in times.items()}
+
+
+@contextmanager
+def local_settings(tmp: Path) -> Iterator[Settings]:
+    yield Settings(data_dir=tmp, idle_timeout=3600)
+
+
+BACKENDS: dict[str, Callable[[Path], AbstractContextManager[Settings]]] = {
+    "local": local_settings,
+    "kubernetes": lambda tmp: k8s_settings("exec", tmp),
+}
+
+
+def report(results: dict[str, Any]) -> str:
+    rows = []
+    for backend, r in results["backends"].items():
+        floor = r["direct"]
+        for way in ("direct", "manager", "http"):
+            s = r[way]
+            rows.append(
+                [
+                    f"{backend}: {way}",
+                    s["n"],
+                    f"{s['p50']:.2f}",
+                    f"{s['p95']:.2f}",
+                    f"{s['p50'] / floor['p50']:.2f}",
+                    f"{s['p95'] / floor['p95']:.2f}",
+                ]
+            )
+    headers = ["backend: path", "n", "p50 (ms)", "p95 (ms)", "p50 / direct", "p95 / direct"]
+    return table(headers, rows)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--runs", type=int, default=100, help="timed runs per path (after 5 warm-up runs)")
+    parser.add_argument("--backends", nargs="+", choices=sorted(BACKENDS), default=["local", "kubernetes"])
+    parser.add_argument("--no-save", action="store_true", help="print only; do not write bench/results")
+    args = parser.parse_args()
+    data: dict[str, Any] = {"machine": machine(), "code": CODE, "runs": args.runs, "backends": {}}
+    for backend in args.backends:
+        with tempfile.TemporaryDirectory() as tmp, BACKENDS[backend](Path(tmp)) as settings:
+            data["backends"][backend] = asyncio.run(measure(settings, args.runs))
+        print(f"  {backend}: {data['backends'][backend]}", flush=True)
+    write("exec_roundtrip", "Round trip of `print(1)`", data, report(data), save=not args.no_save)
+
+
+if __name__ == "__main__":
+    main()
