@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 from pydantic import ValidationError
 
 from controller.config import Settings
 from controller.events import Display, Done, Error, FilesChanged, Message, Status, Stream, parse_event
+
+if TYPE_CHECKING:
+    from controller.backends.base import SandboxInfo
+    from controller.backends.kubernetes import KubernetesBackend
 
 DEFAULT_SERVER = os.environ.get("THREADBOX_SERVER", "http://127.0.0.1:8600")
 
@@ -67,7 +72,33 @@ def _parser() -> argparse.ArgumentParser:
     th.add_argument("--server", default=DEFAULT_SERVER, help=f"server URL (default {DEFAULT_SERVER})")
 
     sub.add_parser("sandbox-env", help="build the lean sandbox environment and print its python")
+
+    clean = sub.add_parser(
+        "cleanup",
+        help="save and delete every sandbox of the namespace (Kubernetes backend; run before uninstalling)",
+        description=CLEANUP_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    clean.add_argument("--no-persist", action="store_true", help="delete without saving the workspaces first")
     return p
+
+
+CLEANUP_HELP = """\
+Save and delete every sandbox in THREADBOX_SANDBOX_NAMESPACE (backend=kubernetes).
+
+A controller leaves its sandbox pods running when it stops, so a restarted or upgraded
+controller adopts them. Before uninstalling, run this (the Helm chart's pre-delete hook
+does) so nothing is left behind:
+
+  1. each live sandbox saves its workspace to MinIO (best effort: a failure is reported
+     and the sandbox is deleted anyway; the pod also saves on SIGTERM);
+  2. its pod and Secret are deleted;
+  3. what is left with the sandbox label (warm, ended or half-started pods, their Secrets
+     and Leases) and the sandbox NetworkPolicy are deleted.
+
+Configuration comes from the same THREADBOX_* variables as `threadbox serve`; Slack is
+not contacted. Exits 1 if something could not be deleted.
+"""
 
 
 def _client_args(p: argparse.ArgumentParser) -> None:
@@ -80,6 +111,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command in ("dev", "serve"):
             return _serve(args)
+        if args.command == "cleanup":
+            return _cleanup(args)
         if args.command == "sandbox-env":
             from controller.sandbox_env import ensure_sandbox_python
 
@@ -113,13 +146,20 @@ def _settings(args: argparse.Namespace) -> Settings:
     return Settings(**overrides)
 
 
-def _serve(args: argparse.Namespace) -> int:
+def _load(make: Callable[[], Settings]) -> Settings | None:
+    """Settings, or None after printing each invalid one by name."""
     try:
-        settings = _settings(args)
+        return make()
     except ValidationError as exc:
         for err in exc.errors():
             field = ".".join(str(p) for p in err["loc"]) or "settings"
             print(f"threadbox: invalid configuration: {field}: {err['msg']}", file=sys.stderr)
+        return None
+
+
+def _serve(args: argparse.Namespace) -> int:
+    settings = _load(lambda: _settings(args))
+    if settings is None:
         return 2
     import uvicorn
 
@@ -129,6 +169,67 @@ def _serve(args: argparse.Namespace) -> int:
     app = create_app(build_runtime(settings))
     print(f"threadbox: serving on http://{settings.host}:{settings.port} (docs at /docs)", file=sys.stderr)
     uvicorn.run(app, host=settings.host, port=settings.port, log_level="info")
+    return 0
+
+
+def _cleanup(args: argparse.Namespace) -> int:
+    settings = _load(lambda: Settings(slack_mode="off"))
+    if settings is None:
+        return 2
+    if settings.backend != "kubernetes":
+        print("threadbox cleanup: only for backend=kubernetes (local kernels stop with the controller)")
+        return 2
+    from controller.backends.kubernetes import KubernetesBackend
+
+    return asyncio.run(_remove_sandboxes(KubernetesBackend(settings), persist=not args.no_persist))
+
+
+async def _remove_sandboxes(backend: KubernetesBackend, persist: bool) -> int:
+    from kubernetes.client import CoordinationV1Api
+    from kubernetes.client.exceptions import ApiException
+
+    from controller.k8s.names import NETWORK_POLICY_NAME, all_sandboxes_selector
+    from controller.stores.base import StoreUnavailable
+
+    async def remove(info: SandboxInfo) -> None:
+        if persist:
+            try:
+                saved = await backend.persist(info, None)
+                print(
+                    f"thread {info.thread_id}: saved {len(saved.changed)} changed file(s), {saved.bytes} bytes"
+                )
+            except StoreUnavailable as exc:
+                print(
+                    f"threadbox cleanup: could not save the files of thread {info.thread_id} ({exc}); "
+                    "deleting its sandbox anyway (its pod still tries to save on shutdown)",
+                    file=sys.stderr,
+                )
+        await backend.stop(info)
+        print(f"thread {info.thread_id}: deleted sandbox {info.name}")
+
+    ns, selector = backend.ns, all_sandboxes_selector()
+    try:
+        sandboxes = await backend.list()
+        await asyncio.gather(*(remove(info) for info in sandboxes))
+        # What list() does not return: warm pods, pods without their Secret, leftovers of a crash.
+        for delete in (
+            backend.core.delete_collection_namespaced_pod,
+            backend.core.delete_collection_namespaced_secret,
+            CoordinationV1Api(backend.api).delete_collection_namespaced_lease,
+        ):
+            await asyncio.to_thread(delete, ns, label_selector=selector)
+        try:
+            await asyncio.to_thread(backend.net.delete_namespaced_network_policy, NETWORK_POLICY_NAME, ns)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+    except ApiException as exc:
+        print(
+            f"threadbox cleanup: Kubernetes API error in namespace {ns}: {exc.status} {exc.reason}",
+            file=sys.stderr,
+        )
+        return 1
+    print(f"threadbox cleanup: {len(sandboxes)} sandbox(es) removed from namespace {ns}")
     return 0
 
 
