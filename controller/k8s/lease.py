@@ -1,0 +1,201 @@
+"""A Lease per thread: turns of one thread never overlap, whichever replica receives them.
+
+The manager's in-process lock orders turns inside one controller; this orders them across
+replicas. The holder is a coordination.k8s.io/v1 Lease named after the thread, so the lock
+lives in the cluster, not in a replica's memory. The holder renews it while the turn runs; a
+replica that dies stops renewing, and after ``duration`` seconds another may take it over.
+Every write carries the resourceVersion it read, so of two replicas racing for one Lease
+exactly one wins (the API server answers 409 to the other).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import secrets
+import socket
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from controller.k8s.names import APP_LABEL, MANAGED_BY_LABEL, SANDBOX_APP, THREAD_LABEL
+
+log = logging.getLogger(__name__)
+
+LEASE_SECONDS = 30
+POLL_SECONDS = 0.5
+
+
+def replica_identity() -> str:
+    """Unique per controller process; in a pod the hostname is the pod name, which operators know."""
+    return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+
+
+def lease_name(thread_id: str) -> str:
+    return f"tb-turn-{thread_id}"
+
+
+def _stamp(when: datetime) -> str:
+    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def lease_body(
+    thread_id: str,
+    namespace: str,
+    holder: str,
+    acquired: datetime,
+    renewed: datetime,
+    resource_version: str | None = None,
+) -> dict[str, Any]:
+    metadata: dict[str, Any] = {
+        "name": lease_name(thread_id),
+        "namespace": namespace,
+        "labels": {APP_LABEL: SANDBOX_APP, MANAGED_BY_LABEL: "threadbox", THREAD_LABEL: thread_id},
+    }
+    if resource_version is not None:
+        metadata["resourceVersion"] = resource_version  # the write fails with 409 if it moved on
+    return {
+        "apiVersion": "coordination.k8s.io/v1",
+        "kind": "Lease",
+        "metadata": metadata,
+        "spec": {
+            "holderIdentity": holder,
+            "leaseDurationSeconds": LEASE_SECONDS,
+            "acquireTime": _stamp(acquired),
+            "renewTime": _stamp(renewed),
+        },
+    }
+
+
+def _parse(stamp: str | None) -> datetime | None:
+    if not stamp:
+        return None
+    try:
+        return datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+    except ValueError:
+        return None
+
+
+def free_for(lease: dict[str, Any], holder: str, now: datetime) -> bool:
+    """Whether ``holder`` may take this Lease: unheld, already its own, or not renewed in time."""
+    spec = lease.get("spec") or {}
+    current = spec.get("holderIdentity")
+    if not current or current == holder:
+        return True
+    renewed = _parse(spec.get("renewTime")) or _parse(spec.get("acquireTime"))
+    duration = spec.get("leaseDurationSeconds") or LEASE_SECONDS
+    return renewed is None or now - renewed > timedelta(seconds=duration)
+
+
+def _json(fn: Callable[..., Any], *args: Any) -> dict[str, Any]:
+    """The API's own JSON: the client's models would hide fields and need None checks."""
+    resp = fn(*args, _preload_content=False, _request_timeout=30)
+    return dict(json.loads(resp.data))
+
+
+WAIT_MESSAGE = "Another controller replica is running a turn in this thread; waiting for it..."
+
+
+class ThreadLeases:
+    """Makes one TurnLease per turn; holds what every turn shares: the API, namespace and identity."""
+
+    def __init__(self, api: client.ApiClient, namespace: str, identity: str | None = None) -> None:
+        self.api = client.CoordinationV1Api(api)
+        self.ns = namespace
+        self.identity = identity or replica_identity()
+
+    def turn(self, thread_id: str) -> TurnLease:
+        return TurnLease(self, thread_id)
+
+
+class TurnLease:
+    """``async for note in lease.acquire(): ...`` waits (telling why) until this replica holds the
+    thread's Lease and keeps renewing it; ``release()`` gives it up."""
+
+    def __init__(self, leases: ThreadLeases, thread_id: str) -> None:
+        self.api = leases.api
+        self.ns = leases.ns
+        self.identity = leases.identity
+        self.name = lease_name(thread_id)
+        self.thread_id = thread_id
+        self._acquired = datetime.now(UTC)
+        self._version: str | None = None
+        self._renewer: asyncio.Task[None] | None = None
+
+    async def acquire(self) -> AsyncIterator[str]:
+        told = False
+        while not await asyncio.to_thread(self._try_take):
+            if not told:
+                told = True
+                yield WAIT_MESSAGE
+            await asyncio.sleep(POLL_SECONDS)
+        self._renewer = asyncio.create_task(self._renew())
+
+    async def release(self) -> None:
+        if self._renewer is not None:
+            self._renewer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._renewer
+        if self._version is not None:
+            await asyncio.shield(asyncio.to_thread(self._delete, self._version))
+
+    def _body(self, version: str | None) -> dict[str, Any]:
+        return lease_body(self.thread_id, self.ns, self.identity, self._acquired, datetime.now(UTC), version)
+
+    def _try_take(self) -> bool:
+        """Whether this replica now holds the Lease; False while another replica holds it."""
+        self._acquired = datetime.now(UTC)
+        try:
+            lease = self._read()
+            if lease is None:
+                made = _json(self.api.create_namespaced_lease, self.ns, self._body(None))
+            elif free_for(lease, self.identity, self._acquired):
+                version = lease["metadata"]["resourceVersion"]
+                made = _json(self.api.replace_namespaced_lease, self.name, self.ns, self._body(version))
+            else:
+                return False
+        except ApiException as exc:
+            if exc.status == 409:  # another replica wrote first: it holds the Lease
+                return False
+            raise
+        self._version = made["metadata"]["resourceVersion"]
+        return True
+
+    def _read(self) -> dict[str, Any] | None:
+        try:
+            return _json(self.api.read_namespaced_lease, self.name, self.ns)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    async def _renew(self) -> None:
+        while True:
+            await asyncio.sleep(LEASE_SECONDS / 3)
+            body = self._body(self._version)
+            try:
+                renewed = await asyncio.to_thread(
+                    _json, self.api.replace_namespaced_lease, self.name, self.ns, body
+                )
+            except ApiException as exc:
+                # Lost: another replica took over a Lease we failed to renew in time. The turn
+                # goes on; the next turn waits for the Lease again.
+                log.error("lost the turn Lease of thread %s: %s %s", self.thread_id, exc.status, exc.reason)
+                self._version = None
+                return
+            self._version = renewed["metadata"]["resourceVersion"]
+
+    def _delete(self, version: str) -> None:
+        # Only the Lease as we last wrote it: one taken over by another replica stays theirs.
+        options = client.V1DeleteOptions(preconditions=client.V1Preconditions(resource_version=version))
+        try:
+            self.api.delete_namespaced_lease(self.name, self.ns, body=options, _request_timeout=30)
+        except ApiException as exc:
+            if exc.status not in (404, 409):
+                log.warning("could not release the turn Lease of thread %s: %s", self.thread_id, exc.reason)

@@ -1,0 +1,100 @@
+"""Turn Leases on the real API server: one holder per thread across replicas, and takeover after a crash."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from kubernetes import client, config
+
+from controller.k8s.lease import LEASE_SECONDS, ThreadLeases, lease_body, lease_name
+from tests.cluster.conftest import Cluster
+
+pytestmark = pytest.mark.cluster
+
+
+def _replicas(cluster: Cluster, n: int) -> list[ThreadLeases]:
+    api = config.new_client_from_config(str(cluster.kubeconfig))
+    return [ThreadLeases(api, cluster.namespace, identity=f"replica-{i}") for i in range(n)]
+
+
+@contextlib.asynccontextmanager
+async def held(leases: ThreadLeases, thread_id: str, waits: list[str]) -> AsyncIterator[None]:
+    lease = leases.turn(thread_id)
+    async for note in lease.acquire():
+        waits.append(note)
+    try:
+        yield
+    finally:
+        await lease.release()
+
+
+def _lease(cluster: Cluster, thread_id: str) -> Any:
+    coord = client.CoordinationV1Api(config.new_client_from_config(str(cluster.kubeconfig)))
+    try:
+        return coord.read_namespaced_lease(lease_name(thread_id), cluster.namespace)
+    except client.ApiException as exc:
+        assert exc.status == 404
+        return None
+
+
+def test_turns_of_one_thread_never_overlap_across_replicas(cluster: Cluster) -> None:
+    replicas = _replicas(cluster, 5)  # within one replica the manager's own lock orders turns
+    inside: list[str] = []
+    overlaps: list[tuple[str, ...]] = []
+    waits: list[str] = []
+
+    async def turn(leases: ThreadLeases) -> None:
+        async with held(leases, "t-lease-race", waits):
+            inside.append(leases.identity)
+            if len(inside) > 1:
+                overlaps.append(tuple(inside))
+            await asyncio.sleep(0.3)
+            inside.remove(leases.identity)
+
+    async def main() -> None:
+        await asyncio.gather(*(turn(r) for r in replicas))
+
+    asyncio.run(main())
+    assert overlaps == []
+    assert len(waits) >= 3  # the others were told they wait for another replica
+    assert _lease(cluster, "t-lease-race") is None  # released after the last turn
+
+
+def test_a_crashed_holder_is_taken_over_after_the_lease_expires(cluster: Cluster) -> None:
+    (survivor,) = _replicas(cluster, 1)
+    stale = datetime.now(UTC) - timedelta(seconds=LEASE_SECONDS + 5)
+    body = lease_body("t-lease-crash", cluster.namespace, "crashed-replica", stale, stale)
+    coord = client.CoordinationV1Api(config.new_client_from_config(str(cluster.kubeconfig)))
+    coord.create_namespaced_lease(cluster.namespace, body)
+    waits: list[str] = []
+
+    async def main() -> str:
+        async with held(survivor, "t-lease-crash", waits):
+            return str(_lease(cluster, "t-lease-crash").spec.holder_identity)
+
+    assert asyncio.run(main()) == "replica-0"
+    assert waits == []
+
+
+def test_a_live_holder_keeps_its_lease(cluster: Cluster) -> None:
+    holder, other = _replicas(cluster, 2)
+    waits: list[str] = []
+
+    async def main() -> None:
+        async with held(holder, "t-lease-live", waits):
+            contender = asyncio.create_task(_enter(other, waits))
+            await asyncio.sleep(1.5)
+            assert not contender.done()  # still waiting while the holder renews
+        await asyncio.wait_for(contender, 10)
+
+    async def _enter(leases: ThreadLeases, sink: list[str]) -> None:
+        async with held(leases, "t-lease-live", sink):
+            pass
+
+    asyncio.run(main())
+    assert len(waits) == 1
