@@ -87,6 +87,12 @@ class Settings(BaseSettings):
     sandbox_minio_endpoint: str | None = Field(
         default=None, description="host:port of MinIO as sandbox pods reach it; defaults to minio_endpoint."
     )
+    warm_pool_size: int = Field(
+        default=0, ge=0, description="Unclaimed warm sandbox pods kept ready for new threads; 0: no pool."
+    )
+    warm_pool_refill_concurrency: int = Field(
+        default=2, ge=1, description="Warm pods started at once while refilling (pod starts compete for CPU)."
+    )
 
     # Agent: "auto" uses the built-in LLM loop when llm_base_url or llm_api_key is set, else direct-code mode.
     agent: Literal["auto", "direct", "builtin", "open-interpreter"] = "auto"

@@ -18,7 +18,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass
 
-from controller.backends.base import Backend, SandboxInfo, SandboxStartError
+from controller.backends.base import WARM_SESSION, Backend, Lifecycle, SandboxInfo, SandboxStartError
 from controller.config import Settings
 from controller.events import Done, Error, Event, FilesChanged, Status
 from controller.kernel import KernelSession, KernelUnavailable
@@ -51,6 +51,8 @@ class SandboxManager:
     # -- lifecycle -----------------------------------------------------------------
 
     async def start(self) -> None:
+        if isinstance(self.backend, Lifecycle):
+            await self.backend.open(self.metrics)
         for info in await self.backend.list():
             if self.backend.keep_on_shutdown:
                 continue  # adopted lazily by the turn that needs it, reaped if idle
@@ -73,6 +75,8 @@ class SandboxManager:
                 live.session.close()
                 if not self.backend.keep_on_shutdown:
                     await self.backend.stop(live.info)
+        if isinstance(self.backend, Lifecycle):
+            await self.backend.close()
         self._update_gauges()
 
     # -- turns ---------------------------------------------------------------------
@@ -169,13 +173,18 @@ class SandboxManager:
             if info is None:
                 yield Status(phase="starting", message="Starting a sandbox for this thread...")
                 info = await self.backend.start(thread_id)
-            session = KernelSession(info.connection, functools.partial(self.backend.alive, info))
-            yield Status(phase="restoring", message="Restoring this thread's files...")
-            # An adopted sandbox still has its files; a new one restores them while its kernel starts.
-            waits: list[Awaitable[object]] = [session.start(self.settings.start_timeout)]
-            if kind == "cold":
-                waits.append(self.backend.restore(info, user))
-            await asyncio.gather(*waits)
+            # A warm claim comes with its kernel connected and the thread's files restored.
+            warm: KernelSession | None = info.extra.pop(WARM_SESSION, None)
+            if warm is not None:
+                kind, session = "warm", warm
+            else:
+                session = KernelSession(info.connection, functools.partial(self.backend.alive, info))
+                yield Status(phase="restoring", message="Restoring this thread's files...")
+                # An adopted sandbox still has its files; a new one restores them while its kernel starts.
+                waits: list[Awaitable[object]] = [session.start(self.settings.start_timeout)]
+                if kind == "cold":
+                    waits.append(self.backend.restore(info, user))
+                await asyncio.gather(*waits)
         except BaseException:
             self._release_slot()
             if info is not None and kind == "cold":

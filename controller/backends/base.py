@@ -10,9 +10,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
+from controller.metrics import Metrics
 from controller.workspace import PersistResult
+
+# SandboxInfo.extra key: a KernelSession already connected and ready (a warm claim), which
+# the manager takes over instead of dialling the kernel and restoring files itself.
+WARM_SESSION = "warm_session"
 
 
 class SandboxStartError(Exception):
@@ -56,3 +61,12 @@ class Backend(Protocol):
 
     async def touch(self, info: SandboxInfo) -> None:
         """Record activity durably, so idle reaping survives a controller restart."""
+
+
+@runtime_checkable
+class Lifecycle(Protocol):
+    """Optional for a backend: background work (the Kubernetes warm pool) run with the manager."""
+
+    async def open(self, metrics: Metrics) -> None: ...
+
+    async def close(self) -> None: ...

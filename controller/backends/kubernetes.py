@@ -5,37 +5,36 @@ Everything the controller needs is in the cluster, found by label: the pod (IP, 
 or one restarted, finds any thread's sandbox. The controller dials the kernel at the pod
 IP and talks to the in-pod agent (port 8888, bearer = kernel key) for file sync.
 
-The official client is blocking: every call runs in a worker thread. Reads use
-``_preload_content=False`` and decode the API's JSON, so the pure helpers in
-controller/k8s/podstate.py see exactly what the API sent.
+With ``warm_pool_size`` a new thread first claims a warm pod (controller/k8s/pool.py) and
+binds it to the thread through the agent; only a miss starts a pod (a cold start). A pod's
+name says nothing about its thread (a claimed pod keeps its pool name): only labels do.
+API plumbing is in controller/k8s/api.py.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import json
+import functools
 import logging
-import os
 import socket
 import time
 import urllib.parse
-from collections.abc import Callable, Sequence
-from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 import httpx
-import urllib3
-from kubernetes import client, config, watch
+from kubernetes import client, watch
 from kubernetes.client.exceptions import ApiException
-from kubernetes.config.config_exception import ConfigException
 
-from controller.backends.base import SandboxInfo, SandboxStartError
+from controller.backends.base import WARM_SESSION, SandboxInfo, SandboxStartError
 from controller.config import Settings
 from controller.k8s import objects, podstate
-from controller.k8s.connection import agent_url, for_pod, new_connection
+from controller.k8s.api import API_ERRORS, Kube, api_message, load_api_client
+from controller.k8s.connection import agent_url, for_pod, from_secret, new_connection
 from controller.k8s.names import NETWORK_POLICY_NAME, all_sandboxes_selector, object_name, thread_selector
+from controller.k8s.pool import Claimed, WarmPool
 from controller.k8s.storage import credential_seconds, pod_storage, split_endpoint
+from controller.metrics import Metrics
 from controller.stores.base import StoreUnavailable
 from controller.workspace import PersistResult
 
@@ -43,40 +42,10 @@ log = logging.getLogger(__name__)
 
 ALIVE_TTL = 1.0  # the manager probes every 0.25 s while a kernel is silent; one GET a second is plenty
 STALE_SECRET_SECONDS = 120  # an ownerless Secret this old with no pod is a crash leftover
-API_ERRORS = (ApiException, urllib3.exceptions.HTTPError, OSError)
 
 
 class AgentError(StoreUnavailable):
     """The in-pod agent failed a file sync request."""
-
-
-def load_api_client(kubeconfig: Path | None) -> client.ApiClient:
-    cfg = client.Configuration()
-    try:
-        if kubeconfig is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
-            config.load_incluster_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
-        else:
-            config.load_kube_config(  # type: ignore[no-untyped-call]
-                config_file=str(kubeconfig) if kubeconfig else None, client_configuration=cfg
-            )
-    except (ConfigException, OSError) as exc:
-        raise RuntimeError(
-            f"backend=kubernetes: no usable cluster configuration ({exc}); set THREADBOX_KUBECONFIG"
-        ) from exc
-    return client.ApiClient(cfg)
-
-
-def _api_message(exc: BaseException) -> str:
-    if isinstance(exc, ApiException):
-        try:
-            return f"{exc.status} {json.loads(exc.body or '')['message']}"
-        except (TypeError, ValueError, KeyError):
-            return f"{exc.status} {exc.reason}"
-    return str(exc)
-
-
-def _not_found(exc: BaseException) -> bool:
-    return isinstance(exc, ApiException) and exc.status == 404
 
 
 class KubernetesBackend:
@@ -88,8 +57,9 @@ class KubernetesBackend:
         self.ns = settings.sandbox_namespace
         self.pod_config = objects.PodConfig.from_settings(settings)
         self.api = api or load_api_client(settings.kubeconfig)
-        self.core = client.CoreV1Api(self.api)
-        self.net = client.NetworkingV1Api(self.api)
+        self.kube = Kube(self.api, self.ns)
+        self.core, self.net = self.kube.core, self.kube.net  # for the CLI's cluster checks
+        self.pool: WarmPool | None = None  # runs between open() and close()
         self.touch_every = min(30.0, settings.idle_timeout / 4)
         self.stale_secret_seconds: float = STALE_SECRET_SECONDS
         self._alive: dict[str, tuple[float, bool]] = {}  # pod uid -> (checked at, alive)
@@ -97,29 +67,38 @@ class KubernetesBackend:
         self._policy_ready = False
         self._http: httpx.AsyncClient | None = None
 
-    # -- API plumbing ----------------------------------------------------------------
+    # -- lifecycle: the warm pool ------------------------------------------------------
 
-    def _json(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> dict[str, Any]:
-        resp = fn(*args, _preload_content=False, _request_timeout=30, **kwargs)
-        return dict(json.loads(resp.data))
+    async def open(self, metrics: Metrics) -> None:
+        s = self.settings
+        if not s.warm_pool_size:
+            return
+        self.pool = WarmPool(
+            self.kube,
+            self.pod_config,
+            s.warm_pool_size,
+            s.warm_pool_refill_concurrency,
+            s.start_timeout,
+            metrics,
+            self._ensure_policy,
+        )
+        await self.pool.start()
 
-    async def _get(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> dict[str, Any]:
-        return await asyncio.to_thread(self._json, fn, *args, **kwargs)
-
-    async def _call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
-        await asyncio.to_thread(fn, *args, _request_timeout=30, **kwargs)
-
-    async def _read_pod(self, name: str) -> dict[str, Any] | None:
-        try:
-            return await self._get(self.core.read_namespaced_pod, name, self.ns)
-        except ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise
+    async def close(self) -> None:
+        if self.pool is not None:
+            await self.pool.close()
+            self.pool = None
+        if self._http is not None:
+            await self._http.aclose()
+            self._http = None
 
     # -- start -----------------------------------------------------------------------
 
     async def start(self, thread_id: str) -> SandboxInfo:
+        if self.pool is not None:
+            info = await self._claim_warm(self.pool, thread_id)
+            if info is not None:
+                return info
         name = object_name(thread_id)
         try:
             await self._ensure_policy()
@@ -127,15 +106,15 @@ class KubernetesBackend:
             await self._clear_leftovers(name)
             connection = new_connection()
             secret = objects.sandbox_secret(thread_id, self.ns, connection, storage)
-            await self._call(self.core.create_namespaced_secret, self.ns, secret)
+            await self.kube.call(self.kube.core.create_namespaced_secret, self.ns, secret)
         except API_ERRORS as exc:
-            raise SandboxStartError(f"could not prepare the sandbox pod {name}: {_api_message(exc)}") from exc
+            raise SandboxStartError(f"could not prepare the sandbox pod {name}: {api_message(exc)}") from exc
         try:
             pod = await self._create_pod(thread_id)
             pod = await asyncio.to_thread(self._wait_running, name, self.settings.start_timeout)
         except BaseException:
             # Nobody else knows this pod yet: remove it now, even when the start was cancelled.
-            await asyncio.shield(self._delete_quietly(name))
+            await asyncio.shield(self.kube.delete_quietly(name))
             raise
         ip = podstate.pod_ip(pod)
         assert ip is not None  # _wait_running returns only a running pod with an IP
@@ -151,6 +130,58 @@ class KubernetesBackend:
             None,
             {"uid": uid, "pod_ip": ip},
         )
+
+    async def _claim_warm(self, pool: WarmPool, thread_id: str) -> SandboxInfo | None:
+        """A warm pod bound to the thread, its kernel session attached; None on a miss (counted)."""
+        # Scoped credentials take a MinIO round trip: fetch them while the claim patch is in flight.
+        storage = (
+            asyncio.ensure_future(asyncio.to_thread(self._storage_for, thread_id)) if pool.ready else None
+        )
+        claimed = await pool.claim(thread_id)
+        if claimed is None or storage is None:
+            if storage is not None:
+                storage.add_done_callback(lambda f: f.exception())  # nobody awaits it: no warning
+            return None
+        try:
+            return await self._bind(claimed, thread_id, await storage)
+        except BaseException as exc:
+            claimed.session.close()
+            name = claimed.pod["metadata"]["name"]
+            # It carries the thread's label now: remove it so nothing finds it, then start cold.
+            await asyncio.shield(self.kube.delete_pod(name, podstate.uid(claimed.pod), wait=False))
+            if not isinstance(exc, (SandboxStartError, AgentError, *API_ERRORS)):
+                raise
+            log.warning("could not bind warm pod %s to thread %s: %s", name, thread_id, exc)
+            pool.count("miss", "bind_failed")
+            return None
+
+    async def _bind(self, claimed: Claimed, thread_id: str, storage: dict[str, Any]) -> SandboxInfo:
+        """Credentials and files into the running pod (no restart), recorded in its Secret too."""
+        pod = claimed.pod
+        ip = podstate.pod_ip(pod)
+        assert ip is not None  # the pool hands out running pods only
+        name, uid, now = pod["metadata"]["name"], podstate.uid(pod), time.time()
+        info = SandboxInfo(
+            thread_id,
+            name,
+            for_pod(claimed.connection, ip),
+            podstate.created(pod),
+            now,
+            None,
+            {"uid": uid, "pod_ip": ip},
+        )
+        body = {"thread_id": thread_id, "storage": storage}
+        secret_patch = objects.bind_secret_patch(thread_id, storage)
+        await asyncio.gather(
+            self._agent(info, "POST", "/bind", json=body),
+            self.kube.call(self.kube.core.patch_namespaced_secret, name, self.ns, secret_patch),
+        )
+        self._touched[uid] = now  # the claim patch wrote last-active
+        claimed.session.alive = functools.partial(self.alive, info)
+        info.extra[WARM_SESSION] = claimed.session
+        assert self.pool is not None
+        self.pool.count("hit", "claimed")
+        return info
 
     def _storage_for(self, thread_id: str) -> dict[str, Any]:
         s = self.settings
@@ -172,18 +203,12 @@ class KubernetesBackend:
         return pod_storage(creds, s.sandbox_minio_endpoint or s.minio_endpoint)
 
     async def _create_pod(self, thread_id: str) -> dict[str, Any]:
-        name = object_name(thread_id)
         body = objects.sandbox_pod(thread_id, self.pod_config, time.time())
         try:
-            pod = await self._get(self.core.create_namespaced_pod, self.ns, body)
+            return await self.kube.create_pod(body)
         except API_ERRORS as exc:
-            raise SandboxStartError(f"could not create the sandbox pod {name}: {_api_message(exc)}") from exc
-        try:
-            patch = objects.secret_owner_patch(name, podstate.uid(pod))
-            await self._call(self.core.patch_namespaced_secret, name, self.ns, patch)
-        except API_ERRORS as exc:  # stop() and the sweep delete an ownerless Secret, so go on
-            log.warning("could not set the owner of Secret %s: %s", name, _api_message(exc))
-        return pod
+            name = object_name(thread_id)
+            raise SandboxStartError(f"could not create the sandbox pod {name}: {api_message(exc)}") from exc
 
     def _wait_running(self, name: str, timeout: float) -> dict[str, Any]:
         """Watch the pod until it runs with an IP; fail at once on reasons that will not clear."""
@@ -193,7 +218,7 @@ class KubernetesBackend:
         try:
             while (remaining := deadline - time.monotonic()) > 0:
                 for event in w.stream(  # type: ignore[no-untyped-call]
-                    self.core.list_namespaced_pod,
+                    self.kube.core.list_namespaced_pod,
                     self.ns,
                     field_selector=f"metadata.name={name}",
                     timeout_seconds=max(1, int(remaining)),
@@ -210,7 +235,7 @@ class KubernetesBackend:
                         return dict(event["raw_object"])
                     waiting_on = progress.waiting_on
         except API_ERRORS as exc:
-            raise SandboxStartError(f"lost track of the sandbox pod {name}: {_api_message(exc)}") from exc
+            raise SandboxStartError(f"lost track of the sandbox pod {name}: {api_message(exc)}") from exc
         finally:
             w.stop()  # type: ignore[no-untyped-call]
         raise SandboxStartError(
@@ -219,10 +244,10 @@ class KubernetesBackend:
 
     async def _clear_leftovers(self, name: str) -> None:
         """A dead or terminating pod (and its Secret) of this thread must go before the new one."""
-        pod = await self._read_pod(name)
+        pod = await self.kube.read_pod(name)
         if pod is not None:
-            await self._delete_pod(name, podstate.uid(pod))
-        await self._delete_secret(name, owner_uid=None)
+            await self.kube.delete_pod(name, podstate.uid(pod))
+        await self.kube.delete_secret(name, owner_uid=None)
 
     async def _ensure_policy(self) -> None:
         if self._policy_ready:
@@ -239,25 +264,23 @@ class KubernetesBackend:
             ) from exc
         policy = objects.sandbox_network_policy(self.ns, s.controller_cidrs, (ip, port), s.egress_allow_cidrs)
         try:
-            await self._call(self.net.create_namespaced_network_policy, self.ns, policy)
+            await self.kube.call(self.kube.net.create_namespaced_network_policy, self.ns, policy)
         except ApiException as exc:
             if exc.status != 409:
                 raise
             # Exists: make it match this controller's settings (the last replica to start wins).
-            await self._call(self.net.replace_namespaced_network_policy, NETWORK_POLICY_NAME, self.ns, policy)
+            await self.kube.call(
+                self.kube.net.replace_namespaced_network_policy, NETWORK_POLICY_NAME, self.ns, policy
+            )
         self._policy_ready = True
 
     # -- finding ---------------------------------------------------------------------
 
     def _info(self, pod: dict[str, Any], secret: dict[str, Any]) -> SandboxInfo | None:
         ip = podstate.pod_ip(pod)
-        try:
-            raw = secret["data"]["connection.json"]
-            connection = json.loads(base64.b64decode(raw))
-        except (KeyError, TypeError, ValueError):
-            return None
-        if ip is None:
-            return None
+        connection = from_secret(secret)
+        if ip is None or connection is None or not podstate.thread_of(pod):
+            return None  # unusable, or an unclaimed warm pod (no thread's sandbox)
         return SandboxInfo(
             podstate.thread_of(pod),
             pod["metadata"]["name"],
@@ -269,14 +292,16 @@ class KubernetesBackend:
         )
 
     async def find(self, thread_id: str) -> SandboxInfo | None:
-        pods = await self._get(
-            self.core.list_namespaced_pod, self.ns, label_selector=thread_selector(thread_id)
+        pods = await self.kube.get(
+            self.kube.core.list_namespaced_pod, self.ns, label_selector=thread_selector(thread_id)
         )
         for pod in pods.get("items", []):
             if not podstate.alive(pod):
                 continue
             try:
-                secret = await self._get(self.core.read_namespaced_secret, pod["metadata"]["name"], self.ns)
+                secret = await self.kube.get(
+                    self.kube.core.read_namespaced_secret, pod["metadata"]["name"], self.ns
+                )
             except ApiException as exc:
                 if exc.status == 404:
                     continue  # unusable without its key; start() replaces it
@@ -286,10 +311,12 @@ class KubernetesBackend:
 
     async def list(self) -> list[SandboxInfo]:
         selector = all_sandboxes_selector()
-        pods = (await self._get(self.core.list_namespaced_pod, self.ns, label_selector=selector))["items"]
-        secrets = (await self._get(self.core.list_namespaced_secret, self.ns, label_selector=selector))[
+        pods = (await self.kube.get(self.kube.core.list_namespaced_pod, self.ns, label_selector=selector))[
             "items"
         ]
+        secrets = (
+            await self.kube.get(self.kube.core.list_namespaced_secret, self.ns, label_selector=selector)
+        )["items"]
         by_name = {s["metadata"]["name"]: s for s in secrets}
         await self._sweep(pods, secrets)
         found = []
@@ -310,13 +337,13 @@ class KubernetesBackend:
             stuck = not podstate.alive(pod) and now - podstate.created(pod) > stuck_after
             if (ended or stuck) and not podstate.terminating(pod):
                 log.warning("deleting sandbox pod %s (phase %s)", pod["metadata"]["name"], phase)
-                await self._delete_pod(pod["metadata"]["name"], podstate.uid(pod), wait=False)
+                await self.kube.delete_pod(pod["metadata"]["name"], podstate.uid(pod), wait=False)
         pod_names = {p["metadata"]["name"] for p in pods}
         for secret in secrets:
             meta = secret["metadata"]
             old = now - podstate.parse_time(meta["creationTimestamp"]) > self.stale_secret_seconds
             if meta["name"] not in pod_names and not meta.get("ownerReferences") and old:
-                await self._delete_secret(meta["name"], owner_uid=None)
+                await self.kube.delete_secret(meta["name"], owner_uid=None)
 
     # -- liveness and activity -------------------------------------------------------
 
@@ -332,10 +359,10 @@ class KubernetesBackend:
         if checked and time.monotonic() - checked[0] < ALIVE_TTL:
             return checked[1]
         try:
-            pod, kernel = await asyncio.gather(self._read_pod(info.name), self._kernel_launch(info))
+            pod, kernel = await asyncio.gather(self.kube.read_pod(info.name), self._kernel_launch(info))
         except API_ERRORS as exc:
             # The API being down says nothing about the kernel: keep the last answer.
-            log.warning("cannot read sandbox pod %s: %s", info.name, _api_message(exc))
+            log.warning("cannot read sandbox pod %s: %s", info.name, api_message(exc))
             return checked[1] if checked else True
         result = pod is not None and podstate.uid(pod) == uid and podstate.alive(pod)
         if result and kernel is not None:
@@ -363,65 +390,20 @@ class KubernetesBackend:
             return  # throttled: the annotation only has to be close enough for idle reaping
         self._touched[uid] = now
         try:
-            await self._call(
-                self.core.patch_namespaced_pod, info.name, self.ns, objects.last_active_patch(now)
+            await self.kube.call(
+                self.kube.core.patch_namespaced_pod, info.name, self.ns, objects.last_active_patch(now)
             )
         except API_ERRORS as exc:
-            log.warning("could not record activity on pod %s: %s", info.name, _api_message(exc))
+            log.warning("could not record activity on pod %s: %s", info.name, api_message(exc))
 
     # -- stop ------------------------------------------------------------------------
 
     async def stop(self, info: SandboxInfo) -> None:
         uid = str(info.extra["uid"])
-        await self._delete_pod(info.name, uid)
-        await self._delete_secret(info.name, owner_uid=uid)
+        await self.kube.delete_pod(info.name, uid)
+        await self.kube.delete_secret(info.name, owner_uid=uid)
         self._alive.pop(uid, None)
         self._touched.pop(uid, None)
-
-    async def _delete_pod(self, name: str, uid: str, wait: bool = True) -> None:
-        # The UID precondition keeps a stale caller from deleting a newer pod of the same thread.
-        options = client.V1DeleteOptions(preconditions=client.V1Preconditions(uid=uid))
-        try:
-            await self._call(self.core.delete_namespaced_pod, name, self.ns, body=options)
-        except ApiException as exc:
-            if exc.status in (404, 409):
-                return  # gone already, or the name belongs to another pod now
-            raise
-        if not wait:
-            return
-        deadline = time.monotonic() + objects.TERMINATION_GRACE_SECONDS + 30
-        while time.monotonic() < deadline:
-            pod = await self._read_pod(name)
-            if pod is None or podstate.uid(pod) != uid:
-                return
-            await asyncio.sleep(0.25)
-        log.warning(
-            "sandbox pod %s still exists %ss after deletion", name, objects.TERMINATION_GRACE_SECONDS + 30
-        )
-
-    async def _delete_secret(self, name: str, owner_uid: str | None) -> None:
-        """Delete the Secret if it is unowned or owned by ``owner_uid`` (not a newer pod's)."""
-        try:
-            secret = await self._get(self.core.read_namespaced_secret, name, self.ns)
-            owners = {o.get("uid") for o in secret["metadata"].get("ownerReferences") or []}
-            if owners and owner_uid not in owners:
-                return
-            options = client.V1DeleteOptions(
-                preconditions=client.V1Preconditions(uid=secret["metadata"]["uid"])
-            )
-            await self._call(self.core.delete_namespaced_secret, name, self.ns, body=options)
-        except ApiException as exc:
-            if exc.status not in (404, 409):
-                raise
-
-    async def _delete_quietly(self, name: str) -> None:
-        try:
-            pod = await self._read_pod(name)
-            if pod is not None:
-                await self._delete_pod(name, podstate.uid(pod))
-            await self._delete_secret(name, owner_uid=podstate.uid(pod) if pod else None)
-        except API_ERRORS as exc:
-            log.warning("could not clean up sandbox %s after a failed start: %s", name, _api_message(exc))
 
     # -- files, through the in-pod agent ------------------------------------------------
 
@@ -431,11 +413,13 @@ class KubernetesBackend:
             self._http = httpx.AsyncClient(timeout=httpx.Timeout(300, connect=5))
         return self._http
 
-    async def _agent(self, info: SandboxInfo, method: str, path: str, content: bytes | None = None) -> Any:
+    async def _agent(
+        self, info: SandboxInfo, method: str, path: str, content: bytes | None = None, json: Any = None
+    ) -> Any:
         url = agent_url(str(info.extra["pod_ip"])) + path
         headers = {"Authorization": f"Bearer {info.connection['key']}"}
         try:
-            resp = await self._client().request(method, url, headers=headers, content=content)
+            resp = await self._client().request(method, url, headers=headers, content=content, json=json)
         except httpx.HTTPError as exc:
             raise AgentError(f"the sandbox agent of {info.name} did not answer: {exc!r}") from exc
         if resp.status_code >= 400:

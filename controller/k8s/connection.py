@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import secrets
 from typing import Any
 
@@ -25,6 +27,15 @@ def new_connection() -> dict[str, Any]:
         "key": secrets.token_hex(32),
         "kernel_name": "python3",
     }
+
+
+def from_secret(secret: dict[str, Any]) -> dict[str, Any] | None:
+    """The connection info in a sandbox Secret as the API returns it; None if missing or mangled."""
+    try:
+        info = json.loads(base64.b64decode(secret["data"]["connection.json"]))
+    except (KeyError, TypeError, ValueError):
+        return None
+    return dict(info) if isinstance(info, dict) else None
 
 
 def for_pod(connection: dict[str, Any], pod_ip: str) -> dict[str, Any]:

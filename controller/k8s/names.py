@@ -7,6 +7,12 @@ SANDBOX_APP = "threadbox-sandbox"
 CONTROLLER_APP = "threadbox-controller"
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
 THREAD_LABEL = "threadbox.dev/thread"
+# Warm pool: ``pool`` is "warm" until a claim sets it to "claimed" (with the thread label, in
+# one patch); ``profile`` is a hash of the pod settings, so a changed image is never handed out.
+POOL_LABEL = "threadbox.dev/pool"
+POOL_WARM = "warm"
+POOL_CLAIMED = "claimed"
+PROFILE_LABEL = "threadbox.dev/profile"
 LAST_ACTIVE_ANNOTATION = "threadbox.dev/last-active"
 NETWORK_POLICY_NAME = "threadbox-sandboxes"
 CONTAINER_NAME = "sandbox"
@@ -17,8 +23,21 @@ def object_name(thread_id: str) -> str:
     return f"tb-{thread_id}"
 
 
+def warm_name(suffix: str) -> str:
+    """Warm pods are anonymous; ``tbw-`` never collides with a thread's ``tb-<id>``."""
+    return f"tbw-{suffix}"
+
+
+def base_labels() -> dict[str, str]:
+    return {APP_LABEL: SANDBOX_APP, MANAGED_BY_LABEL: "threadbox"}
+
+
 def sandbox_labels(thread_id: str) -> dict[str, str]:
-    return {APP_LABEL: SANDBOX_APP, MANAGED_BY_LABEL: "threadbox", THREAD_LABEL: thread_id}
+    return {**base_labels(), THREAD_LABEL: thread_id}
+
+
+def warm_labels(profile: str) -> dict[str, str]:
+    return {**base_labels(), POOL_LABEL: POOL_WARM, PROFILE_LABEL: profile}
 
 
 def all_sandboxes_selector() -> str:
@@ -27,3 +46,8 @@ def all_sandboxes_selector() -> str:
 
 def thread_selector(thread_id: str) -> str:
     return f"{all_sandboxes_selector()},{THREAD_LABEL}={thread_id}"
+
+
+def warm_selector() -> str:
+    """Unclaimed warm pods of every profile (stale ones are found to be deleted)."""
+    return f"{all_sandboxes_selector()},{POOL_LABEL}={POOL_WARM}"

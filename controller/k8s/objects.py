@@ -12,8 +12,9 @@ leaves an ownerless Secret, which the backend sweeps (labelled, no Pod of the sa
 
 from __future__ import annotations
 
+import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from controller.config import Settings
@@ -24,9 +25,13 @@ from controller.k8s.names import (
     CONTROLLER_APP,
     LAST_ACTIVE_ANNOTATION,
     NETWORK_POLICY_NAME,
+    POOL_CLAIMED,
+    POOL_LABEL,
     SANDBOX_APP,
+    THREAD_LABEL,
     object_name,
     sandbox_labels,
+    warm_labels,
 )
 
 SANDBOX_UID = 1000
@@ -35,6 +40,7 @@ WORKSPACE = "/workspace"
 HOME = "/home/sandbox"
 SCRATCH_SIZE = "256Mi"  # /tmp and HOME: caches only, never synced
 TERMINATION_GRACE_SECONDS = 30  # the entrypoint persists on SIGTERM before it exits
+THREAD_KEY = "thread_id"  # the Secret key a claimed warm pod's entrypoint reads its thread from
 
 
 @dataclass(frozen=True)
@@ -74,10 +80,15 @@ class PodConfig:
         )
 
 
-def _env(thread_id: str, cfg: PodConfig) -> list[dict[str, str]]:
+def profile_hash(cfg: PodConfig) -> str:
+    """Names the settings a pod was built from: a warm pod of another profile is never handed out."""
+    return hashlib.sha256(json.dumps(asdict(cfg), sort_keys=True).encode()).hexdigest()[:12]
+
+
+def _env(identity: dict[str, str], cfg: PodConfig) -> list[dict[str, str]]:
     # Exactly the contract's variables: nothing of the controller's own environment.
     values = {
-        "THREADBOX_THREAD_ID": thread_id,
+        **identity,
         "THREADBOX_SECRETS_DIR": SECRETS_DIR,
         "THREADBOX_WORKSPACE": WORKSPACE,
         "THREADBOX_MAX_FILE_BYTES": str(cfg.max_file_bytes),
@@ -88,7 +99,7 @@ def _env(thread_id: str, cfg: PodConfig) -> list[dict[str, str]]:
     return [{"name": k, "value": v} for k, v in values.items()]
 
 
-def _container(thread_id: str, cfg: PodConfig) -> dict[str, Any]:
+def _container(identity: dict[str, str], cfg: PodConfig) -> dict[str, Any]:
     ports = [{"name": name.removesuffix("_port"), "containerPort": p} for name, p in KERNEL_PORTS.items()]
     return {
         "name": CONTAINER_NAME,
@@ -96,7 +107,7 @@ def _container(thread_id: str, cfg: PodConfig) -> dict[str, Any]:
         # Never Always: images are imported into the node, there may be no registry at all.
         "imagePullPolicy": "IfNotPresent",
         "ports": [*ports, {"name": "agent", "containerPort": AGENT_PORT}],
-        "env": _env(thread_id, cfg),
+        "env": _env(identity, cfg),
         "workingDir": WORKSPACE,
         "resources": {
             "requests": {"cpu": cfg.cpu_request, "memory": cfg.memory_request},
@@ -130,6 +141,18 @@ def _container(thread_id: str, cfg: PodConfig) -> dict[str, Any]:
 
 def sandbox_pod(thread_id: str, cfg: PodConfig, now: float) -> dict[str, Any]:
     """The thread's pod: one sandbox container, locked down, with writable emptyDirs only."""
+    name = object_name(thread_id)
+    return _pod(name, sandbox_labels(thread_id), {"THREADBOX_THREAD_ID": thread_id}, cfg, now)
+
+
+def warm_pod(name: str, cfg: PodConfig, now: float) -> dict[str, Any]:
+    """A pool pod: the same sandbox with no thread; it waits for POST /bind (THREADBOX_WARM)."""
+    return _pod(name, warm_labels(profile_hash(cfg)), {"THREADBOX_WARM": "1"}, cfg, now)
+
+
+def _pod(
+    name: str, labels: dict[str, str], identity: dict[str, str], cfg: PodConfig, now: float
+) -> dict[str, Any]:
     spec: dict[str, Any] = {
         "restartPolicy": "Never",  # the entrypoint relaunches the kernel; a dead container is a dead sandbox
         "automountServiceAccountToken": False,
@@ -144,11 +167,11 @@ def sandbox_pod(thread_id: str, cfg: PodConfig, now: float) -> dict[str, Any]:
             "fsGroup": SANDBOX_UID,
             "seccompProfile": {"type": "RuntimeDefault"},
         },
-        "containers": [_container(thread_id, cfg)],
+        "containers": [_container(identity, cfg)],
         "volumes": [
             {
                 "name": "secrets",
-                "secret": {"secretName": object_name(thread_id), "defaultMode": 0o440},
+                "secret": {"secretName": name, "defaultMode": 0o440},
             },
             {"name": "workspace", "emptyDir": {"sizeLimit": cfg.workspace_size_limit}},
             {"name": "tmp", "emptyDir": {"sizeLimit": SCRATCH_SIZE}},
@@ -161,9 +184,9 @@ def sandbox_pod(thread_id: str, cfg: PodConfig, now: float) -> dict[str, Any]:
         "apiVersion": "v1",
         "kind": "Pod",
         "metadata": {
-            "name": object_name(thread_id),
+            "name": name,
             "namespace": cfg.namespace,
-            "labels": sandbox_labels(thread_id),
+            "labels": labels,
             "annotations": {LAST_ACTIVE_ANNOTATION: last_active_value(now)},
         },
         "spec": spec,
@@ -182,16 +205,48 @@ def sandbox_secret(
     thread_id: str, namespace: str, connection: dict[str, Any], storage: dict[str, Any]
 ) -> dict[str, Any]:
     """connection.json and storage.json, mounted read-only into the pod; owner set later (see above)."""
+    data = {"connection.json": json.dumps(connection), "storage.json": json.dumps(storage)}
+    return _secret(object_name(thread_id), namespace, sandbox_labels(thread_id), data)
+
+
+def warm_secret(name: str, cfg: PodConfig, connection: dict[str, Any]) -> dict[str, Any]:
+    """A warm pod's Secret: the kernel key only. No thread's credentials exist before a claim."""
+    labels = warm_labels(profile_hash(cfg))
+    return _secret(name, cfg.namespace, labels, {"connection.json": json.dumps(connection)})
+
+
+def _secret(name: str, namespace: str, labels: dict[str, str], data: dict[str, str]) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
         "kind": "Secret",
         "type": "Opaque",
+        "metadata": {"name": name, "namespace": namespace, "labels": labels},
+        "stringData": data,
+    }
+
+
+def _claimed_labels(thread_id: str) -> dict[str, str]:
+    return {THREAD_LABEL: thread_id, POOL_LABEL: POOL_CLAIMED}
+
+
+def claim_patch(thread_id: str, resource_version: str, now: float) -> dict[str, Any]:
+    """Binds a warm pod to a thread in one write. The resourceVersion is a precondition: of two
+    controllers claiming the same pod, all but one get 409 Conflict and try another pod."""
+    return {
         "metadata": {
-            "name": object_name(thread_id),
-            "namespace": namespace,
-            "labels": sandbox_labels(thread_id),
-        },
-        "stringData": {"connection.json": json.dumps(connection), "storage.json": json.dumps(storage)},
+            "resourceVersion": resource_version,
+            "labels": _claimed_labels(thread_id),
+            "annotations": {LAST_ACTIVE_ANNOTATION: last_active_value(now)},
+        }
+    }
+
+
+def bind_secret_patch(thread_id: str, storage: dict[str, Any]) -> dict[str, Any]:
+    """Records a claim in the warm pod's Secret: found by the thread's labels, and a restarted
+    container reads its thread and credentials from the mount as a cold pod does."""
+    return {
+        "metadata": {"labels": _claimed_labels(thread_id)},
+        "stringData": {"storage.json": json.dumps(storage), THREAD_KEY: thread_id},
     }
 
 

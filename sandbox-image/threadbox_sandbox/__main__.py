@@ -2,7 +2,8 @@
 
 Order: settings -> restore the thread's files -> launch the kernel -> serve the
 agent; on SIGTERM: stop serving, stop the kernel (so nothing writes during the
-final sync), persist, exit 0.
+final sync), persist, exit 0. A warm pod has no thread yet: it skips the restore,
+and its thread, credentials and files arrive later with POST /bind.
 """
 
 from __future__ import annotations
@@ -80,7 +81,8 @@ def main() -> int:
     try:
         settings = from_env()
         connection = load_connection(settings)
-        load_storage(settings)  # fail at start, not at the first sync, on a wrong or foreign Secret
+        if settings.thread_id is not None:
+            load_storage(settings)  # fail at start, not at the first sync, on a wrong or foreign Secret
     except SettingsError as exc:
         log.error("cannot start: %s", exc)
         return 2
@@ -96,7 +98,10 @@ def main() -> int:
     signal.signal(signal.SIGINT, on_signal)
 
     workspace = Workspace(settings)
-    _restore(workspace)
+    if settings.thread_id is None:
+        log.info("warm sandbox: no thread yet, waiting for POST /bind")
+    else:
+        _restore(workspace)
     if stop.is_set():
         return 0
 
@@ -125,6 +130,8 @@ def main() -> int:
     server.server_close()
     code = kernel.stop()
     log.info("kernel stopped (exit %s)", code)
+    if workspace.thread_id is None:
+        return 0  # a warm pod never claimed: no thread, nothing to save
     try:
         result = workspace.persist()
     except Exception as exc:

@@ -1,4 +1,4 @@
-"""The pod's HTTP agent on port 8888: health, persist, restore and uploads.
+"""The pod's HTTP agent on port 8888: health, bind, persist, restore and uploads.
 
 Stdlib only (ThreadingHTTPServer): the image stays lean and user code's
 environment gains no web framework. Every route but ``GET /healthz`` needs
@@ -27,13 +27,17 @@ from controller.stores.base import StoreError
 from controller.stores.minio import MinioStore
 from controller.workspace import PersistResult, WorkspaceSync
 from threadbox_sandbox.kernel import KernelSupervisor
-from threadbox_sandbox.settings import Settings, Storage, load_storage
+from threadbox_sandbox.settings import Settings, SettingsError, Storage, load_storage, parse_storage
 
 log = logging.getLogger("threadbox_sandbox.agent")
 
 
 class NotRestored(Exception):
     """Persisting a workspace that was never restored would delete the thread's stored files."""
+
+
+class BindConflict(Exception):
+    """A warm sandbox serves one thread for life; binding it to another is refused."""
 
 
 def open_store(storage: Storage) -> MinioStore:
@@ -54,32 +58,56 @@ class Workspace:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self.thread_id = settings.thread_id  # None in a warm pod until POST /bind
         self._lock = threading.Lock()
         self._storage: Storage | None = None
+        self._bound: Storage | None = None  # from POST /bind, until the Secret mount catches up
         self._sync: WorkspaceSync | None = None
         self.restored = False
 
-    def _current(self) -> WorkspaceSync:
+    def _load_storage(self) -> Storage:
         # storage.json is re-read on every operation: kubelet refreshes a mounted Secret in
-        # place, so rotated (unexpired) STS credentials take effect without a restart.
-        storage = load_storage(self.settings)
+        # place, so rotated (unexpired) STS credentials take effect without a restart. A pod
+        # bound by POST /bind uses the credentials it was given until its mount has the file.
+        if self._bound is not None and not self.settings.storage_file.exists():
+            return self._bound
+        return load_storage(self.settings, self.thread_id)
+
+    def _current(self) -> WorkspaceSync:
+        storage = self._load_storage()
         if self._sync is None or storage != self._storage:
             store = open_store(storage)
             if self._sync is None:
                 s = self.settings
+                assert self.thread_id is not None  # load_storage refuses an unbound workspace
                 # user=None: per-user quotas need other threads' files, which these credentials
                 # cannot list; the controller enforces those. Per-thread quotas apply here.
-                self._sync = WorkspaceSync(store, s.thread_id, s.workspace, s.quotas, s.file_ttl_days)
+                self._sync = WorkspaceSync(store, self.thread_id, s.workspace, s.quotas, s.file_ttl_days)
             else:
                 self._sync.store = store  # keep what is known to be synced
             self._storage = storage
         return self._sync
 
+    def _restore_locked(self) -> int:
+        count = self._current().restore()
+        self.restored = True
+        return count
+
     def restore(self) -> int:
         with self._lock:
-            count = self._current().restore()
-            self.restored = True
-            return count
+            return self._restore_locked()
+
+    def bind(self, thread_id: str, storage: Storage) -> int:
+        """Give a warm sandbox its thread and credentials, then restore the thread's files.
+
+        Repeating the bind of the same thread is allowed (a controller retrying after a lost
+        answer); another thread is refused, so a workspace never mixes two threads' files.
+        """
+        with self._lock:
+            if self.thread_id not in (None, thread_id):
+                raise BindConflict(f"this sandbox already serves thread {self.thread_id}")
+            self.thread_id, self._bound = thread_id, storage
+            return self._restore_locked()
 
     def persist(self) -> PersistResult:
         with self._lock:
@@ -155,8 +183,33 @@ class Handler(BaseHTTPRequestHandler):
             self._guarded(lambda: asdict(self.server.workspace.persist()))
         elif route == "/restore":
             self._guarded(lambda: {"restored": self.server.workspace.restore()})
+        elif route == "/bind":
+            self._bind()
         else:
             self._reply(HTTPStatus.NOT_FOUND, {"error": "no such route"})
+
+    def _bind(self) -> None:
+        size = self._content_length()
+        if size is None:
+            return
+        try:
+            body = json.loads(self.rfile.read(size))
+            thread_id = str(body["thread_id"])
+            storage = parse_storage(dict(body["storage"]), thread_id)
+        except (ValueError, KeyError, TypeError, SettingsError) as exc:
+            self._reply(HTTPStatus.BAD_REQUEST, {"error": f"bad bind request: {exc}"})
+            return
+        log.info("bound to thread %s", thread_id)
+        self._guarded(
+            lambda: {"thread_id": thread_id, "restored": self.server.workspace.bind(thread_id, storage)}
+        )
+
+    def _content_length(self) -> int | None:
+        length = self.headers.get("Content-Length")
+        if length is None or not length.isdigit():
+            self._reply(HTTPStatus.LENGTH_REQUIRED, {"error": "Content-Length is required"})
+            return None
+        return int(length)
 
     def do_PUT(self) -> None:
         if not self._authorized():
@@ -170,11 +223,9 @@ class Handler(BaseHTTPRequestHandler):
         except BadFilename as exc:
             self._reply(HTTPStatus.BAD_REQUEST, {"error": str(exc)})
             return
-        length = self.headers.get("Content-Length")
-        if length is None or not length.isdigit():
-            self._reply(HTTPStatus.LENGTH_REQUIRED, {"error": "Content-Length is required"})
+        size = self._content_length()
+        if size is None:
             return
-        size = int(length)
         try:
             self.server.workspace.settings.quotas.check_file(name, size)
         except QuotaExceeded as exc:
@@ -196,7 +247,7 @@ class Handler(BaseHTTPRequestHandler):
         """Run a workspace action and map its failures to statuses the controller can act on."""
         try:
             body = action()
-        except NotRestored as exc:
+        except (NotRestored, BindConflict) as exc:
             self._reply(HTTPStatus.CONFLICT, {"error": str(exc)})
         except S3Error as exc:
             # AccessDenied / ExpiredToken: the scoped credentials no longer fit; say which.

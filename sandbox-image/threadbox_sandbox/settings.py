@@ -8,12 +8,19 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from controller.quotas import Quotas
+
+
+# Thread ids are DNS-1123 labels (controller/identity.py); anything else in a bind is refused.
+THREAD_ID = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+# Added to a warm pod's Secret when it is claimed, so a restarted container is still bound.
+THREAD_FILE = "thread_id"
 
 
 class SettingsError(Exception):
@@ -37,7 +44,7 @@ class Storage:
 
 @dataclass(frozen=True)
 class Settings:
-    thread_id: str
+    thread_id: str | None  # None: a warm pod, bound to a thread later by POST /bind
     secrets_dir: Path
     workspace: Path
     home: Path
@@ -72,16 +79,27 @@ def _float(env: Mapping[str, str], name: str, default: float = 0.0) -> float:
         raise SettingsError(f"{name} must be a number, got {raw!r}") from None
 
 
+def _thread_id(env: Mapping[str, str], secrets_dir: Path) -> str | None:
+    """The thread from the environment; a warm pod (THREADBOX_WARM=1) has none until it is claimed."""
+    thread_id = env.get("THREADBOX_THREAD_ID", "").strip()
+    if thread_id:
+        return thread_id
+    if env.get("THREADBOX_WARM") != "1":
+        raise SettingsError("THREADBOX_THREAD_ID is not set")
+    try:
+        return (secrets_dir / THREAD_FILE).read_text().strip() or None
+    except FileNotFoundError:
+        return None
+
+
 def from_env(env: Mapping[str, str] | None = None) -> Settings:
     env = os.environ if env is None else env
-    thread_id = env.get("THREADBOX_THREAD_ID", "").strip()
-    if not thread_id:
-        raise SettingsError("THREADBOX_THREAD_ID is not set")
+    secrets_dir = Path(env.get("THREADBOX_SECRETS_DIR") or "/var/run/threadbox")
     home = Path(env.get("HOME") or "/home/sandbox")
     tmp = Path(env.get("TMPDIR") or "/tmp")
     return Settings(
-        thread_id=thread_id,
-        secrets_dir=Path(env.get("THREADBOX_SECRETS_DIR") or "/var/run/threadbox"),
+        thread_id=_thread_id(env, secrets_dir),
+        secrets_dir=secrets_dir,
         workspace=Path(env.get("THREADBOX_WORKSPACE") or "/workspace"),
         home=home,
         # The secrets mount is read-only and the root filesystem too: the kernel's copy of
@@ -120,12 +138,21 @@ def load_connection(settings: Settings) -> dict[str, Any]:
     return info
 
 
-def load_storage(settings: Settings) -> Storage:
-    raw = _read_json(settings.storage_file)
+def load_storage(settings: Settings, thread_id: str | None = None) -> Storage:
+    thread_id = thread_id or settings.thread_id
+    if thread_id is None:
+        raise SettingsError("this warm sandbox is not bound to a thread")
+    return parse_storage(_read_json(settings.storage_file), thread_id, str(settings.storage_file))
+
+
+def parse_storage(raw: dict[str, Any], thread_id: str, source: str = "storage.json") -> Storage:
+    """The storage.json payload, checked against the thread it must serve."""
+    if not THREAD_ID.match(thread_id):
+        raise SettingsError(f"{thread_id!r} is not a thread id")
     missing = [k for k in ("endpoint", "bucket", "access_key", "secret_key") if not raw.get(k)]
     if missing:
-        raise SettingsError(f"{settings.storage_file} lacks {', '.join(missing)}")
-    expected = f"threads/{settings.thread_id}/"
+        raise SettingsError(f"{source} lacks {', '.join(missing)}")
+    expected = f"threads/{thread_id}/"
     prefix = str(raw.get("prefix") or expected)
     # The credentials only reach one thread's prefix; a mismatch means the pod got another
     # thread's Secret, and every sync would fail with AccessDenied, so refuse early.

@@ -1,0 +1,389 @@
+"""The warm pool: sandbox pods started before any thread needs them, claimed in one patch.
+
+Warm pods are anonymous (``tbw-<random>``), labelled ``threadbox.dev/pool=warm`` and with the
+hash of the pod settings (``threadbox.dev/profile``); their Secret holds the kernel key only.
+A watch on them feeds an in-memory cache: a view of the cluster, never the truth, which stays
+in the labels, so any number of controllers can share a pool and a restarted one picks it up.
+
+A pod is *ready* here once this controller has a kernel session to it that answered
+kernel_info, so a claim hands over a connected kernel. Claiming is one patch that sets the
+thread label with the cached ``resourceVersion`` as a precondition: of two controllers racing
+for a pod, one wins and the other gets 409 and tries the next pod. The backend then binds the
+pod to the thread (credentials, files); a claimed pod is from then on found by its labels
+exactly like a cold one. Everything else (refill, stale profiles, dead pods) is reconciled in
+the background from the cache.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import threading
+import time
+from collections.abc import Awaitable, Callable, Collection, Coroutine, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from kubernetes import watch
+from kubernetes.client.exceptions import ApiException
+
+from controller.k8s import objects, podstate
+from controller.k8s.api import API_ERRORS, Kube, api_message
+from controller.k8s.connection import for_pod, from_secret, new_connection
+from controller.k8s.names import PROFILE_LABEL, warm_name, warm_selector
+from controller.kernel import KernelSession, KernelUnavailable
+from controller.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+WATCH_SECONDS = 30  # a watch request ends after this; a stopped pool's thread is gone within it
+RECHECK_SECONDS = 5.0  # reconcile this often even without watch events (stuck pods, lost events)
+
+
+@dataclass
+class Warm:
+    """A warm pod this controller is connected to: kernel up, ready to hand out."""
+
+    session: KernelSession
+    connection: dict[str, Any]  # as the pod has it (ip 0.0.0.0)
+
+
+@dataclass(frozen=True)
+class Claimed:
+    pod: dict[str, Any]  # as the claim patch returned it
+    session: KernelSession
+    connection: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Plan:
+    create: int
+    delete: list[str] = field(default_factory=list)
+    connect: list[str] = field(default_factory=list)
+
+
+def _profile(pod: Mapping[str, Any]) -> str:
+    return str((pod["metadata"].get("labels") or {}).get(PROFILE_LABEL, ""))
+
+
+def broken(pod: dict[str, Any], now: float, stuck_after: float) -> bool:
+    """Will never serve: ended, failing to start, or not running long after its creation."""
+    progress = podstate.start_progress(pod)
+    if progress.error is not None:
+        return True
+    return not progress.running and now - podstate.created(pod) > stuck_after
+
+
+def plan(
+    cache: Mapping[str, dict[str, Any]],
+    profile: str,
+    target: int,
+    ready: Collection[str],
+    creating: int,
+    busy: Collection[str],
+    concurrency: int,
+    now: float,
+    stuck_after: float,
+) -> Plan:
+    """What to do about the pool: create, delete (stale, broken, surplus) and connect pods.
+
+    Surplus goes by name order so that replicas trimming the same pool pick the same pods.
+    Pods being started (created, or running but not yet ready) are limited to ``concurrency``:
+    on a small node, pod starts compete for CPU with the sandboxes in use.
+    """
+    live = {n: p for n, p in cache.items() if not podstate.terminating(p)}
+    stale = sorted(n for n, p in live.items() if _profile(p) != profile or broken(p, now, stuck_after))
+    good = sorted(n for n in live if n not in stale)
+    keep, surplus = good[:target], good[target:]
+    starting = creating + sum(1 for n in keep if n not in ready)
+    create = max(0, min(target - len(keep) - creating, concurrency - starting))
+    idle = [n for n in keep if n not in ready and n not in busy]
+    connect = [n for n in idle if podstate.start_progress(live[n]).running]
+    return Plan(create, [n for n in stale + surplus if n not in busy], connect)
+
+
+def pick(cache: Mapping[str, dict[str, Any]], ready: Collection[str], profile: str) -> list[str]:
+    """Claim candidates, oldest first: connected, running, of this profile, not being deleted."""
+    usable = [
+        p
+        for n, p in cache.items()
+        if n in ready and _profile(p) == profile and podstate.alive(p) and podstate.pod_ip(p)
+    ]
+    return [p["metadata"]["name"] for p in sorted(usable, key=podstate.created)]
+
+
+class WarmPool:
+    def __init__(
+        self,
+        kube: Kube,
+        cfg: objects.PodConfig,
+        target: int,
+        concurrency: int,
+        start_timeout: float,
+        metrics: Metrics,
+        prepare: Callable[[], Awaitable[None]],
+    ) -> None:
+        self.kube = kube
+        self.cfg = cfg
+        self.profile = objects.profile_hash(cfg)
+        self.target = target
+        self.concurrency = concurrency
+        self.start_timeout = start_timeout
+        self.stuck_after = 2 * start_timeout + 60
+        self.metrics = metrics
+        self.prepare = prepare  # what must exist before the first pod (the network policy)
+        self._cache: dict[str, dict[str, Any]] = {}  # name -> pod, fed by the watch
+        self._ready: dict[str, Warm] = {}
+        self._connections: dict[str, dict[str, Any]] = {}  # of pods this controller created
+        self._creating: set[str] = set()
+        self._busy: set[str] = set()  # connecting or deleting
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._changed = asyncio.Event()
+        self._stopped = threading.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._runner: asyncio.Task[None] | None = None
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self.metrics.pool_target.set(self.target)
+        self._loop = asyncio.get_running_loop()
+        threading.Thread(target=self._watch, name="warm-pool-watch", daemon=True).start()
+        self._runner = asyncio.create_task(self._run())
+
+    async def close(self) -> None:
+        """Stop refilling; warm pods stay for the next controller (or another replica)."""
+        self._stopped.set()
+        tasks = [t for t in (self._runner, *self._tasks) if t is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for warm in self._ready.values():
+            warm.session.close()
+        self._ready.clear()
+
+    # -- the watch (a worker thread: the client is blocking) ----------------------------
+
+    def _watch(self) -> None:
+        core, selector = self.kube.core, warm_selector()
+        version: str | None = None
+        while not self._stopped.is_set():
+            try:
+                if version is None:
+                    listing = self.kube.json(core.list_namespaced_pod, self.kube.ns, label_selector=selector)
+                    version = str(listing["metadata"]["resourceVersion"])
+                    self._post(self._replace, listing["items"])
+                for event in watch.Watch().stream(  # type: ignore[no-untyped-call]
+                    core.list_namespaced_pod,
+                    self.kube.ns,
+                    label_selector=selector,
+                    resource_version=version,
+                    allow_watch_bookmarks=True,
+                    timeout_seconds=WATCH_SECONDS,
+                    _request_timeout=WATCH_SECONDS + 10,
+                    deserialize=False,
+                ):
+                    if self._stopped.is_set():
+                        return
+                    kind, pod = event["type"], event["object"]
+                    if kind == "ERROR":
+                        version = None  # e.g. our version is too old: list again
+                        break
+                    version = str(pod["metadata"]["resourceVersion"])
+                    if kind in ("ADDED", "MODIFIED"):
+                        self._post(self._upsert, pod)
+                    elif kind == "DELETED":
+                        self._post(self._remove, pod)
+            except RuntimeError:
+                return  # the event loop is closed: nobody is listening any more
+            except API_ERRORS as exc:
+                if not (isinstance(exc, ApiException) and exc.status == 410):
+                    log.warning("warm pool watch failed, listing again: %s", api_message(exc))
+                    self._stopped.wait(1)
+                version = None
+
+    def _post(self, fn: Callable[[Any], None], arg: Any) -> None:
+        assert self._loop is not None
+        self._loop.call_soon_threadsafe(fn, arg)
+
+    def _replace(self, pods: list[dict[str, Any]]) -> None:
+        self._cache = {p["metadata"]["name"]: p for p in pods}
+        for name in [n for n in self._ready if n not in self._cache]:
+            self._ready.pop(name).session.close()
+        self._changed.set()
+
+    def _upsert(self, pod: dict[str, Any]) -> None:
+        self._cache[pod["metadata"]["name"]] = pod
+        self._changed.set()
+
+    def _remove(self, pod: dict[str, Any]) -> None:
+        """Deleted, or no longer warm (claimed: the label changed)."""
+        name = pod["metadata"]["name"]
+        self._cache.pop(name, None)
+        self._connections.pop(name, None)
+        warm = self._ready.pop(name, None)
+        if warm is not None:
+            warm.session.close()
+        self._changed.set()
+
+    # -- reconciling -----------------------------------------------------------------
+
+    async def _run(self) -> None:
+        while True:
+            self._changed.clear()
+            try:
+                await self.prepare()
+                self._reconcile()
+            except Exception:
+                log.exception("warm pool pass failed; trying again")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), RECHECK_SECONDS)
+
+    def _reconcile(self) -> None:
+        todo = plan(
+            self._cache,
+            self.profile,
+            self.target,
+            self._ready,
+            len(self._creating),
+            self._busy,
+            self.concurrency,
+            time.time(),
+            self.stuck_after,
+        )
+        for name in todo.delete:
+            self._spawn(name, self._delete(self._cache[name]))
+        for name in todo.connect:
+            self._spawn(name, self._connect(self._cache[name]))
+        for _ in range(todo.create):
+            name = warm_name(secrets.token_hex(4))
+            self._creating.add(name)
+            self._spawn(None, self._create(name))
+        self._update_gauges()
+
+    def _spawn(self, name: str | None, work: Coroutine[Any, Any, None]) -> None:
+        if name is not None:
+            self._busy.add(name)
+
+        async def run() -> None:
+            try:
+                await work
+            finally:
+                if name is not None:
+                    self._busy.discard(name)
+                self._changed.set()
+
+        task = asyncio.create_task(run())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _update_gauges(self) -> None:
+        ready = sum(1 for n in self._ready if n in self._cache)
+        starting = len(self._creating) + sum(
+            1
+            for n, p in self._cache.items()
+            if n not in self._ready and _profile(p) == self.profile and not podstate.terminating(p)
+        )
+        self.metrics.pool_size.labels("ready").set(ready)
+        self.metrics.pool_size.labels("starting").set(starting)
+
+    async def _create(self, name: str) -> None:
+        try:
+            connection = new_connection()
+            secret = objects.warm_secret(name, self.cfg, connection)
+            await self.kube.call(self.kube.core.create_namespaced_secret, self.kube.ns, secret)
+            self._connections[name] = connection
+            pod = await self.kube.create_pod(objects.warm_pod(name, self.cfg, time.time()))
+            self._cache.setdefault(name, pod)  # the watch may already have a newer copy
+        except asyncio.CancelledError:
+            await asyncio.shield(self.kube.delete_quietly(name))
+            raise
+        except API_ERRORS as exc:
+            log.warning("could not create warm pod %s: %s", name, api_message(exc))
+            await self.kube.delete_quietly(name)
+            await asyncio.sleep(1)  # no tight loop of failing creates (quota, API down)
+        finally:
+            self._creating.discard(name)
+
+    async def _delete(self, pod: dict[str, Any]) -> None:
+        name = pod["metadata"]["name"]
+        log.info("deleting warm pod %s", name)
+        try:
+            await self.kube.delete_pod(name, podstate.uid(pod), wait=False)
+        except API_ERRORS as exc:
+            log.warning("could not delete warm pod %s: %s", name, api_message(exc))
+
+    async def _connect(self, pod: dict[str, Any]) -> None:
+        """Dial the warm pod's kernel and wait for kernel_info, so a claim hands over a live session."""
+        name, uid, ip = pod["metadata"]["name"], podstate.uid(pod), podstate.pod_ip(pod)
+        assert ip is not None  # plan() connects running pods only
+        try:
+            connection = self._connections.get(name) or from_secret(
+                await self.kube.get(self.kube.core.read_namespaced_secret, name, self.kube.ns)
+            )
+        except API_ERRORS as exc:
+            log.warning("cannot read the Secret of warm pod %s: %s", name, api_message(exc))
+            return
+        if connection is None:
+            await self._delete(pod)  # unusable without its key
+            return
+
+        async def alive() -> bool:
+            current = self._cache.get(name)
+            return current is not None and podstate.uid(current) == uid and podstate.alive(current)
+
+        session = KernelSession(for_pod(connection, ip), alive)
+        try:
+            await session.start(self.start_timeout)
+        except KernelUnavailable as exc:
+            log.warning("warm pod %s: %s; replacing it", name, exc)
+            if await alive():
+                await self._delete(pod)
+            return
+        except BaseException:
+            session.close()
+            raise
+        if await alive() and not self._stopped.is_set():
+            self._ready[name] = Warm(session, connection)
+        else:
+            session.close()
+
+    # -- claiming --------------------------------------------------------------------
+
+    @property
+    def ready(self) -> int:
+        return len(pick(self._cache, self._ready, self.profile))
+
+    async def claim(self, thread_id: str) -> Claimed | None:
+        """Take a ready warm pod for the thread; None (a miss, counted) when none could be had."""
+        conflict = False
+        for name in pick(self._cache, self._ready, self.profile):
+            warm, pod = self._ready.pop(name, None), self._cache.get(name)
+            if warm is None or pod is None:  # taken by a concurrent claim here, or just deleted
+                if warm is not None:
+                    warm.session.close()
+                continue
+            patch = objects.claim_patch(thread_id, pod["metadata"]["resourceVersion"], time.time())
+            try:
+                claimed = await self.kube.get(self.kube.core.patch_namespaced_pod, name, self.kube.ns, patch)
+            except API_ERRORS as exc:
+                warm.session.close()  # reconnected by the next pass if the pod is still warm
+                if isinstance(exc, ApiException) and exc.status in (404, 409):
+                    conflict = True  # another controller won it (or our copy was stale)
+                    continue
+                log.warning("could not claim warm pod %s: %s", name, api_message(exc))
+                self.count("miss", "api_error")
+                return None
+            finally:
+                self._changed.set()  # refill
+            self._cache.pop(name, None)
+            self._connections.pop(name, None)
+            return Claimed(claimed, warm.session, warm.connection)
+        self.count("miss", "conflict" if conflict else "empty")
+        return None
+
+    def count(self, result: str, reason: str) -> None:
+        self.metrics.pool_claims.labels(result, reason).inc()
+        self._update_gauges()

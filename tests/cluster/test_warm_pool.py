@@ -1,0 +1,182 @@
+"""The warm pool on the real cluster: fill, claim (one patch), bind, refill, races, fallbacks."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+from typing import Any
+
+import pytest
+
+from controller.backends.base import WARM_SESSION, SandboxInfo
+from controller.backends.kubernetes import KubernetesBackend
+from controller.config import Settings
+from controller.k8s.names import POOL_LABEL, THREAD_LABEL, warm_selector
+from controller.metrics import Metrics
+from tests.cluster.conftest import Cluster, controller
+from tests.support.client import create_thread, run, stdout
+
+pytestmark = pytest.mark.cluster
+
+
+def _sample(client: Any, name: str, **labels: str) -> float:
+    value = client.runtime.metrics.registry.get_sample_value(name, labels)
+    return float(value or 0.0)
+
+
+def _warm_pods(cluster: Cluster) -> list[Any]:
+    return list(cluster.core.list_namespaced_pod(cluster.namespace, label_selector=warm_selector()).items)
+
+
+def _wait_ready(cluster: Cluster, backend: Any, n: int, timeout: float = 90) -> None:
+    cluster.wait(
+        f"{n} ready warm pods", lambda: backend.pool is not None and backend.pool.ready >= n, timeout
+    )
+
+
+def test_pool_fills_without_credentials_a_claim_is_a_hit_and_it_refills(
+    cluster: Cluster, k8s_api: Any
+) -> None:
+    client = k8s_api(warm_pool_size=2)
+    backend = client.runtime.backend
+    _wait_ready(cluster, backend, 2)
+    assert _sample(client, "threadbox_warm_pool_size", state="ready") == 2
+    assert _sample(client, "threadbox_warm_pool_target") == 2
+    warm = _warm_pods(cluster)
+    assert len(warm) == 2
+    for pod in warm:
+        # No thread's identity or credentials before a claim: the Secret has the kernel key only.
+        assert THREAD_LABEL not in pod.metadata.labels
+        env = {e.name: e.value for e in pod.spec.containers[0].env}
+        assert env["THREADBOX_WARM"] == "1" and "THREADBOX_THREAD_ID" not in env
+        secret = cluster.core.read_namespaced_secret(pod.metadata.name, cluster.namespace)
+        assert set(secret.data) == {"connection.json"}
+        assert set(json.loads(base64.b64decode(secret.data["connection.json"]))) >= {"key", "shell_port"}
+    warm_names = {p.metadata.name for p in warm}
+
+    tid = create_thread(client, "warm")
+    events = run(client, tid, "open('out.txt', 'w').write('warm!'); print(6 * 7)")
+    assert stdout(events) == "42\n" and events[-1]["status"] == "ok", events
+    assert _sample(client, "threadbox_warm_pool_claims_total", result="hit", reason="claimed") == 1
+    assert _sample(client, "threadbox_sandbox_start_seconds_count", kind="warm") == 1
+    assert _sample(client, "threadbox_sandbox_start_seconds_count", kind="cold") == 0
+    [pod] = cluster.pods(tid)
+    assert pod.metadata.name in warm_names and pod.metadata.labels[POOL_LABEL] == "claimed"
+    secret = cluster.core.read_namespaced_secret(pod.metadata.name, cluster.namespace)
+    assert secret.metadata.labels[THREAD_LABEL] == tid
+    storage = json.loads(base64.b64decode(secret.data["storage.json"]))
+    assert storage["prefix"] == f"threads/{tid}/"
+    # Persisted with the thread's scoped credentials, under its own prefix only.
+    store = client.runtime.store
+    assert store.read_file(tid, "out.txt") == b"warm!"
+    names = [o.object_name for o in store.client.list_objects(store.bucket, recursive=True)]
+    assert names and all(n.startswith(f"threads/{tid}/") for n in names), names
+    # Found by label like a cold pod; unclaimed warm pods are no thread's sandbox.
+    found = asyncio.run(KubernetesBackend(backend.settings).find(tid))
+    assert found is not None and found.name == pod.metadata.name
+    assert [i.thread_id for i in asyncio.run(KubernetesBackend(backend.settings).list())] == [tid]
+
+    _wait_ready(cluster, backend, 2)  # refilled
+    assert len(_warm_pods(cluster)) == 2 and pod.metadata.name not in {
+        p.metadata.name for p in _warm_pods(cluster)
+    }
+
+
+def test_restarted_controller_adopts_a_claimed_pod_and_a_returning_thread_gets_its_files(
+    cluster: Cluster, k8s_settings: Any
+) -> None:
+    settings = k8s_settings(warm_pool_size=1)
+    with controller(settings) as first:
+        _wait_ready(cluster, first.runtime.backend, 1)
+        tid = create_thread(first, "back")
+        run(first, tid, "open('keep.txt', 'w').write('kept'); state = 41")
+        assert _sample(first, "threadbox_warm_pool_claims_total", result="hit", reason="claimed") == 1
+        [claimed] = cluster.pods(tid)
+    with controller({**settings, "idle_timeout": 6, "reap_interval": 1}) as second:
+        # The same pod and kernel: adopted by its labels, though its name is a pool name.
+        assert stdout(run(second, tid, "print(state + 1)")) == "42\n"
+        assert _sample(second, "threadbox_sandbox_start_seconds_count", kind="adopted") == 1
+        assert [p.metadata.uid for p in cluster.pods(tid)] == [claimed.metadata.uid]
+        # Reaped when idle (files saved), then back: a new warm pod, the files restored at bind.
+        cluster.wait("the idle pod to be reaped", lambda: not cluster.pods(tid), timeout=60)
+        _wait_ready(cluster, second.runtime.backend, 1)
+        events = run(second, tid, "print(open('keep.txt').read(), 'state' in dir())")
+        assert stdout(events) == "kept False\n", events
+        assert _sample(second, "threadbox_sandbox_start_seconds_count", kind="warm") == 1
+        [again] = cluster.pods(tid)
+        assert again.metadata.uid != claimed.metadata.uid and again.metadata.name.startswith("tbw-")
+
+
+def test_empty_pool_falls_back_to_cold_and_counts_the_miss(cluster: Cluster, k8s_api: Any) -> None:
+    client = k8s_api(warm_pool_size=1)
+    tid = create_thread(client, "cold")
+    # Right after start-up the pool has nothing ready yet.
+    assert stdout(run(client, tid, "print('cold')")) == "cold\n"
+    assert _sample(client, "threadbox_warm_pool_claims_total", result="miss", reason="empty") == 1
+    assert _sample(client, "threadbox_sandbox_start_seconds_count", kind="cold") == 1
+    [pod] = cluster.pods(tid)
+    assert pod.metadata.name == f"tb-{tid}"
+
+
+def test_a_changed_profile_replaces_stale_warm_pods(cluster: Cluster, k8s_settings: Any) -> None:
+    with controller(k8s_settings(warm_pool_size=1)) as old:
+        _wait_ready(cluster, old.runtime.backend, 1)
+        [stale] = _warm_pods(cluster)
+    with controller(k8s_settings(warm_pool_size=1, sandbox_cpu_limit="900m")) as new:
+        _wait_ready(cluster, new.runtime.backend, 1)
+        cluster.wait(
+            "the stale warm pod to be deleted",
+            lambda: stale.metadata.name not in {p.metadata.name for p in _warm_pods(cluster)},
+            timeout=60,
+        )
+        [fresh] = _warm_pods(cluster)
+        assert fresh.spec.containers[0].resources.limits["cpu"] == "900m"
+
+
+def test_two_replicas_claiming_at_once_never_share_a_pod(cluster: Cluster, k8s_settings: Any) -> None:
+    settings = Settings(**k8s_settings(warm_pool_size=2))
+
+    async def scenario() -> tuple[list[SandboxInfo], list[Metrics]]:
+        replicas = [KubernetesBackend(settings) for _ in range(2)]
+        metrics = [Metrics() for _ in replicas]
+        for backend, m in zip(replicas, metrics, strict=True):
+            await backend.open(m)
+        infos: list[SandboxInfo] = []
+        try:
+            for _ in range(360):
+                if all(b.pool is not None and b.pool.ready >= 2 for b in replicas):
+                    break
+                await asyncio.sleep(0.25)
+            else:
+                raise AssertionError("the replicas never both saw 2 ready warm pods")
+            starts = [replicas[i % 2].start(f"race-{i}") for i in range(4)]
+            infos = list(await asyncio.gather(*starts))
+        finally:
+            for info in infos:
+                session = info.extra.pop(WARM_SESSION, None)
+                if session is not None:
+                    session.close()
+            for backend in replicas:
+                await backend.close()
+        return infos, metrics
+
+    infos, metrics = asyncio.run(scenario())
+    names = [info.name for info in infos]
+    assert len(set(names)) == 4, names
+    for i, info in enumerate(infos):
+        assert [p.metadata.name for p in cluster.pods(f"race-{i}")] == [info.name]
+
+    def total(result: str) -> float:
+        return sum(
+            s.value
+            for m in metrics
+            for family in m.registry.collect()
+            if family.name == "threadbox_warm_pool_claims"
+            for s in family.samples
+            if s.name.endswith("_total") and s.labels["result"] == result
+        )
+
+    warm = [n for n in names if n.startswith("tbw-")]
+    assert total("hit") == len(warm) and 1 <= len(warm) <= 2, names
+    assert total("miss") == 4 - len(warm)
