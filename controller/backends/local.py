@@ -10,6 +10,7 @@ nothing from the controller, so no controller secret reaches user code.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
 import secrets
@@ -19,7 +20,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from jupyter_client.connect import write_connection_file
+from jupyter_client.connect import LocalPortCache, write_connection_file
 
 from controller.backends.base import SandboxInfo, SandboxStartError
 from controller.quotas import Quotas
@@ -27,6 +28,7 @@ from controller.stores.base import ThreadStore
 from controller.workspace import PersistResult, WorkspaceSync
 
 KERNEL_MODULE = "ipykernel_launcher"
+PORTS = ("shell_port", "iopub_port", "stdin_port", "control_port", "hb_port")
 
 
 def _pid_alive(pid: int) -> bool:
@@ -74,7 +76,19 @@ class LocalBackend:
         (home / "tmp").mkdir(parents=True)
         workspace.mkdir()
         conn_file = base / "kernel.json"
-        _, info = write_connection_file(str(conn_file), ip="127.0.0.1", key=secrets.token_hex(32).encode())
+        # Ports reserved process-wide: kernels starting together would otherwise draw the same free
+        # port and one would die with "Address already in use" (seen at 50 concurrent starts).
+        port = functools.partial(LocalPortCache.instance().find_available_port, "127.0.0.1")
+        _, info = write_connection_file(
+            str(conn_file),
+            ip="127.0.0.1",
+            key=secrets.token_hex(32).encode(),
+            shell_port=port(),
+            iopub_port=port(),
+            stdin_port=port(),
+            control_port=port(),
+            hb_port=port(),
+        )
         connection = {k: v.decode() if isinstance(v, bytes) else v for k, v in info.items()}
         with (home / "kernel.log").open("wb") as log:
             try:
@@ -141,6 +155,8 @@ class LocalBackend:
         if proc is not None:
             proc.wait(timeout=5)
         self._syncs.pop(info.thread_id, None)
+        for name in PORTS:
+            LocalPortCache.instance().return_port(int(info.connection[name]))
         shutil.rmtree(self._dir(info.thread_id), ignore_errors=True)
 
     def _sync(self, info: SandboxInfo, user: str | None) -> WorkspaceSync:
