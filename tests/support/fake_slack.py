@@ -319,11 +319,12 @@ def _make_handler(fake: FakeSlack) -> type[BaseHTTPRequestHandler]:
 
 
 @contextmanager
-def serve_fake_slack() -> Iterator[FakeSlack]:
+def serve_fake_slack(host: str = "127.0.0.1") -> Iterator[FakeSlack]:
+    """``host``: the address to bind, e.g. the node IP so an in-cluster controller reaches it."""
     fake = FakeSlack()
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _make_handler(fake))
+    server = ThreadingHTTPServer((host, 0), _make_handler(fake))
     server.daemon_threads = True
-    fake.url = f"http://127.0.0.1:{server.server_address[1]}/"
+    fake.url = f"http://{host}:{server.server_address[1]}/"
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
