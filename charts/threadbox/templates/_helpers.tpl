@@ -1,0 +1,137 @@
+{{- define "threadbox.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "threadbox.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else if contains (include "threadbox.name" .) .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name (include "threadbox.name" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+
+{{/* Labels every object carries: metaLabels with selectorLabels (controller objects) or with
+the instance (everything else). */}}
+{{- define "threadbox.metaLabels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: threadbox
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+{{- end }}
+
+{{- define "threadbox.labels" -}}
+{{ include "threadbox.metaLabels" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{/* The controller pods. The name is fixed: the sandbox NetworkPolicy the controller writes
+admits only pods labelled app.kubernetes.io/name=threadbox-controller (controller/k8s/names.py). */}}
+{{- define "threadbox.selectorLabels" -}}
+app.kubernetes.io/name: threadbox-controller
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: controller
+{{- end }}
+
+{{- define "threadbox.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "threadbox.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{- define "threadbox.sandboxNamespace" -}}
+{{- default .Release.Namespace .Values.sandbox.namespace }}
+{{- end }}
+
+{{- define "threadbox.image" -}}
+{{ .Values.image.repository }}:{{ .Values.image.tag | default .Chart.AppVersion }}
+{{- end }}
+
+{{/* The chart-made Secret holds only the secrets given as values (quick start). */}}
+{{- define "threadbox.secretName" -}}
+{{ include "threadbox.fullname" . }}
+{{- end }}
+
+{{/* env var NAME from existingSecret, else from the chart's Secret when a value is given.
+args: list root NAME section keyValue valueName */}}
+{{- define "threadbox.secretEnv" -}}
+{{- $root := index . 0 }}{{- $name := index . 1 }}{{- $s := index . 2 }}{{- $key := index . 3 }}{{- $value := index . 4 }}
+{{- if $s.existingSecret }}
+- name: {{ $name }}
+  valueFrom:
+    secretKeyRef: {name: {{ $s.existingSecret | quote }}, key: {{ $key | quote }}}
+{{- else if $value }}
+- name: {{ $name }}
+  valueFrom:
+    secretKeyRef: {name: {{ include "threadbox.secretName" $root | quote }}, key: {{ $key | quote }}}
+{{- end }}
+{{- end }}
+
+{{- define "threadbox.minioPort" -}}
+{{- $parts := splitList ":" .Values.minio.endpoint }}
+{{- if gt (len $parts) 1 }}{{ last $parts }}{{ else if .Values.minio.secure }}443{{ else }}80{{ end }}
+{{- end }}
+
+{{/* THREADBOX_* settings: the controller and the cleanup hook run with the same ones. */}}
+{{- define "threadbox.env" -}}
+{{- $v := .Values -}}
+- {name: THREADBOX_BACKEND, value: kubernetes}
+- {name: THREADBOX_STORE, value: minio}
+- {name: THREADBOX_HOST, value: 0.0.0.0}
+- {name: THREADBOX_PORT, value: {{ $v.controller.port | quote }}}
+- {name: THREADBOX_DATA_DIR, value: /tmp/threadbox}
+- {name: THREADBOX_IDLE_TIMEOUT, value: {{ $v.controller.idleTimeout | quote }}}
+- {name: THREADBOX_MAX_SANDBOXES, value: {{ $v.controller.maxSandboxes | quote }}}
+- {name: THREADBOX_START_TIMEOUT, value: {{ $v.controller.startTimeout | quote }}}
+- {name: THREADBOX_EXEC_TIMEOUT, value: {{ $v.controller.execTimeout | quote }}}
+- {name: THREADBOX_SANDBOX_NAMESPACE, value: {{ include "threadbox.sandboxNamespace" . | quote }}}
+- {name: THREADBOX_SANDBOX_IMAGE, value: {{ printf "%s:%s" $v.sandbox.image.repository $v.sandbox.image.tag | quote }}}
+- {name: THREADBOX_SANDBOX_CPU_REQUEST, value: {{ $v.sandbox.resources.requests.cpu | quote }}}
+- {name: THREADBOX_SANDBOX_MEMORY_REQUEST, value: {{ $v.sandbox.resources.requests.memory | quote }}}
+- {name: THREADBOX_SANDBOX_CPU_LIMIT, value: {{ $v.sandbox.resources.limits.cpu | quote }}}
+- {name: THREADBOX_SANDBOX_MEMORY_LIMIT, value: {{ $v.sandbox.resources.limits.memory | quote }}}
+- {name: THREADBOX_WORKSPACE_SIZE_LIMIT, value: {{ $v.sandbox.workspaceSizeLimit | quote }}}
+- {name: THREADBOX_ACTIVE_DEADLINE_SECONDS, value: {{ $v.sandbox.activeDeadlineSeconds | quote }}}
+{{- with $v.sandbox.runtimeClassName }}
+- {name: THREADBOX_RUNTIME_CLASS_NAME, value: {{ . | quote }}}
+{{- end }}
+{{- with $v.sandbox.egressAllowCIDRs }}
+- {name: THREADBOX_EGRESS_ALLOW_CIDRS, value: {{ join "," . | quote }}}
+{{- end }}
+- {name: THREADBOX_WARM_POOL_SIZE, value: {{ $v.sandbox.warmPool.size | quote }}}
+- {name: THREADBOX_MAX_FILE_BYTES, value: {{ $v.quotas.maxFileBytes | int64 | quote }}}
+- {name: THREADBOX_THREAD_MAX_FILES, value: {{ $v.quotas.threadMaxFiles | int64 | quote }}}
+- {name: THREADBOX_THREAD_MAX_BYTES, value: {{ $v.quotas.threadMaxBytes | int64 | quote }}}
+- {name: THREADBOX_USER_MAX_FILES, value: {{ $v.quotas.userMaxFiles | int64 | quote }}}
+- {name: THREADBOX_USER_MAX_BYTES, value: {{ $v.quotas.userMaxBytes | int64 | quote }}}
+- {name: THREADBOX_FILE_TTL_DAYS, value: {{ $v.quotas.fileTtlDays | quote }}}
+- {name: THREADBOX_MINIO_ENDPOINT, value: {{ required "minio.endpoint is required (host:port)" $v.minio.endpoint | quote }}}
+- {name: THREADBOX_SANDBOX_MINIO_ENDPOINT, value: {{ default $v.minio.endpoint $v.minio.sandboxEndpoint | quote }}}
+- {name: THREADBOX_MINIO_BUCKET, value: {{ $v.minio.bucket | quote }}}
+- {name: THREADBOX_MINIO_SECURE, value: {{ $v.minio.secure | quote }}}
+{{- include "threadbox.secretEnv" (list . "THREADBOX_MINIO_ACCESS_KEY" $v.minio $v.minio.accessKeyKey $v.minio.accessKey) }}
+{{- include "threadbox.secretEnv" (list . "THREADBOX_MINIO_SECRET_KEY" $v.minio $v.minio.secretKeyKey $v.minio.secretKey) }}
+- {name: THREADBOX_SLACK_MODE, value: {{ $v.slack.mode | quote }}}
+- {name: THREADBOX_SLACK_REPLY_MODE, value: {{ $v.slack.replyMode | quote }}}
+{{- with $v.slack.apiUrl }}
+- {name: THREADBOX_SLACK_API_URL, value: {{ . | quote }}}
+{{- end }}
+{{- include "threadbox.secretEnv" (list . "THREADBOX_SLACK_BOT_TOKEN" $v.slack $v.slack.botTokenKey $v.slack.botToken) }}
+{{- include "threadbox.secretEnv" (list . "THREADBOX_SLACK_SIGNING_SECRET" $v.slack $v.slack.signingSecretKey $v.slack.signingSecret) }}
+{{- if or (eq $v.slack.mode "socket") $v.slack.appToken }}
+{{- include "threadbox.secretEnv" (list . "THREADBOX_SLACK_APP_TOKEN" $v.slack $v.slack.appTokenKey $v.slack.appToken) }}
+{{- end }}
+- {name: THREADBOX_AGENT, value: {{ $v.agent.engine | quote }}}
+- {name: THREADBOX_AGENT_MAX_STEPS, value: {{ $v.agent.maxSteps | quote }}}
+- {name: THREADBOX_LLM_MODEL, value: {{ $v.agent.llm.model | quote }}}
+{{- with $v.agent.llm.baseUrl }}
+- {name: THREADBOX_LLM_BASE_URL, value: {{ . | quote }}}
+{{- end }}
+{{- include "threadbox.secretEnv" (list . "THREADBOX_LLM_API_KEY" $v.agent.llm $v.agent.llm.apiKeyKey $v.agent.llm.apiKey) }}
+{{- with $v.extraEnv }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
