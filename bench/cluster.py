@@ -18,6 +18,7 @@ from typing import Any
 
 from kubernetes import client, config
 
+from bench.common import LIFECYCLE
 from controller.config import Settings
 from tests.support.minio import running_minio
 
@@ -61,8 +62,7 @@ def k8s_settings(name: str, tmp: Path, **overrides: Any) -> Iterator[Settings]:
                     "sandbox_namespace": namespace,
                     "sandbox_image": image_ref(),
                     "controller_cidrs": [f"{gateway}/32", f"{node_ip}/32"],
-                    "idle_timeout": 3600,
-                    "start_timeout": 300,
+                    **LIFECYCLE,
                     **overrides,
                 }
             )

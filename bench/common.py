@@ -11,15 +11,20 @@ import json
 import os
 import platform
 import statistics
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
-from controller.events import Done
+from controller.config import Settings
+from controller.events import Done, Error
 from controller.runtime import Runtime
 
 RESULTS = Path(__file__).parent / "results"
 SHARED = "2-core VM, other workloads running"
+BACKENDS = ("local", "kubernetes")
+# Benchmarks never want a sandbox reaped mid-run, and 50 sandboxes starting at once on 2 cores are slow.
+LIFECYCLE = {"idle_timeout": 3600, "start_timeout": 300}
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -66,11 +71,32 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     return "\n".join("| " + " | ".join(line) + " |" for line in lines)
 
 
+@contextmanager
+def local_settings(tmp: Path, **overrides: Any) -> Iterator[Settings]:
+    yield Settings(**{"data_dir": tmp, **LIFECYCLE, **overrides})
+
+
+def backend_settings(
+    backend: str, name: str, tmp: Path, **overrides: Any
+) -> AbstractContextManager[Settings]:
+    """Settings for a runtime on ``backend``; the Kubernetes one lives in its own namespace until exit.
+
+    Overrides meant for pods (requests) are harmless on the local backend, which ignores them."""
+    if backend == "kubernetes":
+        from bench.cluster import k8s_settings  # the cluster's client and MinIO only when asked for
+
+        return k8s_settings(name, tmp, **overrides)
+    return local_settings(tmp, **overrides)
+
+
 async def turn(rt: Runtime, thread_id: str, code: str) -> None:
     """One turn through the SandboxManager; a failed turn fails the benchmark."""
+    errors: list[Error] = []
     async for event in rt.manager.run(thread_id, code):
+        if isinstance(event, Error):
+            errors.append(event)
         if isinstance(event, Done) and event.status != "ok":
-            raise RuntimeError(f"turn failed in {thread_id}: {event}")
+            raise RuntimeError(f"turn failed in {thread_id}: {event} after {errors}")
 
 
 def write(name: str, title: str, data: dict[str, Any], body: str, save: bool = True) -> None:

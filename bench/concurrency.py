@@ -1,89 +1,104 @@
 """N threads each run `time.sleep(1)` at once: total wall time beside the one-thread figure.
 
-Measured through the SandboxManager on the local backend with real kernels, in one run,
-on this machine. "warm" = sandboxes already started; "cold" includes starting them.
-Usage: uv run python -m bench.concurrency [--threads 1 10 20] [--repeat 3]
+Measured through the SandboxManager with real kernels, on both backends, in one run on this
+machine. "cold" starts every thread's sandbox in the same burst (start + restore + the turn),
+measured once per size; "warm" runs the turn again in the started sandboxes, ``--repeat``
+times per size (p50/p95 over those). The baseline is the 1-thread figure of the same run.
+Kubernetes pods get tiny requests (10m CPU, 64Mi) so 50 fit on this 2-core node.
+
+Usage: uv run python -m bench.concurrency [--threads 1 10 50] [--repeat 5] [--backends local kubernetes]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import platform
-import statistics
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
+from bench.common import BACKENDS, backend_settings, machine, summary, table, turn, write
 from controller.config import Settings
-from controller.events import Done
-from controller.runtime import build_runtime
+from controller.runtime import Runtime, build_runtime
 
-RESULTS = Path(__file__).parent / "results"
-
-
-async def turn(rt: object, thread_id: str, code: str) -> None:
-    async for event in rt.manager.run(thread_id, code):  # type: ignore[attr-defined]
-        if isinstance(event, Done) and event.status != "ok":
-            raise RuntimeError(f"turn failed in {thread_id}: {event}")
+CODE = "import time; time.sleep(1)"
 
 
-async def wall(rt: object, ids: list[str], code: str) -> float:
+async def wall(rt: Runtime, ids: list[str]) -> float:
     t0 = time.perf_counter()
-    await asyncio.gather(*(turn(rt, tid, code) for tid in ids))
+    await asyncio.gather(*(turn(rt, tid, CODE) for tid in ids))
     return time.perf_counter() - t0
 
 
-async def measure(counts: list[int], repeat: int) -> dict[str, dict[str, float]]:
-    results: dict[str, dict[str, float]] = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        settings = Settings(data_dir=Path(tmp), max_sandboxes=max(counts), idle_timeout=3600)
-        rt = build_runtime(settings)
-        await rt.start()
-        try:
-            for n in counts:
-                ids = [f"bench-{n}-{i}" for i in range(n)]
-                cold = await wall(rt, ids, "import time; time.sleep(1)")
-                warm = [await wall(rt, ids, "import time; time.sleep(1)") for _ in range(repeat)]
-                results[str(n)] = {"cold_s": cold, "warm_s": statistics.median(warm)}
-                print(
-                    f"  {n:>3} threads: warm {results[str(n)]['warm_s']:.2f}s, cold {cold:.2f}s", flush=True
-                )
-                for tid in ids:
-                    await rt.manager.stop_thread(tid)
-        finally:
-            await rt.close()
+async def measure(settings: Settings, counts: list[int], repeat: int) -> dict[str, dict[str, Any]]:
+    results: dict[str, dict[str, Any]] = {}
+    rt = build_runtime(settings)
+    await rt.start()
+    try:
+        for n in counts:
+            ids = [f"bench-{n}-{i}" for i in range(n)]
+            cold = await wall(rt, ids)
+            warm = summary([await wall(rt, ids) for _ in range(repeat)])
+            results[str(n)] = {"cold_s": cold, "warm_s": warm}
+            print(f"  {settings.backend} {n:>3} threads: warm p50 {warm['p50']:.2f}s, cold {cold:.2f}s")
+            await asyncio.gather(*(rt.manager.stop_thread(tid) for tid in ids))
+    finally:
+        await rt.close()
     return results
 
 
-def report(results: dict[str, dict[str, float]]) -> str:
-    base = results[min(results, key=int)]["warm_s"]
-    lines = [
-        "| threads | warm wall (s) | ratio to 1 thread | cold wall incl. start (s) |",
-        "|---:|---:|---:|---:|",
+def report(data: dict[str, Any]) -> str:
+    rows = []
+    for backend, results in data["backends"].items():
+        base = results[min(results, key=int)]
+        for n, r in results.items():
+            warm = r["warm_s"]
+            rows.append(
+                [
+                    backend,
+                    n,
+                    f"{warm['p50']:.2f}",
+                    f"{warm['p95']:.2f}",
+                    f"{warm['p50'] / base['warm_s']['p50']:.2f}",
+                    f"{r['cold_s']:.2f}",
+                    f"{r['cold_s'] / base['cold_s']:.2f}",
+                ]
+            )
+    headers = [
+        "backend",
+        "threads",
+        "warm wall p50 (s)",
+        "warm wall p95 (s)",
+        "warm p50 / 1 thread",
+        "cold wall incl. start (s)",
+        "cold / 1 thread",
     ]
-    for n, r in results.items():
-        lines.append(f"| {n} | {r['warm_s']:.2f} | {r['warm_s'] / base:.2f} | {r['cold_s']:.2f} |")
-    return "\n".join(lines)
+    return table(headers, rows)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--threads", type=int, nargs="+", default=[1, 10, 20])
-    parser.add_argument("--repeat", type=int, default=3, help="warm runs per size (median reported)")
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 10, 50])
+    parser.add_argument("--repeat", type=int, default=5, help="warm runs per size")
+    parser.add_argument("--backends", nargs="+", choices=BACKENDS, default=list(BACKENDS))
+    parser.add_argument("--no-save", action="store_true", help="print only; do not write bench/results")
     args = parser.parse_args()
-    results = asyncio.run(measure(sorted(args.threads), args.repeat))
-    machine = f"{platform.node()} {platform.machine()}, {len(__import__('os').sched_getaffinity(0))} cores, Python {platform.python_version()}"
-    table = report(results)
-    print(table)
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "concurrency.json").write_text(json.dumps({"machine": machine, "results": results}, indent=2))
-    (RESULTS / "concurrency.md").write_text(
-        f"# N concurrent threads, each `time.sleep(1)`\n\nMachine: {machine}. Local backend, real kernels; "
-        f"baseline is the 1-thread figure from the same run.\n\n{table}\n"
+    counts = sorted(args.threads)
+    data: dict[str, Any] = {"machine": machine(), "code": CODE, "repeat": args.repeat, "backends": {}}
+    for backend in args.backends:
+        pods = {"sandbox_cpu_request": "10m", "sandbox_memory_request": "64Mi"}
+        with (
+            tempfile.TemporaryDirectory() as tmp,
+            backend_settings(
+                backend, "concurrency", Path(tmp), max_sandboxes=max(counts), **pods
+            ) as settings,
+        ):
+            data["backends"][backend] = asyncio.run(measure(settings, counts, args.repeat))
+    write(
+        "concurrency", "N concurrent threads, each `time.sleep(1)`", data, report(data), save=not args.no_save
     )
 
 

@@ -20,8 +20,7 @@ import asyncio
 import json
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +28,7 @@ import httpx
 import uvicorn
 from jupyter_client.asynchronous.client import AsyncKernelClient
 
-from bench.cluster import k8s_settings
-from bench.common import machine, summary, table, turn, write
+from bench.common import BACKENDS, backend_settings, machine, summary, table, turn, write
 from controller.api import create_app
 from controller.config import Settings
 from controller.runtime import build_runtime
@@ -106,17 +104,6 @@ async def measure(settings: Settings, runs: int) -> dict[str, dict[str, float]]:
     return {way: summary(ms) for way, ms in times.items()}
 
 
-@contextmanager
-def local_settings(tmp: Path) -> Iterator[Settings]:
-    yield Settings(data_dir=tmp, idle_timeout=3600)
-
-
-BACKENDS: dict[str, Callable[[Path], AbstractContextManager[Settings]]] = {
-    "local": local_settings,
-    "kubernetes": lambda tmp: k8s_settings("exec", tmp),
-}
-
-
 def report(results: dict[str, Any]) -> str:
     rows = []
     for backend, r in results["backends"].items():
@@ -142,12 +129,12 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--runs", type=int, default=100, help="timed runs per path (after 5 warm-up runs)")
-    parser.add_argument("--backends", nargs="+", choices=sorted(BACKENDS), default=["local", "kubernetes"])
+    parser.add_argument("--backends", nargs="+", choices=BACKENDS, default=list(BACKENDS))
     parser.add_argument("--no-save", action="store_true", help="print only; do not write bench/results")
     args = parser.parse_args()
     data: dict[str, Any] = {"machine": machine(), "code": CODE, "runs": args.runs, "backends": {}}
     for backend in args.backends:
-        with tempfile.TemporaryDirectory() as tmp, BACKENDS[backend](Path(tmp)) as settings:
+        with tempfile.TemporaryDirectory() as tmp, backend_settings(backend, "exec", Path(tmp)) as settings:
             data["backends"][backend] = asyncio.run(measure(settings, args.runs))
         print(f"  {backend}: {data['backends'][backend]}", flush=True)
     write("exec_roundtrip", "Round trip of `print(1)`", data, report(data), save=not args.no_save)
