@@ -5,13 +5,16 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import time
 from typing import Any
 
 import pytest
+from kubernetes.client.exceptions import ApiException
 
 from controller.backends.base import WARM_SESSION, SandboxInfo
 from controller.backends.kubernetes import KubernetesBackend
 from controller.config import Settings
+from controller.k8s import objects
 from controller.k8s.names import POOL_LABEL, THREAD_LABEL, warm_selector
 from controller.metrics import Metrics
 from tests.cluster.conftest import Cluster, controller
@@ -150,6 +153,7 @@ def test_two_replicas_claiming_at_once_never_share_a_pod(cluster: Cluster, k8s_s
                 await asyncio.sleep(0.25)
             else:
                 raise AssertionError("the replicas never both saw 2 ready warm pods")
+            before = {p.metadata.name: p.metadata.resource_version for p in _warm_pods(cluster)}
             starts = [replicas[i % 2].start(f"race-{i}") for i in range(4)]
             infos = list(await asyncio.gather(*starts))
         finally:
@@ -159,6 +163,12 @@ def test_two_replicas_claiming_at_once_never_share_a_pod(cluster: Cluster, k8s_s
                     session.close()
             for backend in replicas:
                 await backend.close()
+        # The claim's precondition: a patch carrying a version seen before the claim is refused.
+        name = next(i.name for i in infos if i.name in before)
+        with pytest.raises(ApiException) as refused:
+            patch = objects.claim_patch("race-late", before[name], time.time())
+            cluster.core.patch_namespaced_pod(name, cluster.namespace, patch)
+        assert refused.value.status == 409
         return infos, metrics
 
     infos, metrics = asyncio.run(scenario())
