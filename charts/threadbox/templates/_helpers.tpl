@@ -135,3 +135,24 @@ args: list root NAME section keyValue valueName */}}
 {{ toYaml . }}
 {{- end }}
 {{- end }}
+
+{{/* What the controller may do in the sandbox namespace: exactly the API calls of
+controller/backends/kubernetes.py and controller/k8s/ (tests/unit/test_chart_static.py checks
+both ways). Plain YAML, so that test can read it. */}}
+{{- define "threadbox.controllerRules" -}}
+- apiGroups: [""]
+  resources: [pods]
+  verbs: [get, list, watch, create, delete, patch]
+- apiGroups: [""]
+  resources: [secrets]
+  verbs: [get, list, create, delete, patch]
+- apiGroups: [networking.k8s.io]
+  resources: [networkpolicies]
+  verbs: [create, update]
+- apiGroups: [coordination.k8s.io]
+  resources: [leases]
+  verbs: [get, create, update, delete]
+- apiGroups: [""]
+  resources: [events]
+  verbs: [create]
+{{- end }}

@@ -1,0 +1,157 @@
+"""Checks of the chart, dashboard and skaffold config that need no cluster (tests/cluster/test_chart.py
+installs the chart for real)."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+from prometheus_client import Counter, Histogram
+
+from controller.metrics import Metrics
+
+ROOT = Path(__file__).resolve().parents[2]
+CHART = ROOT / "charts" / "threadbox"
+
+# The client's method suffix -> (API group, resource) and method prefix -> RBAC verb.
+RESOURCES = {
+    "pod": ("", "pods"),
+    "secret": ("", "secrets"),
+    "network_policy": ("networking.k8s.io", "networkpolicies"),
+    "lease": ("coordination.k8s.io", "leases"),
+    "event": ("", "events"),
+}
+VERBS = {
+    "create": "create",
+    "read": "get",
+    "list": "list",
+    "patch": "patch",
+    "replace": "update",
+    "delete": "delete",
+    "delete_collection": "deletecollection",
+}
+CALL = re.compile(r"\.(" + "|".join(VERBS) + r")_namespaced_(\w+?)\b")
+WATCH = re.compile(r"\.stream\([^)]*?\.list_namespaced_(\w+)", re.S)
+
+
+def exported_metric_names() -> set[str]:
+    """What /metrics can show: counters as ``<name>_total``, histograms as bucket/sum/count."""
+    names = set()
+    for collector in list(Metrics().registry._collector_to_names):
+        if isinstance(collector, Counter):
+            names.add(collector._name + "_total")
+        elif isinstance(collector, Histogram):
+            names |= {collector._name + suffix for suffix in ("_bucket", "_sum", "_count")}
+        else:
+            names.add(collector._name)
+    return names
+
+
+def dashboard_exprs() -> list[str]:
+    dash = json.loads((CHART / "dashboards" / "threadbox.json").read_text())
+    return [t["expr"] for p in dash["panels"] for t in p.get("targets", [])]
+
+
+def test_dashboard_names_only_metrics_the_controller_exports() -> None:
+    exported = exported_metric_names()
+    named = {m for expr in dashboard_exprs() for m in re.findall(r"\bthreadbox_\w+", expr)}
+    assert named - exported == set()
+    # Every panel the operators asked for is there: start latency by kind, reaps by reason, Slack, pool.
+    exprs = "\n".join(dashboard_exprs())
+    for needle in (
+        "histogram_quantile(0.95, sum by (le, kind) (rate(threadbox_sandbox_start_seconds_bucket",
+        "sum by (reason) (increase(threadbox_sandboxes_reaped_total",
+        "threadbox_slack_acks_total",
+        "threadbox_slack_errors_total",
+        "threadbox_warm_pool_claims_total",
+        "threadbox_queue_length",
+        "threadbox_persist_errors_total",
+    ):
+        assert needle in exprs, needle
+
+
+def controller_rules() -> set[tuple[str, str, str]]:
+    """(group, resource, verb) granted by the chart's controller Role (plain YAML in _helpers.tpl)."""
+    text = (CHART / "templates" / "_helpers.tpl").read_text()
+    block = text.split('{{- define "threadbox.controllerRules" -}}', 1)[1].split("{{- end }}", 1)[0]
+    return {
+        (group, resource, verb)
+        for rule in yaml.safe_load(block)
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+        for verb in rule["verbs"]
+    }
+
+
+def required_permissions() -> set[tuple[str, str, str]]:
+    """(group, resource, verb) of every Kubernetes API call the controller's backend code makes."""
+    sources = [
+        ROOT / "controller" / "backends" / "kubernetes.py",
+        *(ROOT / "controller" / "k8s").glob("*.py"),
+    ]
+    needed = set()
+    for path in sources:
+        text = path.read_text()
+        for prefix, kind in CALL.findall(text):
+            assert kind in RESOURCES, (
+                f"{path.name}: a call on {kind!r}: add it to RESOURCES and the chart's Role"
+            )
+            needed.add((*RESOURCES[kind], VERBS[prefix]))
+        for kind in WATCH.findall(text):
+            needed.add((*RESOURCES[kind], "watch"))
+    return needed
+
+
+def test_controller_role_grants_exactly_what_the_backend_calls() -> None:
+    needed = required_permissions()
+    assert ("", "pods", "create") in needed and ("", "pods", "watch") in needed  # the scan sees calls
+    granted = controller_rules()
+    assert needed - granted == set(), "the Role misses these"
+    assert granted - needed == set(), "the Role grants more than the code uses"
+
+
+def values() -> dict[str, Any]:
+    return dict(yaml.safe_load((CHART / "values.yaml").read_text()))
+
+
+def test_readme_values_table_covers_every_top_level_value() -> None:
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Deploying with Helm (platform teams)", 1)[1].split("\n## ", 1)[0]
+    documented = set(re.findall(r"^\| `([A-Za-z]+)` \|", section, re.M))
+    assert documented == set(values())
+
+
+def test_schema_knows_every_value_and_the_defaults_satisfy_it() -> None:
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    defaults = values()
+    assert set(defaults) <= set(schema["properties"])
+    for key, sub in schema["properties"].items():
+        if sub.get("additionalProperties") is False and key in defaults:
+            assert set(defaults[key]) <= set(sub["properties"]), key
+    assert schema["additionalProperties"] is False
+    assert defaults["slack"]["mode"] == "off"  # a string: YAML 1.1 would read a bare off as false
+
+
+def test_skaffold_names_existing_files_and_sets_the_images_it_builds() -> None:
+    config = yaml.safe_load((ROOT / "skaffold.yaml").read_text())
+    assert config["apiVersion"].startswith("skaffold/v4beta")
+    artifacts = config["build"]["artifacts"]
+    for artifact in artifacts:
+        assert (ROOT / artifact.get("context", ".") / artifact["docker"]["dockerfile"]).is_file()
+    for path in config["manifests"]["rawYaml"]:
+        assert (ROOT / path).is_file(), path
+    [release] = config["deploy"]["helm"]["releases"]
+    assert (ROOT / release["chartPath"] / "Chart.yaml").is_file()
+    for path in release["valuesFiles"]:
+        assert (ROOT / path).is_file(), path
+    templates = json.dumps(release["setValueTemplates"])
+    for artifact in artifacts:
+        key = re.sub(r"[^A-Za-z0-9]", "_", artifact["image"])
+        assert f"IMAGE_REPO_{key}" in templates and f"IMAGE_TAG_{key}" in templates, key
+    dev = yaml.safe_load((ROOT / "manifests" / "dev-values.yaml").read_text())
+    assert set(dev) <= set(values())
+    kind = yaml.safe_load((ROOT / "manifests" / "kind-config.yaml").read_text())
+    assert kind["kind"] == "Cluster" and kind["networking"]["podSubnet"] in dev["sandbox"]["egressAllowCIDRs"]
