@@ -71,6 +71,11 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     return "\n".join("| " + " | ".join(line) + " |" for line in lines)
 
 
+def goal(what: str, value: float, limit: float, unit: str = "") -> str:
+    verdict = "met" if value <= limit else "MISSED"
+    return f"- Goal {what} <= {limit:g}{unit}: **{verdict}** ({value:.2f}{unit})"
+
+
 @contextmanager
 def local_settings(tmp: Path, **overrides: Any) -> Iterator[Settings]:
     yield Settings(**{"data_dir": tmp, **LIFECYCLE, **overrides})

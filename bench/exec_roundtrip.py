@@ -28,7 +28,7 @@ import httpx
 import uvicorn
 from jupyter_client.asynchronous.client import AsyncKernelClient
 
-from bench.common import BACKENDS, backend_settings, machine, summary, table, turn, write
+from bench.common import BACKENDS, backend_settings, goal, machine, summary, table, turn, write
 from controller.api import create_app
 from controller.config import Settings
 from controller.runtime import build_runtime
@@ -121,7 +121,11 @@ def report(results: dict[str, Any]) -> str:
                 ]
             )
     headers = ["backend: path", "n", "p50 (ms)", "p95 (ms)", "p50 / direct", "p95 / direct"]
-    return table(headers, rows)
+    goals = [
+        goal(f"{backend}: manager p50 / direct p50", r["manager"]["p50"] / r["direct"]["p50"], 1.1, "x")
+        for backend, r in results["backends"].items()
+    ]
+    return "\n".join([table(headers, rows), "", *goals])
 
 
 def main() -> None:

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench.common import machine, summary, table, write
+from bench.common import goal, machine, summary, table, write
 from controller.config import Settings
 from controller.runtime import quotas_from
 from controller.stores.minio import MinioStore, thread_prefix
@@ -154,7 +154,22 @@ def report(data: dict[str, Any]) -> str:
                 "",
             ]
         )
-    return table(["size: what", "n", "p50 (ms)", "p95 (ms)", "MiB/s at p50", "p50 / mc mirror"], rows)
+    goals = [
+        goal(
+            f"{size} MiB: restore p50 / mc mirror p50",
+            r["threadbox_restore"]["p50"] / r["mc_mirror_download"]["p50"],
+            1.2,
+            "x",
+        )
+        for size, r in data["results"].items()
+    ]
+    return "\n".join(
+        [
+            table(["size: what", "n", "p50 (ms)", "p95 (ms)", "MiB/s at p50", "p50 / mc mirror"], rows),
+            "",
+            *goals,
+        ]
+    )
 
 
 def main() -> None:

@@ -33,7 +33,7 @@ from typing import Any
 import httpx
 from jupyter_client.blocking.client import BlockingKernelClient
 
-from bench.common import backend_settings, machine, summary, table, turn, write
+from bench.common import backend_settings, goal, machine, summary, table, turn, write
 from controller.k8s.names import all_sandboxes_selector
 from controller.runtime import build_runtime
 from controller.sandbox_env import ensure_sandbox_python
@@ -278,7 +278,24 @@ def report(data: dict[str, Any]) -> str:
     ctrl += rows("baseline: bare interpreter of the controller's venv", data["bare_interpreter"])
     idle = [row for key, s in data["sandbox"].items() for row in rows(SANDBOXES[key], s)]
     headers = ["what", "samples", "p50 (MB)", "p95 (MB)"]
-    return f"## Controller\n\n{table(headers, ctrl)}\n\n## Idle sandbox\n\n{table(headers, idle)}\n"
+    counts = sorted(data["controller"], key=int)
+    grown = data["controller"][counts[-1]]["rss_mb"]["p50"] - data["controller"][counts[0]]["rss_mb"]["p50"]
+    per_thread = f"Controller RSS per live thread: {grown / int(counts[-1]):.2f} MB ({counts[0]} to {counts[-1]} threads)."
+    goals = [
+        goal(f"{SANDBOXES[key]}: RSS p95", s["rss_mb"]["p95"], 100, " MB")
+        for key, s in data["sandbox"].items()
+        if not key.startswith("bare")
+    ]
+    return "\n\n".join(
+        [
+            "## Controller",
+            table(headers, ctrl),
+            per_thread,
+            "## Idle sandbox",
+            table(headers, idle),
+            "\n".join(goals),
+        ]
+    )
 
 
 def main() -> None:
