@@ -57,8 +57,7 @@ class SandboxManager:
             if self.backend.keep_on_shutdown:
                 continue  # adopted lazily by the turn that needs it, reaped if idle
             log.warning("stopping orphaned sandbox %s of thread %s", info.name, info.thread_id)
-            await self._persist_quietly(info, None)
-            await self.backend.stop(info)
+            await self._shut(info, None, "orphaned")
         self._reaper = asyncio.create_task(self._reap_forever())
 
     async def close(self) -> None:
@@ -93,8 +92,16 @@ class SandboxManager:
         """Run one turn of code in the thread's sandbox; the last event is always Done."""
         try:
             async with self._lock(thread_id):
-                async for event in self._turn(thread_id, code, user, timeout):
-                    yield event
+                lease = self.backend.turn_lease(thread_id)
+                if lease is not None:
+                    async for note in lease.acquire():
+                        yield Status(phase="queued", message=note)
+                try:
+                    async for event in self._turn(thread_id, code, user, timeout):
+                        yield event
+                finally:
+                    if lease is not None:
+                        await lease.release()
         finally:
             self._changed.set()  # this sandbox may now be idle: queued threads can evict it
 
@@ -248,19 +255,30 @@ class SandboxManager:
             if live is None:
                 return
             live.session.close()
-            if reason != "died":
-                await self._persist_quietly(live.info, live.user)
-            await self.backend.stop(live.info)
-            self.metrics.reaped.labels(reason).inc()
+            await self._shut(live.info, live.user, reason)
             self._release_slot()
 
-    async def _persist_quietly(self, info: SandboxInfo, user: str | None) -> None:
+    async def _shut(self, info: SandboxInfo, user: str | None, reason: str) -> None:
+        """Persist (unless the sandbox died), say so where operators look, and stop it."""
+        if reason == "died":
+            saved = "its kernel died, so nothing more was saved"
+        elif await self._persist_quietly(info, user):
+            saved = "its files were saved"
+        else:
+            saved = "its files could NOT be saved (see the controller log)"
+        await self.backend.record(info, "SandboxStopped", f"Stopped ({reason}); {saved}.", reason == "died")
+        await self.backend.stop(info)
+        self.metrics.reaped.labels(reason).inc()
+
+    async def _persist_quietly(self, info: SandboxInfo, user: str | None) -> bool:
         try:
             result = await self.backend.persist(info, user)
-            self.metrics.persisted_bytes.inc(result.bytes)
         except Exception:
             self.metrics.persist_errors.inc()
             log.exception("persist before stop failed for thread %s", info.thread_id)
+            return False
+        self.metrics.persisted_bytes.inc(result.bytes)
+        return True
 
     # -- reaping -----------------------------------------------------------------------
 
@@ -280,9 +298,7 @@ class SandboxManager:
                 async with self._lock(info.thread_id):
                     if info.thread_id in self._live:
                         continue
-                    await self._persist_quietly(info, None)
-                    await self.backend.stop(info)
-                    self.metrics.reaped.labels("idle").inc()
+                    await self._shut(info, None, "idle")
                     reaped.append(info.thread_id)
         return reaped
 

@@ -8,6 +8,7 @@ disk, a pod label), so a restarted controller adopts what is running.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -33,6 +34,16 @@ class SandboxInfo:
     last_active: float
     workspace: Path | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+class TurnLease(Protocol):
+    """Orders one thread's turns across controller replicas (see controller/k8s/lease.py)."""
+
+    def acquire(self) -> AsyncIterator[str]:
+        """Yields a sentence for the user while another replica holds the thread; ends once held."""
+        ...
+
+    async def release(self) -> None: ...
 
 
 class Backend(Protocol):
@@ -61,6 +72,12 @@ class Backend(Protocol):
 
     async def touch(self, info: SandboxInfo) -> None:
         """Record activity durably, so idle reaping survives a controller restart."""
+
+    def turn_lease(self, thread_id: str) -> TurnLease | None:
+        """None when only this process can reach the thread's sandbox (its own lock suffices)."""
+
+    async def record(self, info: SandboxInfo, reason: str, message: str, warning: bool = False) -> None:
+        """Tell operators what happened to a sandbox, where they look for it (log, pod events)."""
 
 
 @runtime_checkable

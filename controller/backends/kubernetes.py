@@ -26,11 +26,13 @@ import httpx
 from kubernetes import client, watch
 from kubernetes.client.exceptions import ApiException
 
-from controller.backends.base import WARM_SESSION, SandboxInfo, SandboxStartError
+from controller.backends.base import WARM_SESSION, SandboxInfo, SandboxStartError, TurnLease
 from controller.config import Settings
 from controller.k8s import objects, podstate
 from controller.k8s.api import API_ERRORS, Kube, api_message, load_api_client
 from controller.k8s.connection import agent_url, for_pod, from_secret, new_connection
+from controller.k8s.events import EventRecorder
+from controller.k8s.lease import ThreadLeases
 from controller.k8s.names import NETWORK_POLICY_NAME, all_sandboxes_selector, object_name, thread_selector
 from controller.k8s.pool import Claimed, WarmPool
 from controller.k8s.storage import credential_seconds, pod_storage, split_endpoint
@@ -60,6 +62,8 @@ class KubernetesBackend:
         self.kube = Kube(self.api, self.ns)
         self.core, self.net = self.kube.core, self.kube.net  # for the CLI's cluster checks
         self.pool: WarmPool | None = None  # runs between open() and close()
+        self.leases = ThreadLeases(self.api, self.ns)
+        self.events = EventRecorder(self.api, self.ns)
         self.touch_every = min(30.0, settings.idle_timeout / 4)
         self.stale_secret_seconds: float = STALE_SECRET_SECONDS
         self._alive: dict[str, tuple[float, bool]] = {}  # pod uid -> (checked at, alive)
@@ -395,6 +399,12 @@ class KubernetesBackend:
             )
         except API_ERRORS as exc:
             log.warning("could not record activity on pod %s: %s", info.name, api_message(exc))
+
+    def turn_lease(self, thread_id: str) -> TurnLease:
+        return self.leases.turn(thread_id)
+
+    async def record(self, info: SandboxInfo, reason: str, message: str, warning: bool = False) -> None:
+        await self.events.record(info.name, str(info.extra["uid"]), reason, message, warning)
 
     # -- stop ------------------------------------------------------------------------
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+import logging
 import os
 import secrets
 import shutil
@@ -26,6 +27,8 @@ from controller.backends.base import SandboxInfo, SandboxStartError
 from controller.quotas import Quotas
 from controller.stores.base import ThreadStore
 from controller.workspace import PersistResult, WorkspaceSync
+
+log = logging.getLogger(__name__)
 
 KERNEL_MODULE = "ipykernel_launcher"
 PORTS = ("shell_port", "iopub_port", "stdin_port", "control_port", "hb_port")
@@ -138,6 +141,14 @@ class LocalBackend:
         if proc is not None:
             return proc.poll() is None
         return _pid_alive(pid)
+
+    def turn_lease(self, thread_id: str) -> None:
+        return None  # kernels of this backend belong to this process alone
+
+    async def record(self, info: SandboxInfo, reason: str, message: str, warning: bool = False) -> None:
+        log.log(
+            logging.WARNING if warning else logging.INFO, "sandbox %s: %s: %s", info.name, reason, message
+        )
 
     async def stop(self, info: SandboxInfo) -> None:
         pid = int(info.extra["pid"])

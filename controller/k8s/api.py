@@ -57,6 +57,12 @@ def status_of(exc: BaseException) -> int | None:
     return exc.status if isinstance(exc, ApiException) else None
 
 
+def as_json(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> dict[str, Any]:
+    """Call the API and decode its own JSON: the client's models would hide fields and need None checks."""
+    resp = fn(*args, _preload_content=False, _request_timeout=30, **kwargs)
+    return dict(json.loads(resp.data))
+
+
 class Kube:
     """One namespace's pods and Secrets, as plain manifests."""
 
@@ -65,12 +71,8 @@ class Kube:
         self.core = client.CoreV1Api(api)
         self.net = client.NetworkingV1Api(api)
 
-    def json(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> dict[str, Any]:
-        resp = fn(*args, _preload_content=False, _request_timeout=30, **kwargs)
-        return dict(json.loads(resp.data))
-
     async def get(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> dict[str, Any]:
-        return await asyncio.to_thread(self.json, fn, *args, **kwargs)
+        return await asyncio.to_thread(as_json, fn, *args, **kwargs)
 
     async def call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
         await asyncio.to_thread(fn, *args, _request_timeout=30, **kwargs)

@@ -12,18 +12,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import secrets
 import socket
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+from controller.k8s.api import as_json
 from controller.k8s.names import APP_LABEL, MANAGED_BY_LABEL, SANDBOX_APP, THREAD_LABEL
 
 log = logging.getLogger(__name__)
@@ -93,12 +93,6 @@ def free_for(lease: dict[str, Any], holder: str, now: datetime) -> bool:
     return renewed is None or now - renewed > timedelta(seconds=duration)
 
 
-def _json(fn: Callable[..., Any], *args: Any) -> dict[str, Any]:
-    """The API's own JSON: the client's models would hide fields and need None checks."""
-    resp = fn(*args, _preload_content=False, _request_timeout=30)
-    return dict(json.loads(resp.data))
-
-
 WAIT_MESSAGE = "Another controller replica is running a turn in this thread; waiting for it..."
 
 
@@ -154,10 +148,10 @@ class TurnLease:
         try:
             lease = self._read()
             if lease is None:
-                made = _json(self.api.create_namespaced_lease, self.ns, self._body(None))
+                made = as_json(self.api.create_namespaced_lease, self.ns, self._body(None))
             elif free_for(lease, self.identity, self._acquired):
                 version = lease["metadata"]["resourceVersion"]
-                made = _json(self.api.replace_namespaced_lease, self.name, self.ns, self._body(version))
+                made = as_json(self.api.replace_namespaced_lease, self.name, self.ns, self._body(version))
             else:
                 return False
         except ApiException as exc:
@@ -169,7 +163,7 @@ class TurnLease:
 
     def _read(self) -> dict[str, Any] | None:
         try:
-            return _json(self.api.read_namespaced_lease, self.name, self.ns)
+            return as_json(self.api.read_namespaced_lease, self.name, self.ns)
         except ApiException as exc:
             if exc.status == 404:
                 return None
@@ -181,7 +175,7 @@ class TurnLease:
             body = self._body(self._version)
             try:
                 renewed = await asyncio.to_thread(
-                    _json, self.api.replace_namespaced_lease, self.name, self.ns, body
+                    as_json, self.api.replace_namespaced_lease, self.name, self.ns, body
                 )
             except ApiException as exc:
                 # Lost: another replica took over a Lease we failed to renew in time. The turn

@@ -30,7 +30,7 @@ from kubernetes import watch
 from kubernetes.client.exceptions import ApiException
 
 from controller.k8s import objects, podstate
-from controller.k8s.api import API_ERRORS, Kube, api_message
+from controller.k8s.api import API_ERRORS, Kube, api_message, as_json
 from controller.k8s.connection import for_pod, from_secret, new_connection
 from controller.k8s.names import PROFILE_LABEL, warm_name, warm_selector
 from controller.kernel import KernelSession, KernelUnavailable
@@ -172,7 +172,7 @@ class WarmPool:
         while not self._stopped.is_set():
             try:
                 if version is None:
-                    listing = self.kube.json(core.list_namespaced_pod, self.kube.ns, label_selector=selector)
+                    listing = as_json(core.list_namespaced_pod, self.kube.ns, label_selector=selector)
                     version = str(listing["metadata"]["resourceVersion"])
                     self._post(self._replace, listing["items"])
                 for event in watch.Watch().stream(  # type: ignore[no-untyped-call]

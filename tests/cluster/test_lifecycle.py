@@ -61,6 +61,9 @@ def test_idle_pod_is_reaped_with_files_saved_and_restored_in_a_new_pod(
     first = _uid(client, tid)
     cluster.wait("the idle pod to be reaped", lambda: not cluster.pods(tid), timeout=60)
     assert not client.runtime.manager.is_live(tid)
+    told = cluster.core.list_namespaced_event(cluster.namespace, field_selector=f"involvedObject.uid={first}")
+    ours = [e.message for e in told.items if e.source.component == "threadbox-controller"]
+    assert ours == ["Stopped (idle); its files were saved."]  # what `kubectl describe pod` shows
     assert client.runtime.store.read_file(tid, "late.txt") == b"late"  # in MinIO
     assert stdout(run(client, tid, "print(open('late.txt').read())")) == "late\n"
     [pod] = cluster.pods(tid)
