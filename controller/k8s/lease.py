@@ -145,21 +145,31 @@ class TurnLease:
     def _try_take(self) -> bool:
         """Whether this replica now holds the Lease; False while another replica holds it."""
         self._acquired = datetime.now(UTC)
+        made: dict[str, Any] | None
         try:
-            lease = self._read()
-            if lease is None:
-                made = as_json(self.api.create_namespaced_lease, self.ns, self._body(None))
-            elif free_for(lease, self.identity, self._acquired):
-                version = lease["metadata"]["resourceVersion"]
-                made = as_json(self.api.replace_namespaced_lease, self.name, self.ns, self._body(version))
-            else:
-                return False
+            # Turns release their Lease, so it usually does not exist: one create, no read.
+            made = as_json(self.api.create_namespaced_lease, self.ns, self._body(None))
         except ApiException as exc:
-            if exc.status == 409:  # another replica wrote first: it holds the Lease
-                return False
-            raise
+            if exc.status != 409:
+                raise
+            made = self._take_over()
+        if made is None:
+            return False
         self._version = made["metadata"]["resourceVersion"]
         return True
+
+    def _take_over(self) -> dict[str, Any] | None:
+        """The Lease exists: take it if its holder stopped renewing, else None."""
+        lease = self._read()
+        if lease is None or not free_for(lease, self.identity, self._acquired):
+            return None  # gone meanwhile (try again) or held
+        body = self._body(lease["metadata"]["resourceVersion"])
+        try:
+            return as_json(self.api.replace_namespaced_lease, self.name, self.ns, body)
+        except ApiException as exc:
+            if exc.status == 409:  # another replica wrote first: it holds the Lease
+                return None
+            raise
 
     def _read(self) -> dict[str, Any] | None:
         try:
