@@ -12,7 +12,7 @@ import pytest
 from kubernetes.client.exceptions import ApiException
 
 from controller.backends.base import WARM_SESSION, SandboxInfo
-from controller.backends.kubernetes import KubernetesBackend
+from controller.backends.kubernetes import AgentError, KubernetesBackend
 from controller.config import Settings
 from controller.k8s import objects
 from controller.k8s.names import POOL_LABEL, THREAD_LABEL, warm_selector
@@ -190,3 +190,42 @@ def test_two_replicas_claiming_at_once_never_share_a_pod(cluster: Cluster, k8s_s
     warm = [n for n in names if n.startswith("tbw-")]
     assert total("hit") == len(warm) and 1 <= len(warm) <= 2, names
     assert total("miss") == 4 - len(warm)
+
+
+def test_a_failed_bind_removes_the_claimed_pod_and_falls_back_to_cold(
+    cluster: Cluster, k8s_settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = Settings(**k8s_settings(warm_pool_size=1))
+    metrics = Metrics()
+
+    async def scenario() -> tuple[SandboxInfo, str]:
+        backend = KubernetesBackend(settings)
+        await backend.open(metrics)
+        real = backend._agent
+
+        async def refuse_bind(info: SandboxInfo, method: str, path: str, **kw: Any) -> Any:
+            if path == "/bind":
+                raise AgentError("injected: the agent refused the bind")
+            return await real(info, method, path, **kw)
+
+        monkeypatch.setattr(backend, "_agent", refuse_bind)
+        try:
+            while backend.pool is None or backend.pool.ready < 1:
+                await asyncio.sleep(0.25)
+            [warm] = [p.metadata.name for p in _warm_pods(cluster)]
+            info = await backend.start("bindfail")
+            await backend.stop(info)
+        finally:
+            await backend.close()
+        return info, warm
+
+    info, warm = asyncio.run(asyncio.wait_for(scenario(), 240))
+    assert info.name == "tb-bindfail" and WARM_SESSION not in info.extra
+    value = metrics.registry.get_sample_value(
+        "threadbox_warm_pool_claims_total", {"result": "miss", "reason": "bind_failed"}
+    )
+    assert value == 1
+    # The claimed pod carried the thread's label: it must not linger for find() to return.
+    cluster.wait(
+        "the claimed warm pod to go", lambda: warm not in {p.metadata.name for p in cluster.pods()}, 60
+    )
