@@ -18,7 +18,14 @@ import time
 from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass
 
-from controller.backends.base import WARM_SESSION, Backend, Lifecycle, SandboxInfo, SandboxStartError
+from controller.backends.base import (
+    WARM_SESSION,
+    Backend,
+    Lifecycle,
+    SandboxInfo,
+    SandboxStartError,
+    TurnLease,
+)
 from controller.config import Settings
 from controller.events import Done, Error, Event, FilesChanged, Status
 from controller.kernel import KernelSession, KernelUnavailable
@@ -47,6 +54,7 @@ class SandboxManager:
         self._waiting: list[object] = []
         self._changed = asyncio.Event()
         self._reaper: asyncio.Task[None] | None = None
+        self._releasing: set[asyncio.Task[None]] = set()
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -74,6 +82,7 @@ class SandboxManager:
                 live.session.close()
                 if not self.backend.keep_on_shutdown:
                     await self.backend.stop(live.info)
+        await asyncio.gather(*self._releasing, return_exceptions=True)
         if isinstance(self.backend, Lifecycle):
             await self.backend.close()
         self._update_gauges()
@@ -101,9 +110,16 @@ class SandboxManager:
                         yield event
                 finally:
                     if lease is not None:
-                        await lease.release()
+                        self._release_later(lease)
         finally:
             self._changed.set()  # this sandbox may now be idle: queued threads can evict it
+
+    def _release_later(self, lease: TurnLease) -> None:
+        # The answer need not wait for the API server. A next turn of this thread in this
+        # replica meanwhile finds the Lease still its own and takes it again.
+        task = asyncio.create_task(lease.release())
+        self._releasing.add(task)
+        task.add_done_callback(self._releasing.discard)
 
     async def _turn(
         self, thread_id: str, code: str, user: str | None, timeout: float | None
