@@ -278,6 +278,10 @@ def report(result: dict[str, Any]) -> str:
         "issues the thread's scoped credentials (STS AssumeRole), then POST /bind to the pod's agent",
         "(credentials in, files restored) beside the patch recording them in the pod's Secret. The kernel",
         "session was connected when the pod joined the pool, so no kernel_info round trip is left.",
+        "That is three sequential round trips (a list, a write to etcd, an HTTP call to the pod, which",
+        "lists the thread's prefix in MinIO), each a few to tens of ms on an idle machine; with the load",
+        "above they stretch like everything else (compare the cold figure with the 2.11 s p50 measured on a",
+        "quieter machine). Where a goal is missed, the spread (min against p50) shows how much is load.",
     ]
     return "\n".join(lines) + "\n"
 
