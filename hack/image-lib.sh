@@ -19,7 +19,9 @@ skip() {
   exit 3
 }
 ctr_() { "$BIN_DIR/ctr" --address "$CONTAINERD_SOCK" -n k8s.io "$@"; }
-in_containerd() { ctr_ images ls -q 2>/dev/null | grep -qxF "$1"; }
+# grep reads to the end: with -q it would exit at the first match and, under pipefail, ctr's
+# SIGPIPE would turn a found image into a missing one.
+in_containerd() { ctr_ images ls -q 2>/dev/null | grep -xF "$1" >/dev/null; }
 in_buildah() { buildah inspect --type image "$1" >/dev/null 2>&1; }
 tag_dev() { ctr_ images tag --force "$1" "$IMAGE:dev" >/dev/null 2>&1 || { echo "ctr images tag $IMAGE:dev failed" >&2; exit 1; }; }
 
