@@ -1,0 +1,330 @@
+"""Issue 5 acceptance: the Helm chart installed into the real cluster, with the controller image
+built here (hack/build-controller-image.sh) and the session's sandbox image.
+
+One release per module, used in order: install, helm test, RBAC, a Slack turn through the
+in-cluster controller, a promtool check of its /metrics, upgrade (a running thread survives),
+uninstall (the pre-delete hook leaves nothing). Sandboxes run in a separate namespace the
+chart creates. MinIO and the fake Slack run on the host, bound to the node IP.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.cluster.conftest import ROOT, Cluster, _run_script, _skip
+from tests.support.client import create_thread, run, stdout
+from tests.support.fake_slack import BOT_TOKEN, FakeSlack, serve_fake_slack
+from tests.support.minio import MinioServer
+from tests.support.slack_events import SIGNING_SECRET, SlackSender, code
+from tests.unit.test_chart_static import required_permissions
+
+pytestmark = pytest.mark.cluster
+
+CHART = ROOT / "charts" / "threadbox"
+SANDBOX_REPO = "localhost/threadbox-sandbox"
+UPGRADE_TAG = "chart-upgrade"  # the session's sandbox image under a second name
+
+
+def tool(cluster: Cluster, *args: str, check: bool = True, stdin: str | None = None) -> str:
+    """helm or kubectl from the cluster's bin dir, against its kubeconfig."""
+    env = {**os.environ, "KUBECONFIG": str(cluster.kubeconfig)}
+    path = cluster.kubeconfig.parent / "bin" / args[0]
+    proc = subprocess.run(
+        [str(path), *args[1:]], capture_output=True, text=True, env=env, input=stdin, timeout=600
+    )
+    if check and proc.returncode:
+        raise AssertionError(f"{' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc.stdout + proc.stderr
+
+
+def ctr_images(cluster: Cluster) -> list[str]:
+    return [str(cluster.kubeconfig.parent / "bin" / "ctr"), "-n", "k8s.io", "images"]
+
+
+@dataclass
+class Release:
+    cluster: Cluster
+    name: str
+    namespace: str
+    sandbox_namespace: str
+    values: Path
+    slack: FakeSlack
+    minio: MinioServer
+    bucket: str
+    service_account: str
+
+    def helm(self, *args: str, check: bool = True) -> str:
+        return tool(self.cluster, "helm", *args, "-n", self.namespace, check=check)
+
+    def kubectl(self, *args: str, check: bool = True) -> str:
+        return tool(self.cluster, "kubectl", *args, check=check)
+
+    def url(self) -> str:
+        svc = self.cluster.core.read_namespaced_service(f"{self.name}-threadbox", self.namespace)
+        return f"http://{svc.spec.cluster_ip}:8600"  # the host reaches ClusterIPs (kube-proxy)
+
+    def controller_pods(self) -> list[str]:
+        """Names of the controller pods that are not on their way out."""
+        pods = self.cluster.core.list_namespaced_pod(
+            self.namespace, label_selector="app.kubernetes.io/component=controller"
+        ).items
+        return [p.metadata.name for p in pods if not p.metadata.deletion_timestamp]
+
+    def sandbox_pods(self, thread_id: str | None = None) -> list[Any]:
+        selector = "app.kubernetes.io/name=threadbox-sandbox"
+        if thread_id:
+            selector += f",threadbox.dev/thread={thread_id}"
+        return list(
+            self.cluster.core.list_namespaced_pod(self.sandbox_namespace, label_selector=selector).items
+        )
+
+
+def _values(
+    cluster: Cluster, controller_image: str, minio: MinioServer, bucket: str, fake_url: str
+) -> dict[str, Any]:
+    repo, tag = controller_image.rsplit(":", 1)
+    sandbox_repo, sandbox_tag = cluster.image.rsplit(":", 1)
+    return {
+        "image": {"repository": repo, "tag": tag, "pullPolicy": "Never"},
+        "controller": {"idleTimeout": 3600, "startTimeout": 120, "resources": {"requests": {"cpu": "50m"}}},
+        "sandbox": {
+            "createNamespace": True,
+            "image": {"repository": sandbox_repo, "tag": sandbox_tag},
+            "resources": {
+                "requests": {"cpu": "100m", "memory": "128Mi"},
+                "limits": {"cpu": "1", "memory": "1Gi"},
+            },
+        },
+        "minio": {
+            "endpoint": minio.endpoint,
+            "bucket": bucket,
+            "accessKey": minio.access_key,
+            "secretKey": minio.secret_key,
+        },
+        "slack": {"mode": "http", "apiUrl": fake_url, "existingSecret": "slack-credentials"},
+        "extraEnv": [{"name": "THREADBOX_SLACK_UPDATE_INTERVAL", "value": "0.3"}],
+    }
+
+
+@pytest.fixture(scope="module")
+def controller_image(cluster: Cluster) -> str:
+    return (
+        _run_script("hack/build-controller-image.sh", "controller-image", timeout=1800)
+        .strip()
+        .splitlines()[-1]
+    )
+
+
+@pytest.fixture(scope="module")
+def release(
+    cluster: Cluster,
+    cluster_minio: MinioServer,
+    controller_image: str,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Release]:
+    suffix = secrets.token_hex(3)
+    ns, sandbox_ns, name = f"tb-chart-{suffix}", f"tb-chart-{suffix}-sb", "tb"
+    bucket = cluster_minio.store().bucket
+    values = tmp_path_factory.mktemp("chart") / "values.json"
+    with serve_fake_slack(host=cluster.node_ip) as fake:
+        values.write_text(json.dumps(_values(cluster, controller_image, cluster_minio, bucket, fake.url)))
+        cluster.core.create_namespace({"metadata": {"name": ns}})
+        rel = Release(cluster, name, ns, sandbox_ns, values, fake, cluster_minio, bucket, f"{name}-threadbox")
+        try:
+            rel.kubectl(
+                "-n", ns, "create", "secret", "generic", "slack-credentials",
+                f"--from-literal=botToken={BOT_TOKEN}", f"--from-literal=signingSecret={SIGNING_SECRET}",
+            )  # fmt: skip
+            rel.helm(
+                "install", name, str(CHART), "-f", str(values),
+                "--set", f"sandbox.namespace={sandbox_ns}", "--wait", "--timeout", "4m",
+            )  # fmt: skip
+            yield rel
+        finally:
+            rel.helm("uninstall", name, "--wait", "--timeout", "4m", check=False)
+            for gone in (ns, sandbox_ns):
+                rel.kubectl("delete", "namespace", gone, "--ignore-not-found", "--wait=false", check=False)
+            subprocess.run([*ctr_images(cluster), "rm", f"{SANDBOX_REPO}:{UPGRADE_TAG}"], capture_output=True)
+
+
+# -- static checks of the chart against the API server ---------------------------------------
+
+
+def test_lint_passes_and_the_schema_rejects_a_typo(cluster: Cluster, tmp_path: Path) -> None:
+    ok = tool(cluster, "helm", "lint", str(CHART), "--strict", "--set", "minio.endpoint=minio:9000")
+    assert "0 chart(s) failed" in ok
+    for bad, complaint in (
+        ("sandbox.imagee.tag=x", "imagee"),  # a misspelt key
+        ("slack.mode=sockets", "slack/mode"),  # a value outside the enum
+        ("sandbox.warmPool.size=-1", "warmPool/size"),
+    ):
+        out = tool(
+            cluster, "helm", "lint", str(CHART), "--set", "minio.endpoint=m:9000", "--set", bad, check=False
+        )
+        assert "1 chart(s) failed" in out and complaint in out, (bad, out)
+    # Without MinIO the chart refuses to render, naming the value.
+    out = tool(cluster, "helm", "template", "x", str(CHART), check=False)
+    assert "minio.endpoint is required" in out
+
+
+def test_rendered_manifests_pass_server_side_validation(cluster: Cluster) -> None:
+    ns = f"tb-chart-dry-{secrets.token_hex(3)}"
+    cluster.core.create_namespace({"metadata": {"name": ns}})
+    try:
+        rendered = tool(
+            cluster, "helm", "template", "dry", str(CHART), "-n", ns,
+            "--set", "minio.endpoint=minio.minio.svc:9000,minio.accessKey=a,minio.secretKey=b",
+            "--set", "slack.mode=http,slack.botToken=xoxb-1,slack.signingSecret=s",
+            "--set", "podDisruptionBudget.enabled=true,networkPolicy.enabled=true",
+        )  # fmt: skip
+        out = tool(cluster, "kubectl", "apply", "--dry-run=server", "-n", ns, "-f", "-", stdin=rendered)
+        for kind in (
+            "deployment.apps",
+            "role.rbac",
+            "networkpolicy",
+            "poddisruptionbudget",
+            "job.batch",
+            "pod/",
+        ):
+            assert f"{kind}" in out and "(server dry run)" in out, (kind, out)
+    finally:
+        cluster.core.delete_namespace(ns)
+
+
+# -- the installed release ------------------------------------------------------------------
+
+
+def test_install_brings_the_controller_to_ready_and_helm_test_passes(release: Release) -> None:
+    status = release.kubectl(
+        "-n", release.namespace, "rollout", "status", f"deployment/{release.service_account}"
+    )
+    assert "successfully rolled out" in status
+    out = release.helm("test", release.name, "--timeout", "2m")
+    assert "Phase:          Succeeded" in out, out
+    [name] = release.controller_pods()
+    pod = release.cluster.core.read_namespaced_pod(name, release.namespace)
+    assert pod.metadata.labels["app.kubernetes.io/name"] == "threadbox-controller"
+    container = pod.spec.containers[0]
+    assert container.security_context.read_only_root_filesystem
+    assert pod.spec.security_context.run_as_user == 10001
+    assert httpx.get(release.url() + "/readyz", timeout=10).json()["backend"] == "kubernetes"
+
+
+def _can(release: Release, verb: str, resource: str, namespace: str | None, *extra: str) -> bool:
+    """The API server's own authorizer (SubjectAccessReview), asked as the controller's ServiceAccount."""
+    sa = f"system:serviceaccount:{release.namespace}:{release.service_account}"
+    where = ["-n", namespace] if namespace else ["--all-namespaces"]
+    out = release.kubectl("auth", "can-i", verb, resource, *where, *extra, f"--as={sa}", check=False).strip()
+    assert out in ("yes", "no"), out
+    return out == "yes"
+
+
+def test_controller_service_account_has_least_privilege(release: Release) -> None:
+    sb = release.sandbox_namespace
+    needed = required_permissions()  # every API call of the backend code
+    missing = [(g, r, v) for g, r, v in needed if not _can(release, v, f"{r}.{g}" if g else r, sb)]
+    assert missing == []
+    elsewhere = [release.namespace, release.cluster.namespace, "kube-system", "default"]
+    granted = [
+        (verb, resource, ns)
+        for ns in elsewhere
+        for verb, resource in (
+            ("get", "secrets"),
+            ("list", "secrets"),
+            ("create", "pods"),
+            ("delete", "pods"),
+        )
+        if _can(release, verb, resource, ns)
+    ]
+    assert granted == []
+    assert not _can(release, "list", "secrets", None)  # no cluster-wide grant
+    assert not _can(release, "create", "roles.rbac.authorization.k8s.io", sb)  # cannot widen itself
+    assert not _can(release, "create", "pods", sb, "--subresource=exec")
+
+
+def test_slack_mention_is_answered_by_a_sandbox_pod_of_the_in_cluster_controller(release: Release) -> None:
+    with httpx.Client(base_url=release.url(), timeout=30) as http:
+        sent = SlackSender(http).mention("C1", code("import math\nprint('answer', math.factorial(5) + 1)"))
+    assert sent.response.status_code == 200, sent.response.text
+    release.slack.wait_for(
+        lambda: "answer 121" in release.slack.text_in_thread("C1", sent.ts), timeout=180, what="the reply"
+    )
+    replies = [m for m in release.slack.messages if m.get("bot_id")]
+    assert replies and all(m["thread_ts"] == sent.ts for m in replies)
+    pods = release.sandbox_pods()
+    assert len(pods) == 1 and pods[0].status.phase == "Running"
+
+
+def test_metrics_of_the_in_cluster_controller_pass_promtool(release: Release) -> None:
+    proc = subprocess.run([str(ROOT / "hack" / "install-promtool.sh")], capture_output=True, text=True)
+    if proc.returncode == 3:
+        _skip(proc.stderr.strip().splitlines()[-1])
+    assert proc.returncode == 0, proc.stderr
+    scrape = httpx.get(release.url() + "/metrics", timeout=10).text
+    assert "threadbox_slack_events_total" in scrape and "threadbox_sandbox_start_seconds_bucket" in scrape
+    check = subprocess.run(
+        [proc.stdout.strip(), "check", "metrics"], input=scrape, capture_output=True, text=True
+    )
+    assert check.returncode == 0, check.stdout + check.stderr
+
+
+def test_upgrade_keeps_a_running_thread_and_new_threads_get_the_new_image(release: Release) -> None:
+    old_image = release.cluster.image
+    new_image = f"{SANDBOX_REPO}:{UPGRADE_TAG}"  # removed with the release: later sandboxes use it
+    subprocess.run([*ctr_images(release.cluster), "tag", "--force", old_image, new_image], check=True)
+    with httpx.Client(base_url=release.url(), timeout=httpx.Timeout(10, read=180)) as http:
+        kept = create_thread(http, "kept")
+        assert stdout(run(http, kept, "secret = 6 * 7\nprint(secret)")) == "42\n"
+    [before] = release.sandbox_pods(kept)
+    controller_before = release.controller_pods()
+    release.helm(
+        "upgrade", release.name, str(CHART), "-f", str(release.values),
+        "--set", f"sandbox.namespace={release.sandbox_namespace}",
+        "--set", f"sandbox.image.tag={UPGRADE_TAG}", "--wait", "--timeout", "4m",
+    )  # fmt: skip
+    release.kubectl("-n", release.namespace, "rollout", "status", f"deployment/{release.service_account}")
+    with httpx.Client(base_url=release.url(), timeout=httpx.Timeout(10, read=180)) as http:
+        assert stdout(run(http, kept, "print(secret)")) == "42\n"  # the kernel's state survived
+        fresh = create_thread(http, "fresh")
+        assert stdout(run(http, fresh, "print('new')")) == "new\n"
+    assert not set(release.controller_pods()) & set(controller_before)  # a new controller adopted it
+    [after] = release.sandbox_pods(kept)
+    assert after.metadata.uid == before.metadata.uid
+    assert after.spec.containers[0].image == old_image
+    [new_pod] = release.sandbox_pods(fresh)
+    assert new_pod.spec.containers[0].image == new_image
+
+
+def test_uninstall_saves_the_files_and_leaves_no_sandbox_behind(release: Release) -> None:
+    with httpx.Client(base_url=release.url(), timeout=httpx.Timeout(10, read=180)) as http:
+        tid = create_thread(http, "last")
+        # Written after the turn ended: only the uninstall's save (hook or SIGTERM) can store it.
+        late = "import threading\nthreading.Timer(1, lambda: open('late.txt', 'w').write('late')).start()"
+        events = run(http, tid, late)
+    assert events[-1]["type"] == "done" and events[-1]["status"] == "ok", json.dumps(events)
+    time.sleep(2)
+    assert release.sandbox_pods(tid), (events, [p.metadata.labels for p in release.sandbox_pods()])
+    out = release.helm("uninstall", release.name, "--wait", "--timeout", "4m")
+    assert "uninstalled" in out
+    assert release.sandbox_pods() == []  # the hook waited for each pod to go
+    core, sb = release.cluster.core, release.sandbox_namespace
+    assert core.read_namespace(sb).metadata.name == sb  # kept: its emptiness is the hook's work
+    assert (
+        core.list_namespaced_secret(sb, label_selector="app.kubernetes.io/name=threadbox-sandbox").items == []
+    )
+    assert "threadbox-sandboxes" not in release.kubectl("-n", sb, "get", "networkpolicies", "-o", "name")
+    assert release.minio.store(release.bucket).read_file(tid, "late.txt") == b"late"
+    assert (
+        release.kubectl("-n", release.namespace, "get", "jobs", "-o", "name").strip() == ""
+    )  # hook succeeded
