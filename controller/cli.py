@@ -177,7 +177,10 @@ def _cleanup(args: argparse.Namespace) -> int:
     if settings is None:
         return 2
     if settings.backend != "kubernetes":
-        print("threadbox cleanup: only for backend=kubernetes (local kernels stop with the controller)")
+        print(
+            "threadbox cleanup: only for backend=kubernetes (local kernels stop with the controller)",
+            file=sys.stderr,
+        )
         return 2
     from controller.backends.kubernetes import KubernetesBackend
 
