@@ -87,6 +87,11 @@ class Settings(BaseSettings):
     sandbox_minio_endpoint: str | None = Field(
         default=None, description="host:port of MinIO as sandbox pods reach it; defaults to minio_endpoint."
     )
+    sandbox_minio_peer: dict[str, Any] | None = Field(
+        default=None,
+        description="NetworkPolicy peer (JSON) selecting MinIO's pods when MinIO runs in the cluster; "
+        "unset: the IP the MinIO host resolves to.",
+    )
     warm_pool_size: int = Field(
         default=0, ge=0, description="Unclaimed warm sandbox pods kept ready for new threads; 0: no pool."
     )

@@ -260,13 +260,10 @@ class KubernetesBackend:
         storage_endpoint = s.sandbox_minio_endpoint or s.minio_endpoint
         assert storage_endpoint
         host, port = split_endpoint(storage_endpoint, s.minio_secure)
-        try:
-            ip = await asyncio.to_thread(socket.gethostbyname, host)
-        except OSError as exc:
-            raise SandboxStartError(
-                f"cannot resolve the MinIO host {host!r} for the network policy: {exc}"
-            ) from exc
-        policy = objects.sandbox_network_policy(self.ns, s.controller_cidrs, (ip, port), s.egress_allow_cidrs)
+        peer = s.sandbox_minio_peer or objects.ip_peer(await self._resolve(host))
+        policy = objects.sandbox_network_policy(
+            self.ns, s.controller_cidrs, (peer, port), s.egress_allow_cidrs
+        )
         try:
             await self.kube.call(self.kube.net.create_namespaced_network_policy, self.ns, policy)
         except ApiException as exc:
@@ -277,6 +274,17 @@ class KubernetesBackend:
                 self.kube.net.replace_namespaced_network_policy, NETWORK_POLICY_NAME, self.ns, policy
             )
         self._policy_ready = True
+
+    @staticmethod
+    async def _resolve(host: str) -> str:
+        # A Service name resolves to its ClusterIP, which policies never match (they see the
+        # pod IP after the Service rewrote it): in-cluster MinIO needs sandbox_minio_peer.
+        try:
+            return await asyncio.to_thread(socket.gethostbyname, host)
+        except OSError as exc:
+            raise SandboxStartError(
+                f"cannot resolve the MinIO host {host!r} for the network policy: {exc}"
+            ) from exc
 
     # -- finding ---------------------------------------------------------------------
 

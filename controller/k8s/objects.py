@@ -266,14 +266,14 @@ def _tcp(*ports: int) -> list[dict[str, Any]]:
 def sandbox_network_policy(
     namespace: str,
     controller_cidrs: list[str],
-    storage: tuple[str, int] | None,
+    storage: tuple[dict[str, Any], int] | None,
     egress_allow_cidrs: list[str],
 ) -> dict[str, Any]:
     """One namespace-wide policy for every sandbox pod.
 
     Ingress: only the controller (pods labelled threadbox-controller in any namespace, or
     ``controller_cidrs`` when it runs outside the cluster), only to the kernel and agent ports.
-    Sandboxes never reach each other. Egress: cluster DNS, MinIO (``storage`` = IP and port)
+    Sandboxes never reach each other. Egress: cluster DNS, MinIO (``storage`` = peer and port)
     and ``egress_allow_cidrs``; nothing else, so not the API server and not the node.
     """
     sources: list[dict[str, Any]] = [
@@ -292,8 +292,8 @@ def sandbox_network_policy(
         }
     ]
     if storage is not None:
-        ip, port = storage
-        egress.append({"to": [{"ipBlock": {"cidr": host_cidr(ip)}}], "ports": _tcp(port)})
+        peer, port = storage
+        egress.append({"to": [peer], "ports": _tcp(port)})
     if egress_allow_cidrs:
         egress.append({"to": [{"ipBlock": {"cidr": cidr}} for cidr in egress_allow_cidrs]})
     return {
@@ -311,3 +311,7 @@ def sandbox_network_policy(
 
 def host_cidr(ip: str) -> str:
     return f"{ip}/128" if ":" in ip else f"{ip}/32"
+
+
+def ip_peer(ip: str) -> dict[str, Any]:
+    return {"ipBlock": {"cidr": host_cidr(ip)}}

@@ -154,4 +154,13 @@ def test_skaffold_names_existing_files_and_sets_the_images_it_builds() -> None:
     dev = yaml.safe_load((ROOT / "manifests" / "dev-values.yaml").read_text())
     assert set(dev) <= set(values())
     kind = yaml.safe_load((ROOT / "manifests" / "kind-config.yaml").read_text())
-    assert kind["kind"] == "Cluster" and kind["networking"]["podSubnet"] in dev["sandbox"]["egressAllowCIDRs"]
+    assert kind["kind"] == "Cluster" and kind["networking"]["podSubnet"]
+    minio = next(
+        d
+        for d in yaml.safe_load_all((ROOT / "manifests" / "minio.yaml").read_text())
+        if d["kind"] == "Deployment"
+    )
+    labels = minio["spec"]["template"]["metadata"]["labels"]
+    assert (
+        dev["minio"]["sandboxPeer"]["podSelector"]["matchLabels"].items() <= labels.items()
+    )  # sandboxes reach it

@@ -17,6 +17,7 @@ from controller.k8s.names import (
 )
 from controller.k8s.objects import (
     PodConfig,
+    ip_peer,
     last_active_patch,
     sandbox_network_policy,
     sandbox_pod,
@@ -189,7 +190,9 @@ def test_last_active_patch() -> None:
 
 
 def test_network_policy_selects_sandboxes_and_limits_both_directions() -> None:
-    policy = sandbox_network_policy("sbx", ["10.244.0.1/32"], ("192.0.2.2", 9000), ["203.0.113.0/24"])
+    policy = sandbox_network_policy(
+        "sbx", ["10.244.0.1/32"], (ip_peer("192.0.2.2"), 9000), ["203.0.113.0/24"]
+    )
     assert policy["kind"] == "NetworkPolicy" and policy["metadata"]["namespace"] == "sbx"
     spec = policy["spec"]
     assert spec["podSelector"] == {"matchLabels": {"app.kubernetes.io/name": "threadbox-sandbox"}}
@@ -214,8 +217,14 @@ def test_network_policy_selects_sandboxes_and_limits_both_directions() -> None:
 
 
 def test_network_policy_without_allowlist_allows_only_dns_and_storage() -> None:
-    spec = sandbox_network_policy("sbx", [], ("fd00::5", 9000), [])["spec"]
+    spec = sandbox_network_policy("sbx", [], (ip_peer("fd00::5"), 9000), [])["spec"]
     assert len(spec["egress"]) == 2
     assert spec["egress"][1]["to"] == [{"ipBlock": {"cidr": "fd00::5/128"}}]
     # no controller CIDRs: only controller pods may connect
     assert len(spec["ingress"][0]["from"]) == 1
+
+
+def test_in_cluster_minio_is_reached_by_a_pod_selector_peer() -> None:
+    peer = {"podSelector": {"matchLabels": {"app.kubernetes.io/name": "minio"}}}
+    spec = sandbox_network_policy("sbx", [], (peer, 9000), [])["spec"]
+    assert spec["egress"][1] == {"to": [peer], "ports": [{"protocol": "TCP", "port": 9000}]}

@@ -110,6 +110,9 @@ args: list root NAME section keyValue valueName */}}
 - {name: THREADBOX_FILE_TTL_DAYS, value: {{ $v.quotas.fileTtlDays | quote }}}
 - {name: THREADBOX_MINIO_ENDPOINT, value: {{ required "minio.endpoint is required (host:port)" $v.minio.endpoint | quote }}}
 - {name: THREADBOX_SANDBOX_MINIO_ENDPOINT, value: {{ default $v.minio.endpoint $v.minio.sandboxEndpoint | quote }}}
+{{- with $v.minio.sandboxPeer }}
+- {name: THREADBOX_SANDBOX_MINIO_PEER, value: {{ toJson . | quote }}}
+{{- end }}
 - {name: THREADBOX_MINIO_BUCKET, value: {{ $v.minio.bucket | quote }}}
 - {name: THREADBOX_MINIO_SECURE, value: {{ $v.minio.secure | quote }}}
 {{- include "threadbox.secretEnv" (list . "THREADBOX_MINIO_ACCESS_KEY" $v.minio $v.minio.accessKeyKey $v.minio.accessKey) }}
