@@ -10,19 +10,25 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Callable
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, BinaryIO, TypeVar
 
 import urllib3
 from minio import Minio
 from minio.deleteobjects import DeleteObject
 from minio.error import S3Error
+from urllib3 import BaseHTTPResponse
 
 from controller.stores.base import NotInStore, StoredFile, StoreUnavailable, claim_name
 
 T = TypeVar("T")
 SHA_META = "sha256"
+COPY_CHUNK = 1 << 20  # bytes per read of a download
 
 
 def thread_prefix(thread_id: str) -> str:
@@ -70,7 +76,10 @@ class MinioStore:
         except S3Error:
             raise
         except (urllib3.exceptions.HTTPError, OSError) as exc:
-            raise StoreUnavailable(f"MinIO at {self.client._base_url.host} is unavailable: {exc}") from exc
+            raise self._unavailable(exc) from exc
+
+    def _unavailable(self, exc: Exception) -> StoreUnavailable:
+        return StoreUnavailable(f"MinIO at {self.client._base_url.host} is unavailable: {exc}")
 
     def ensure_bucket(self) -> None:
         if not self._call(lambda: self.client.bucket_exists(self.bucket)):
@@ -121,7 +130,8 @@ class MinioStore:
         modified = stat.last_modified.timestamp() if stat.last_modified else 0.0
         return StoredFile(name=name, size=stat.size or 0, sha256=sha256, modified=modified)
 
-    def _get(self, thread_id: str, rel: str) -> bytes:
+    @contextmanager
+    def _object(self, thread_id: str, rel: str) -> Iterator[BaseHTTPResponse]:
         key = f"{thread_prefix(thread_id)}{rel}"
         try:
             resp = self._call(lambda: self.client.get_object(self.bucket, key))
@@ -130,19 +140,24 @@ class MinioStore:
                 raise NotInStore(f"no {rel!r} in thread {thread_id}") from exc
             raise
         try:
-            return resp.read()
+            yield resp
         finally:
             resp.close()
             resp.release_conn()
 
+    def _get(self, thread_id: str, rel: str) -> bytes:
+        with self._object(thread_id, rel) as resp:
+            return resp.read()
+
     def download_file(self, thread_id: str, name: str, dest: Path) -> None:
-        key = f"{thread_prefix(thread_id)}files/{name}"
-        try:
-            self._call(lambda: self.client.fget_object(self.bucket, key, str(dest)))
-        except S3Error as exc:
-            if exc.code == "NoSuchKey":
-                raise NotInStore(f"no file {name!r} in thread {thread_id}") from exc
-            raise
+        # Not fget_object: it HEADs every object first, which a restore (sizes already listed)
+        # does not need.
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        with self._object(thread_id, f"files/{name}") as resp, _replacing(dest) as fh:
+            try:
+                shutil.copyfileobj(resp, fh, COPY_CHUNK)
+            except urllib3.exceptions.HTTPError as exc:  # not OSError: that is the local disk
+                raise self._unavailable(exc) from exc
 
     def read_file(self, thread_id: str, name: str) -> bytes:
         return self._get(thread_id, f"files/{name}")
@@ -188,3 +203,17 @@ def _sha_from_meta(meta: Any) -> str:
         if key.lower() in ("x-amz-meta-sha256", SHA_META):
             return str(value)
     return ""
+
+
+@contextmanager
+def _replacing(dest: Path) -> Iterator[BinaryIO]:
+    """A temporary file beside ``dest`` that becomes ``dest`` only once fully written,
+    so a broken download never leaves a truncated file under the real name."""
+    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=".tmp-")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            yield fh
+        os.replace(tmp, dest)
+    except BaseException:
+        os.unlink(tmp)
+        raise
