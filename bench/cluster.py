@@ -34,8 +34,21 @@ def image_ref() -> str:
     return out.stdout.strip().splitlines()[-1]
 
 
+def api_client() -> Any:
+    return config.new_client_from_config(config_file=str(KUBECONFIG))  # type: ignore[no-untyped-call]
+
+
 def core_api() -> Any:
-    return client.CoreV1Api(config.new_client_from_config(config_file=str(KUBECONFIG)))  # type: ignore[no-untyped-call]
+    return client.CoreV1Api(api_client())
+
+
+def describe() -> str:
+    """The cluster, for a result's header."""
+    version = client.VersionApi(api_client()).get_code().git_version
+    return (
+        f"single-node Kubernetes {version} from hack/cluster (host processes, containerd + runc, "
+        "bridge CNI, kube-router network policies)"
+    )
 
 
 @contextmanager
