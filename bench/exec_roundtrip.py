@@ -10,6 +10,11 @@ Three ways to run `print(1)` in one already-started sandbox, alternating run by 
 Every client sees every other client's IOPub broadcast and skips it by parent id, so the
 three pay the same for sharing the kernel. The HTTP client runs in the server's event loop.
 
+Inside the manager's and HTTP turns, the backend calls a direct client does not make are timed
+where they happen: the turn Lease's acquire (and its release, which runs after the answer),
+the alive() probe, the post-turn persist and touch. Each timed run starts once the previous
+turn's Lease release is done, as it is when a person sends the next message.
+
 Usage: uv run python -m bench.exec_roundtrip [--runs 100] [--backends local kubernetes]
 """
 
@@ -18,9 +23,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import statistics
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +36,7 @@ from jupyter_client.asynchronous.client import AsyncKernelClient
 
 from bench.common import BACKENDS, backend_settings, goal, machine, summary, table, turn, write
 from controller.api import create_app
+from controller.backends.base import Backend, TurnLease
 from controller.config import Settings
 from controller.runtime import build_runtime
 from tests.support.server import free_port
@@ -66,8 +73,81 @@ async def timed(fn: Callable[[], Awaitable[None]]) -> float:
     return (time.perf_counter() - started) * 1000
 
 
-async def measure(settings: Settings, runs: int) -> dict[str, dict[str, float]]:
+PARTS = ("lease acquire", "alive", "persist", "touch", "lease release (after the answer)")
+Parts = dict[str, list[float]]
+
+
+def clocked(fn: Callable[..., Awaitable[Any]], into: list[float]) -> Callable[..., Awaitable[Any]]:
+    async def call(*args: Any, **kwargs: Any) -> Any:
+        started = time.perf_counter()
+        try:
+            return await fn(*args, **kwargs)
+        finally:
+            into.append((time.perf_counter() - started) * 1000)
+
+    return call
+
+
+class TurnClock:
+    """Times the backend calls the manager makes in a turn, and counts Leases not yet released.
+
+    A turn's Lease is released in the background after its answer; ``settled()`` waits for
+    that, so the release does not slow the next path's timed run (the direct one included).
+    """
+
+    def __init__(self, backend: Backend) -> None:
+        self.parts: Parts = {part: [] for part in PARTS}
+        self.held = 0
+        for name in ("alive", "persist", "touch"):
+            setattr(backend, name, clocked(getattr(backend, name), self.parts[name]))
+        turn_lease = backend.turn_lease
+
+        def clocked_lease(thread_id: str) -> ClockedLease | None:
+            lease = turn_lease(thread_id)
+            return None if lease is None else ClockedLease(lease, self)
+
+        setattr(backend, "turn_lease", clocked_lease)  # noqa: B010 (mypy forbids assigning a method)
+
+    def restart(self) -> None:
+        for calls in self.parts.values():
+            calls.clear()
+
+    async def settled(self) -> None:
+        while self.held:
+            await asyncio.sleep(0.001)
+
+    def summary(self, turns: int) -> dict[str, dict[str, float]]:
+        return {
+            part: {**summary(ms), "mean": statistics.fmean(ms), "per_turn": len(ms) / turns}
+            for part, ms in self.parts.items()
+            if ms
+        }
+
+
+class ClockedLease:
+    """A turn's Lease, its acquire and release timed by ``clock``."""
+
+    def __init__(self, lease: TurnLease, clock: TurnClock) -> None:
+        self.lease = lease
+        self.clock = clock
+
+    async def acquire(self) -> AsyncIterator[str]:
+        started = time.perf_counter()
+        async for note in self.lease.acquire():
+            yield note
+        self.clock.held += 1
+        self.clock.parts["lease acquire"].append((time.perf_counter() - started) * 1000)
+
+    async def release(self) -> None:
+        try:
+            await clocked(self.lease.release, self.clock.parts["lease release (after the answer)"])()
+        finally:
+            self.clock.held -= 1
+
+
+async def measure(settings: Settings, runs: int) -> dict[str, Any]:
     rt = build_runtime(settings)
+    clock = TurnClock(rt.backend)
     port = free_port()
     server = uvicorn.Server(
         uvicorn.Config(create_app(rt), host="127.0.0.1", port=port, log_level="warning", lifespan="on")
@@ -92,24 +172,29 @@ async def measure(settings: Settings, runs: int) -> dict[str, dict[str, float]]:
             }
             times: dict[str, list[float]] = {way: [] for way in ways}
             for i in range(WARMUP + runs):
+                if i == WARMUP:  # from here on, the parts belong to timed turns
+                    clock.restart()
                 for way, fn in ways.items():
+                    await clock.settled()
                     ms = await timed(fn)
                     if i >= WARMUP:
                         times[way].append(ms)
+            # The manager's and the HTTP path's turns; not the persist of the stop below.
+            turns = clock.summary(2 * runs)
             await rt.manager.stop_thread(thread_id)
     finally:
         kc.stop_channels()
         server.should_exit = True
         await serving
-    return {way: summary(ms) for way, ms in times.items()}
+    return {"paths": {way: summary(ms) for way, ms in times.items()}, "parts": turns}
 
 
 def report(results: dict[str, Any]) -> str:
-    rows = []
+    rows, part_rows = [], []
     for backend, r in results["backends"].items():
-        floor = r["direct"]
-        for way in ("direct", "manager", "http"):
-            s = r[way]
+        paths = r["paths"]
+        floor = paths["direct"]
+        for way, s in paths.items():
             rows.append(
                 [
                     f"{backend}: {way}",
@@ -120,12 +205,34 @@ def report(results: dict[str, Any]) -> str:
                     f"{s['p95'] / floor['p95']:.2f}",
                 ]
             )
+        part_rows += [
+            [
+                f"{backend}: {part}",
+                s["n"],
+                f"{s['per_turn']:.2f}",
+                *(f"{s[k]:.2f}" for k in ("p50", "p95", "mean")),
+            ]
+            for part, s in r["parts"].items()
+        ]
     headers = ["backend: path", "n", "p50 (ms)", "p95 (ms)", "p50 / direct", "p95 / direct"]
+    part_headers = ["backend: part of a turn", "calls", "per turn", "p50 (ms)", "p95 (ms)", "mean (ms)"]
     goals = [
-        goal(f"{backend}: manager p50 / direct p50", r["manager"]["p50"] / r["direct"]["p50"], 1.1, "x")
+        goal(
+            f"{backend}: manager p50 / direct p50",
+            r["paths"]["manager"]["p50"] / r["paths"]["direct"]["p50"],
+            1.1,
+            "x",
+        )
         for backend, r in results["backends"].items()
     ]
-    return "\n".join([table(headers, rows), "", *goals])
+    return "\n\n".join(
+        [
+            table(headers, rows),
+            "\n".join(goals),
+            "Backend calls inside the timed manager and HTTP turns (a direct client makes none of them):",
+            table(part_headers, part_rows),
+        ]
+    )
 
 
 def main() -> None:
