@@ -14,12 +14,17 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Literal
 
+import zmq
 from jupyter_client.asynchronous.client import AsyncKernelClient
 
 from controller.events import Display, Done, Error, Event, Stream
 
 ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 POLL = 0.25
+RECONNECT_MS = 20
+# Startup chatter (status messages of kernel_info) is dropped until IOPub is this quiet; turns
+# filter by parent id anyway, so a late message costs nothing but this wait does on every start.
+STARTUP_QUIET = 0.05
 
 AliveProbe = Callable[[], Awaitable[bool]]
 
@@ -64,6 +69,9 @@ class KernelSession:
         while a cold kernel imports on a busy machine and then reports a healthy kernel dead.
         The backend's probe (process or pod state) is the truth, so it is used instead.
         """
+        # Until the kernel binds, ZeroMQ retries the connection every RECONNECT_IVL (100 ms by
+        # default): that wait lands on every cold start.
+        self.client.context.setsockopt(zmq.RECONNECT_IVL, RECONNECT_MS)
         self.client.start_channels(hb=False)
         deadline = time.monotonic() + timeout
         while True:
@@ -78,7 +86,7 @@ class KernelSession:
                 raise KernelUnavailable(f"the kernel did not become ready within {timeout:g}s")
         with contextlib.suppress(queue.Empty):
             while True:  # drop the startup chatter so the first turn sees only its own messages
-                await self.client.get_iopub_msg(timeout=0.1)
+                await self.client.get_iopub_msg(timeout=STARTUP_QUIET)
         self.last_state = "idle"
 
     async def _got_kernel_info(self) -> bool:

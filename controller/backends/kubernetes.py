@@ -304,8 +304,14 @@ class KubernetesBackend:
         )
 
     async def find(self, thread_id: str) -> SandboxInfo | None:
+        # resourceVersion=0: served by the API server's cache at once. A consistent list waits
+        # up to ~100 ms after any recent write (the turn's own Lease) for that cache to catch up,
+        # and a thread's pod was created at least a turn ago, long before the cache's lag.
         pods = await self.kube.get(
-            self.kube.core.list_namespaced_pod, self.ns, label_selector=thread_selector(thread_id)
+            self.kube.core.list_namespaced_pod,
+            self.ns,
+            label_selector=thread_selector(thread_id),
+            resource_version="0",
         )
         for pod in pods.get("items", []):
             if not podstate.alive(pod):
