@@ -188,7 +188,6 @@ def _cleanup(args: argparse.Namespace) -> int:
 
 
 async def _remove_sandboxes(backend: KubernetesBackend, persist: bool) -> int:
-    from kubernetes.client import CoordinationV1Api
     from kubernetes.client.exceptions import ApiException
 
     from controller.k8s.names import NETWORK_POLICY_NAME, all_sandboxes_selector
@@ -218,7 +217,7 @@ async def _remove_sandboxes(backend: KubernetesBackend, persist: bool) -> int:
         for delete in (
             backend.core.delete_collection_namespaced_pod,
             backend.core.delete_collection_namespaced_secret,
-            CoordinationV1Api(backend.api).delete_collection_namespaced_lease,
+            backend.leases.api.delete_collection_namespaced_lease,
         ):
             await asyncio.to_thread(delete, ns, label_selector=selector)
         try:
