@@ -70,8 +70,11 @@ class KernelSession:
         The backend's probe (process or pod state) is the truth, so it is used instead.
         """
         # Until the kernel binds, ZeroMQ retries the connection every RECONNECT_IVL (100 ms by
-        # default): that wait lands on every cold start.
+        # default): that wait lands on every cold start. LINGER 0: a context the garbage
+        # collector destroys must not wait forever to deliver requests to a kernel that is gone
+        # (seen as a hung test run).
         self.client.context.setsockopt(zmq.RECONNECT_IVL, RECONNECT_MS)
+        self.client.context.setsockopt(zmq.LINGER, 0)
         self.client.start_channels(hb=False)
         deadline = time.monotonic() + timeout
         while True:

@@ -16,6 +16,8 @@ from typing import Any
 import pytest
 from kubernetes import client
 
+from controller.k8s.names import NETWORK_POLICY_NAME
+from controller.k8s.objects import ip_peer, sandbox_network_policy
 from tests.cluster.conftest import Cluster
 from tests.support.client import create_thread, run, stdout
 from tests.support.minio import MinioServer
@@ -114,7 +116,7 @@ def _probe(expect_open: bool, ip: str) -> str:
 
 
 def test_sandboxes_reach_in_cluster_minio_only_through_the_peer(
-    k8s_api: Any, in_cluster_minio: InCluster
+    cluster: Cluster, k8s_api: Any, in_cluster_minio: InCluster
 ) -> None:
     m = in_cluster_minio
     settings = {
@@ -135,9 +137,14 @@ def test_sandboxes_reach_in_cluster_minio_only_through_the_peer(
     assert not [e for e in events if e["type"] == "error"]
     assert api.runtime.store.read_file(tid, "made-in-pod.txt") == b"hello"  # type: ignore[attr-defined]
 
-    # Negative control: a controller allowing only the address the name resolves to (the
-    # Service IP) rewrites the policy, and fresh connections from the same pod are refused.
-    without_peer = k8s_api(**settings)
-    other = create_thread(without_peer, "resolved-address-only")
-    run(without_peer, other, "1")  # its first sandbox start rewrites the namespace's policy
+    # Negative control: the policy a controller without the peer writes (MinIO allowed by the
+    # address its name resolves to, the Service IP) refuses fresh connections from the same pod.
+    # (A sandbox started under it would hang restoring its files until start_timeout.)
+    s = api.runtime.settings  # type: ignore[attr-defined]
+    policy = sandbox_network_policy(
+        s.sandbox_namespace, s.controller_cidrs, (ip_peer(m.service_ip), 9000), []
+    )
+    client.NetworkingV1Api(cluster.core.api_client).replace_namespaced_network_policy(
+        NETWORK_POLICY_NAME, s.sandbox_namespace, policy
+    )
     assert stdout(run(api, tid, _probe(False, m.service_ip))) == "blocked\n"
