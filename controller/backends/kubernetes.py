@@ -120,20 +120,9 @@ class KubernetesBackend:
             # Nobody else knows this pod yet: remove it now, even when the start was cancelled.
             await asyncio.shield(self.kube.delete_quietly(name))
             raise
-        ip = podstate.pod_ip(pod)
-        assert ip is not None  # _wait_running returns only a running pod with an IP
         now = time.time()
-        uid = podstate.uid(pod)
-        self._touched[uid] = now
-        return SandboxInfo(
-            thread_id,
-            name,
-            for_pod(connection, ip),
-            podstate.created(pod),
-            now,
-            None,
-            {"uid": uid, "pod_ip": ip},
-        )
+        self._touched[podstate.uid(pod)] = now  # created with last-active set
+        return _sandbox(thread_id, pod, connection, now)
 
     async def _claim_warm(self, pool: WarmPool, thread_id: str) -> SandboxInfo | None:
         """A warm pod bound to the thread, its kernel session attached; None on a miss (counted)."""
@@ -162,18 +151,8 @@ class KubernetesBackend:
     async def _bind(self, claimed: Claimed, thread_id: str, storage: dict[str, Any]) -> SandboxInfo:
         """Credentials and files into the running pod (no restart), recorded in its Secret too."""
         pod = claimed.pod
-        ip = podstate.pod_ip(pod)
-        assert ip is not None  # the pool hands out running pods only
         name, uid, now = pod["metadata"]["name"], podstate.uid(pod), time.time()
-        info = SandboxInfo(
-            thread_id,
-            name,
-            for_pod(claimed.connection, ip),
-            podstate.created(pod),
-            now,
-            None,
-            {"uid": uid, "pod_ip": ip},
-        )
+        info = _sandbox(thread_id, pod, claimed.connection, now)
         body = {"thread_id": thread_id, "storage": storage}
         secret_patch = objects.bind_secret_patch(thread_id, storage)
         await asyncio.gather(
@@ -289,19 +268,10 @@ class KubernetesBackend:
     # -- finding ---------------------------------------------------------------------
 
     def _info(self, pod: dict[str, Any], secret: dict[str, Any]) -> SandboxInfo | None:
-        ip = podstate.pod_ip(pod)
         connection = from_secret(secret)
-        if ip is None or connection is None or not podstate.thread_of(pod):
+        if podstate.pod_ip(pod) is None or connection is None or not podstate.thread_of(pod):
             return None  # unusable, or an unclaimed warm pod (no thread's sandbox)
-        return SandboxInfo(
-            podstate.thread_of(pod),
-            pod["metadata"]["name"],
-            for_pod(connection, ip),
-            podstate.created(pod),
-            podstate.last_active(pod),
-            None,
-            {"uid": podstate.uid(pod), "pod_ip": ip},
-        )
+        return _sandbox(podstate.thread_of(pod), pod, connection, podstate.last_active(pod))
 
     async def find(self, thread_id: str) -> SandboxInfo | None:
         # resourceVersion=0: served by the API server's cache at once. A consistent list waits
@@ -485,3 +455,20 @@ class KubernetesBackend:
 
     async def write_file(self, info: SandboxInfo, name: str, data: bytes) -> None:
         await self._agent(info, "PUT", "/files/" + urllib.parse.quote(name, safe="/"), data)
+
+
+def _sandbox(
+    thread_id: str, pod: dict[str, Any], connection: dict[str, Any], last_active: float
+) -> SandboxInfo:
+    """The manager's view of a running pod with an IP, dialled with the kernel key it holds."""
+    ip = podstate.pod_ip(pod)
+    assert ip is not None  # callers pass running pods only
+    return SandboxInfo(
+        thread_id,
+        pod["metadata"]["name"],
+        for_pod(connection, ip),
+        podstate.created(pod),
+        last_active,
+        None,
+        {"uid": podstate.uid(pod), "pod_ip": ip},
+    )
