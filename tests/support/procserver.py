@@ -1,0 +1,90 @@
+"""The controller in a subprocess of its own, for tests that measure its memory or kill it.
+
+``running_controller(env)`` starts ``threadbox serve`` with the given ``THREADBOX_*``
+environment on a free port, waits until ``/healthz`` answers, and yields a handle
+with the base URL and the pid. The process is stopped (SIGTERM, then SIGKILL) on exit.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from tests.support.server import free_port
+
+START_TIMEOUT = 60.0
+
+
+@dataclass(frozen=True)
+class Controller:
+    url: str
+    pid: int
+    log: Path
+
+    def rss_bytes(self) -> int:
+        return _status_kib(self.pid, "VmRSS") * 1024
+
+    def peak_rss_bytes(self) -> int:
+        """The high-water mark of resident memory since start (VmHWM)."""
+        return _status_kib(self.pid, "VmHWM") * 1024
+
+
+def _status_kib(pid: int, field: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise LookupError(f"{field} not in /proc/{pid}/status")
+
+
+def _wait_healthy(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the controller exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)  # polling a process that gives no other signal of readiness
+    raise RuntimeError(
+        f"the controller did not answer /healthz in {START_TIMEOUT:g}s:\n{log.read_text()[-3000:]}"
+    )
+
+
+@contextmanager
+def running_controller(env: dict[str, str], log: Path, command: str = "serve") -> Iterator[Controller]:
+    port = free_port()
+    full = {k: v for k, v in os.environ.items() if not k.startswith("THREADBOX_")}
+    full.update(env)
+    full.update(THREADBOX_HOST="127.0.0.1", THREADBOX_PORT=str(port))
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "controller.cli", command],
+            env=full,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_healthy(url, proc, log)
+        yield Controller(url, proc.pid, log)
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            if proc.poll() is not None:
+                break
+            os.killpg(proc.pid, sig)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                continue
