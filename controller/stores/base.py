@@ -7,6 +7,7 @@ sandbox pods. Async callers wrap calls in ``asyncio.to_thread``.
 from __future__ import annotations
 
 import hashlib
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,17 @@ class NotInStore(StoreError, KeyError):
 
     def __str__(self) -> str:
         return str(self.args[0]) if self.args else "not found"
+
+
+# State keys are paths of lowercase slugs ("tokens/<sha256>"), so they are safe as file
+# and object names in both stores and can never climb out of the state area.
+STATE_KEY = re.compile(r"^[a-z0-9][a-z0-9_-]{0,127}(/[a-z0-9][a-z0-9_-]{0,127}){0,3}$")
+
+
+def check_state_key(key: str) -> str:
+    if not STATE_KEY.match(key):
+        raise ValueError(f"bad state key {key!r}")
+    return key
 
 
 def claim_name(key: str) -> str:
@@ -76,4 +88,17 @@ class ThreadStore(Protocol):
 
     def release(self, key: str) -> None:
         """Drop a claim, so a later delivery of the same event is processed."""
+        ...
+
+    # Non-thread state (API tokens, ...): JSON values under slash-separated keys, kept
+    # apart from threads so list_threads never sees them and sandbox credentials,
+    # scoped to one thread's prefix, never reach them.
+    def get_state(self, key: str) -> Any | None: ...
+
+    def put_state(self, key: str, value: Any) -> None: ...
+
+    def delete_state(self, key: str) -> None: ...
+
+    def list_state(self, prefix: str) -> dict[str, Any]:
+        """Every key under ``prefix/`` with its value."""
         ...

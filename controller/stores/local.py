@@ -2,20 +2,28 @@
 
 Layout: ``<root>/threads/<thread_id>/files/<name>``, ``<key>.json`` beside it,
 and ``index.json`` with each file's size and sha256 so listing never rehashes.
+Non-thread state is ``<root>/state/<key>.json`` (mode 0600), reached only through
+directory descriptors opened with O_NOFOLLOW, so a planted symlink is never followed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import secrets
 import shutil
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from controller.stores.base import NotInStore, StoredFile, StoreUnavailable, claim_name
+from controller.stores.base import NotInStore, StoredFile, StoreUnavailable, check_state_key, claim_name
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
@@ -113,3 +121,65 @@ class LocalStore:
 
     def release(self, key: str) -> None:
         self._claim_path(key).unlink(missing_ok=True)
+
+    @contextmanager
+    def _state_dir(self, parts: list[str], create: bool) -> Iterator[int | None]:
+        """A descriptor of ``state/<parts...>``, or None when it does not exist (and not ``create``)."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.root, _DIR_FLAGS & ~os.O_NOFOLLOW)
+        try:
+            for part in ["state", *parts]:
+                if create:
+                    with contextlib.suppress(FileExistsError):
+                        os.mkdir(part, 0o700, dir_fd=fd)
+                try:
+                    child = os.open(part, _DIR_FLAGS, dir_fd=fd)
+                except FileNotFoundError:
+                    yield None
+                    return
+                os.close(fd)
+                fd = child
+            yield fd
+        finally:
+            os.close(fd)
+
+    def get_state(self, key: str) -> Any | None:
+        *parts, name = check_state_key(key).split("/")
+        with self._state_dir(parts, create=False) as dfd:
+            if dfd is None:
+                return None
+            try:
+                fd = os.open(f"{name}.json", os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dfd)
+            except FileNotFoundError:
+                return None
+            with os.fdopen(fd, "rb") as fh:
+                return json.loads(fh.read())
+
+    def put_state(self, key: str, value: Any) -> None:
+        *parts, name = check_state_key(key).split("/")
+        tmp = f".tmp-{secrets.token_hex(8)}"
+        with self._state_dir(parts, create=True) as dfd:
+            assert dfd is not None
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+            with os.fdopen(os.open(tmp, flags, 0o600, dir_fd=dfd), "wb") as fh:
+                fh.write(json.dumps(value).encode())
+            os.replace(tmp, f"{name}.json", src_dir_fd=dfd, dst_dir_fd=dfd)
+
+    def delete_state(self, key: str) -> None:
+        *parts, name = check_state_key(key).split("/")
+        with self._state_dir(parts, create=False) as dfd:
+            if dfd is not None:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(f"{name}.json", dir_fd=dfd)
+
+    def list_state(self, prefix: str) -> dict[str, Any]:
+        with self._state_dir(check_state_key(prefix).split("/"), create=False) as dfd:
+            if dfd is None:
+                return {}
+            names = [
+                e.name[: -len(".json")]
+                for e in os.scandir(dfd)
+                if e.name.endswith(".json") and e.is_file(follow_symlinks=False)
+            ]
+        values = {f"{prefix}/{n}": self.get_state(f"{prefix}/{n}") for n in sorted(names)}
+        return {k: v for k, v in values.items() if v is not None}

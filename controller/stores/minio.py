@@ -4,6 +4,7 @@ Layout: ``threads/<thread_id>/files/<name>`` with the sha256 in user metadata
 (listed with MinIO's metadata extension, so an incremental persist needs one
 LIST per thread and no HEADs), and ``threads/<thread_id>/<key>.json``.
 The per-thread prefix is what a sandbox's scoped credentials are limited to.
+Non-thread state is ``state/<key>.json``, outside every thread prefix.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from minio.deleteobjects import DeleteObject
 from minio.error import S3Error
 from urllib3 import BaseHTTPResponse
 
-from controller.stores.base import NotInStore, StoredFile, StoreUnavailable, claim_name
+from controller.stores.base import NotInStore, StoredFile, StoreUnavailable, check_state_key, claim_name
 
 T = TypeVar("T")
 SHA_META = "sha256"
@@ -132,12 +133,16 @@ class MinioStore:
 
     @contextmanager
     def _object(self, thread_id: str, rel: str) -> Iterator[BaseHTTPResponse]:
-        key = f"{thread_prefix(thread_id)}{rel}"
+        with self._object_at(f"{thread_prefix(thread_id)}{rel}", f"{rel!r} in thread {thread_id}") as resp:
+            yield resp
+
+    @contextmanager
+    def _object_at(self, key: str, what: str) -> Iterator[BaseHTTPResponse]:
         try:
             resp = self._call(lambda: self.client.get_object(self.bucket, key))
         except S3Error as exc:
             if exc.code in ("NoSuchKey", "NoSuchBucket"):
-                raise NotInStore(f"no {rel!r} in thread {thread_id}") from exc
+                raise NotInStore(f"no {what}") from exc
             raise
         try:
             yield resp
@@ -196,6 +201,29 @@ class MinioStore:
 
     def release(self, key: str) -> None:
         self._call(lambda: self.client.remove_object(self.bucket, f"claims/{claim_name(key)}"))
+
+    def get_state(self, key: str) -> Any | None:
+        try:
+            with self._object_at(f"state/{check_state_key(key)}.json", f"state {key!r}") as resp:
+                return json.loads(resp.read())
+        except NotInStore:
+            return None
+
+    def put_state(self, key: str, value: Any) -> None:
+        data = json.dumps(value).encode()
+        name = f"state/{check_state_key(key)}.json"
+        self._call(lambda: self.client.put_object(self.bucket, name, io.BytesIO(data), len(data)))
+
+    def delete_state(self, key: str) -> None:
+        name = f"state/{check_state_key(key)}.json"
+        self._call(lambda: self.client.remove_object(self.bucket, name))
+
+    def list_state(self, prefix: str) -> dict[str, Any]:
+        start = f"state/{check_state_key(prefix)}/"
+        objs = self._call(lambda: list(self.client.list_objects(self.bucket, prefix=start)))
+        keys = [o.object_name[len("state/") : -len(".json")] for o in objs if o.object_name.endswith(".json")]
+        values = {k: self.get_state(k) for k in sorted(keys)}
+        return {k: v for k, v in values.items() if v is not None}
 
 
 def _sha_from_meta(meta: Any) -> str:

@@ -61,3 +61,45 @@ def test_unavailable_minio_is_a_clear_error() -> None:
         store.check()
     with pytest.raises(StoreUnavailable):
         store.list_files("t-1")
+
+
+def test_state_is_apart_from_threads(store: ThreadStore) -> None:
+    store.put_json("t-1", "meta", {"user": "u1"})
+    store.put_state("tokens/abc", {"user": "u1"})
+    store.put_state("tokens/def", {"user": "u2"})
+    store.put_state("other/x", [1])
+    assert store.get_state("tokens/abc") == {"user": "u1"}
+    assert store.get_state("tokens/missing") is None and store.get_state("nothing/here") is None
+    assert store.list_state("tokens") == {"tokens/abc": {"user": "u1"}, "tokens/def": {"user": "u2"}}
+    assert store.list_state("none") == {}
+    assert store.list_threads() == ["t-1"], "state must never be listed as a thread"
+    store.put_state("tokens/abc", {"user": "u3"})
+    assert store.get_state("tokens/abc") == {"user": "u3"}
+    store.delete_state("tokens/abc")
+    store.delete_state("tokens/abc")  # deleting twice is not an error
+    assert list(store.list_state("tokens")) == ["tokens/def"]
+    for bad in ("../threads/t-1/meta", "Tokens/x", "tokens//x", "/abs", "tokens/x.json"):
+        with pytest.raises(ValueError, match="bad state key"):
+            store.get_state(bad)
+
+
+def test_local_state_never_follows_symlinks(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path / "store")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "x.json").write_text('{"planted": true}')
+    (tmp_path / "store" / "state").mkdir(parents=True)
+    (tmp_path / "store" / "state" / "tokens").symlink_to(outside)
+    with pytest.raises(OSError):
+        store.get_state("tokens/x")
+    with pytest.raises(OSError):
+        store.put_state("tokens/y", {"user": "u"})
+    assert not (outside / "y.json").exists()
+    (tmp_path / "store" / "state" / "tokens").unlink()
+    store.put_state("tokens/real", {"user": "u"})
+    (tmp_path / "store" / "state" / "tokens" / "link.json").symlink_to(outside / "x.json")
+    with pytest.raises(OSError):
+        store.get_state("tokens/link")
+    assert store.list_state("tokens") == {"tokens/real": {"user": "u"}}
+    mode = (tmp_path / "store" / "state" / "tokens" / "real.json").stat().st_mode & 0o777
+    assert mode == 0o600
