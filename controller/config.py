@@ -26,9 +26,37 @@ class Settings(BaseSettings):
         default=None, description="Python of the lean sandbox env; built from sandbox-image/ when unset."
     )
 
+    # Local kernels' sandbox (backend=local; README "What each backend isolates").
+    local_isolation: Literal["auto", "bwrap", "off"] = Field(
+        default="auto",
+        description="auto: bubblewrap when it runs here (else loopback-only, no Slack); bwrap: required; off: none.",
+    )
+    local_memory_limit: int = Field(default=2**30, ge=2**26, description="Bytes of memory per local sandbox.")
+    local_max_processes: int = Field(default=256, ge=8, description="Processes (and threads) per local sandbox.")
+    local_max_file_size: int = Field(default=2**30, ge=2**20, description="Largest file a local sandbox may write.")
+    local_max_open_files: int = Field(default=1024, ge=64, description="Open files per local sandbox process.")
+    local_tmp_size: int = Field(default=256 * 2**20, ge=2**20, description="Bytes of /tmp and /dev/shm each.")
+
     # HTTP API.
     host: str = "127.0.0.1"
     port: int = Field(default=8600, ge=1, le=65535)
+    chat_port: int = Field(
+        default=8601, ge=1, le=65535, description="Port of the chat webhooks (/slack/events), apart from the API."
+    )
+
+    # Authentication of the API and console (README "Authentication").
+    admin_token: SecretStr | None = Field(
+        default=None, description="A bootstrap admin API token (e.g. from a Kubernetes Secret)."
+    )
+    auth_proxy_cidrs: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Comma-separated CIDRs of trusted authenticating proxies."
+    )
+    auth_proxy_header: str = Field(
+        default="X-Forwarded-User", min_length=1, description="Header naming the user, from a trusted proxy."
+    )
+    auth_proxy_admins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Comma-separated proxy users who are admins."
+    )
 
     # Sandbox lifecycle.
     idle_timeout: float = Field(default=900.0, gt=0, description="Seconds without a turn before reaping.")
@@ -114,7 +142,7 @@ class Settings(BaseSettings):
         default=30, ge=0, description="History older than this is dropped; 0 keeps it."
     )
 
-    # Slack: "http" mounts /slack/events on the API, "socket" connects out with an app token.
+    # Slack: "http" serves /slack/events on the chat port, "socket" connects out with an app token.
     slack_mode: Literal["off", "http", "socket"] = "off"
     slack_bot_token: SecretStr | None = None
     slack_signing_secret: SecretStr | None = None
@@ -130,7 +158,12 @@ class Settings(BaseSettings):
         default=1.5, gt=0, description="Seconds between streamed message edits."
     )
 
-    @field_validator("egress_allow_cidrs", "controller_cidrs", mode="before")
+    @field_validator("auth_proxy_admins", mode="before")
+    @classmethod
+    def _split_names(cls, value: Any) -> Any:
+        return [part.strip() for part in value.split(",") if part.strip()] if isinstance(value, str) else value
+
+    @field_validator("egress_allow_cidrs", "controller_cidrs", "auth_proxy_cidrs", mode="before")
     @classmethod
     def _split_cidrs(cls, value: Any) -> Any:
         if isinstance(value, str):
@@ -159,6 +192,10 @@ class Settings(BaseSettings):
         ]
         if missing:
             raise ValueError(f"slack_mode={self.slack_mode} needs {', '.join(missing)}")
+        if self.chat_port == self.port:
+            raise ValueError("THREADBOX_CHAT_PORT must differ from THREADBOX_PORT: chat webhooks have a port of their own")
+        if self.admin_token is not None and len(self.admin_token.get_secret_value()) < 16:
+            raise ValueError("THREADBOX_ADMIN_TOKEN must be at least 16 characters")
         return self
 
     @property

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -9,10 +10,12 @@ from fastapi import APIRouter
 
 from controller.agent.base import Agent
 from controller.agent.select import build_agent
+from controller.auth_setup import is_loopback
 from controller.backends.base import Backend
+from controller.backends.limits import Limits
 from controller.backends.local import LocalBackend
+from controller.backends.local_sandbox import Isolation, IsolationUnavailable, Launcher, decide
 from controller.config import Settings
-from controller.console import router as console_router
 from controller.manager import SandboxManager
 from controller.metrics import Metrics
 from controller.quotas import Quotas
@@ -31,21 +34,29 @@ class Runtime:
     agent: Agent
     metrics: Metrics
     quotas: Quotas
-    # Front-ends plug in here: HTTP routes to mount, and (start, stop) pairs run with the app.
-    routers: list[APIRouter] = field(default_factory=list)
+    # Front-ends plug in here: chat webhook routes (served on the chat port, apart from the
+    # API), and (start, stop) pairs run with the app.
+    chat_routers: list[APIRouter] = field(default_factory=list)
     services: list[tuple[Callable[[], Awaitable[None]], Callable[[], Awaitable[None]]]] = field(
         default_factory=list
     )
+    # Set once start() is done: the chat server waits for it before taking events.
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def start(self) -> None:
         await self.manager.start()
         for start, _ in self.services:
             await start()
+        self.ready.set()
 
     async def close(self) -> None:
         for _, stop in reversed(self.services):
             await stop()
         await self.manager.close()
+
+
+class UnsafeConfiguration(Exception):
+    """The settings would expose unconfined code; the message says what to change."""
 
 
 def quotas_from(settings: Settings) -> Quotas:
@@ -79,7 +90,43 @@ def build_backend(settings: Settings, store: ThreadStore, quotas: Quotas) -> Bac
 
         return KubernetesBackend(settings)
     python = settings.sandbox_python or ensure_sandbox_python()
-    return LocalBackend(settings.data_dir / "sandboxes", python, store, quotas, settings.file_ttl_days)
+    try:
+        isolation = decide(settings.local_isolation, python, local_limits(settings))
+    except IsolationUnavailable as exc:
+        raise UnsafeConfiguration(str(exc)) from exc
+    check_local_exposure(settings, isolation)
+    launcher = Launcher(python, isolation)
+    return LocalBackend(settings.data_dir / "sandboxes", launcher, store, quotas, settings.file_ttl_days)
+
+
+def local_limits(settings: Settings) -> Limits:
+    return Limits(
+        memory_bytes=settings.local_memory_limit,
+        processes=settings.local_max_processes,
+        file_bytes=settings.local_max_file_size,
+        open_files=settings.local_max_open_files,
+        tmp_bytes=settings.local_tmp_size,
+    )
+
+
+def check_local_exposure(settings: Settings, isolation: Isolation) -> None:
+    """Unsandboxed kernels are only for one person on loopback, unless the operator says off."""
+    if isolation.sandboxed or settings.local_isolation == "off":
+        return
+    exposed = [
+        what
+        for what, yes in (
+            (f"serving on {settings.host}", not is_loopback(settings.host)),
+            (f"Slack ({settings.slack_mode} mode)", settings.slack_mode != "off"),
+        )
+        if yes
+    ]
+    if exposed:
+        raise UnsafeConfiguration(
+            f"Local kernels cannot be sandboxed here ({isolation.reason}), so threadbox refuses "
+            f"{' and '.join(exposed)}: other people's code would run unconfined. Install bubblewrap, "
+            "or serve on 127.0.0.1 without Slack, or set THREADBOX_LOCAL_ISOLATION=off to accept the risk."
+        )
 
 
 def build_runtime(settings: Settings, store: ThreadStore | None = None) -> Runtime:
@@ -89,7 +136,7 @@ def build_runtime(settings: Settings, store: ThreadStore | None = None) -> Runti
     backend = build_backend(settings, store, quotas)
     manager = SandboxManager(backend, store, settings, metrics)
     agent = build_agent(settings, manager, store)
-    runtime = Runtime(settings, store, backend, manager, agent, metrics, quotas, routers=[console_router()])
+    runtime = Runtime(settings, store, backend, manager, agent, metrics, quotas)
     if settings.slack_mode != "off":
         from controller.slack import install as install_slack  # Slack's libraries load only when used
 

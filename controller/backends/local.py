@@ -1,37 +1,33 @@
-"""Local backend: one ipykernel process per thread, from the lean sandbox env.
+"""Local backend: one ipykernel process per thread, from the lean sandbox env, sandboxed.
 
-Each thread gets ``<root>/<thread_id>/`` holding ``workspace/`` (the kernel's
-cwd, synced with the store), ``home/`` (HOME, caches, never synced), the
-connection file and ``sandbox.json`` (pid), which lets a restarted controller
-find the kernel. The kernel's environment is built from scratch: it inherits
-nothing from the controller, so no controller secret reaches user code.
+Each thread gets ``<root>/<thread_id>/`` holding ``workspace/`` (the kernel's cwd, synced
+with the store), ``home/`` (HOME, caches, never synced), ``kernel.log`` and
+``sandbox.json`` (pid and run folder), which lets a restarted controller find the kernel.
+The kernel's environment is built from scratch, so no controller variable reaches user
+code; how the kernel is confined (bubblewrap, limits) is in ``local_sandbox.py``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import json
 import logging
 import os
-import secrets
 import shutil
-import signal
 import subprocess
 import time
 from pathlib import Path
 
-from jupyter_client.connect import LocalPortCache, write_connection_file
-
-from controller.backends.base import SandboxInfo, SandboxStartError
+from controller.backends.base import SandboxInfo
+from controller.backends.bwrap import sandbox_uid
+from controller.backends.local_sandbox import KERNEL_MODULE, Launcher, chown_tree, run_parent
 from controller.quotas import Quotas
 from controller.stores.base import ThreadStore
 from controller.workspace import PersistResult, WorkspaceSync
 
 log = logging.getLogger(__name__)
 
-KERNEL_MODULE = "ipykernel_launcher"
-PORTS = ("shell_port", "iopub_port", "stdin_port", "control_port", "hb_port")
+STOP_WAIT = 5.0
 
 
 def _pid_alive(pid: int) -> bool:
@@ -49,81 +45,63 @@ class LocalBackend:
     keep_on_shutdown = False
 
     def __init__(
-        self, root: Path, python: Path, store: ThreadStore, quotas: Quotas, file_ttl_days: float = 0
+        self, root: Path, launcher: Launcher, store: ThreadStore, quotas: Quotas, file_ttl_days: float = 0
     ) -> None:
         self.root = root
-        self.python = python
+        self.launcher = launcher
         self.store = store
         self.quotas = quotas
         self.ttl = file_ttl_days
         self._procs: dict[int, subprocess.Popen[bytes]] = {}
         self._syncs: dict[str, WorkspaceSync] = {}
 
+    @property
+    def isolation(self) -> str:
+        return self.launcher.isolation.describe()
+
+    @property
+    def isolated(self) -> bool:
+        return self.launcher.isolation.sandboxed
+
     def _dir(self, thread_id: str) -> Path:
         return self.root / thread_id
 
-    def _env(self, home: Path) -> dict[str, str]:
-        return {
-            "PATH": f"{self.python.parent}:/usr/local/bin:/usr/bin:/bin",
-            "HOME": str(home),
-            "TMPDIR": str(home / "tmp"),
-            "MPLCONFIGDIR": str(home / ".matplotlib"),
-            "LANG": "C.UTF-8",
-            "PYTHONUNBUFFERED": "1",
-        }
-
     async def start(self, thread_id: str) -> SandboxInfo:
         base = self._dir(thread_id)
-        workspace, home = base / "workspace", base / "home"
+        run = run_parent(self.root) / thread_id
         shutil.rmtree(base, ignore_errors=True)  # a fresh kernel starts clean; files come from the store
-        (home / "tmp").mkdir(parents=True)
-        workspace.mkdir()
-        conn_file = base / "kernel.json"
-        # Ports reserved process-wide: kernels starting together would otherwise draw the same free
-        # port and one would die with "Address already in use" (seen at 50 concurrent starts).
-        port = functools.partial(LocalPortCache.instance().find_available_port, "127.0.0.1")
-        _, info = write_connection_file(
-            str(conn_file),
-            ip="127.0.0.1",
-            key=secrets.token_hex(32).encode(),
-            shell_port=port(),
-            iopub_port=port(),
-            stdin_port=port(),
-            control_port=port(),
-            hb_port=port(),
-        )
-        connection = {k: v.decode() if isinstance(v, bytes) else v for k, v in info.items()}
-        with (home / "kernel.log").open("wb") as log:
-            try:
-                proc = subprocess.Popen(
-                    [str(self.python), "-m", KERNEL_MODULE, "-f", str(conn_file)],
-                    cwd=workspace,
-                    env=self._env(home),
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,  # its own process group, so stop() kills children too
-                )
-            except OSError as exc:
-                raise SandboxStartError(f"could not start a kernel with {self.python}: {exc}") from exc
+        shutil.rmtree(run, ignore_errors=True)
+        base.mkdir(parents=True)
+        # Popen stays on the loop thread: bwrap's parent-death signal follows the forking
+        # thread, and a worker thread that exits would take the kernel with it.
+        spawned = self.launcher.spawn(thread_id, base, run, base / "kernel.log")
+        proc = spawned.proc
         self._procs[proc.pid] = proc
         now = time.time()
-        meta = {"pid": proc.pid, "created": now}
+        # The controller's own copy of the connection: the kernel may rewrite the file in its run folder.
+        meta = {"pid": proc.pid, "created": now, "connection": spawned.connection}
         (base / "sandbox.json").write_text(json.dumps(meta))
-        return SandboxInfo(thread_id, f"pid-{proc.pid}", connection, now, now, workspace, {"pid": proc.pid})
+        return SandboxInfo(
+            thread_id, f"pid-{proc.pid}", spawned.connection, now, now, base / "workspace", {"pid": proc.pid}
+        )
 
     def _load(self, thread_id: str) -> SandboxInfo | None:
         base = self._dir(thread_id)
         try:
             meta = json.loads((base / "sandbox.json").read_text())
-            connection = json.loads((base / "kernel.json").read_text())
             active = (base / "sandbox.json").stat().st_mtime
-        except (OSError, ValueError):
+            pid = int(meta["pid"])
+            return SandboxInfo(
+                thread_id,
+                f"pid-{pid}",
+                meta["connection"],
+                meta["created"],
+                active,
+                base / "workspace",
+                {"pid": pid},
+            )
+        except (OSError, ValueError, KeyError):
             return None
-        pid = int(meta["pid"])
-        return SandboxInfo(
-            thread_id, f"pid-{pid}", connection, meta["created"], active, base / "workspace", {"pid": pid}
-        )
 
     async def find(self, thread_id: str) -> SandboxInfo | None:
         info = self._load(thread_id)
@@ -152,23 +130,23 @@ class LocalBackend:
 
     async def stop(self, info: SandboxInfo) -> None:
         pid = int(info.extra["pid"])
-        for sig, wait in ((signal.SIGTERM, 3.0), (signal.SIGKILL, 3.0)):
-            try:
-                os.killpg(pid, sig)
-            except ProcessLookupError:
-                break
-            end = time.monotonic() + wait
-            while time.monotonic() < end and await self.alive(info):
-                await asyncio.sleep(0.05)
-            if not await self.alive(info):
-                break
+        self.launcher.kill(info.thread_id, pid)
+        end = time.monotonic() + STOP_WAIT
+        while time.monotonic() < end and await self.alive(info):
+            await asyncio.sleep(0.02)  # polling: a killed process gives no awaitable signal
         proc = self._procs.pop(pid, None)
         if proc is not None:
-            proc.wait(timeout=5)
+            await asyncio.to_thread(proc.wait, STOP_WAIT)
         self._syncs.pop(info.thread_id, None)
-        for name in PORTS:
-            LocalPortCache.instance().return_port(int(info.connection[name]))
+        self.launcher.release(info.thread_id, Path(info.connection["ip"]).parent)
         shutil.rmtree(self._dir(info.thread_id), ignore_errors=True)
+
+    def died_of(self, info: SandboxInfo) -> str | None:
+        """Why a dead kernel died, when the machine says so (a memory limit)."""
+        if self.launcher.oom_killed(info.thread_id):
+            limit = self.launcher.isolation.limits.memory_bytes
+            return f"it ran out of memory (the limit is {limit / 2**20:.0f} MiB per sandbox)"
+        return None
 
     def _sync(self, info: SandboxInfo, user: str | None) -> WorkspaceSync:
         sync = self._syncs.get(info.thread_id)
@@ -178,14 +156,23 @@ class LocalBackend:
             self._syncs[info.thread_id] = sync
         return sync
 
+    def _give(self, info: SandboxInfo) -> None:
+        """Files the controller wrote (as root) must be the sandbox's to change."""
+        iso = self.launcher.isolation
+        if iso.sandboxed and iso.as_root and info.workspace is not None:
+            chown_tree(info.workspace, sandbox_uid(info.thread_id))
+
     async def restore(self, info: SandboxInfo, user: str | None) -> int:
-        return await asyncio.to_thread(self._sync(info, user).restore)
+        count = await asyncio.to_thread(self._sync(info, user).restore)
+        await asyncio.to_thread(self._give, info)
+        return count
 
     async def persist(self, info: SandboxInfo, user: str | None) -> PersistResult:
         return await asyncio.to_thread(self._sync(info, user).persist)
 
     async def write_file(self, info: SandboxInfo, name: str, data: bytes) -> None:
         await asyncio.to_thread(self._sync(info, None).write, name, data)
+        await asyncio.to_thread(self._give, info)
 
     async def touch(self, info: SandboxInfo) -> None:
         info.last_active = time.time()
