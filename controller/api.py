@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import shutil
 import tempfile
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -16,23 +17,31 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
 
 from controller.agent.base import Turn
+from controller.auth import Authenticator, Caller, Principal
+from controller.bodylimit import install as install_body_limit
+from controller.console import router as console_router
 from controller.events import Event
-from controller.filenames import BadFilename, clean_filename
+from controller.filenames import BadFilename, NameConflict, clean_filename
 from controller.identity import ThreadKey, is_thread_id
-from controller.quotas import QuotaExceeded, check_upload
+from controller.quotas import QuotaExceeded
 from controller.runtime import Runtime
 from controller.stores.base import NotInStore, StoredFile, StoreUnavailable
 from controller.streaming import detached, ndjson, sse
 from controller.threads import ThreadRecord, ensure_thread, get_thread, list_threads
-from controller.workspace import sha256_file
+from controller.uploads import Uploads
 
 NDJSON = "application/x-ndjson"
 CHUNK = 1 << 20
 
 
 class ThreadCreate(BaseModel):
-    name: str = Field(min_length=1, max_length=200, description="A name for the thread, unique per source.")
-    user: str | None = Field(default=None, max_length=200, description="Owner, for per-user quotas.")
+    name: str = Field(min_length=1, max_length=200, description="A name for the thread, unique per owner.")
+    user: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=200,
+        description="Owner (default: the caller). Only an admin may create a thread for another user.",
+    )
 
 
 class ThreadOut(ThreadRecord):
@@ -58,6 +67,8 @@ class MessageIn(BaseModel):
 
 
 def create_app(runtime: Runtime) -> FastAPI:
+    """The API, web console and ops routes; its lifespan starts and closes the runtime."""
+
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await runtime.start()
@@ -73,11 +84,28 @@ def create_app(runtime: Runtime) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.runtime = runtime
+    app.state.auth = Authenticator(runtime.settings, runtime.store)
     _install_error_handlers(app)
+    install_body_limit(app, runtime.settings)
     _add_ops_routes(app, runtime)
     _add_thread_routes(app, runtime)
     _add_file_routes(app, runtime)
-    for router in runtime.routers:
+    app.include_router(console_router())
+    return app
+
+
+def create_chat_app(runtime: Runtime) -> FastAPI:
+    """Chat webhooks only (``runtime.chat_routers``), on a port of their own: it is the one
+    that must be reachable from the internet, and it serves no thread data."""
+    app = FastAPI(title="threadbox chat webhooks", docs_url=None, redoc_url=None, openapi_url=None)
+    _install_error_handlers(app)
+    install_body_limit(app, runtime.settings)
+
+    @app.get("/healthz", tags=["ops"])
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    for router in runtime.chat_routers:
         app.include_router(router)
     return app
 
@@ -122,7 +150,12 @@ _RECENT: dict[str, ThreadRecord] = {}
 _RECENT_MAX = 10_000
 
 
-async def _thread(rt: Runtime, thread_id: str) -> ThreadRecord:
+def _visible(record: ThreadRecord, who: Principal) -> bool:
+    """Admins see every thread; a user only the API threads they own (never chat threads)."""
+    return who.admin or (record.source == "api" and record.user == who.user)
+
+
+async def _thread(rt: Runtime, thread_id: str, who: Principal) -> ThreadRecord:
     record: ThreadRecord | None = None
     if is_thread_id(thread_id):
         try:
@@ -135,7 +168,8 @@ async def _thread(rt: Runtime, thread_id: str) -> ThreadRecord:
         if len(_RECENT) >= _RECENT_MAX:
             _RECENT.pop(next(iter(_RECENT)))
         _RECENT[thread_id] = record
-    if record is None:
+    # Someone else's thread answers exactly like a missing one, so ids cannot be probed.
+    if record is None or not _visible(record, who):
         raise HTTPException(404, f"No thread {thread_id!r}. Create it with POST /threads first.")
     return record
 
@@ -156,21 +190,25 @@ def _add_thread_routes(app: FastAPI, rt: Runtime) -> None:
         return ThreadOut(**record.model_dump(), live=rt.manager.is_live(record.id))
 
     @app.get("/threads", tags=["threads"])
-    async def threads() -> list[ThreadOut]:
-        return [out(r) for r in await _blocking(list_threads, rt.store)]
+    async def threads(who: Caller) -> list[ThreadOut]:
+        return [out(r) for r in await _blocking(list_threads, rt.store) if _visible(r, who)]
 
     @app.post("/threads", tags=["threads"], status_code=201)
-    async def create(body: ThreadCreate) -> ThreadOut:
-        key = ThreadKey("api", "local", "console", body.name)
-        return out(await _blocking(ensure_thread, rt.store, key, body.name, body.user))
+    async def create(body: ThreadCreate, who: Caller) -> ThreadOut:
+        owner = body.user or who.user
+        if owner != who.user and not who.admin:
+            raise HTTPException(403, "Only an admin may create a thread for another user.")
+        # The owner is part of the key, so two users' threads of the same name are distinct.
+        key = ThreadKey("api", owner, "console", body.name)
+        return out(await _blocking(ensure_thread, rt.store, key, body.name, owner))
 
     @app.get("/threads/{thread_id}", tags=["threads"])
-    async def show(thread_id: str) -> ThreadOut:
-        return out(await _thread(rt, thread_id))
+    async def show(thread_id: str, who: Caller) -> ThreadOut:
+        return out(await _thread(rt, thread_id, who))
 
     @app.delete("/threads/{thread_id}", tags=["threads"], status_code=204)
-    async def delete(thread_id: str) -> Response:
-        await _thread(rt, thread_id)
+    async def delete(thread_id: str, who: Caller) -> Response:
+        await _thread(rt, thread_id, who)
         await rt.manager.stop_thread(thread_id)
         await _blocking(rt.store.delete_thread, thread_id)
         return Response(status_code=204)
@@ -180,8 +218,8 @@ def _add_thread_routes(app: FastAPI, rt: Runtime) -> None:
         tags=["threads"],
         responses={200: {"description": "A stream of events, NDJSON or SSE (Accept: text/event-stream)."}},
     )
-    async def execute(thread_id: str, body: ExecuteIn, request: Request) -> StreamingResponse:
-        record = await _thread(rt, thread_id)
+    async def execute(thread_id: str, body: ExecuteIn, request: Request, who: Caller) -> StreamingResponse:
+        record = await _thread(rt, thread_id, who)
         size = len(body.code.encode())
         if size > rt.settings.max_code_bytes:
             raise HTTPException(
@@ -191,9 +229,9 @@ def _add_thread_routes(app: FastAPI, rt: Runtime) -> None:
 
     @app.post("/threads/{thread_id}/messages", tags=["threads"])
     async def message(
-        thread_id: str, request: Request, body: Annotated[MessageIn, Body()]
+        thread_id: str, request: Request, body: Annotated[MessageIn, Body()], who: Caller
     ) -> StreamingResponse:
-        record = await _thread(rt, thread_id)
+        record = await _thread(rt, thread_id, who)
         if len(body.text.encode()) > rt.settings.max_code_bytes:
             raise HTTPException(413, f"The message is over the {rt.settings.max_code_bytes}-byte limit.")
         return _stream(request, rt.agent.respond(Turn(thread_id, body.text, record.user)))
@@ -201,39 +239,49 @@ def _add_thread_routes(app: FastAPI, rt: Runtime) -> None:
 
 def _add_file_routes(app: FastAPI, rt: Runtime) -> None:
     @app.get("/threads/{thread_id}/files", tags=["files"])
-    async def files(thread_id: str) -> list[FileOut]:
-        await _thread(rt, thread_id)
+    async def files(thread_id: str, who: Caller) -> list[FileOut]:
+        await _thread(rt, thread_id, who)
         stored: list[StoredFile] = await _blocking(rt.store.list_files, thread_id)
         ttl = rt.settings.file_ttl_days
         return [FileOut(**vars(f)) for f in stored if not f.expired(ttl)]
 
-    @app.post("/threads/{thread_id}/files", tags=["files"], status_code=201)
+    uploads = Uploads(rt.store, rt.manager, rt.quotas)
+
+    @app.post(
+        "/threads/{thread_id}/files",
+        tags=["files"],
+        status_code=201,
+        responses={
+            400: {"description": "The name is unsafe (traversal, control characters, reserved)."},
+            409: {"description": "A stored or live file, folder or link is in the way of the name."},
+            413: {"description": "Over a size limit or quota; over-long bodies are refused unread."},
+        },
+    )
     async def upload(
         thread_id: str,
+        who: Caller,
         file: Annotated[UploadFile, File(description="The file's bytes.")],
         name: Annotated[
             str | None, Form(description="Name in the workspace; defaults to the upload's.")
         ] = None,
     ) -> FileOut:
-        record = await _thread(rt, thread_id)
-        try:
-            clean = clean_filename(name or file.filename or "")
-        except BadFilename as exc:
-            raise HTTPException(400, f"Bad filename: {exc}.") from exc
+        record = await _thread(rt, thread_id, who)
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "upload"
-            size = await _receive(file, path, rt.settings.max_file_bytes, clean)
+            await _blocking(_save_upload, file, path)
             try:
-                await _blocking(check_upload, rt.store, rt.quotas, thread_id, record.user, clean, size)
+                stored = await uploads.put(record, name or file.filename or "", path)
+            except BadFilename as exc:
+                raise HTTPException(400, f"Bad filename: {exc}.") from exc
+            except NameConflict as exc:
+                raise HTTPException(409, f"Upload refused: {exc}.") from exc
             except QuotaExceeded as exc:
                 raise HTTPException(413, f"Upload refused: {exc}.") from exc
-            stored: StoredFile = await _blocking(rt.store.put_file, thread_id, clean, path, sha256_file(path))
-            await rt.manager.write_file(thread_id, clean, path.read_bytes())
         return FileOut(**vars(stored))
 
     @app.get("/threads/{thread_id}/files/{name:path}", tags=["files"], response_class=Response)
-    async def download(thread_id: str, name: str) -> Response:
-        await _thread(rt, thread_id)
+    async def download(thread_id: str, name: str, who: Caller) -> Response:
+        await _thread(rt, thread_id, who)
         try:
             clean = clean_filename(name)
             data = await _blocking(rt.store.read_file, thread_id, clean)
@@ -253,12 +301,7 @@ def _quote(name: str) -> str:
     return quote(name, safe="")
 
 
-async def _receive(file: UploadFile, dest: Path, limit: int, name: str) -> int:
-    size = 0
+def _save_upload(file: UploadFile, dest: Path) -> None:
+    # The body was already bounded by controller/bodylimit.py; the per-file limit is a quota.
     with dest.open("wb") as fh:
-        while chunk := await file.read(CHUNK):
-            size += len(chunk)
-            if limit and size > limit:
-                raise HTTPException(413, f"{name} is over the {limit / 2**20:.1f} MiB limit for one file.")
-            fh.write(chunk)
-    return size
+        shutil.copyfileobj(file.file, fh, CHUNK)

@@ -3,7 +3,9 @@
 ``restore`` brings the thread's files into an empty workspace; ``persist``
 uploads only what changed since the last sync (size+mtime first, then sha256)
 and deletes from the store only files that were synced before and are now gone,
-so a workspace that failed to restore can never wipe the store.
+so a workspace that failed to restore can never wipe the store. Files are stored
+under their NFC names (``controller/filenames.py``), and everything written into
+the workspace goes through ``controller/nofollow.py``, never through a link.
 Runs in the controller for the local backend and inside sandbox pods for the
 Kubernetes backend, so it depends on nothing but the store interface.
 """
@@ -11,15 +13,20 @@ Kubernetes backend, so it depends on nothing but the store interface.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
-from controller.filenames import BadFilename, clean_filename
+from controller.filenames import BadFilename, NameConflict, clean_filename
+from controller.nofollow import place
 from controller.quotas import QuotaExceeded, Quotas, Usage, user_usage
 from controller.stores.base import NotInStore, StoredFile, ThreadStore
+
+log = logging.getLogger(__name__)
 
 SKIP_DIRS = {"__pycache__", ".ipynb_checkpoints", ".git"}
 # Files downloaded at once by restore: overlaps each request's latency and the disk writes.
@@ -62,6 +69,25 @@ def scan(root: Path) -> dict[str, Path]:
     return found
 
 
+def by_clean_name(found: dict[str, Path], refused: dict[str, str]) -> dict[str, Path]:
+    """Workspace files under their clean (NFC) names; the others go to ``refused``, by raw name.
+
+    Of two files whose names differ only in Unicode form, the first in sort order is kept.
+    """
+    clean: dict[str, Path] = {}
+    for raw, path in sorted(found.items()):
+        try:
+            name = clean_filename(raw)
+        except BadFilename as exc:
+            refused[raw] = str(exc)
+            continue
+        if name in clean:
+            refused[raw] = f"another file is already named {name!r} once written in one Unicode form"
+            continue
+        clean[name] = path
+    return clean
+
+
 class WorkspaceSync:
     def __init__(
         self,
@@ -78,7 +104,7 @@ class WorkspaceSync:
         self.quotas = quotas
         self.ttl = file_ttl_days
         self.user = user
-        # What we know equals the store; None until the first restore or persist.
+        # What we know equals the store, by stored name; None until the first restore or persist.
         self._seen: dict[str, _Seen] | None = None
 
     def live_files(self) -> list[StoredFile]:
@@ -101,12 +127,17 @@ class WorkspaceSync:
         return len(restored)
 
     def _download(self, f: StoredFile) -> tuple[str, _Seen] | None:
-        dest = self.root / f.name
         try:
-            self.store.download_file(self.thread_id, f.name, dest)
+            # Kept under the stored name in _seen: a name stored before the NFC rule is then
+            # replaced by its NFC form at the next persist.
+            st = place(
+                self.root, clean_filename(f.name), partial(self.store.download_file, self.thread_id, f.name)
+            )
         except NotInStore:
             return None  # deleted between list and get
-        st = dest.stat()
+        except (BadFilename, NameConflict) as exc:
+            log.warning("not restoring %r of thread %s: %s", f.name, self.thread_id, exc)
+            return None
         return f.name, _Seen(st.st_size, st.st_mtime_ns, f.sha256)
 
     def _baseline(self) -> dict[str, _Seen]:
@@ -118,42 +149,54 @@ class WorkspaceSync:
     def persist(self) -> PersistResult:
         seen = self._baseline()
         result = PersistResult()
-        present = scan(self.root) if self.root.exists() else {}
-        thread_use = Usage(len(seen), sum(s.size for s in seen.values()))
-        others: Usage | None = None  # the user's other threads: listed only once a file needs uploading
-        for name, path in sorted(present.items()):
-            st = path.stat()
-            old = seen.get(name)
-            if old and (old.size, old.mtime_ns) == (st.st_size, st.st_mtime_ns):
-                continue
-            sha = sha256_file(path)
-            if old and old.sha256 == sha:
-                seen[name] = _Seen(st.st_size, st.st_mtime_ns, sha)
-                continue
-            try:
-                clean_filename(name)
-                after = thread_use.replace(old.size if old else None, st.st_size)
-                if others is None and self.user and self.quotas.per_user:
-                    others = user_usage(self.store, self.user, self.thread_id)
-                self.quotas.check_write(name, st.st_size, after, others)
-            except (BadFilename, QuotaExceeded) as exc:
-                result.refused[name] = str(exc)
-                continue
-            self.store.put_file(self.thread_id, name, path, sha)
-            seen[name] = _Seen(st.st_size, st.st_mtime_ns, sha)
-            thread_use = after
-            result.changed.append(name)
-            result.bytes += st.st_size
+        present = by_clean_name(scan(self.root) if self.root.exists() else {}, result.refused)
+        # Stale entries go first: a folder that code replaced by a file of the same name (or
+        # the reverse) can only be stored once the old entries are gone.
         for name in sorted(set(seen) - set(present)):
             self.store.delete_file(self.thread_id, name)
             del seen[name]
             result.deleted.append(name)
+        budget = _Budget(Usage(len(seen), sum(s.size for s in seen.values())))
+        for name, path in sorted(present.items()):
+            # One file that cannot be saved never stops the files after it.
+            try:
+                self._save(name, path, budget, result)
+            except (QuotaExceeded, NameConflict) as exc:
+                result.refused[name] = str(exc)
+            except OSError as exc:  # gone or unreadable since the scan; host paths stay out
+                result.refused[name] = f"{name} could not be read: {exc.strerror or type(exc).__name__}"
         return result
 
+    def _save(self, name: str, path: Path, budget: _Budget, result: PersistResult) -> None:
+        seen = self._baseline()
+        st = path.stat(follow_symlinks=False)
+        old = seen.get(name)
+        if old and (old.size, old.mtime_ns) == (st.st_size, st.st_mtime_ns):
+            return
+        sha = sha256_file(path)
+        if old is None or old.sha256 != sha:
+            after = budget.thread.replace(old.size if old else None, st.st_size)
+            if budget.others is None and self.user and self.quotas.per_user:
+                budget.others = user_usage(self.store, self.user, self.thread_id)
+            self.quotas.check_write(name, st.st_size, after, budget.others)
+            self.store.put_file(self.thread_id, name, path, sha)
+            budget.thread = after
+            result.changed.append(name)
+            result.bytes += st.st_size
+        seen[name] = _Seen(st.st_size, st.st_mtime_ns, sha)
+
     def write(self, name: str, data: bytes) -> None:
-        """Put an uploaded file into the live workspace and record it as synced."""
-        dest = self.root / name
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        dest.write_bytes(data)
-        st = dest.stat()
+        """Put an uploaded file (clean name) into the live workspace and record it as synced.
+
+        Raises NameConflict, writing nothing, when a link, a folder or a file is in the way.
+        """
+        st = place(self.root, name, lambda fh: fh.write(data))
         self._baseline()[name] = _Seen(st.st_size, st.st_mtime_ns, hashlib.sha256(data).hexdigest())
+
+
+@dataclass
+class _Budget:
+    """The thread's usage as persist goes, and the user's other threads once needed."""
+
+    thread: Usage
+    others: Usage | None = None

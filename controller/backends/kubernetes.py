@@ -20,6 +20,7 @@ import socket
 import time
 import urllib.parse
 from collections.abc import Sequence
+from http import HTTPStatus
 from typing import Any
 
 import httpx
@@ -28,6 +29,7 @@ from kubernetes.client.exceptions import ApiException
 
 from controller.backends.base import WARM_SESSION, SandboxInfo, SandboxStartError, TurnLease
 from controller.config import Settings
+from controller.filenames import NameConflict
 from controller.k8s import objects, podstate
 from controller.k8s.api import API_ERRORS, Kube, api_message, load_api_client
 from controller.k8s.connection import agent_url, for_pod, from_secret, new_connection
@@ -48,6 +50,11 @@ STALE_SECRET_SECONDS = 120  # an ownerless Secret this old with no pod is a cras
 
 class AgentError(StoreUnavailable):
     """The in-pod agent failed a file sync request."""
+
+    def __init__(self, message: str, status: int | None = None, detail: str = "") -> None:
+        super().__init__(message)
+        self.status = status
+        self.detail = detail  # the agent's own sentence, without the pod and route
 
 
 class KubernetesBackend:
@@ -418,7 +425,9 @@ class KubernetesBackend:
             raise AgentError(f"the sandbox agent of {info.name} did not answer: {exc!r}") from exc
         if resp.status_code >= 400:
             raise AgentError(
-                f"the sandbox agent of {info.name} failed {path}: {resp.status_code} {resp.text[:500]}"
+                f"the sandbox agent of {info.name} failed {path}: {resp.status_code} {resp.text[:500]}",
+                resp.status_code,
+                _agent_sentence(resp),
             )
         return resp.json() if resp.content else None
 
@@ -454,7 +463,19 @@ class KubernetesBackend:
         )
 
     async def write_file(self, info: SandboxInfo, name: str, data: bytes) -> None:
-        await self._agent(info, "PUT", "/files/" + urllib.parse.quote(name, safe="/"), data)
+        try:
+            await self._agent(info, "PUT", "/files/" + urllib.parse.quote(name, safe="/"), data)
+        except AgentError as exc:
+            if exc.status == HTTPStatus.CONFLICT:  # a link, folder or file in the way; said in its words
+                raise NameConflict(exc.detail) from exc
+            raise
+
+
+def _agent_sentence(resp: httpx.Response) -> str:
+    try:
+        return str(resp.json()["error"])
+    except (ValueError, KeyError, TypeError):
+        return resp.text[:500]
 
 
 def _sandbox(

@@ -1,4 +1,4 @@
-"""Files a user attached to a Slack message: checked, downloaded, stored, put in the sandbox.
+"""Files a user attached to a Slack message: downloaded, then taken in by ``controller/uploads.py``.
 
 Slack answers a download without a valid token or the ``files:read`` scope with
 HTTP 200 and its HTML login page, so the body is checked before it is stored.
@@ -17,12 +17,10 @@ from urllib.parse import urljoin, urlsplit
 
 import httpx
 
-from controller.filenames import BadFilename, clean_filename
-from controller.manager import SandboxManager
-from controller.quotas import QuotaExceeded, Quotas, check_upload
-from controller.stores.base import ThreadStore
+from controller.filenames import BadFilename, NameConflict
+from controller.quotas import QuotaExceeded
 from controller.threads import ThreadRecord
-from controller.workspace import sha256_file
+from controller.uploads import Uploads
 
 MAX_REDIRECTS = 5
 LOGIN_PAGE_HINT = (
@@ -85,9 +83,7 @@ def is_login_page(content_type: str, data: bytes, expected_type: str) -> bool:
 
 @dataclass(frozen=True)
 class Attachments:
-    store: ThreadStore
-    manager: SandboxManager
-    quotas: Quotas
+    uploads: Uploads
     downloader: Downloader
 
     async def receive(self, record: ThreadRecord, files: list[dict[str, Any]]) -> Received:
@@ -96,28 +92,20 @@ class Attachments:
             label = str(file.get("name") or file.get("id") or "a file")
             try:
                 received.names.append(await self._receive_one(record, file))
-            except (AttachmentError, BadFilename, QuotaExceeded) as exc:
+            except (AttachmentError, BadFilename, NameConflict, QuotaExceeded) as exc:
                 received.problems.append(f"I could not take `{label}`: {exc}")
         return received
 
     async def _receive_one(self, record: ThreadRecord, file: dict[str, Any]) -> str:
-        name = clean_filename(str(file.get("name") or file.get("title") or file.get("id") or ""))
+        raw = str(file.get("name") or file.get("title") or file.get("id") or "")
         url = file.get("url_private_download") or file.get("url_private")
         if not url:
             raise AttachmentError("Slack did not give a download link for it")
-        await asyncio.to_thread(
-            check_upload, self.store, self.quotas, record.id, record.user, name, int(file.get("size") or 0)
-        )
+        # Slack's declared size refuses a file over a quota before it is downloaded.
+        name = await self.uploads.check(record, raw, int(file.get("size") or 0))
         data = await self.downloader.fetch(str(url), str(file.get("mimetype") or ""))
-        await asyncio.to_thread(
-            check_upload, self.store, self.quotas, record.id, record.user, name, len(data)
-        )
-        await asyncio.to_thread(self._store, record.id, name, data)
-        await self.manager.write_file(record.id, name, data)
-        return name
-
-    def _store(self, thread_id: str, name: str, data: bytes) -> None:
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "upload"
-            path.write_bytes(data)
-            self.store.put_file(thread_id, name, path, sha256_file(path))
+            await asyncio.to_thread(path.write_bytes, data)
+            await self.uploads.put(record, name, path)
+        return name

@@ -24,6 +24,7 @@ from controller.slack.ratelimit import WorkspaceBuckets
 from controller.slack.render import SlackReply
 from controller.streaming import detached
 from controller.threads import ThreadRecord, ensure_thread, get_thread
+from controller.uploads import Uploads
 
 if TYPE_CHECKING:
     from controller.runtime import Runtime
@@ -41,7 +42,8 @@ class SlackBot:
         token = runtime.settings.slack_bot_token
         assert token is not None
         downloader = Downloader(token.get_secret_value(), trusted_hosts, runtime.settings.max_file_bytes)
-        self.attachments = Attachments(runtime.store, runtime.manager, runtime.quotas, downloader)
+        uploads = Uploads(runtime.store, runtime.manager, runtime.quotas)
+        self.attachments = Attachments(uploads, downloader)
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def receive(

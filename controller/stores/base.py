@@ -11,7 +11,7 @@ import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, BinaryIO, Protocol
 
 
 class StoreError(Exception):
@@ -70,7 +70,12 @@ class ThreadStore(Protocol):
 
     def put_file(self, thread_id: str, name: str, source: Path, sha256: str) -> StoredFile: ...
 
-    def download_file(self, thread_id: str, name: str, dest: Path) -> None: ...
+    def download_file(self, thread_id: str, name: str, out: BinaryIO) -> None:
+        """Write the file's bytes to ``out``; NotInStore before writing anything if it is gone.
+
+        The caller owns where the bytes land (a workspace is written only through
+        ``controller/nofollow.py``)."""
+        ...
 
     def read_file(self, thread_id: str, name: str) -> bytes: ...
 

@@ -16,22 +16,35 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
+from controller.filenames import NameConflict
 from controller.stores.base import NotInStore, StoredFile, StoreUnavailable, check_state_key, claim_name
 
+COPY_CHUNK = 1 << 20
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
-    os.replace(tmp, path)
+    _replace_with(path, lambda tmp: Path(tmp).write_bytes(data))
+
+
+def _replace_with(dest: Path, fill: Callable[[str], object]) -> None:
+    """``fill`` a temporary file beside ``dest``, then rename it to ``dest``; on any failure
+    the temporary file is removed, so no ``.tmp-*`` ever outlives an error."""
+    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=".tmp-")
+    os.close(fd)
+    try:
+        fill(tmp)
+        os.replace(tmp, dest)
+    except BaseException:
+        os.unlink(tmp)
+        raise
 
 
 class LocalStore:
@@ -53,7 +66,7 @@ class LocalStore:
         try:
             (self.root / "threads").mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise StoreUnavailable(f"local store {self.root} is not writable: {exc}") from exc
+            raise StoreUnavailable(f"the local store is not writable: {exc.strerror}") from exc
 
     def list_threads(self) -> list[str]:
         base = self.root / "threads"
@@ -72,11 +85,11 @@ class LocalStore:
 
     def put_file(self, thread_id: str, name: str, source: Path, sha256: str) -> StoredFile:
         dest = self._thread(thread_id) / "files" / name
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=".tmp-")
-        os.close(fd)
-        shutil.copyfile(source, tmp)
-        os.replace(tmp, dest)
+        try:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            _replace_with(dest, partial(shutil.copyfile, source))
+        except (FileExistsError, NotADirectoryError, IsADirectoryError) as exc:
+            raise NameConflict(f"{name!r} collides with a stored file or folder of the same name") from exc
         stored = StoredFile(name=name, size=dest.stat().st_size, sha256=sha256, modified=time.time())
         with self._lock:
             index = self._index(thread_id)
@@ -90,15 +103,24 @@ class LocalStore:
             raise NotInStore(f"no file {name!r} in thread {thread_id}")
         return path
 
-    def download_file(self, thread_id: str, name: str, dest: Path) -> None:
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(self._file(thread_id, name), dest)
+    def download_file(self, thread_id: str, name: str, out: BinaryIO) -> None:
+        with self._file(thread_id, name).open("rb") as fh:
+            shutil.copyfileobj(fh, out, COPY_CHUNK)
 
     def read_file(self, thread_id: str, name: str) -> bytes:
         return self._file(thread_id, name).read_bytes()
 
     def delete_file(self, thread_id: str, name: str) -> None:
-        (self._thread(thread_id) / "files" / name).unlink(missing_ok=True)
+        files = self._thread(thread_id) / "files"
+        (files / name).unlink(missing_ok=True)
+        # Folders emptied by the delete go too: a file of the folder's name may come next.
+        for folder in (files / name).parents:
+            if folder == files:
+                break
+            try:
+                folder.rmdir()
+            except OSError:  # not empty
+                break
         with self._lock:
             index = self._index(thread_id)
             if index.pop(name, None) is not None:

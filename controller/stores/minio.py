@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import shutil
-import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -154,13 +152,12 @@ class MinioStore:
         with self._object(thread_id, rel) as resp:
             return resp.read()
 
-    def download_file(self, thread_id: str, name: str, dest: Path) -> None:
+    def download_file(self, thread_id: str, name: str, out: BinaryIO) -> None:
         # Not fget_object: it HEADs every object first, which a restore (sizes already listed)
         # does not need.
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        with self._object(thread_id, f"files/{name}") as resp, _replacing(dest) as fh:
+        with self._object(thread_id, f"files/{name}") as resp:
             try:
-                shutil.copyfileobj(resp, fh, COPY_CHUNK)
+                shutil.copyfileobj(resp, out, COPY_CHUNK)
             except urllib3.exceptions.HTTPError as exc:  # not OSError: that is the local disk
                 raise self._unavailable(exc) from exc
 
@@ -231,17 +228,3 @@ def _sha_from_meta(meta: Any) -> str:
         if key.lower() in ("x-amz-meta-sha256", SHA_META):
             return str(value)
     return ""
-
-
-@contextmanager
-def _replacing(dest: Path) -> Iterator[BinaryIO]:
-    """A temporary file beside ``dest`` that becomes ``dest`` only once fully written,
-    so a broken download never leaves a truncated file under the real name."""
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=".tmp-")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            yield fh
-        os.replace(tmp, dest)
-    except BaseException:
-        os.unlink(tmp)
-        raise

@@ -21,7 +21,7 @@ from urllib.parse import unquote, urlsplit
 
 from minio.error import S3Error
 
-from controller.filenames import BadFilename, clean_filename
+from controller.filenames import BadFilename, NameConflict, clean_filename
 from controller.quotas import QuotaExceeded
 from controller.stores.base import StoreError
 from controller.stores.minio import MinioStore
@@ -247,7 +247,7 @@ class Handler(BaseHTTPRequestHandler):
         """Run a workspace action and map its failures to statuses the controller can act on."""
         try:
             body = action()
-        except (NotRestored, BindConflict) as exc:
+        except (NotRestored, BindConflict, NameConflict) as exc:
             self._reply(HTTPStatus.CONFLICT, {"error": str(exc)})
         except S3Error as exc:
             # AccessDenied / ExpiredToken: the scoped credentials no longer fit; say which.

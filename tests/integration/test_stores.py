@@ -32,8 +32,9 @@ def test_files_json_threads_and_claims(store: ThreadStore, tmp_path: Path) -> No
     [listed] = store.list_files("t-1")
     assert (listed.name, listed.size, listed.sha256) == ("dir/données.csv", 8, sha)
     assert store.read_file("t-1", "dir/données.csv") == b"a,b\n1,2\n"
-    store.download_file("t-1", "dir/données.csv", tmp_path / "out" / "x.csv")
-    assert (tmp_path / "out" / "x.csv").read_text() == "a,b\n1,2\n"
+    with (tmp_path / "x.csv").open("wb") as out:
+        store.download_file("t-1", "dir/données.csv", out)
+    assert (tmp_path / "x.csv").read_text() == "a,b\n1,2\n"
     with pytest.raises(NotInStore):
         store.read_file("t-1", "missing")
     with pytest.raises(NotInStore):

@@ -10,7 +10,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import pytest
 
@@ -44,10 +44,10 @@ def test_many_files_are_restored_by_several_downloads_at_once(minio: Any, tmp_pa
         """The real store; the first downloads wait until RESTORE_WORKERS of them run at once
         (downloads one at a time would break the barrier, failing the restore)."""
 
-        def download_file(self, thread_id: str, name: str, dest: Path) -> None:
+        def download_file(self, thread_id: str, name: str, out: BinaryIO) -> None:
             if next(arrivals) < RESTORE_WORKERS:
                 started.wait()
-            super().download_file(thread_id, name, dest)
+            super().download_file(thread_id, name, out)
 
     ws = tmp_path / "ws"
     sync = WorkspaceSync(Overlapping(store.client, store.bucket), "t-1", ws, Quotas())

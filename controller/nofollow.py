@@ -1,0 +1,108 @@
+"""Writing a file into a workspace that untrusted code controls, never through a link.
+
+The workspace is written by sandboxed code (as another uid) while the controller,
+which may run as root, writes uploads and restored files into it. So every path
+inside it is hostile: it may be a symlink to a host file or a folder swapped in
+at any moment. Every step here is relative to a directory descriptor opened with
+``O_NOFOLLOW``, and the file is created under a temporary name in its final
+folder and renamed over the target; nothing is checked and then opened by name.
+A link anywhere in the path, or a file where a folder is needed (or the reverse),
+is refused with ``NameConflict`` and nothing is written.
+
+Each path segment is matched to an existing entry with the same NFC form (see
+``controller/filenames.py``), so an upload replaces a file that code named in
+decomposed Unicode instead of creating a look-alike beside it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import stat
+import unicodedata
+from collections.abc import Callable
+from pathlib import Path
+from typing import BinaryIO
+
+from controller.filenames import NameConflict
+
+_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_NEW = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+TMP_PREFIX = ".tmp-"
+
+
+def place(root: Path, name: str, fill: Callable[[BinaryIO], object]) -> os.stat_result:
+    """Create or replace ``root/name`` with what ``fill`` writes; returns the new file's stat.
+
+    ``name`` is a clean workspace name (``/``-separated, no ``..``). Missing folders are
+    created. On any failure the target is unchanged and no temporary file is left.
+    """
+    *folders, leaf = name.split("/")
+    if any(part in ("", ".", "..") for part in (*folders, leaf)):
+        raise ValueError(f"not a clean workspace name: {name!r}")
+    fd = os.open(root, _DIR)
+    try:
+        for depth, part in enumerate(folders, 1):
+            child = _enter(fd, part, "/".join(folders[:depth]))
+            os.close(fd)
+            fd = child
+        return _replace(fd, _entry(fd, leaf), name, fill)
+    finally:
+        os.close(fd)
+
+
+def _entry(dir_fd: int, part: str) -> str:
+    """The folder's entry for ``part``: itself, or an existing name with the same NFC form."""
+    with contextlib.suppress(FileNotFoundError):
+        os.stat(part, dir_fd=dir_fd, follow_symlinks=False)
+        return part
+    twins = [e for e in os.listdir(dir_fd) if unicodedata.normalize("NFC", e) == part]
+    return min(twins) if twins else part
+
+
+def _enter(dir_fd: int, part: str, shown: str) -> int:
+    """A descriptor of sub-folder ``part``, created if missing; never a link's target."""
+    actual = _entry(dir_fd, part)
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(actual, dir_fd=dir_fd)
+    try:
+        return os.open(actual, _DIR, dir_fd=dir_fd)
+    except OSError as exc:
+        raise _refusal(dir_fd, actual, shown, "a folder") from exc
+
+
+def _refusal(dir_fd: int, actual: str, shown: str, wanted: str) -> NameConflict:
+    try:
+        mode = os.stat(actual, dir_fd=dir_fd, follow_symlinks=False).st_mode
+    except OSError:
+        return NameConflict(f"{shown!r} changed in the workspace while it was being written")
+    if stat.S_ISLNK(mode):
+        return NameConflict(
+            f"{shown!r} is a symbolic link in the workspace; files are never written through links"
+        )
+    kind = "a folder" if stat.S_ISDIR(mode) else "a file"
+    return NameConflict(f"{shown!r} is {kind} in the workspace, so it cannot be {wanted}")
+
+
+def _replace(dir_fd: int, actual: str, name: str, fill: Callable[[BinaryIO], object]) -> os.stat_result:
+    with contextlib.suppress(FileNotFoundError):
+        mode = os.stat(actual, dir_fd=dir_fd, follow_symlinks=False).st_mode
+        if not stat.S_ISREG(mode):
+            raise _refusal(dir_fd, actual, name, "a file")
+    tmp = TMP_PREFIX + secrets.token_hex(8)
+    try:
+        with os.fdopen(os.open(tmp, _NEW, 0o666, dir_fd=dir_fd), "wb") as fh:
+            fill(fh)
+            fh.flush()
+            written = os.fstat(fh.fileno())
+        # rename() replaces a file or a link itself, never what a link points to, and refuses
+        # to put a file over a folder that appeared since the check above.
+        os.rename(tmp, actual, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+    except BaseException as exc:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp, dir_fd=dir_fd)
+        if isinstance(exc, IsADirectoryError):
+            raise _refusal(dir_fd, actual, name, "a file") from exc
+        raise
+    return written
