@@ -24,6 +24,7 @@ step "lint: ruff, formatting, mypy (strict)"
 "${UV[@]}" run --frozen ruff format --check controller tests bench
 "${UV[@]}" run --frozen mypy
 
+provide bubblewrap ./hack/install-bwrap.sh
 provide minio ./hack/install-minio.sh
 provide chromium ./hack/install-browser.sh
 provide promtool ./hack/install-promtool.sh
