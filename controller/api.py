@@ -179,7 +179,7 @@ def _stream(request: Request, events: AsyncIterator[Event]) -> StreamingResponse
     encode, media = (sse, "text/event-stream") if use_sse else (ndjson, NDJSON)
 
     async def body() -> AsyncIterator[bytes]:
-        async for event in detached(events):
+        async for event in detached(events, request.app.state.runtime.manager.turns):
             yield encode(event)
 
     return StreamingResponse(body(), media_type=media)

@@ -70,6 +70,11 @@ class Settings(BaseSettings):
     exec_timeout: float = Field(default=120.0, gt=0)
     interrupt_grace: float = Field(default=5.0, gt=0)
     max_code_bytes: int = Field(default=100_000, ge=1)
+    max_output_bytes: int = Field(
+        default=4 * 2**20,
+        ge=4096,
+        description="Output (stdout, stderr, displays) one execution may stream; the rest is dropped after a note.",
+    )
 
     # Files and quotas (0 means unlimited).
     max_file_bytes: int = Field(default=50 * 2**20, ge=0)

@@ -3,11 +3,21 @@
 Works the same for a local process and a pod: it needs only the connection
 info and a liveness probe supplied by the backend. Only the messages whose
 parent is the current request are yielded (IOPub is a broadcast).
+
+Nothing here may block the event loop on a kernel, whatever the kernel does (dead, never
+started, hostile, slow). jupyter_client's ``Session.send`` sends synchronously even on an
+asyncio socket (it shadows it with a blocking one), and a DEALER with no peer that completed
+the handshake (a port taken by another process's socket) blocked it for good. So every
+socket has ``SNDTIMEO`` 0: a send that cannot be queued at once fails the call, and the
+reply waits below carry the timeouts. Sockets close with ``LINGER`` 0 and their context is
+a shadow of one process-wide ZeroMQ context that is never terminated, so closing a session
+never waits for a kernel either.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import queue
 import re
 import time
@@ -15,6 +25,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Literal
 
 import zmq
+import zmq.asyncio
 from jupyter_client.asynchronous.client import AsyncKernelClient
 
 from controller.events import Display, Done, Error, Event, Stream
@@ -25,6 +36,11 @@ RECONNECT_MS = 20
 # Startup chatter (status messages of kernel_info) is dropped until IOPub is this quiet; turns
 # filter by parent id anyway, so a late message costs nothing but this wait does on every start.
 STARTUP_QUIET = 0.05
+DEFAULT_MAX_OUTPUT = 4 * 2**20
+# Messages ZeroMQ may hold for us per socket before it stops reading from the kernel (TCP then
+# pushes back onto the kernel's own queue): with MAXMSGSIZE, this bounds what a kernel can make
+# the controller buffer.
+RCVHWM = 4
 
 AliveProbe = Callable[[], Awaitable[bool]]
 
@@ -35,6 +51,19 @@ class KernelUnavailable(Exception):
 
 def strip_ansi(text: str) -> str:
     return ANSI.sub("", text)
+
+
+def max_message_bytes(max_output: int) -> int:
+    """The largest message a kernel may send us: a whole allowed output, JSON-escaped, and a header.
+
+    A larger one makes ZeroMQ drop the connection (it reconnects) before reading the message in.
+    """
+    return 2 * max_output + 2**20
+
+
+def limit_note(limit: int) -> str:
+    """What a turn's stream says, once, where its output was cut (sandbox-image's outputcap.py says the same)."""
+    return f"\n[output limit] This execution printed more than {limit:,} bytes; the rest is not shown.\n"
 
 
 def to_event(msg: dict[str, Any]) -> Event | None:
@@ -55,12 +84,76 @@ def to_event(msg: dict[str, Any]) -> Event | None:
     return None
 
 
+class OutputBudget:
+    """One execution's output allowance in bytes: past it, output is dropped after one note.
+
+    The first error always passes (it says why the cell stopped), whatever came before.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.left = limit
+        self.error_shown = False
+
+    def admit(self, event: Event) -> list[Event]:
+        if isinstance(event, Error) and not self.error_shown:
+            self.error_shown = True
+            return [event]
+        if self.left < 0:
+            return []
+        size = _size(event)
+        if size <= self.left:
+            self.left -= size
+            return [event]
+        shown: list[Event] = []
+        if isinstance(event, Stream) and self.left > 0:
+            head = event.text.encode()[: self.left].decode(errors="ignore")
+            shown.append(Stream(type=event.type, text=head))
+        self.left = -1
+        return [*shown, Stream(type="stderr", text=limit_note(self.limit))]
+
+
+def _size(event: Event) -> int:
+    if isinstance(event, Stream):
+        return len(event.text.encode())
+    if isinstance(event, Display):
+        return sum(len(v) if isinstance(v, str) else len(json.dumps(v)) for v in event.data.values())
+    if isinstance(event, Error):
+        return len(event.evalue) + sum(len(line) for line in event.traceback)
+    return 0
+
+
+def _context(max_message: int) -> zmq.asyncio.Context:
+    """This session's socket options over the process-wide ZeroMQ context (never terminated)."""
+    context = zmq.asyncio.Context.shadow(zmq.Context.instance().underlying)
+    # Until the kernel binds, ZeroMQ retries the connection every RECONNECT_IVL (100 ms by
+    # default): that wait lands on every cold start.
+    for option, value in (
+        (zmq.RECONNECT_IVL, RECONNECT_MS),
+        (zmq.SNDTIMEO, 0),
+        (zmq.LINGER, 0),
+        (zmq.MAXMSGSIZE, max_message),
+        (zmq.RCVHWM, RCVHWM),
+    ):
+        context.setsockopt(option, value)
+    return context
+
+
 class KernelSession:
-    def __init__(self, connection: dict[str, Any], alive: AliveProbe) -> None:
-        self.client = AsyncKernelClient()
+    def __init__(
+        self, connection: dict[str, Any], alive: AliveProbe, max_output: int = DEFAULT_MAX_OUTPUT
+    ) -> None:
+        self.client = AsyncKernelClient(context=_context(max_message_bytes(max_output)))
         self.client.load_connection_info(connection)  # type: ignore[arg-type]
         self.alive = alive
         self.last_state = "starting"
+
+    def _send(self, request: Callable[..., str], *args: Any, **kwargs: Any) -> str:
+        """Queue a request to the kernel, or fail at once: ZeroMQ could not take it (no peer, queue full)."""
+        try:
+            return request(*args, **kwargs)
+        except zmq.ZMQError as exc:
+            raise KernelUnavailable(f"the kernel is not taking requests ({exc})") from exc
 
     async def start(self, timeout: float) -> None:
         """Wait until the kernel answers kernel_info and IOPub is connected.
@@ -69,16 +162,11 @@ class KernelSession:
         while a cold kernel imports on a busy machine and then reports a healthy kernel dead.
         The backend's probe (process or pod state) is the truth, so it is used instead.
         """
-        # Until the kernel binds, ZeroMQ retries the connection every RECONNECT_IVL (100 ms by
-        # default): that wait lands on every cold start. LINGER 0: a context the garbage
-        # collector destroys must not wait forever to deliver requests to a kernel that is gone
-        # (seen as a hung test run).
-        self.client.context.setsockopt(zmq.RECONNECT_IVL, RECONNECT_MS)
-        self.client.context.setsockopt(zmq.LINGER, 0)
-        self.client.start_channels(hb=False)
+        self.client.start_channels(stdin=False, hb=False)
         deadline = time.monotonic() + timeout
         while True:
-            self.client.kernel_info()
+            with contextlib.suppress(KernelUnavailable):  # no peer yet: asked again after the wait
+                self._send(self.client.kernel_info)
             if await self._got_kernel_info():
                 break
             if not await self.alive():
@@ -106,25 +194,46 @@ class KernelSession:
         return True
 
     def close(self) -> None:
-        self.client.stop_channels()
+        """Close the sockets at once, dropping whatever is unsent (never waits for the kernel)."""
+        for channel in (self.client.shell_channel, self.client.iopub_channel, self.client.control_channel):
+            channel.close()  # LINGER 0
 
     async def interrupt(self) -> bool:
         """Ask the kernel to interrupt over the control channel; True if it acknowledged."""
         msg = self.client.session.msg("interrupt_request", {})
-        self.client.control_channel.send(msg)
+        try:
+            self._send(self.client.control_channel.send, msg)
+        except KernelUnavailable:
+            return False
         try:
             reply = await self.client.get_control_msg(timeout=2)
         except queue.Empty:
             return False
         return bool(reply["content"].get("status") == "ok")
 
-    async def execute(self, code: str, timeout: float, grace: float = 5.0) -> AsyncIterator[Event]:
-        """Run ``code``; yields output events and ends with exactly one Done (after an Error if any)."""
+    async def execute(
+        self, code: str, timeout: float, grace: float = 5.0, max_output: int = DEFAULT_MAX_OUTPUT
+    ) -> AsyncIterator[Event]:
+        """Run ``code``; yields output events and ends with exactly one Done (after an Error if any).
+
+        Output past ``max_output`` bytes is dropped after one note, while the turn reads on to
+        the kernel's idle, so it ends as usual.
+        """
         started = time.monotonic()
-        msg_id = self.client.execute(code, allow_stdin=False, stop_on_error=True)
+        try:
+            msg_id = self._send(self.client.execute, code, allow_stdin=False, stop_on_error=True)
+        except KernelUnavailable as exc:
+            self.last_state = "unresponsive"
+            yield Error(
+                kind="sandbox_failed", ename="KernelUnavailable", evalue=f"Could not run this: {exc}."
+            )
+            yield Done(status="error", seconds=time.monotonic() - started)
+            return
         self.last_state = "busy"
+        budget = OutputBudget(max_output)
         interrupted_at: float | None = None
         failed = False
+        reply: dict[str, Any] | None = None
         while True:
             now = time.monotonic()
             if interrupted_at is None and now > started + timeout:
@@ -143,6 +252,12 @@ class KernelSession:
                     yield _died_error()
                     yield Done(status="error", seconds=time.monotonic() - started)
                     return
+                # IOPub loses messages when ZeroMQ drops a connection (a message over the size
+                # limit, a slow subscriber): the reply on shell, which is never dropped, and a
+                # quiet IOPub end the turn too, so a lost idle costs a poll, not the timeout.
+                reply = await self._reply(msg_id, wait=0)
+                if reply is not None:
+                    break
                 continue
             if msg["parent_header"].get("msg_id") != msg_id:
                 continue
@@ -155,26 +270,33 @@ class KernelSession:
                 failed = True
                 if interrupted_at is not None and event.ename == "KeyboardInterrupt":
                     event = _timeout_error(timeout, restarted=False)
-            yield event
+            for shown in budget.admit(event):
+                yield shown
         self.last_state = "idle"
-        count = await self._reply_count(msg_id)
+        reply = reply or await self._reply(msg_id, wait=2)
+        failed = failed or (reply is not None and reply["content"].get("status") == "error")
         status: Literal["ok", "error", "aborted"] = "error" if failed else "ok"
         if interrupted_at is not None:
             status = "aborted"
-        yield Done(status=status, execution_count=count, seconds=time.monotonic() - started)
+        yield Done(status=status, execution_count=_count(reply), seconds=time.monotonic() - started)
 
-    async def _reply_count(self, msg_id: str) -> int | None:
-        # The reply follows idle closely; a short wait keeps a lost reply from hanging the turn.
-        end = time.monotonic() + 2
-        while time.monotonic() < end:
+    async def _reply(self, msg_id: str, wait: float) -> dict[str, Any] | None:
+        """The shell reply to ``msg_id`` if it comes within ``wait`` seconds; older replies are skipped."""
+        end = time.monotonic() + wait
+        while True:
             try:
-                reply = await self.client.get_shell_msg(timeout=0.5)
+                reply = await self.client.get_shell_msg(timeout=max(0.0, min(0.5, end - time.monotonic())))
             except queue.Empty:
+                if time.monotonic() >= end:
+                    return None
                 continue
             if reply["parent_header"].get("msg_id") == msg_id:
-                count = reply["content"].get("execution_count")
-                return int(count) if count is not None else None
-        return None
+                return reply
+
+
+def _count(reply: dict[str, Any] | None) -> int | None:
+    count = reply["content"].get("execution_count") if reply else None
+    return int(count) if count is not None else None
 
 
 def _died_error() -> Error:

@@ -55,6 +55,8 @@ class SandboxManager:
         self._changed = asyncio.Event()
         self._reaper: asyncio.Task[None] | None = None
         self._releasing: set[asyncio.Task[None]] = set()
+        # Turns detached from their readers (controller/streaming.py): shutdown lets them finish.
+        self.turns: set[asyncio.Task[None]] = set()
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -69,6 +71,7 @@ class SandboxManager:
         self._reaper = asyncio.create_task(self._reap_forever())
 
     async def close(self) -> None:
+        await asyncio.gather(*self.turns, return_exceptions=True)
         if self._reaper:
             self._reaper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -139,7 +142,8 @@ class SandboxManager:
     async def _execute(self, live: Live, code: str, timeout: float) -> AsyncIterator[Event]:
         done: Done | None = None
         error_kind = None
-        async for event in live.session.execute(code, timeout, self.settings.interrupt_grace):
+        grace, cap = self.settings.interrupt_grace, self.settings.max_output_bytes
+        async for event in live.session.execute(code, timeout, grace, cap):
             if isinstance(event, Error):
                 error_kind = event.kind
             if isinstance(event, Done):
@@ -148,7 +152,7 @@ class SandboxManager:
             yield event
         assert done is not None
         self.metrics.executions.labels(
-            error_kind if error_kind in ("timeout", "kernel_died") else done.status
+            error_kind if error_kind in ("timeout", "kernel_died", "sandbox_failed") else done.status
         ).inc()
         self.metrics.execution_seconds.observe(done.seconds)
         files = await self._persist(live)
@@ -201,7 +205,8 @@ class SandboxManager:
             if warm is not None:
                 kind, session = "warm", warm
             else:
-                session = KernelSession(info.connection, functools.partial(self.backend.alive, info))
+                alive = functools.partial(self.backend.alive, info)
+                session = KernelSession(info.connection, alive, self.settings.max_output_bytes)
                 yield Status(phase="restoring", message="Restoring this thread's files...")
                 # An adopted sandbox still has its files; a new one restores them while its kernel starts.
                 waits: list[Awaitable[object]] = [session.start(self.settings.start_timeout)]

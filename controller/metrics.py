@@ -9,6 +9,7 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 START_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 1.5, 2, 3, 5, 10, 20, 30, 60)
+LAG_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
 
 class Metrics:
@@ -52,6 +53,12 @@ class Metrics:
             "threadbox_warm_pool_claims_total",
             "Attempts to claim a warm sandbox: result hit or miss; reason says why a miss fell back to a cold start.",
             ["result", "reason"],
+            registry=r,
+        )
+        self.loop_lag = Histogram(
+            "threadbox_event_loop_lag_seconds",
+            "How much later than asked the event loop woke a periodic task; a blocked loop shows here.",
+            buckets=LAG_BUCKETS,
             registry=r,
         )
         self.slack_events = Counter(

@@ -16,6 +16,7 @@ from controller.backends.limits import Limits
 from controller.backends.local import LocalBackend
 from controller.backends.local_sandbox import Isolation, IsolationUnavailable, Launcher, decide
 from controller.config import Settings
+from controller.loopwatch import LoopWatch
 from controller.manager import SandboxManager
 from controller.metrics import Metrics
 from controller.quotas import Quotas
@@ -42,8 +43,12 @@ class Runtime:
     )
     # Set once start() is done: the chat server waits for it before taking events.
     ready: asyncio.Event = field(default_factory=asyncio.Event)
+    # The event loop's lag watchdog (controller/loopwatch.py), running from start() to close().
+    loopwatch: LoopWatch | None = None
 
     async def start(self) -> None:
+        self.loopwatch = LoopWatch(self.metrics.loop_lag)
+        await self.loopwatch.start()
         await self.manager.start()
         for start, _ in self.services:
             await start()
@@ -53,6 +58,8 @@ class Runtime:
         for _, stop in reversed(self.services):
             await stop()
         await self.manager.close()
+        if self.loopwatch is not None:
+            await self.loopwatch.close()
 
 
 class UnsafeConfiguration(Exception):

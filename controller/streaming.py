@@ -1,39 +1,58 @@
 """Run a turn to completion in its own task, whatever happens to the reader.
 
 A client that disconnects (or a Slack handler that gives up) must not cut a turn
-short before its files are persisted, so the producer never depends on the consumer.
+short before its files are persisted, so the producer never depends on the consumer
+being there. While the reader is there, a small queue between them makes a slow reader
+slow the producer down (and, through ZeroMQ, the kernel) instead of piling events up in
+the controller; once the reader has gone, the turn runs on and its events are dropped.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import AsyncIterator
 
 from controller.events import Event
 
+log = logging.getLogger(__name__)
+
+QUEUE_EVENTS = 64
 _END = object()
 
 
-async def detached(events: AsyncIterator[Event]) -> AsyncIterator[Event]:
-    queue: asyncio.Queue[object] = asyncio.Queue()
+async def detached(events: AsyncIterator[Event], owner: set[asyncio.Task[None]]) -> AsyncIterator[Event]:
+    """Yield ``events`` from a task added to ``owner``, which shutdown awaits (see SandboxManager.close)."""
+    queue: asyncio.Queue[object] = asyncio.Queue(QUEUE_EVENTS)
+    reader_gone = False
 
     async def pump() -> None:
         try:
             async for event in events:
-                queue.put_nowait(event)
+                if not reader_gone:
+                    await queue.put(event)
         finally:
-            queue.put_nowait(_END)
+            if not reader_gone:
+                await queue.put(_END)
 
     task = asyncio.create_task(pump())
-    _BACKGROUND.add(task)
-    task.add_done_callback(_BACKGROUND.discard)
-    while (item := await queue.get()) is not _END:
-        yield item  # type: ignore[misc]
-    await task  # re-raise a producer failure to the reader
+    owner.add(task)
+    task.add_done_callback(lambda done: _forget(owner, done, reader_gone))
+    try:
+        while (item := await queue.get()) is not _END:
+            yield item  # type: ignore[misc]
+        await task  # re-raise a producer failure to the reader
+    finally:
+        reader_gone = True
+        while not queue.empty():  # frees a producer waiting to put, which then sees the reader gone
+            queue.get_nowait()
 
 
-_BACKGROUND: set[asyncio.Task[None]] = set()
+def _forget(owner: set[asyncio.Task[None]], task: asyncio.Task[None], reader_gone: bool) -> None:
+    owner.discard(task)
+    if reader_gone and not task.cancelled() and (exc := task.exception()) is not None:
+        log.error("a turn failed after its reader had gone", exc_info=exc)
 
 
 def ndjson(event: Event) -> bytes:
