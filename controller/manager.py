@@ -31,6 +31,7 @@ from controller.events import Done, Error, Event, FilesChanged, Status
 from controller.kernel import KernelSession, KernelUnavailable
 from controller.metrics import Metrics
 from controller.stores.base import StoreError, ThreadStore
+from controller.workspace import plain_reason
 
 log = logging.getLogger(__name__)
 
@@ -174,7 +175,7 @@ class SandboxManager:
             return Error(
                 kind="sandbox_failed",
                 ename="PersistFailed",
-                evalue=f"Your files could not be saved right now ({exc}); they are kept in the sandbox "
+                evalue=f"Your files could not be saved right now ({plain_reason(exc)}); they are kept in the sandbox "
                 "and saved again after the next message.",
             )
         self.metrics.persisted_bytes.inc(result.bytes)

@@ -88,6 +88,13 @@ def by_clean_name(found: dict[str, Path], refused: dict[str, str]) -> dict[str, 
     return clean
 
 
+def plain_reason(exc: BaseException) -> str:
+    """A failure in words for a user: an OSError's reason without the host path it names."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return str(exc)
+
+
 class WorkspaceSync:
     def __init__(
         self,
@@ -163,8 +170,8 @@ class WorkspaceSync:
                 self._save(name, path, budget, result)
             except (QuotaExceeded, NameConflict) as exc:
                 result.refused[name] = str(exc)
-            except OSError as exc:  # gone or unreadable since the scan; host paths stay out
-                result.refused[name] = f"{name} could not be read: {exc.strerror or type(exc).__name__}"
+            except OSError as exc:  # gone or unreadable since the scan, or the local store failed
+                result.refused[name] = f"{name} could not be saved: {plain_reason(exc)}"
         return result
 
     def _save(self, name: str, path: Path, budget: _Budget, result: PersistResult) -> None:

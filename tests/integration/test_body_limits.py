@@ -121,7 +121,7 @@ def _fds_into(pid: int, folder: Path) -> list[str]:
 
 def multipart_prefix() -> bytes:
     return (
-        f"--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"big.bin\"\r\n"
+        f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="file"; filename="big.bin"\r\n'
         "Content-Type: application/octet-stream\r\n\r\n"
     ).encode()
 
@@ -150,7 +150,9 @@ def test_a_gib_body_to_every_write_route_is_refused_early_and_cheaply(
     with httpx.Client(base_url=ctl.url, headers=bearer(ADMIN_TOKEN), timeout=IO_TIMEOUT) as client:
         tid = create_thread(client, "big-bodies")
         # Warm up every route with a small body, so lazily imported parsers count as before.
-        small = client.post(f"/threads/{tid}/files", files={"file": ("s.txt", b"small")}, data={"name": "s.txt"})
+        small = client.post(
+            f"/threads/{tid}/files", files={"file": ("s.txt", b"small")}, data={"name": "s.txt"}
+        )
         assert small.status_code == 201, small.text
         assert client.post("/threads", json={"name": "other"}).status_code == 201
     routes = [

@@ -105,7 +105,10 @@ def test_code_swapping_a_folder_and_a_file_is_saved_every_time(
     steps = [
         ("os.makedirs('out')\nopen('out/a.txt', 'w').write('in a folder')", {"out/a.txt": b"in a folder"}),
         ("shutil.rmtree('out')\nopen('out', 'w').write('now a file')", {"out": b"now a file"}),
-        ("os.remove('out')\nos.makedirs('out/deep')\nopen('out/deep/b.txt', 'w').write('b')", {"out/deep/b.txt": b"b"}),
+        (
+            "os.remove('out')\nos.makedirs('out/deep')\nopen('out/deep/b.txt', 'w').write('b')",
+            {"out/deep/b.txt": b"b"},
+        ),
     ]
     texts = []
     for turn, (code, expected) in enumerate(steps):

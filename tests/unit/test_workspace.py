@@ -1,4 +1,5 @@
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -138,3 +139,74 @@ def test_user_quota_counts_other_threads_only_when_something_is_uploaded(tmp_pat
     assert result.changed == ["small"]  # 5 + 3 fits in 8; "big" (5 + 4) does not
     assert "your files would total" in result.refused["big"]
     assert store.listings == 1  # once per persist, however many files
+
+
+def tmp_leftovers(root: Path) -> list[Path]:
+    return list(root.rglob(".tmp-*"))
+
+
+def test_a_folder_swapped_for_a_file_and_back_is_stored_each_time(store: LocalStore, tmp_path: Path) -> None:
+    ws = tmp_path / "ws"
+    sync = sync_for(store, ws)
+    sync.restore()
+    (ws / "out").mkdir()
+    (ws / "out" / "a.txt").write_text("a")
+    assert sync.persist().changed == ["out/a.txt"]
+    shutil.rmtree(ws / "out")
+    (ws / "out").write_text("file")
+    (ws / "zz.txt").write_text("z")
+    result = sync.persist()
+    assert (result.deleted, result.changed, result.refused) == (["out/a.txt"], ["out", "zz.txt"], {})
+    (ws / "out").unlink()
+    (ws / "out" / "deep").mkdir(parents=True)
+    (ws / "out" / "deep" / "b.txt").write_text("b")
+    result = sync.persist()
+    assert (result.deleted, result.changed) == (["out"], ["out/deep/b.txt"])
+    assert store.read_file("t-1", "out/deep/b.txt") == b"b"
+    assert tmp_leftovers(tmp_path) == []
+
+
+def test_one_file_that_cannot_be_stored_never_stops_the_others(store: LocalStore, tmp_path: Path) -> None:
+    ws = tmp_path / "ws"
+    sync = sync_for(store, ws)
+    sync.restore()
+    src = tmp_path / "src"
+    src.write_text("elsewhere")
+    store.put_file("t-1", "x/y", src, "0" * 64)  # stored behind this sync's back: x is a folder there
+    for name in ("a", "x", "zz"):
+        (ws / name).write_text(name)
+    result = sync.persist()
+    assert result.changed == ["a", "zz"] and list(result.refused) == ["x"]
+    assert str(tmp_path) not in result.refused["x"]
+    assert tmp_leftovers(tmp_path) == []
+
+
+def test_names_are_stored_in_nfc_and_a_restore_cycle_never_churns(store: LocalStore, tmp_path: Path) -> None:
+    ws = tmp_path / "ws"
+    sync = sync_for(store, ws)
+    sync.restore()
+    (ws / "cafe\u0301.txt").write_text("decomposed")
+    (ws / "a\\b.txt").write_text("backslash")
+    assert sync.persist().changed == ["a\\b.txt", "caf\u00e9.txt"]
+    (ws / "caf\u00e9.txt").write_text("composed twin")  # the same visible name twice
+    result = sync.persist()
+    assert result.changed == [] and "one Unicode form" in result.refused["caf\u00e9.txt"]
+    fresh = tmp_path / "fresh"
+    again = sync_for(store, fresh)
+    assert again.restore() == 2
+    assert sorted(p.name for p in fresh.iterdir()) == ["a\\b.txt", "caf\u00e9.txt"]
+    result = again.persist()
+    assert (result.changed, result.deleted) == ([], [])
+
+
+def test_restore_never_writes_through_a_link(store: LocalStore, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.write_text("stored")
+    store.put_file("t-1", "d/f.txt", src, "0" * 64)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    (ws / "d").symlink_to(outside)  # planted before a restore into a live workspace
+    assert sync_for(store, ws).restore() == 0
+    assert list(outside.iterdir()) == []
