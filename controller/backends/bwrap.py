@@ -70,6 +70,11 @@ def _dirs(dest: Path, made: set[Path]) -> list[str]:
     return args
 
 
+def _tmpfs(dest: str, size: int) -> list[str]:
+    """A size-bounded, sticky, world-writable tmpfs (bwrap makes it 0755 root otherwise)."""
+    return ["--perms", "1777", "--size", str(size), "--tmpfs", dest]
+
+
 def _system() -> list[str]:
     args = ["--ro-bind", "/usr", "/usr"]
     for name in MERGED_USR:
@@ -134,14 +139,8 @@ def argv(layout: Layout, uid: int, tmp_bytes: int, command: list[str], as_root: 
         "/proc",
         "--dev",
         "/dev",
-        "--size",
-        str(tmp_bytes),
-        "--tmpfs",
-        "/tmp",
-        "--size",
-        str(tmp_bytes),
-        "--tmpfs",
-        "/dev/shm",
+        *_tmpfs("/tmp", tmp_bytes),
+        *_tmpfs("/dev/shm", tmp_bytes),
     ]
     made: set[Path] = set()
     for root in python_roots(layout.python):

@@ -66,7 +66,7 @@ def running_controller(env: dict[str, str], log: Path, command: str = "serve") -
     port = free_port()
     full = {k: v for k, v in os.environ.items() if not k.startswith("THREADBOX_")}
     full.update(env)
-    full.update(THREADBOX_HOST="127.0.0.1", THREADBOX_PORT=str(port))
+    full.update(THREADBOX_HOST="127.0.0.1", THREADBOX_PORT=str(port), THREADBOX_CHAT_PORT=str(free_port()))
     with log.open("wb") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "controller.cli", command],
