@@ -7,7 +7,9 @@ at any moment. Every step here is relative to a directory descriptor opened with
 ``O_NOFOLLOW``, and the file is created under a temporary name in its final
 folder and renamed over the target; nothing is checked and then opened by name.
 A link anywhere in the path, or a file where a folder is needed (or the reverse),
-is refused with ``NameConflict`` and nothing is written.
+is refused with ``NameConflict`` and nothing is written. Reading for persist goes
+the same way (``open_regular``), so code that swaps a file for a link to a host
+file after the scan never gets the controller to read and store that file.
 
 Each path segment is matched to an existing entry with the same NFC form (see
 ``controller/filenames.py``), so an upload replaces a file that code named in
@@ -17,17 +19,20 @@ decomposed Unicode instead of creating a look-alike beside it.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import secrets
 import stat
 import unicodedata
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
 from controller.filenames import NameConflict
 
 _DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_READ = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 _NEW = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 TMP_PREFIX = ".tmp-"
 
@@ -38,16 +43,49 @@ def place(root: Path, name: str, fill: Callable[[BinaryIO], object]) -> os.stat_
     ``name`` is a clean workspace name (``/``-separated, no ``..``). Missing folders are
     created. On any failure the target is unchanged and no temporary file is left.
     """
-    *folders, leaf = name.split("/")
-    if any(part in ("", ".", "..") for part in (*folders, leaf)):
+    *folders, leaf = _split(name)
+    with _folder(root, folders, create=True) as fd:
+        return _replace(fd, _entry(fd, leaf), name, fill)
+
+
+@contextmanager
+def open_regular(root: Path, name: str) -> Iterator[BinaryIO]:
+    """The regular file ``root/name`` open for reading, reached without following a link.
+
+    Raises NameConflict when a link or anything but a regular file is in the way (code may
+    swap one in after a scan), FileNotFoundError when it is gone.
+    """
+    *folders, leaf = _split(name)
+    with _folder(root, folders, create=False) as dir_fd:
+        try:
+            fd = os.open(leaf, _READ, dir_fd=dir_fd)
+        except OSError as exc:
+            if exc.errno != errno.ELOOP:
+                raise
+            raise _refusal(dir_fd, leaf, name, "a file") from exc
+    with os.fdopen(fd, "rb") as fh:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise NameConflict(f"{name!r} is not a regular file")
+        yield fh
+
+
+def _split(name: str) -> list[str]:
+    parts = name.split("/")
+    if any(part in ("", ".", "..") for part in parts):
         raise ValueError(f"not a clean workspace name: {name!r}")
+    return parts
+
+
+@contextmanager
+def _folder(root: Path, folders: list[str], create: bool) -> Iterator[int]:
+    """A descriptor of ``root/folders...``, each step opened without following a link."""
     fd = os.open(root, _DIR)
     try:
         for depth, part in enumerate(folders, 1):
-            child = _enter(fd, part, "/".join(folders[:depth]))
+            child = _enter(fd, part, "/".join(folders[:depth]), create)
             os.close(fd)
             fd = child
-        return _replace(fd, _entry(fd, leaf), name, fill)
+        yield fd
     finally:
         os.close(fd)
 
@@ -61,11 +99,13 @@ def _entry(dir_fd: int, part: str) -> str:
     return min(twins) if twins else part
 
 
-def _enter(dir_fd: int, part: str, shown: str) -> int:
-    """A descriptor of sub-folder ``part``, created if missing; never a link's target."""
-    actual = _entry(dir_fd, part)
-    with contextlib.suppress(FileExistsError):
-        os.mkdir(actual, dir_fd=dir_fd)
+def _enter(dir_fd: int, part: str, shown: str, create: bool) -> int:
+    """A descriptor of sub-folder ``part`` (created if missing and ``create``); never a link's target."""
+    actual = part
+    if create:
+        actual = _entry(dir_fd, part)
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(actual, dir_fd=dir_fd)
     try:
         return os.open(actual, _DIR, dir_fd=dir_fd)
     except OSError as exc:
@@ -76,7 +116,7 @@ def _refusal(dir_fd: int, actual: str, shown: str, wanted: str) -> NameConflict:
     try:
         mode = os.stat(actual, dir_fd=dir_fd, follow_symlinks=False).st_mode
     except OSError:
-        return NameConflict(f"{shown!r} changed in the workspace while it was being written")
+        return NameConflict(f"{shown!r} changed in the workspace meanwhile")
     if stat.S_ISLNK(mode):
         return NameConflict(
             f"{shown!r} is a symbolic link in the workspace; files are never written through links"

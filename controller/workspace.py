@@ -12,17 +12,21 @@ Kubernetes backend, so it depends on nothing but the store interface.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
+import stat
 import time
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
+from typing import BinaryIO
 
 from controller.filenames import BadFilename, NameConflict, clean_filename
-from controller.nofollow import place
+from controller.nofollow import open_regular, place
 from controller.quotas import QuotaExceeded, Quotas, Usage, user_usage
 from controller.stores.base import NotInStore, StoredFile, ThreadStore
 
@@ -34,10 +38,14 @@ RESTORE_WORKERS = 4
 
 
 def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
     with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
+        return sha256_stream(fh)
+
+
+def sha256_stream(fh: BinaryIO) -> str:
+    digest = hashlib.sha256()
+    for chunk in iter(lambda: fh.read(1 << 20), b""):
+        digest.update(chunk)
     return digest.hexdigest()
 
 
@@ -57,25 +65,26 @@ class _Seen:
 
 
 def scan(root: Path) -> dict[str, Path]:
-    """Regular files under ``root`` by workspace name; symlinks are never followed."""
+    """Regular files under ``root`` by workspace name. Links are never followed, not even a
+    folder that code swaps for a link mid-scan: fwalk holds each folder open."""
     found: dict[str, Path] = {}
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+    for dirpath, dirnames, filenames, dir_fd in os.fwalk(root, follow_symlinks=False):
         dirnames[:] = [d for d in dirnames if d not in SKIP_DIRS]
         for fname in filenames:
-            path = Path(dirpath) / fname
-            if path.is_symlink() or not path.is_file():
-                continue
-            found[path.relative_to(root).as_posix()] = path
+            with contextlib.suppress(FileNotFoundError):
+                if stat.S_ISREG(os.stat(fname, dir_fd=dir_fd, follow_symlinks=False).st_mode):
+                    name = Path(dirpath, fname).relative_to(root).as_posix()
+                    found[name] = root / name
     return found
 
 
-def by_clean_name(found: dict[str, Path], refused: dict[str, str]) -> dict[str, Path]:
-    """Workspace files under their clean (NFC) names; the others go to ``refused``, by raw name.
+def by_clean_name(found: Iterable[str], refused: dict[str, str]) -> dict[str, str]:
+    """Workspace names by their clean (NFC) form; the others go to ``refused``, by raw name.
 
     Of two files whose names differ only in Unicode form, the first in sort order is kept.
     """
-    clean: dict[str, Path] = {}
-    for raw, path in sorted(found.items()):
+    clean: dict[str, str] = {}
+    for raw in sorted(found):
         try:
             name = clean_filename(raw)
         except BadFilename as exc:
@@ -84,7 +93,7 @@ def by_clean_name(found: dict[str, Path], refused: dict[str, str]) -> dict[str, 
         if name in clean:
             refused[raw] = f"another file is already named {name!r} once written in one Unicode form"
             continue
-        clean[name] = path
+        clean[name] = raw
     return clean
 
 
@@ -156,7 +165,7 @@ class WorkspaceSync:
     def persist(self) -> PersistResult:
         seen = self._baseline()
         result = PersistResult()
-        present = by_clean_name(scan(self.root) if self.root.exists() else {}, result.refused)
+        present = by_clean_name(scan(self.root) if self.root.exists() else (), result.refused)
         # Stale entries go first: a folder that code replaced by a file of the same name (or
         # the reverse) can only be stored once the old entries are gone.
         for name in sorted(set(seen) - set(present)):
@@ -164,32 +173,35 @@ class WorkspaceSync:
             del seen[name]
             result.deleted.append(name)
         budget = _Budget(Usage(len(seen), sum(s.size for s in seen.values())))
-        for name, path in sorted(present.items()):
+        for name, raw in sorted(present.items()):
             # One file that cannot be saved never stops the files after it.
             try:
-                self._save(name, path, budget, result)
+                self._save(name, raw, budget, result)
             except (QuotaExceeded, NameConflict) as exc:
                 result.refused[name] = str(exc)
             except OSError as exc:  # gone or unreadable since the scan, or the local store failed
                 result.refused[name] = f"{name} could not be saved: {plain_reason(exc)}"
         return result
 
-    def _save(self, name: str, path: Path, budget: _Budget, result: PersistResult) -> None:
+    def _save(self, name: str, raw: str, budget: _Budget, result: PersistResult) -> None:
         seen = self._baseline()
-        st = path.stat(follow_symlinks=False)
-        old = seen.get(name)
-        if old and (old.size, old.mtime_ns) == (st.st_size, st.st_mtime_ns):
-            return
-        sha = sha256_file(path)
-        if old is None or old.sha256 != sha:
-            after = budget.thread.replace(old.size if old else None, st.st_size)
-            if budget.others is None and self.user and self.quotas.per_user:
-                budget.others = user_usage(self.store, self.user, self.thread_id)
-            self.quotas.check_write(name, st.st_size, after, budget.others)
-            self.store.put_file(self.thread_id, name, path, sha)
-            budget.thread = after
-            result.changed.append(name)
-            result.bytes += st.st_size
+        with open_regular(self.root, raw) as fh:
+            st = os.fstat(fh.fileno())
+            old = seen.get(name)
+            if old and (old.size, old.mtime_ns) == (st.st_size, st.st_mtime_ns):
+                return
+            sha = sha256_stream(fh)
+            if old is None or old.sha256 != sha:
+                after = budget.thread.replace(old.size if old else None, st.st_size)
+                if budget.others is None and self.user and self.quotas.per_user:
+                    budget.others = user_usage(self.store, self.user, self.thread_id)
+                self.quotas.check_write(name, st.st_size, after, budget.others)
+                # The store opens this path: the very file already open, whatever code has
+                # done to the workspace path since.
+                self.store.put_file(self.thread_id, name, Path(f"/proc/self/fd/{fh.fileno()}"), sha)
+                budget.thread = after
+                result.changed.append(name)
+                result.bytes += st.st_size
         seen[name] = _Seen(st.st_size, st.st_mtime_ns, sha)
 
     def write(self, name: str, data: bytes) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from controller.filenames import NameConflict
-from controller.nofollow import TMP_PREFIX, place
+from controller.nofollow import TMP_PREFIX, open_regular, place
 
 
 def write(root: Path, name: str, data: bytes = b"new") -> os.stat_result:
@@ -115,3 +115,22 @@ def test_unclean_names_are_refused(ws: Path, name: str) -> None:
     with pytest.raises(ValueError):
         write(ws, name)
     assert tree(ws) == {}
+
+
+def test_reading_never_follows_a_link_nor_blocks_on_a_fifo(ws: Path, outside: Path) -> None:
+    (ws / "sub").mkdir()
+    (ws / "sub" / "f.txt").write_text("mine")
+    (ws / "link").symlink_to(outside / "secret")
+    (ws / "dirlink").symlink_to(outside)
+    os.mkfifo(ws / "fifo")
+    with open_regular(ws, "sub/f.txt") as fh:
+        assert fh.read() == b"mine"
+    for name, why in [
+        ("link", "symbolic link"),
+        ("dirlink/secret", "symbolic link"),
+        ("fifo", "not a regular"),
+    ]:
+        with pytest.raises(NameConflict, match=why), open_regular(ws, name):
+            pass
+    with pytest.raises(FileNotFoundError), open_regular(ws, "gone.txt"):
+        pass

@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from controller.quotas import Quotas
+from controller.stores.base import StoredFile
 from controller.stores.local import LocalStore
 from controller.workspace import WorkspaceSync
 
@@ -210,3 +211,27 @@ def test_restore_never_writes_through_a_link(store: LocalStore, tmp_path: Path) 
     (ws / "d").symlink_to(outside)  # planted before a restore into a live workspace
     assert sync_for(store, ws).restore() == 0
     assert list(outside.iterdir()) == []
+
+
+def test_a_file_swapped_for_a_link_after_the_scan_is_never_read(tmp_path: Path) -> None:
+    secret = tmp_path / "host-secret"
+    secret.write_text("never stored")
+    ws = tmp_path / "ws"
+
+    class RacingCode(LocalStore):
+        """The real store; while it stores "a", code swaps "b" (already scanned) for a link."""
+
+        def put_file(self, thread_id: str, name: str, source: Path, sha256: str) -> StoredFile:
+            if name == "a":
+                (ws / "b").unlink()
+                (ws / "b").symlink_to(secret)
+            return super().put_file(thread_id, name, source, sha256)
+
+    store = RacingCode(tmp_path / "store")
+    sync = sync_for(store, ws)
+    sync.restore()
+    (ws / "a").write_text("a")
+    (ws / "b").write_text("b")
+    result = sync.persist()
+    assert result.changed == ["a"] and "symbolic link" in result.refused["b"]
+    assert [f.name for f in store.list_files("t-1")] == ["a"]
