@@ -146,10 +146,15 @@ def tmp_leftovers(root: Path) -> list[Path]:
     return list(root.rglob(".tmp-*"))
 
 
-def test_a_folder_swapped_for_a_file_and_back_is_stored_each_time(store: LocalStore, tmp_path: Path) -> None:
-    ws = tmp_path / "ws"
-    sync = sync_for(store, ws)
+def restored(store: LocalStore, tmp_path: Path) -> tuple[Path, WorkspaceSync]:
+    """A workspace freshly restored (empty) from ``store``, and its sync."""
+    sync = sync_for(store, tmp_path / "ws")
     sync.restore()
+    return tmp_path / "ws", sync
+
+
+def test_a_folder_swapped_for_a_file_and_back_is_stored_each_time(store: LocalStore, tmp_path: Path) -> None:
+    ws, sync = restored(store, tmp_path)
     (ws / "out").mkdir()
     (ws / "out" / "a.txt").write_text("a")
     assert sync.persist().changed == ["out/a.txt"]
@@ -168,9 +173,7 @@ def test_a_folder_swapped_for_a_file_and_back_is_stored_each_time(store: LocalSt
 
 
 def test_one_file_that_cannot_be_stored_never_stops_the_others(store: LocalStore, tmp_path: Path) -> None:
-    ws = tmp_path / "ws"
-    sync = sync_for(store, ws)
-    sync.restore()
+    ws, sync = restored(store, tmp_path)
     src = tmp_path / "src"
     src.write_text("elsewhere")
     store.put_file("t-1", "x/y", src, "0" * 64)  # stored behind this sync's back: x is a folder there
@@ -183,9 +186,7 @@ def test_one_file_that_cannot_be_stored_never_stops_the_others(store: LocalStore
 
 
 def test_names_are_stored_in_nfc_and_a_restore_cycle_never_churns(store: LocalStore, tmp_path: Path) -> None:
-    ws = tmp_path / "ws"
-    sync = sync_for(store, ws)
-    sync.restore()
+    ws, sync = restored(store, tmp_path)
     (ws / "cafe\u0301.txt").write_text("decomposed")
     (ws / "a\\b.txt").write_text("backslash")
     assert sync.persist().changed == ["a\\b.txt", "caf\u00e9.txt"]
@@ -216,7 +217,7 @@ def test_restore_never_writes_through_a_link(store: LocalStore, tmp_path: Path) 
 def test_a_file_swapped_for_a_link_after_the_scan_is_never_read(tmp_path: Path) -> None:
     secret = tmp_path / "host-secret"
     secret.write_text("never stored")
-    ws = tmp_path / "ws"
+    ws = tmp_path / "ws"  # the hook below needs it before restored() names it
 
     class RacingCode(LocalStore):
         """The real store; while it stores "a", code swaps "b" (already scanned) for a link."""
@@ -228,8 +229,7 @@ def test_a_file_swapped_for_a_link_after_the_scan_is_never_read(tmp_path: Path) 
             return super().put_file(thread_id, name, source, sha256)
 
     store = RacingCode(tmp_path / "store")
-    sync = sync_for(store, ws)
-    sync.restore()
+    ws, sync = restored(store, tmp_path)
     (ws / "a").write_text("a")
     (ws / "b").write_text("b")
     result = sync.persist()
