@@ -138,7 +138,11 @@ def _add_ops_routes(app: FastAPI, rt: Runtime) -> None:
     @app.get("/readyz", tags=["ops"])
     async def readyz() -> dict[str, str]:
         await _blocking(rt.store.check)
-        return {"status": "ready", "backend": rt.backend.name, "agent": rt.agent.name}
+        ready = {"status": "ready", "backend": rt.backend.name, "agent": rt.agent.name}
+        ready["isolation"] = rt.backend.isolation
+        if not rt.backend.isolated:
+            ready["warning"] = "Sandboxes are not isolated: code in one thread can reach the others."
+        return ready
 
     @app.get("/metrics", tags=["ops"], response_class=Response)
     async def metrics() -> Response:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import getpass
 import json
 import os
 import sys
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -14,12 +16,14 @@ from typing import TYPE_CHECKING, Any
 import httpx
 from pydantic import ValidationError
 
+from controller.auth_setup import client_token
 from controller.config import Settings
 from controller.events import Display, Done, Error, FilesChanged, Message, Status, Stream, parse_event
 
 if TYPE_CHECKING:
-    from controller.backends.base import SandboxInfo
+    from controller.backends.base import Backend, SandboxInfo
     from controller.backends.kubernetes import KubernetesBackend
+    from controller.stores.base import ThreadStore
 
 DEFAULT_SERVER = os.environ.get("THREADBOX_SERVER", "http://127.0.0.1:8600")
 
@@ -30,6 +34,7 @@ examples:
   threadbox run -t demo -f analysis.py
   threadbox upload -t demo data.csv
   threadbox threads
+  threadbox token create --user alice            # an API token for alice (shown once)
 
 Every setting is also an environment variable THREADBOX_<NAME> (see the README's table).
 """
@@ -50,7 +55,10 @@ def _parser() -> argparse.ArgumentParser:
     ):
         s = sub.add_parser(name, help=help_, description=help_)
         s.add_argument("--host", help="address to listen on (default 127.0.0.1)")
-        s.add_argument("--port", type=int, help="port to listen on (default 8600)")
+        s.add_argument("--port", type=int, help="port of the API and web console (default 8600)")
+        s.add_argument(
+            "--chat-port", type=int, help="port of the chat webhooks, /slack/events (default 8601)"
+        )
         s.add_argument("--data-dir", type=Path, help="where the local store and workspaces live")
         s.add_argument("--idle-timeout", type=float, help="seconds without a turn before a sandbox is reaped")
         s.add_argument(
@@ -69,7 +77,8 @@ def _parser() -> argparse.ArgumentParser:
     _client_args(up)
 
     th = sub.add_parser("threads", help="list the threads of a running server")
-    th.add_argument("--server", default=DEFAULT_SERVER, help=f"server URL (default {DEFAULT_SERVER})")
+    _server_args(th)
+    _token_parser(sub)
 
     sub.add_parser("sandbox-env", help="build the lean sandbox environment and print its python")
 
@@ -101,9 +110,52 @@ not contacted. Exits 1 if something could not be deleted.
 """
 
 
+TOKEN_HELP = """\
+API tokens for the HTTP API, the web console and the CLI client.
+
+A token is shown once, when it is created; the store keeps only its sha256, so a lost
+token cannot be recovered: revoke it and create another. A user token sees and acts on
+that user's own API threads only; an admin token (--admin) on every thread, Slack's too.
+
+These commands act on the store configured by the same THREADBOX_* variables as
+`threadbox serve` (THREADBOX_STORE, THREADBOX_DATA_DIR, THREADBOX_MINIO_*); in a
+Kubernetes install, run them in the controller pod:
+  kubectl -n threadbox exec deploy/threadbox -- threadbox token create --user alice
+"""
+
+
+def _token_parser(sub: Any) -> None:
+    tok = sub.add_parser(
+        "token",
+        help="create, list or revoke API tokens",
+        description=TOKEN_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    actions = tok.add_subparsers(dest="action", required=True, metavar="ACTION")
+    create = actions.add_parser("create", help="create a token and print it (only this once)")
+    create.add_argument(
+        "--user", required=True, help="the user the token acts as; owns the threads it creates"
+    )
+    create.add_argument(
+        "--admin", action="store_true", help="see and act on every thread, any user's or Slack's"
+    )
+    create.add_argument("--label", help="a note shown by `token list`, e.g. where the token is used")
+    actions.add_parser("list", help="list tokens: id, user, admin, created, label (never the tokens)")
+    revoke = actions.add_parser("revoke", help="revoke a token by the id `token list` shows")
+    revoke.add_argument("id", help="the token's id")
+
+
+def _server_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--server", default=DEFAULT_SERVER, help=f"server URL (default {DEFAULT_SERVER})")
+    p.add_argument(
+        "--token",
+        help="API token (default: $THREADBOX_TOKEN, else the dev token of `threadbox dev` for a loopback server)",
+    )
+
+
 def _client_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("-t", "--thread", default="cli", help="thread name (default: cli); created if new")
-    p.add_argument("--server", default=DEFAULT_SERVER, help=f"server URL (default {DEFAULT_SERVER})")
+    _server_args(p)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -113,6 +165,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _serve(args)
         if args.command == "cleanup":
             return _cleanup(args)
+        if args.command == "token":
+            return _token(args)
         if args.command == "sandbox-env":
             from controller.sandbox_env import ensure_sandbox_python
 
@@ -135,6 +189,7 @@ def _settings(args: argparse.Namespace) -> Settings:
         for k, v in {
             "host": args.host,
             "port": args.port,
+            "chat_port": args.chat_port,
             "data_dir": args.data_dir,
             "idle_timeout": args.idle_timeout,
             "max_sandboxes": args.max_sandboxes,
@@ -161,14 +216,86 @@ def _serve(args: argparse.Namespace) -> int:
     settings = _load(lambda: _settings(args))
     if settings is None:
         return 2
-    import uvicorn
+    from controller.auth_setup import NO_AUTH, can_authenticate, ensure_dev_token, is_loopback
+    from controller.runtime import UnsafeConfiguration, build_runtime, build_store
+    from controller.serving import build_servers, serve_both
 
-    from controller.api import create_app
-    from controller.runtime import build_runtime
+    store = build_store(settings)
+    url = f"http://{settings.host}:{settings.port}"
+    if args.command == "dev":
+        token = ensure_dev_token(store, settings.data_dir, getpass.getuser())
+        print(
+            f"threadbox: admin token for {getpass.getuser()}: {token}\n"
+            f"  (in {settings.data_dir}/dev-token, where the CLI finds it)\n"
+            f"  web console: {url}/#token={token}",
+            file=sys.stderr,
+        )
+    elif not is_loopback(settings.host) and not can_authenticate(settings, store):
+        print(NO_AUTH.format(host=settings.host), file=sys.stderr)
+        return 2
+    try:
+        runtime = build_runtime(settings, store)
+    except UnsafeConfiguration as exc:
+        print(f"threadbox: {exc}", file=sys.stderr)
+        return 2
+    _say_isolation(runtime.backend)
+    api, chat = build_servers(runtime)
+    print(
+        f"threadbox: API and console on {url} (docs at /docs); "
+        f"chat webhooks on http://{settings.host}:{settings.chat_port}",
+        file=sys.stderr,
+    )
+    asyncio.run(serve_both(api, chat, runtime))
+    return 0
 
-    app = create_app(build_runtime(settings))
-    print(f"threadbox: serving on http://{settings.host}:{settings.port} (docs at /docs)", file=sys.stderr)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level="info")
+
+def _say_isolation(backend: Backend) -> None:
+    print(f"threadbox: sandboxes: {backend.isolation}", file=sys.stderr)
+    if not backend.isolated:
+        print(
+            "threadbox: WARNING: code in one thread can read every other thread's files and this "
+            "controller's secrets; serve only yourself, on loopback",
+            file=sys.stderr,
+        )
+
+
+def _token(args: argparse.Namespace) -> int:
+    settings = _load(lambda: Settings(slack_mode="off"))
+    if settings is None:
+        return 2
+    from controller.runtime import build_store
+
+    return _token_action(args, build_store(settings))
+
+
+def _token_action(args: argparse.Namespace, store: ThreadStore) -> int:
+    from controller.auth import create_token, list_tokens, revoke_token
+
+    if args.action == "create":
+        token, record = create_token(store, args.user, args.admin, args.label)
+        kind = "admin token" if record.admin else "token"
+        print(token)
+        print(
+            f"threadbox: {kind} {record.id} for {record.user} created; it is shown only this once.\n"
+            "  HTTP: Authorization: Bearer <token>\n"
+            "  CLI: THREADBOX_TOKEN=<token> threadbox run --server URL ...\n"
+            "  web console: open URL/#token=<token>",
+            file=sys.stderr,
+        )
+        return 0
+    if args.action == "list":
+        for r in list_tokens(store):
+            created = time.strftime("%Y-%m-%d %H:%M", time.gmtime(r.created))
+            print(f"{r.id}  {r.user}  {'admin' if r.admin else 'user'}  {created}  {r.label or ''}".rstrip())
+        return 0
+    revoked = revoke_token(store, args.id)
+    if revoked is None:
+        print(
+            f"threadbox token revoke: no token with id {args.id!r} (see `threadbox token list`)",
+            file=sys.stderr,
+        )
+        return 1
+    print(f"revoked token {revoked.id} of {revoked.user}")
     return 0
 
 
@@ -236,7 +363,9 @@ async def _remove_sandboxes(backend: KubernetesBackend, persist: bool) -> int:
 
 
 def _client(args: argparse.Namespace) -> int:
-    with httpx.Client(base_url=args.server, timeout=httpx.Timeout(10, read=None)) as http:
+    token = client_token(args.token, args.server)
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    with httpx.Client(base_url=args.server, headers=headers, timeout=httpx.Timeout(10, read=None)) as http:
         if args.command == "threads":
             for t in _ok(http.get("/threads")).json():
                 print(f"{t['id']}  {'live' if t['live'] else 'idle':4}  {t['name']}")

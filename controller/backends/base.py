@@ -51,6 +51,16 @@ class Backend(Protocol):
     # Kubernetes pods outlive a controller restart and get adopted; local kernels do not.
     keep_on_shutdown: bool
 
+    @property
+    def isolation(self) -> str:
+        """How sandboxes are kept apart, in a sentence for operators (start-up, /readyz)."""
+        ...
+
+    @property
+    def isolated(self) -> bool:
+        """False when code in one sandbox could reach another's (an explicit operator choice)."""
+        ...
+
     async def start(self, thread_id: str) -> SandboxInfo: ...
 
     async def find(self, thread_id: str) -> SandboxInfo | None: ...

@@ -60,6 +60,15 @@ class AgentError(StoreUnavailable):
 class KubernetesBackend:
     name = "kubernetes"
     keep_on_shutdown = True  # pods outlive a controller restart; the next one adopts them
+    isolated = True
+
+    @property
+    def isolation(self) -> str:
+        runtime = self.settings.runtime_class_name or "the cluster's default"
+        return (
+            f"a pod per thread (runtime class: {runtime}), non-root, no capabilities, "
+            "a NetworkPolicy, storage credentials for its own prefix only"
+        )
 
     def __init__(self, settings: Settings, api: client.ApiClient | None = None) -> None:
         self.settings = settings
