@@ -12,6 +12,8 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from controller.outputcap import DEFAULT_MAX_OUTPUT_BYTES
+
 DEFAULT_HOME = Path.home() / ".local" / "share" / "threadbox"
 
 
@@ -71,7 +73,7 @@ class Settings(BaseSettings):
     interrupt_grace: float = Field(default=5.0, gt=0)
     max_code_bytes: int = Field(default=100_000, ge=1)
     max_output_bytes: int = Field(
-        default=4 * 2**20,
+        default=DEFAULT_MAX_OUTPUT_BYTES,
         ge=4096,
         description="Output (stdout, stderr, displays) one execution may stream; the rest is dropped after a note.",
     )

@@ -29,6 +29,7 @@ import zmq.asyncio
 from jupyter_client.asynchronous.client import AsyncKernelClient
 
 from controller.events import Display, Done, Error, Event, Stream
+from controller.outputcap import DEFAULT_MAX_OUTPUT_BYTES
 
 ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 POLL = 0.25
@@ -36,7 +37,6 @@ RECONNECT_MS = 20
 # Startup chatter (status messages of kernel_info) is dropped until IOPub is this quiet; turns
 # filter by parent id anyway, so a late message costs nothing but this wait does on every start.
 STARTUP_QUIET = 0.05
-DEFAULT_MAX_OUTPUT = 4 * 2**20
 # Messages ZeroMQ may hold for us per socket before it stops reading from the kernel (TCP then
 # pushes back onto the kernel's own queue): with MAXMSGSIZE, this bounds what a kernel can make
 # the controller buffer.
@@ -141,7 +141,7 @@ def _context(max_message: int) -> zmq.asyncio.Context:
 
 class KernelSession:
     def __init__(
-        self, connection: dict[str, Any], alive: AliveProbe, max_output: int = DEFAULT_MAX_OUTPUT
+        self, connection: dict[str, Any], alive: AliveProbe, max_output: int = DEFAULT_MAX_OUTPUT_BYTES
     ) -> None:
         self.client = AsyncKernelClient(context=_context(max_message_bytes(max_output)))
         self.client.load_connection_info(connection)  # type: ignore[arg-type]
@@ -212,7 +212,7 @@ class KernelSession:
         return bool(reply["content"].get("status") == "ok")
 
     async def execute(
-        self, code: str, timeout: float, grace: float = 5.0, max_output: int = DEFAULT_MAX_OUTPUT
+        self, code: str, timeout: float, grace: float = 5.0, max_output: int = DEFAULT_MAX_OUTPUT_BYTES
     ) -> AsyncIterator[Event]:
         """Run ``code``; yields output events and ends with exactly one Done (after an Error if any).
 

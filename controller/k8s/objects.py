@@ -60,6 +60,7 @@ class PodConfig:
     thread_max_files: int
     thread_max_bytes: int
     file_ttl_days: float
+    max_output_bytes: int
 
     @classmethod
     def from_settings(cls, s: Settings) -> PodConfig:
@@ -77,6 +78,7 @@ class PodConfig:
             thread_max_files=s.thread_max_files,
             thread_max_bytes=s.thread_max_bytes,
             file_ttl_days=s.file_ttl_days,
+            max_output_bytes=s.max_output_bytes,
         )
 
 
@@ -95,6 +97,7 @@ def _env(identity: dict[str, str], cfg: PodConfig) -> list[dict[str, str]]:
         "THREADBOX_THREAD_MAX_FILES": str(cfg.thread_max_files),
         "THREADBOX_THREAD_MAX_BYTES": str(cfg.thread_max_bytes),
         "THREADBOX_FILE_TTL_DAYS": f"{cfg.file_ttl_days:g}",
+        "THREADBOX_MAX_OUTPUT_BYTES": str(cfg.max_output_bytes),
     }
     return [{"name": k, "value": v} for k, v in values.items()]
 

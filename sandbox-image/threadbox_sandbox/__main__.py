@@ -113,7 +113,7 @@ def main() -> int:
         connection=connection,
         connection_file=settings.run_dir / "kernel.json",
         cwd=settings.workspace,
-        env=kernel_env(python, settings.home, tmp),
+        env=kernel_env(python, settings.home, tmp, settings.max_output_bytes),
         reap_orphans=os.getpid() == 1,
     )
     kernel.start()

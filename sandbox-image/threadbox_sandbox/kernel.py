@@ -21,10 +21,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from controller import outputcap
+
 PR_SET_PDEATHSIG = 1  # from <sys/prctl.h>
 log = logging.getLogger("threadbox_sandbox.kernel")
 
 KERNEL_MODULE = "ipykernel_launcher"
+# The output-cap extension ships beside this file (standalone: the kernel loads it by path).
+OUTPUTCAP = Path(__file__).with_name("outputcap.py")
 # A kernel that dies within this many seconds of its launch counts as a crash loop: the
 # next launch is delayed (doubling up to MAX_BACKOFF), so a broken image does not spin a core.
 QUICK_EXIT = 5.0
@@ -41,7 +45,9 @@ def write_connection_file(path: Path, connection: Mapping[str, Any]) -> None:
     os.replace(tmp, path)
 
 
-def kernel_env(python: Path, home: Path, tmp: Path) -> dict[str, str]:
+def kernel_env(
+    python: Path, home: Path, tmp: Path, max_output: int = outputcap.DEFAULT_MAX_OUTPUT_BYTES
+) -> dict[str, str]:
     """The kernel's environment, built from scratch: user code sees no THREADBOX_* variable.
 
     MPLBACKEND is left unset on purpose: ipykernel then picks its inline backend and
@@ -54,6 +60,7 @@ def kernel_env(python: Path, home: Path, tmp: Path) -> dict[str, str]:
         "MPLCONFIGDIR": str(home / ".matplotlib"),
         "LANG": "C.UTF-8",
         "PYTHONUNBUFFERED": "1",
+        **outputcap.kernel_env(max_output),
     }
 
 
@@ -107,7 +114,14 @@ class KernelSupervisor:
             write_connection_file(self.connection_file, self.connection)
             self.cwd.mkdir(parents=True, exist_ok=True)
             self._proc = subprocess.Popen(
-                [str(self.python), "-m", KERNEL_MODULE, "-f", str(self.connection_file)],
+                [
+                    str(self.python),
+                    "-m",
+                    KERNEL_MODULE,
+                    "-f",
+                    str(self.connection_file),
+                    *outputcap.kernel_args(OUTPUTCAP),
+                ],
                 cwd=self.cwd,
                 env=self.env,
                 stdin=subprocess.DEVNULL,

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from controller.outputcap import DEFAULT_MAX_OUTPUT_BYTES
 from controller.quotas import Quotas
-
 
 # Thread ids are DNS-1123 labels (controller/identity.py); anything else in a bind is refused.
 THREAD_ID = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
@@ -53,6 +53,7 @@ class Settings:
     file_ttl_days: float
     agent_host: str
     agent_port: int
+    max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES
 
     @property
     def connection_file(self) -> Path:
@@ -115,6 +116,7 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         # several entrypoints on one host override them.
         agent_host=env.get("THREADBOX_AGENT_HOST") or "0.0.0.0",
         agent_port=_int(env, "THREADBOX_AGENT_PORT", 8888),
+        max_output_bytes=_int(env, "THREADBOX_MAX_OUTPUT_BYTES", DEFAULT_MAX_OUTPUT_BYTES),
     )
 
 

@@ -316,6 +316,9 @@ async def test_entrypoint_restores_serves_persists_and_exits_cleanly(
             first_pid = int(listing.split()[-1])
             # User code sees no THREADBOX_* variable (the environment is built from scratch).
             assert await run(kc, "print([k for k in os.environ if 'THREADBOX' in k])") == "[]\n"
+            # The launcher loads the output cap (threadbox_sandbox/outputcap.py): 8 MB printed, 4 MiB sent.
+            capped = await run(kc, "print('x' * (8 << 20))")
+            assert capped.count("[output limit]") == 1 and len(capped) < 4 << 20
 
             # Code writes files (one big enough for a multipart upload) and deletes one.
             await run(

@@ -141,6 +141,7 @@ def test_pod_env_is_the_contract_and_nothing_of_the_controller(monkeypatch: pyte
         "THREADBOX_THREAD_MAX_FILES": "200",
         "THREADBOX_THREAD_MAX_BYTES": str(500 * 2**20),
         "THREADBOX_FILE_TTL_DAYS": "1.5",
+        "THREADBOX_MAX_OUTPUT_BYTES": str(4 * 2**20),
     }
     assert "envFrom" not in container(pod())
 

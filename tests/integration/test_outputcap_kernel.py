@@ -1,0 +1,93 @@
+"""The sandbox's output-cap extension, in a real kernel from the lean sandbox env, started with
+exactly the arguments and environment controller/outputcap.py gives a kernel launch."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from jupyter_client.blocking.client import BlockingKernelClient
+from jupyter_client.connect import write_connection_file
+
+from controller.outputcap import kernel_args, kernel_env
+from tests.support.server import free_port
+
+pytestmark = pytest.mark.integration
+
+LIMIT = 64 * 1024
+NOTE = "[output limit]"
+
+
+@pytest.fixture
+def kernel(tmp_path: Path, sandbox_python: Path) -> Iterator[BlockingKernelClient]:
+    conn_file = tmp_path / "kernel.json"
+    ports = {f"{name}_port": free_port() for name in ("shell", "iopub", "stdin", "control", "hb")}
+    write_connection_file(str(conn_file), ip="127.0.0.1", key=os.urandom(16).hex().encode(), **ports)
+    env = {"PATH": f"{sandbox_python.parent}:/usr/bin:/bin", "HOME": str(tmp_path), **kernel_env(LIMIT)}
+    with (tmp_path / "kernel.log").open("wb") as log:
+        proc = subprocess.Popen(
+            [str(sandbox_python), "-m", "ipykernel_launcher", "-f", str(conn_file), *kernel_args()],
+            cwd=tmp_path,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    client = BlockingKernelClient()
+    client.load_connection_file(str(conn_file))
+    client.start_channels()
+    try:
+        client.wait_for_ready(timeout=60)
+        yield client
+    finally:
+        client.stop_channels()
+        proc.kill()
+        proc.wait(timeout=10)
+
+
+def run(client: BlockingKernelClient, code: str) -> dict[str, Any]:
+    """The cell's stream text by name, and its reply status."""
+    texts: dict[str, str] = {"stdout": "", "stderr": ""}
+
+    def collect(msg: dict[str, Any]) -> None:
+        if msg["msg_type"] == "stream":
+            texts[msg["content"]["name"]] += msg["content"]["text"]
+
+    reply = client.execute_interactive(code, timeout=60, output_hook=collect)
+    return {**texts, "status": reply["content"]["status"]}
+
+
+def test_a_cell_prints_up_to_the_cap_then_one_note(kernel: BlockingKernelClient) -> None:
+    out = run(kernel, "for _ in range(2000): print('x' * 999)")  # 2 MB in 1000-byte lines
+    assert out["status"] == "ok"
+    assert LIMIT - 1024 - 1000 < len(out["stdout"].encode()) <= LIMIT - 1024
+    assert out["stderr"].count(NOTE) == 1
+    assert len(out["stdout"].encode()) + len(out["stderr"].encode()) < LIMIT
+
+
+def test_one_huge_write_multibyte_and_stderr_share_the_cap(kernel: BlockingKernelClient) -> None:
+    out = run(kernel, "import sys; print('é' * 10**7); sys.stderr.write('zq' * 10**6)")
+    assert len(out["stdout"].encode()) <= LIMIT - 1024
+    assert set(out["stdout"]) <= {"é"}  # cut on a character boundary
+    assert out["stderr"].count(NOTE) == 1
+    assert "zq" not in out["stderr"]
+
+
+def test_the_cap_is_per_cell_and_output_below_it_is_untouched(kernel: BlockingKernelClient) -> None:
+    assert run(kernel, "print('x' * 10**6)")["stderr"].count(NOTE) == 1
+    small = run(kernel, "print('hello'); import sys; print('warn', file=sys.stderr)")
+    assert small == {"stdout": "hello\n", "stderr": "warn\n", "status": "ok"}
+
+
+def test_subprocess_output_is_capped_and_nothing_is_left_in_the_namespace(
+    kernel: BlockingKernelClient,
+) -> None:
+    out = run(kernel, "import os; os.system('head -c 3000000 /dev/zero | tr \"\\\\0\" y')")
+    assert 0 < len(out["stdout"].encode()) <= LIMIT - 1024
+    assert out["stderr"].count(NOTE) == 1
+    names = set(run(kernel, "print(*globals())")["stdout"].split())
+    assert "os" in names
+    assert not names & {"OutputCap", "load_ipython_extension", "note", "NOTE_ROOM", "ENV", "runpy", "sys"}
