@@ -142,7 +142,8 @@ def argv(layout: Layout, uid: int, tmp_bytes: int, command: list[str], as_root: 
         *_tmpfs("/tmp", tmp_bytes),
         *_tmpfs("/dev/shm", tmp_bytes),
     ]
-    made: set[Path] = set()
+    # Mount points made above are not re-made: a --dir with --perms would chmod /tmp to 0755.
+    made = {Path("/tmp"), Path("/dev"), Path("/proc")}
     for root in python_roots(layout.python):
         if not root.is_relative_to("/usr"):
             args += [*_dirs(root, made), "--ro-bind", str(root), str(root)]
