@@ -342,6 +342,13 @@ async def test_entrypoint_restores_serves_persists_and_exits_cleanly(
             bad = await http.put(f"{sb.url}/files/..%2Fescape.txt", content=b"x", headers=sb.auth())
             assert bad.status_code == 400 and "traversal" in bad.json()["error"]
             assert not (sb.workspace.parent / "escape.txt").exists()
+            # A link that code plants is never written through: 409, which the backend maps to NameConflict.
+            outside = tmp_path / "outside.txt"
+            outside.write_text("host file")
+            await run(kc, f"os.symlink({str(outside)!r}, 'lnk')")
+            resp = await http.put(f"{sb.url}/files/lnk", content=b"x", headers=sb.auth())
+            assert resp.status_code == 409 and "symbolic link" in resp.json()["error"], resp.text
+            assert outside.read_text() == "host file"
 
             # Every route but /healthz needs the kernel key as bearer token.
             for token in (None, "wrong-" + sb.token):
