@@ -9,11 +9,11 @@ from typing import Any
 import httpx
 import pytest
 
-from controller.api import create_app
 from controller.config import Settings
 from controller.runtime import build_runtime
 from controller.sandbox_env import ensure_sandbox_python
-from tests.support.server import serve
+from tests.support.client import ADMIN_TOKEN, bearer
+from tests.support.server import free_port, serve_runtime
 
 
 @pytest.fixture(scope="session")
@@ -39,21 +39,29 @@ def make_settings(tmp_path: Path, sandbox_python: Path) -> Any:
 
 @pytest.fixture
 def api(make_settings: Any) -> Iterator[Any]:
-    """Start the real app on a free port: ``api(**settings) -> httpx.Client``."""
+    """Start the real API and chat apps on free ports: ``api(**settings) -> httpx.Client``.
+
+    The client carries the bootstrap admin token ``ADMIN_TOKEN``; ``client.chat`` is a
+    client of the chat port (``/slack/events``), ``client.runtime`` the shared Runtime.
+    """
     stack: list[Any] = []
 
     def start(**overrides: Any) -> httpx.Client:
-        runtime = build_runtime(make_settings(**overrides))
-        ctx = serve(create_app(runtime))
-        url = ctx.__enter__()
-        client = httpx.Client(base_url=url, timeout=httpx.Timeout(10, read=120))
+        base = {"port": free_port(), "chat_port": free_port(), "admin_token": ADMIN_TOKEN}
+        runtime = build_runtime(make_settings(**(base | overrides)))
+        ctx = serve_runtime(runtime)
+        url, chat_url = ctx.__enter__()
+        timeout = httpx.Timeout(10, read=120)
+        client = httpx.Client(base_url=url, timeout=timeout, headers=bearer(ADMIN_TOKEN))
         client.runtime = runtime  # type: ignore[attr-defined]
+        client.chat = httpx.Client(base_url=chat_url, timeout=timeout)  # type: ignore[attr-defined]
         stack.append((ctx, client))
         return client
 
     yield start
     for ctx, client in reversed(stack):
         client.close()
+        client.chat.close()
         ctx.__exit__(None, None, None)
 
 

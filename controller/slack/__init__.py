@@ -28,7 +28,7 @@ def install(runtime: Runtime) -> SlackService:
     service = SlackService(app, bot, settings)
     if settings.slack_mode == "http":
         assert settings.slack_signing_secret is not None
-        runtime.routers.append(
+        runtime.chat_routers.append(
             events_router(app, settings.slack_signing_secret.get_secret_value(), runtime.metrics)
         )
     runtime.services.append((service.start, service.stop))

@@ -8,12 +8,16 @@ from typing import Any
 import pytest
 
 from controller.cli import main
+from tests.support.client import ADMIN_TOKEN
 
 pytestmark = pytest.mark.integration
 
 
-def test_run_upload_and_threads(api: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_run_upload_and_threads(
+    api: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     server = str(api().base_url)
+    monkeypatch.setenv("THREADBOX_TOKEN", ADMIN_TOKEN)
     data = tmp_path / "nums.csv"
     data.write_text("n\n1\n2\n")
     assert main(["upload", "--server", server, "-t", "cli", str(data)]) == 0

@@ -88,7 +88,7 @@ def test_forged_stale_and_malformed_requests_are_rejected_before_anything_runs(
     assert forged.status_code == 401
     stale = slack.post_raw(raw, timestamp=int(time.time()) - 6 * 60)
     assert stale.status_code == 401
-    nonsense_stamp = slack.client.post(
+    nonsense_stamp = slack.chat.post(
         "/slack/events",
         content=raw,
         headers={"X-Slack-Request-Timestamp": "soon", "X-Slack-Signature": "v0=1"},

@@ -7,6 +7,13 @@ from typing import Any
 
 import httpx
 
+# The bootstrap admin token of the `api` fixture's servers (THREADBOX_ADMIN_TOKEN).
+ADMIN_TOKEN = "tbx_test-admin-token-for-the-api-fixture"
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
 
 def create_thread(client: httpx.Client, name: str, user: str | None = None) -> str:
     resp = client.post("/threads", json={"name": name, "user": user})

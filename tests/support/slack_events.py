@@ -49,8 +49,11 @@ class Sent:
 
 
 class SlackSender:
+    """``client`` is the `api` fixture's API client; events go to its chat port (``client.chat``)."""
+
     def __init__(self, client: httpx.Client, secret: str = SIGNING_SECRET) -> None:
         self.client = client
+        self.chat: httpx.Client = client.chat  # type: ignore[attr-defined]
         self.verifier = SignatureVerifier(secret)
 
     def post_raw(
@@ -66,7 +69,7 @@ class SlackSender:
         }
         if retry is not None:
             headers |= {"X-Slack-Retry-Num": str(retry), "X-Slack-Retry-Reason": "http_timeout"}
-        return self.client.post("/slack/events", content=raw, headers=headers)
+        return self.chat.post("/slack/events", content=raw, headers=headers)
 
     def deliver(self, body: dict[str, Any], retry: int | None = None) -> httpx.Response:
         return self.post_raw(json.dumps(body).encode(), retry=retry)

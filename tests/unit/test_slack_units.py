@@ -129,7 +129,7 @@ async def test_install_wires_a_route_or_a_socket_connection(tmp_path: Path, mode
         slack_api_url="http://127.0.0.1:9/api",
     )
     runtime = build_runtime(settings)
-    paths = {getattr(r, "path", None) for router in runtime.routers for r in router.routes}
+    paths = {getattr(r, "path", None) for router in runtime.chat_routers for r in router.routes}
     assert ("/slack/events" in paths) == (mode == "http")
     start, _ = runtime.services[-1]
     service = start.__self__  # type: ignore[attr-defined]

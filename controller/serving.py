@@ -1,0 +1,46 @@
+"""``threadbox serve``/``dev``: the API app and the chat app, two servers in one event loop.
+
+They share the Runtime, so they must share its loop. The API app's lifespan starts and
+closes the runtime; the chat server starts taking webhooks only once the runtime is
+ready, and stops first, so no chat event reaches a runtime that is closing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Literal
+
+import uvicorn
+from fastapi import FastAPI
+
+from controller.api import create_app, create_chat_app
+from controller.runtime import Runtime
+
+
+def build_servers(runtime: Runtime, log_level: str = "info") -> tuple[uvicorn.Server, uvicorn.Server]:
+    """The API server (port) and the chat server (chat_port), both on the configured host."""
+    settings = runtime.settings
+
+    def server(app: FastAPI, port: int, lifespan: Literal["on", "off"]) -> uvicorn.Server:
+        config = uvicorn.Config(app, host=settings.host, port=port, log_level=log_level, lifespan=lifespan)
+        return uvicorn.Server(config)
+
+    api = server(create_app(runtime), settings.port, "on")
+    return api, server(create_chat_app(runtime), settings.chat_port, "off")
+
+
+async def serve_both(api: uvicorn.Server, chat: uvicorn.Server, runtime: Runtime) -> None:
+    """Run until either server stops (a signal, or ``should_exit``), then stop the other."""
+    api_task = asyncio.create_task(api.serve())
+    ready = asyncio.create_task(runtime.ready.wait())
+    await asyncio.wait({api_task, ready}, return_when=asyncio.FIRST_COMPLETED)
+    if not ready.done():  # the API stopped before the runtime was up (a failed start)
+        ready.cancel()
+        await api_task
+        return
+    chat_task = asyncio.create_task(chat.serve())
+    await asyncio.wait({api_task, chat_task}, return_when=asyncio.FIRST_COMPLETED)
+    chat.should_exit = True
+    await chat_task
+    api.should_exit = True
+    await api_task
