@@ -93,7 +93,8 @@ async def measure(starts: int, runs: int) -> dict[str, Any]:
     limits = local_limits(Settings())
     sandboxed = decide("bwrap", python, limits)
     bare = Isolation(False, sandboxed.as_root, limits, None, "bench baseline")
-    launchers = {"bare": Launcher(python, bare), "bwrap": Launcher(python, sandboxed)}
+    cap = Settings().max_output_bytes
+    launchers = {"bare": Launcher(python, bare, cap), "bwrap": Launcher(python, sandboxed, cap)}
     result: dict[str, Any] = {"isolation": sandboxed.describe(), "start": {}, "roundtrip": {}}
     with tempfile.TemporaryDirectory(prefix="bench-iso-") as tmp:
         root = Path(tmp)

@@ -102,7 +102,7 @@ def build_backend(settings: Settings, store: ThreadStore, quotas: Quotas) -> Bac
     except IsolationUnavailable as exc:
         raise UnsafeConfiguration(str(exc)) from exc
     check_local_exposure(settings, isolation)
-    launcher = Launcher(python, isolation)
+    launcher = Launcher(python, isolation, settings.max_output_bytes)
     return LocalBackend(settings.data_dir / "sandboxes", launcher, store, quotas, settings.file_ttl_days)
 
 

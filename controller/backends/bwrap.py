@@ -42,6 +42,8 @@ class Layout:
     home: Path
     run: Path
     python: Path
+    # More host files the sandbox reads (host path, path inside), such as the output cap.
+    read_only: tuple[tuple[Path, str], ...] = ()
 
 
 def sandbox_uid(thread_id: str) -> int:
@@ -153,6 +155,8 @@ def argv(layout: Layout, uid: int, tmp_bytes: int, command: list[str], as_root: 
         (layout.run, INSIDE_RUN),
     ):
         args += [*_dirs(Path(inside), made), "--bind", str(host), inside]
+    for host, inside in layout.read_only:
+        args += [*_dirs(Path(inside), made), "--ro-bind", str(host), inside]
     for name in identity(uid):
         args += ["--ro-bind", str(layout.run / name), f"/etc/{name}"]
     args += ["--chdir", INSIDE_WORKSPACE]

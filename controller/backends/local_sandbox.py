@@ -28,6 +28,7 @@ from typing import Any, Literal
 
 from jupyter_client.connect import write_connection_file
 
+from controller import outputcap
 from controller.backends import bwrap
 from controller.backends.base import SandboxStartError
 from controller.backends.limits import Cgroups, Limits, rlimits
@@ -37,6 +38,7 @@ log = logging.getLogger(__name__)
 KERNEL_MODULE = "ipykernel_launcher"
 LAUNCHER = Path(__file__).with_name("sandbox_launch.py")
 RUN_PARENT = Path("/tmp")
+OUTPUT_CAP_INSIDE = "/opt/threadbox/outputcap.py"
 Mode = Literal["auto", "bwrap", "off"]
 
 
@@ -112,9 +114,10 @@ def _connection(run: Path, ip: str) -> dict[str, Any]:
 class Launcher:
     """Starts a thread's kernel in its sandbox and kills it with everything it started."""
 
-    def __init__(self, python: Path, isolation: Isolation) -> None:
+    def __init__(self, python: Path, isolation: Isolation, max_output_bytes: int) -> None:
         self.python = python
         self.isolation = isolation
+        self.max_output_bytes = max_output_bytes
 
     def _env(self, home: str) -> dict[str, str]:
         return {
@@ -126,10 +129,13 @@ class Launcher:
             "LOGNAME": "sandbox",
             "LANG": "C.UTF-8",
             "PYTHONUNBUFFERED": "1",
+            **outputcap.kernel_env(self.max_output_bytes),
         }
 
     def spawn(self, thread_id: str, base: Path, run: Path, log_file: Path) -> Spawned:
-        layout = bwrap.Layout(base / "workspace", base / "home", run, self.python)
+        # The output cap stops an honest kernel from even sending what the controller would drop.
+        cap = ((outputcap.SOURCE, OUTPUT_CAP_INSIDE),)
+        layout = bwrap.Layout(base / "workspace", base / "home", run, self.python, cap)
         uid = bwrap.sandbox_uid(thread_id)
         iso = self.isolation
         if iso.sandboxed:
@@ -138,6 +144,7 @@ class Launcher:
             if iso.as_root:
                 os.chown(run / "kernel.json", uid, uid)  # written 0600 by us, read by the kernel
             kernel = [str(self.python), "-m", KERNEL_MODULE, "-f", f"{bwrap.INSIDE_RUN}/kernel.json"]
+            kernel += outputcap.kernel_args(Path(OUTPUT_CAP_INSIDE))
             argv = self._launch(thread_id, bwrap.argv(layout, uid, iso.limits.tmp_bytes, kernel, iso.as_root))
             env, cwd = self._env(bwrap.INSIDE_HOME), None
         else:
@@ -145,6 +152,7 @@ class Launcher:
                 path.mkdir(parents=True, exist_ok=True)
             connection = _connection(run, str(run / "k"))
             argv = [str(self.python), "-m", KERNEL_MODULE, "-f", str(run / "kernel.json")]
+            argv += outputcap.kernel_args(outputcap.SOURCE)
             env, cwd = self._env(str(layout.home)), layout.workspace
         connection["ip"] = str(run / "k")
         with log_file.open("wb") as out:
