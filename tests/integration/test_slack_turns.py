@@ -77,6 +77,19 @@ def test_attached_csv_is_read_by_pandas_and_plots_are_uploaded(slack: SlackSende
     assert runtime.store.read_file(thread_id, "weather.csv") == csv
 
 
+def test_an_attachment_named_like_a_folder_is_refused_by_the_upload_pipeline(
+    slack: SlackSender, fake: FakeSlack
+) -> None:
+    sent = slack.mention("C7", code("import os; os.makedirs('sub'); open('sub/a.txt', 'w').write('kept')"))
+    fake.wait_for(lambda: fake.files_in_thread("C7", sent.ts), 90, "the saved file, posted after the turn")
+    attachment = fake.add_download("sub", b"would replace a folder")
+    slack.send("message", "C7", code("print(open('sub/a.txt').read())"), thread_ts=sent.ts, files=[attachment])
+    wait_text(fake, "C7", sent.ts, "I could not take `sub`", "'sub' is a folder", "kept")
+    runtime = slack.client.runtime  # type: ignore[attr-defined]
+    thread_id = ThreadKey("slack", TEAM_ID, "C7", sent.ts).id
+    assert [f.name for f in runtime.store.list_files(thread_id)] == ["sub/a.txt"]
+
+
 def test_ten_threads_at_once_each_get_their_own_results(slack: SlackSender, fake: FakeSlack) -> None:
     def start(i: int) -> Any:
         return slack.mention("C3", code(f"tag = 'thread-{i}'\nsecret = {i} * 1111\nprint(tag, secret)"))
