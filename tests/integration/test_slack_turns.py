@@ -83,7 +83,9 @@ def test_an_attachment_named_like_a_folder_is_refused_by_the_upload_pipeline(
     sent = slack.mention("C7", code("import os; os.makedirs('sub'); open('sub/a.txt', 'w').write('kept')"))
     fake.wait_for(lambda: fake.files_in_thread("C7", sent.ts), 90, "the saved file, posted after the turn")
     attachment = fake.add_download("sub", b"would replace a folder")
-    slack.send("message", "C7", code("print(open('sub/a.txt').read())"), thread_ts=sent.ts, files=[attachment])
+    slack.send(
+        "message", "C7", code("print(open('sub/a.txt').read())"), thread_ts=sent.ts, files=[attachment]
+    )
     wait_text(fake, "C7", sent.ts, "I could not take `sub`", "'sub' is a folder", "kept")
     runtime = slack.client.runtime  # type: ignore[attr-defined]
     thread_id = ThreadKey("slack", TEAM_ID, "C7", sent.ts).id
