@@ -72,8 +72,11 @@ def test_uploads_never_follow_links_that_code_planted(api: Any, tmp_path: Path) 
     assert leftovers(tmp_path / "data") == []
 
 
-def test_a_name_colliding_with_a_folder_or_a_file_is_409_and_writes_nothing(api: Any, tmp_path: Path) -> None:
-    client = api(max_file_bytes=1000)
+@pytest.mark.parametrize("store", ["local", "minio"])
+def test_a_name_colliding_with_a_folder_or_a_file_is_409_and_writes_nothing(
+    api: Any, request: pytest.FixtureRequest, tmp_path: Path, store: str
+) -> None:
+    client = api(max_file_bytes=1000, **store_settings(request, store, "collide"))
     tid = create_thread(client, "collide")
     assert upload(client, tid, "sub/a.txt").status_code == 201
     # Only in the live workspace: files persist refuses (over the size limit) are never stored.
