@@ -35,6 +35,8 @@ from controller.workspace import plain_reason
 
 log = logging.getLogger(__name__)
 
+RESTART_NOTE = "Your next message starts a fresh kernel with this thread's files."
+
 
 @dataclass
 class Live:
@@ -147,6 +149,10 @@ class SandboxManager:
         async for event in live.session.execute(code, timeout, grace, cap):
             if isinstance(event, Error):
                 error_kind = event.kind
+                if event.kind == "kernel_died" and (cause := await self.backend.died_of(live.info)):
+                    event = event.model_copy(
+                        update={"evalue": f"The kernel stopped: {cause}. {RESTART_NOTE}"}
+                    )
             if isinstance(event, Done):
                 done = event
                 continue  # the files event goes before Done

@@ -80,6 +80,9 @@ class Backend(Protocol):
     async def write_file(self, info: SandboxInfo, name: str, data: bytes) -> None:
         """Put an already-stored upload into the live workspace."""
 
+    async def died_of(self, info: SandboxInfo) -> str | None:
+        """Why a kernel that died did, when the backend knows for sure (a memory limit)."""
+
     async def touch(self, info: SandboxInfo) -> None:
         """Record activity durably, so idle reaping survives a controller restart."""
 

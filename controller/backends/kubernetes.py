@@ -62,6 +62,11 @@ class KubernetesBackend:
     keep_on_shutdown = True  # pods outlive a controller restart; the next one adopts them
     isolated = True
 
+    async def died_of(self, info: SandboxInfo) -> None:
+        # The pod's entrypoint relaunches a kernel the OOM killer ended, so the pod's status never
+        # says OOMKilled; the generic message (which names memory) is all that is known here.
+        return None
+
     @property
     def isolation(self) -> str:
         runtime = self.settings.runtime_class_name or "the cluster's default"

@@ -141,11 +141,11 @@ class LocalBackend:
         self.launcher.release(info.thread_id, Path(info.connection["ip"]).parent)
         shutil.rmtree(self._dir(info.thread_id), ignore_errors=True)
 
-    def died_of(self, info: SandboxInfo) -> str | None:
-        """Why a dead kernel died, when the machine says so (a memory limit)."""
+    async def died_of(self, info: SandboxInfo) -> str | None:
+        """The sandbox's memory cgroup counts the OOM killer's kills."""
         if self.launcher.oom_killed(info.thread_id):
             limit = self.launcher.isolation.limits.memory_bytes
-            return f"it ran out of memory (the limit is {limit / 2**20:.0f} MiB per sandbox)"
+            return f"it ran out of memory (the limit is {limit / 2**20:.0f} MiB per sandbox; THREADBOX_LOCAL_MEMORY_LIMIT)"
         return None
 
     def _sync(self, info: SandboxInfo, user: str | None) -> WorkspaceSync:
