@@ -37,15 +37,17 @@ _NEW = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 TMP_PREFIX = ".tmp-"
 
 
-def place(root: Path, name: str, fill: Callable[[BinaryIO], object]) -> os.stat_result:
+def place(root: Path, name: str, fill: Callable[[BinaryIO], object], *, twins: bool = True) -> os.stat_result:
     """Create or replace ``root/name`` with what ``fill`` writes; returns the new file's stat.
 
     ``name`` is a clean workspace name (``/``-separated, no ``..``). Missing folders are
     created. On any failure the target is unchanged and no temporary file is left.
+    ``twins=False`` skips looking for entries of another Unicode form (one listing per
+    missing name): for a restore into a fresh workspace, where there are none.
     """
     *folders, leaf = _split(name)
-    with _folder(root, folders, create=True) as fd:
-        return _replace(fd, _entry(fd, leaf), name, fill)
+    with _folder(root, folders, create=True, twins=twins) as fd:
+        return _replace(fd, _entry(fd, leaf) if twins else leaf, name, fill)
 
 
 @contextmanager
@@ -56,7 +58,7 @@ def open_regular(root: Path, name: str) -> Iterator[BinaryIO]:
     swap one in after a scan), FileNotFoundError when it is gone.
     """
     *folders, leaf = _split(name)
-    with _folder(root, folders, create=False) as dir_fd:
+    with _folder(root, folders, create=False, twins=False) as dir_fd:
         try:
             fd = os.open(leaf, _READ, dir_fd=dir_fd)
         except OSError as exc:
@@ -77,12 +79,13 @@ def _split(name: str) -> list[str]:
 
 
 @contextmanager
-def _folder(root: Path, folders: list[str], create: bool) -> Iterator[int]:
+def _folder(root: Path, folders: list[str], create: bool, twins: bool) -> Iterator[int]:
     """A descriptor of ``root/folders...``, each step opened without following a link."""
     fd = os.open(root, _DIR)
     try:
         for depth, part in enumerate(folders, 1):
-            child = _enter(fd, part, "/".join(folders[:depth]), create)
+            actual = _entry(fd, part) if twins else part
+            child = _enter(fd, actual, "/".join(folders[:depth]), create)
             os.close(fd)
             fd = child
         yield fd
@@ -99,11 +102,9 @@ def _entry(dir_fd: int, part: str) -> str:
     return min(twins) if twins else part
 
 
-def _enter(dir_fd: int, part: str, shown: str, create: bool) -> int:
-    """A descriptor of sub-folder ``part`` (created if missing and ``create``); never a link's target."""
-    actual = part
+def _enter(dir_fd: int, actual: str, shown: str, create: bool) -> int:
+    """A descriptor of sub-folder ``actual`` (created if missing and ``create``); never a link's target."""
     if create:
-        actual = _entry(dir_fd, part)
         with contextlib.suppress(FileExistsError):
             os.mkdir(actual, dir_fd=dir_fd)
     try:

@@ -146,9 +146,8 @@ class WorkspaceSync:
         try:
             # Kept under the stored name in _seen: a name stored before the NFC rule is then
             # replaced by its NFC form at the next persist.
-            st = place(
-                self.root, clean_filename(f.name), partial(self.store.download_file, self.thread_id, f.name)
-            )
+            download = partial(self.store.download_file, self.thread_id, f.name)
+            st = place(self.root, clean_filename(f.name), download, twins=False)  # a fresh workspace
         except NotInStore:
             return None  # deleted between list and get
         except (BadFilename, NameConflict) as exc:
