@@ -119,10 +119,10 @@ def _refusal(dir_fd: int, actual: str, shown: str, wanted: str) -> NameConflict:
     except OSError:
         return NameConflict(f"{shown!r} changed in the workspace meanwhile")
     if stat.S_ISLNK(mode):
-        return NameConflict(
-            f"{shown!r} is a symbolic link in the workspace; files are never written through links"
-        )
-    kind = "a folder" if stat.S_ISDIR(mode) else "a file"
+        return NameConflict(f"{shown!r} is a symbolic link in the workspace, and links are never followed")
+    kind = (
+        "a folder" if stat.S_ISDIR(mode) else "a file" if stat.S_ISREG(mode) else "a pipe, socket or device"
+    )
     return NameConflict(f"{shown!r} is {kind} in the workspace, so it cannot be {wanted}")
 
 
