@@ -91,7 +91,9 @@ def by_clean_name(found: Iterable[str], refused: dict[str, str]) -> dict[str, st
             refused[raw] = str(exc)
             continue
         if name in clean:
-            refused[raw] = f"another file is already named {name!r} once written in one Unicode form"
+            refused[raw] = (
+                f"another file has the same name, {name!r}, in Unicode's NFC form; only it is saved"
+            )
             continue
         clean[name] = raw
     return clean
