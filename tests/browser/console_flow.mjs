@@ -60,22 +60,49 @@ async function download(page, locator) {
   return { name: file.suggestedFilename(), text: await readFile(await file.path(), "utf8") };
 }
 
+// Without a token: the token form and nothing the API holds; a wrong token is refused.
+async function signedOut(browser) {
+  const page = await browser.newPage();
+  try {
+    await page.goto(scenario.url);
+    await page.locator("#login").waitFor({ state: "visible" });
+    await page.locator("#health.ok").waitFor({ timeout: 30_000 });
+    const seen = {
+      text: await page.locator("body").innerText(),
+      layout_hidden: await page.locator("#layout").isHidden(),
+      threads: await page.locator("#thread-list li").count(),
+    };
+    await page.fill("#token-input", "tbx_wrong");
+    await page.click("#login-form button[type=submit]");
+    seen.wrong_token = await page.locator("#login-error:not([hidden])").textContent({ timeout: 30_000 });
+    seen.still_hidden = await page.locator("#layout").isHidden();
+    return seen;
+  } finally {
+    await page.close();
+  }
+}
+
 async function main() {
   const browser = await launch();
+  const result = { origin: new URL(scenario.url).origin };
   const page = await browser.newPage({ viewport: { width: 1400, height: 1100 }, acceptDownloads: true });
   const problems = [];
   page.on("console", (msg) => { if (msg.type() === "error") problems.push(`${msg.text()} @ ${msg.location().url}`); });
   page.on("pageerror", (err) => problems.push(String(err)));
-
-  const result = { problems, origin: new URL(scenario.url).origin };
+  result.problems = problems;
   try {
-    await page.goto(scenario.url);
+    result.signed_out = await signedOut(browser);
+    // The link `threadbox dev` prints: the token rides in the fragment, once.
+    await page.goto(`${scenario.url}/#token=${encodeURIComponent(scenario.token)}`);
+    await page.locator("#layout").waitFor({ state: "visible", timeout: 30_000 });
+    result.address = page.url();
     result.health = await page.locator("#health.ok").textContent({ timeout: 30_000 });
     await page.fill("#new-thread-name", scenario.thread);
     await page.click("#new-thread button[type=submit]");
     await page.locator("#thread-name", { hasText: scenario.thread }).waitFor();
     result.thread_id = await page.textContent("#thread-id");
     result.listed = await page.locator("#thread-list a.active .name").textContent();
+    result.threads = await page.locator("#thread-list .name").allTextContents();
 
     await page.setInputFiles("#file-input", scenario.upload);
     await page.locator("#file-list a", { hasText: scenario.uploadName }).waitFor({ timeout: 60_000 });

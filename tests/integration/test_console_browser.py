@@ -16,12 +16,15 @@ from typing import Any
 
 import pytest
 
+from tests.support.client import ADMIN_TOKEN, create_thread
+
 pytestmark = pytest.mark.integration
 
 BROWSER_DIR = Path(__file__).resolve().parents[1] / "browser"
 CHROMIUM = Path(os.environ.get("THREADBOX_CHROMIUM", "/usr/bin/chromium"))
 LAUNCH_FAILED = 3  # console_flow.mjs's exit code when Chromium will not start
 
+SECRET = "secret plans"
 CSV = "month,region,sales\njan,north,120\nfeb,south,340\nmar,north,260\napr,south,514\n"
 SUMMARY = "region,sales\nnorth,380\nsouth,854\n"
 CODE = """\
@@ -73,12 +76,14 @@ def test_console_end_to_end(api: Any, tmp_path: Path) -> None:
     if missing:
         pytest.skip(f"SKIPPED: chromium: {missing}")
     client = api()
+    create_thread(client, SECRET)  # data the signed-out page must not show
     (tmp_path / "data.csv").write_text(CSV)
     bad = tmp_path / ".threadbox-secrets.txt"
     bad.write_text("reserved name")
     result = _drive(
         {
-            "url": str(client.base_url),
+            "url": str(client.base_url).rstrip("/"),
+            "token": ADMIN_TOKEN,
             "chromium": str(CHROMIUM),
             "thread": "sales analysis",
             "upload": str(tmp_path / "data.csv"),
@@ -92,10 +97,20 @@ def test_console_end_to_end(api: Any, tmp_path: Path) -> None:
         }
     )
     print(f"console screenshots: {tmp_path}/console*.png")
+    _check_token_gate(result)
     _check_code_turn(result)
     _check_rich_output(result)
     _check_files(client, result)
     _check_message_and_error(result)
+
+
+def _check_token_gate(result: dict[str, Any]) -> None:
+    gate = result["signed_out"]
+    assert gate["layout_hidden"] and gate["threads"] == 0 and SECRET not in gate["text"]
+    assert "Sign in" in gate["text"], "the token form is shown"
+    assert "not valid" in gate["wrong_token"] and gate["still_hidden"]
+    assert "token" not in result["address"], "the token must leave the address bar"
+    assert SECRET in result["threads"], "signed in through the link, the threads are listed"
 
 
 def _check_code_turn(result: dict[str, Any]) -> None:

@@ -50,15 +50,89 @@ function detailOf(text, status) {
   return status ? `The server answered ${status}.` : "The server could not be reached.";
 }
 
+// ---- token -------------------------------------------------------------
+// The API token is kept in sessionStorage only: it goes when the tab closes. A link
+// ending in #token=... hands it over once; a fragment never reaches the server, and
+// it is taken out of the address bar and history straight away.
+
+const TOKEN_KEY = "threadbox-token";
+
+function takeTokenFromLink() {
+  const match = location.hash.match(/^#token=(.+)$/);
+  if (!match) return false;
+  sessionStorage.setItem(TOKEN_KEY, decodeURIComponent(match[1]));
+  history.replaceState(null, "", location.pathname + location.search);
+  return true;
+}
+
+function withToken(headers = {}) {
+  const token = sessionStorage.getItem(TOKEN_KEY);
+  return token ? { ...headers, Authorization: `Bearer ${token}` } : headers;
+}
+
+// Forget the token and everything it showed, then ask for one.
+function askForToken(message = "") {
+  sessionStorage.removeItem(TOKEN_KEY);
+  state.threads = [];
+  state.transcripts.clear();
+  showThread(null);
+  $("#layout").hidden = true;
+  $("#sign-out").hidden = true;
+  $("#login").hidden = false;
+  $("#login-error").textContent = message;
+  $("#login-error").hidden = !message;
+  $("#token-input").focus();
+}
+
+function signIn(event) {
+  event.preventDefault();
+  const token = $("#token-input").value.trim();
+  if (!token) return;
+  sessionStorage.setItem(TOKEN_KEY, token);
+  $("#token-input").value = "";
+  start();
+}
+
+function start() {
+  if (!sessionStorage.getItem(TOKEN_KEY)) return askForToken();
+  $("#login").hidden = true;
+  $("#layout").hidden = false;
+  $("#sign-out").hidden = false;
+  loadThreads().then(route);
+}
+
 async function api(path, options = {}) {
   let resp;
   try {
-    resp = await fetch(path, options);
+    resp = await fetch(path, { ...options, headers: withToken(options.headers) });
   } catch (err) {
     throw new Error(`Cannot reach the threadbox server: ${err.message}`);
   }
-  if (!resp.ok) throw new Error(detailOf(await resp.text(), `${resp.status} ${resp.statusText}`));
+  const detail = resp.ok ? "" : detailOf(await resp.text(), `${resp.status} ${resp.statusText}`);
+  if (resp.status === 401) askForToken(detail);
+  if (!resp.ok) throw new Error(detail);
   return resp;
+}
+
+// A plain link cannot carry the token, so downloads are fetched and handed over as a blob.
+async function download(path, name) {
+  try {
+    const url = URL.createObjectURL(await (await api(path)).blob());
+    const link = h("a", { href: url, download: name, hidden: true });
+    document.body.append(link);
+    link.click();
+    link.remove();
+    setTimeout(() => URL.revokeObjectURL(url), 60_000);
+  } catch (err) {
+    toast(`Could not download ${name}: ${err.message}`);
+  }
+}
+
+function fileLink(threadId, name, props = {}) {
+  const path = filePath(threadId, name);
+  const base = name.split("/").pop();
+  const onclick = (event) => { event.preventDefault(); download(path, base); };
+  return h("a", { href: path, download: base, onclick, ...props }, name);
 }
 
 function toast(message, kind = "error") {
@@ -396,7 +470,7 @@ function renderError(ev) {
 }
 
 function renderFilesChanged(threadId, ev) {
-  const links = ev.changed.map((name) => h("a", { href: filePath(threadId, name), download: name.split("/").pop(), title: "Download" }, name));
+  const links = ev.changed.map((name) => fileLink(threadId, name, { title: "Download" }));
   const deleted = ev.deleted.map((name) => h("span", { class: "muted" }, `${name} (deleted)`));
   const refused = Object.entries(ev.refused).map(([name, why]) => h("span", { class: "refused" }, `${name} not saved: ${why}`));
   return h("div", { class: "files-changed" }, h("span", { class: "muted" }, "Files:"), links, deleted, refused);
@@ -416,7 +490,7 @@ async function loadFiles() {
   }
   if (state.current?.id !== thread.id) return;
   const items = files.map((f) => h("li", {},
-    h("a", { href: filePath(thread.id, f.name), download: f.name.split("/").pop(), title: `Download ${f.name}` }, f.name),
+    fileLink(thread.id, f.name, { title: `Download ${f.name}` }),
     h("span", { class: "size" }, bytes(f.size)),
     h("time", { title: new Date(f.modified * 1000).toLocaleString() }, ago(f.modified))));
   $("#file-list").replaceChildren(...items);
@@ -439,12 +513,14 @@ function upload(threadId, file) {
   form.append("file", file, file.name);
   const xhr = new XMLHttpRequest();
   xhr.open("POST", threadPath(threadId, "files"));
+  for (const [key, value] of Object.entries(withToken())) xhr.setRequestHeader(key, value);
   xhr.upload.addEventListener("progress", (e) => {
     if (!e.lengthComputable) return;
     bar.value = Math.round((100 * e.loaded) / e.total);
     status.textContent = `${bar.value}%`;
   });
   xhr.addEventListener("load", () => {
+    if (xhr.status === 401) askForToken(detailOf(xhr.responseText, xhr.status));
     if (xhr.status >= 300) return fail(`Upload failed: ${detailOf(xhr.responseText, xhr.status)}`);
     row.className = "upload done";
     bar.value = 100;
@@ -494,11 +570,14 @@ function main() {
   $("#input").addEventListener("keydown", onComposerKey);
   $("#toast-close").addEventListener("click", () => { $("#toast").hidden = true; });
   for (const radio of document.querySelectorAll("input[name=mode]")) radio.addEventListener("change", onModeChange);
-  window.addEventListener("hashchange", route);
+  $("#login-form").addEventListener("submit", signIn);
+  $("#sign-out").addEventListener("click", () => askForToken());
+  window.addEventListener("hashchange", () => (takeTokenFromLink() ? start() : route()));
   wireDropzone();
   onModeChange();
   checkHealth();
-  loadThreads().then(route);
+  takeTokenFromLink();
+  start();
 }
 
 main();
