@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import shutil
-import tempfile
 from collections.abc import AsyncIterator, Callable
-from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import Body, FastAPI, File, Form, HTTPException, Request, UploadFile
@@ -23,6 +20,7 @@ from controller.console import router as console_router
 from controller.events import Event
 from controller.filenames import BadFilename, NameConflict, clean_filename
 from controller.identity import ThreadKey, is_thread_id
+from controller.nofollow import fd_path
 from controller.quotas import QuotaExceeded
 from controller.runtime import Runtime
 from controller.stores.base import NotInStore, StoredFile, StoreUnavailable
@@ -31,7 +29,6 @@ from controller.threads import ThreadRecord, ensure_thread, get_thread, list_thr
 from controller.uploads import Uploads
 
 NDJSON = "application/x-ndjson"
-CHUNK = 1 << 20
 
 
 class ThreadCreate(BaseModel):
@@ -270,17 +267,16 @@ def _add_file_routes(app: FastAPI, rt: Runtime) -> None:
         ] = None,
     ) -> FileOut:
         record = await _thread(rt, thread_id, who)
-        with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / "upload"
-            await _blocking(_save_upload, file, path)
-            try:
-                stored = await uploads.put(record, name or file.filename or "", path)
-            except BadFilename as exc:
-                raise HTTPException(400, f"Bad filename: {exc}.") from exc
-            except NameConflict as exc:
-                raise HTTPException(409, f"Upload refused: {exc}.") from exc
-            except QuotaExceeded as exc:
-                raise HTTPException(413, f"Upload refused: {exc}.") from exc
+        # The spooled body itself (bounded by controller/bodylimit.py), not a copy of it.
+        spooled = fd_path(await _blocking(file.file.fileno))
+        try:
+            stored = await uploads.put(record, name or file.filename or "", spooled)
+        except BadFilename as exc:
+            raise HTTPException(400, f"Bad filename: {exc}.") from exc
+        except NameConflict as exc:
+            raise HTTPException(409, f"Upload refused: {exc}.") from exc
+        except QuotaExceeded as exc:
+            raise HTTPException(413, f"Upload refused: {exc}.") from exc
         return FileOut(**vars(stored))
 
     @app.get("/threads/{thread_id}/files/{name:path}", tags=["files"], response_class=Response)
@@ -303,9 +299,3 @@ def _quote(name: str) -> str:
     from urllib.parse import quote
 
     return quote(name, safe="")
-
-
-def _save_upload(file: UploadFile, dest: Path) -> None:
-    # The body was already bounded by controller/bodylimit.py; the per-file limit is a quota.
-    with dest.open("wb") as fh:
-        shutil.copyfileobj(file.file, fh, CHUNK)

@@ -71,6 +71,12 @@ def open_regular(root: Path, name: str) -> Iterator[BinaryIO]:
         yield fh
 
 
+def fd_path(fd: int) -> Path:
+    """A path that opens the file behind ``fd`` itself, whatever has since become of its
+    name (or if it never had one), for callers that take a path."""
+    return Path(f"/proc/self/fd/{fd}")
+
+
 def _split(name: str) -> list[str]:
     parts = name.split("/")
     if any(part in ("", ".", "..") for part in parts):

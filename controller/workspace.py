@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from controller.filenames import BadFilename, NameConflict, clean_filename
-from controller.nofollow import open_regular, place
+from controller.nofollow import fd_path, open_regular, place
 from controller.quotas import QuotaExceeded, Quotas, Usage, user_usage
 from controller.stores.base import NotInStore, StoredFile, ThreadStore
 
@@ -197,9 +197,8 @@ class WorkspaceSync:
                 if budget.others is None and self.user and self.quotas.per_user:
                     budget.others = user_usage(self.store, self.user, self.thread_id)
                 self.quotas.check_write(name, st.st_size, after, budget.others)
-                # The store opens this path: the very file already open, whatever code has
-                # done to the workspace path since.
-                self.store.put_file(self.thread_id, name, Path(f"/proc/self/fd/{fh.fileno()}"), sha)
+                # The very file already open, whatever code has done to the workspace path since.
+                self.store.put_file(self.thread_id, name, fd_path(fh.fileno()), sha)
                 budget.thread = after
                 result.changed.append(name)
                 result.bytes += st.st_size

@@ -157,3 +157,15 @@ def test_names_code_creates_are_listed_and_downloadable_and_never_churn(
     assert stdout(events) == "['a:b.txt', 'a\\\\b.txt', 'caf\u00e9.txt']\n"
     assert [e for e in events if e["type"] == "files"] == []
     assert listing(client, tid) == stored
+
+
+def test_an_upload_spooled_to_disk_is_stored_and_reaches_the_live_sandbox(api: Any) -> None:
+    client = api()
+    tid = create_thread(client, "spooled")
+    run(client, tid, "pass")
+    data = os.urandom(3 << 20)  # past starlette's 1 MiB in-memory spool
+    resp = upload(client, tid, "data/big.bin", data)
+    assert resp.status_code == 201 and resp.json()["size"] == len(data)
+    assert download(client, tid, "data/big.bin") == data
+    code = "import hashlib; print(hashlib.sha256(open('data/big.bin', 'rb').read()).hexdigest())"
+    assert stdout(run(client, tid, code)).strip() == resp.json()["sha256"]
