@@ -147,6 +147,7 @@ class KernelSession:
         self.client.load_connection_info(connection)  # type: ignore[arg-type]
         self.alive = alive
         self.last_state = "starting"
+        self._drops: zmq.asyncio.Socket | None = None  # IOPub's disconnect events, once asked for
 
     def _send(self, request: Callable[..., str], *args: Any, **kwargs: Any) -> str:
         """Queue a request to the kernel, or fail at once: ZeroMQ could not take it (no peer, queue full)."""
@@ -195,8 +196,20 @@ class KernelSession:
 
     def close(self) -> None:
         """Close the sockets at once, dropping whatever is unsent (never waits for the kernel)."""
+        if self._drops is not None:
+            self._drops.close(linger=0)
         for channel in (self.client.shell_channel, self.client.iopub_channel, self.client.control_channel):
             channel.close()  # LINGER 0
+
+    async def _iopub_dropped(self) -> bool:
+        """Whether ZeroMQ dropped the IOPub connection since the last call (its messages are lost)."""
+        if self._drops is None:
+            self._drops = self.client.iopub_channel.socket.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+        dropped = False
+        while await self._drops.poll(0):
+            await self._drops.recv_multipart()
+            dropped = True
+        return dropped
 
     async def interrupt(self) -> bool:
         """Ask the kernel to interrupt over the control channel; True if it acknowledged."""
@@ -234,6 +247,8 @@ class KernelSession:
         interrupted_at: float | None = None
         failed = False
         reply: dict[str, Any] | None = None
+        await self._iopub_dropped()  # forget drops before this execution
+        dropped = False
         while True:
             now = time.monotonic()
             if interrupted_at is None and now > started + timeout:
@@ -252,10 +267,12 @@ class KernelSession:
                     yield _died_error()
                     yield Done(status="error", seconds=time.monotonic() - started)
                     return
-                # IOPub loses messages when ZeroMQ drops a connection (a message over the size
-                # limit, a slow subscriber): the reply on shell, which is never dropped, and a
-                # quiet IOPub end the turn too, so a lost idle costs a poll, not the timeout.
-                reply = await self._reply(msg_id, wait=0)
+                # IOPub loses messages when ZeroMQ drops its connection (a message over the size
+                # limit, a kernel restart): then the reply on shell, which is never dropped, and
+                # a quiet IOPub end the turn, so a lost idle costs a poll, not the timeout.
+                # Without a drop, output may still be in flight behind the reply: wait for idle.
+                dropped = dropped or await self._iopub_dropped()
+                reply = await self._reply(msg_id, wait=0) if dropped else None
                 if reply is not None:
                     break
                 continue
