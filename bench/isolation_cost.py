@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import functools
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -50,7 +51,8 @@ class Kernel:
         self.session.close()
         self.launcher.kill(self.name, self.spawned.proc.pid)
         self.spawned.proc.wait(timeout=10)
-        self.launcher.release(self.name, self.spawned.run)
+        self.launcher.release(self.name)
+        shutil.rmtree(self.spawned.run)
 
 
 async def start_seconds(launcher: Launcher, root: Path, name: str) -> float:

@@ -40,6 +40,12 @@ def _pid_alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] != "Z" and KERNEL_MODULE.encode() in cmdline
 
 
+def _clear(*folders: Path) -> None:
+    """Remove what a previous kernel left; a fresh kernel starts clean, its files come from the store."""
+    for folder in folders:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 class LocalBackend:
     name = "local"
     keep_on_shutdown = False
@@ -69,11 +75,10 @@ class LocalBackend:
     async def start(self, thread_id: str) -> SandboxInfo:
         base = self._dir(thread_id)
         run = run_parent(self.root) / thread_id
-        shutil.rmtree(base, ignore_errors=True)  # a fresh kernel starts clean; files come from the store
-        shutil.rmtree(run, ignore_errors=True)
-        base.mkdir(parents=True)
+        await asyncio.to_thread(_clear, base, run)  # a big stale workspace must not stall the loop
         # Popen stays on the loop thread: bwrap's parent-death signal follows the forking
         # thread, and a worker thread that exits would take the kernel with it.
+        base.mkdir(parents=True)
         spawned = self.launcher.spawn(thread_id, base, run, base / "kernel.log")
         proc = spawned.proc
         self._procs[proc.pid] = proc
@@ -138,8 +143,8 @@ class LocalBackend:
         if proc is not None:
             await asyncio.to_thread(proc.wait, STOP_WAIT)
         self._syncs.pop(info.thread_id, None)
-        self.launcher.release(info.thread_id, Path(info.connection["ip"]).parent)
-        shutil.rmtree(self._dir(info.thread_id), ignore_errors=True)
+        self.launcher.release(info.thread_id)
+        await asyncio.to_thread(_clear, self._dir(info.thread_id), Path(info.connection["ip"]).parent)
 
     async def died_of(self, info: SandboxInfo) -> str | None:
         """The sandbox's memory cgroup counts the OOM killer's kills."""

@@ -16,7 +16,6 @@ import json
 import logging
 import os
 import secrets
-import shutil
 import signal
 import stat
 import subprocess
@@ -193,10 +192,9 @@ class Launcher:
         if self.isolation.cgroups:
             self.isolation.cgroups.kill(thread_id)
 
-    def release(self, thread_id: str, run: Path) -> None:
+    def release(self, thread_id: str) -> None:
         if self.isolation.cgroups:
             self.isolation.cgroups.remove(thread_id)
-        shutil.rmtree(run, ignore_errors=True)
 
     def oom_killed(self, thread_id: str) -> bool:
         return bool(self.isolation.cgroups and self.isolation.cgroups.oom_killed(thread_id))
