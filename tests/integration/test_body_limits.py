@@ -20,14 +20,17 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
 import pytest
 
+from controller.bodylimit import DEFAULT_LIMIT
 from tests.support.client import ADMIN_TOKEN, bearer, create_thread
 from tests.support.procserver import Controller, running_controller
 from tests.support.server import free_port
+from tests.support.slack_events import slack_settings
 
 pytestmark = pytest.mark.integration
 
@@ -182,3 +185,21 @@ def test_a_gib_body_to_every_write_route_is_refused_early_and_cheaply(
     with httpx.Client(base_url=ctl.url, headers=bearer(ADMIN_TOKEN), timeout=IO_TIMEOUT) as client:
         files = client.get(f"/threads/{tid}/files").json()
     assert [f["name"] for f in files] == ["s.txt"]  # nothing of the big upload was stored
+
+
+def test_bodies_up_to_their_limits_pass_and_the_chat_port_is_bounded_too(api: Any, fake: Any) -> None:
+    client = api(max_code_bytes=1000, **slack_settings(fake))
+    tid = create_thread(client, "near-limits")
+    # Positive control: code at its byte limit, in the costliest JSON escaping (\u0000 per
+    # byte), passes the body limit and reaches the route's own check of the code's size.
+    code = "#" + "\x00" * 998 + "\n"
+    body = json.dumps({"code": code}).encode()
+    assert len(body) > 6 * 1000  # far over max_code_bytes as a body, and still accepted
+    resp = client.post(f"/threads/{tid}/execute", content=body, headers={"content-type": "application/json"})
+    assert resp.status_code == 200, resp.text
+    assert [json.loads(line)["type"] for line in resp.text.splitlines()][-1] == "done"
+    over = client.post(f"/threads/{tid}/execute", json={"code": "x" * 1001})
+    assert over.status_code == 413 and "over the 1000 limit" in over.json()["detail"]
+    # The chat port bounds its webhooks by the default limit.
+    resp = client.chat.post("/slack/events", content=b"{" + b" " * DEFAULT_LIMIT + b"}")
+    assert resp.status_code == 413 and f"limit of {DEFAULT_LIMIT} bytes" in resp.json()["detail"]
