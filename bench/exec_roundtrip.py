@@ -36,6 +36,7 @@ from jupyter_client.asynchronous.client import AsyncKernelClient
 
 from bench.common import BACKENDS, backend_settings, goal, machine, summary, table, turn, write
 from controller.api import create_app
+from controller.auth import create_token
 from controller.backends.base import Backend, TurnLease
 from controller.config import Settings
 from controller.runtime import build_runtime
@@ -157,7 +158,11 @@ async def measure(settings: Settings, runs: int) -> dict[str, Any]:
         await asyncio.sleep(0.05)
     kc = AsyncKernelClient()
     try:
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=60) as http:
+        token, _ = create_token(rt.store, "bench")
+        headers = {"Authorization": f"Bearer {token}"}
+        async with httpx.AsyncClient(
+            base_url=f"http://127.0.0.1:{port}", headers=headers, timeout=60
+        ) as http:
             thread_id = (await http.post("/threads", json={"name": "bench"})).json()["id"]
             await turn(rt, thread_id, "1")  # starts the sandbox
             info = await rt.backend.find(thread_id)

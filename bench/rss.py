@@ -37,6 +37,7 @@ from bench.common import backend_settings, goal, machine, summary, table, turn, 
 from controller.k8s.names import all_sandboxes_selector
 from controller.runtime import build_runtime
 from controller.sandbox_env import ensure_sandbox_python
+from tests.support.client import ADMIN_TOKEN, bearer
 from tests.support.server import free_port
 
 MB = 1e6
@@ -101,6 +102,8 @@ def serve(tmp: Path, max_threads: int) -> Iterator[tuple[subprocess.Popen[bytes]
         **os.environ,
         "THREADBOX_DATA_DIR": str(tmp),
         "THREADBOX_PORT": str(port),
+        "THREADBOX_CHAT_PORT": str(free_port()),
+        "THREADBOX_ADMIN_TOKEN": ADMIN_TOKEN,
         "THREADBOX_MAX_SANDBOXES": str(max_threads),
         "THREADBOX_IDLE_TIMEOUT": "3600",
         "THREADBOX_START_TIMEOUT": "300",
@@ -124,7 +127,9 @@ def serve(tmp: Path, max_threads: int) -> Iterator[tuple[subprocess.Popen[bytes]
 
 
 async def make_live(url: str, names: list[str]) -> None:
-    async with httpx.AsyncClient(base_url=url, timeout=httpx.Timeout(30, read=600)) as http:
+    async with httpx.AsyncClient(
+        base_url=url, headers=bearer(ADMIN_TOKEN), timeout=httpx.Timeout(30, read=600)
+    ) as http:
 
         async def one(name: str) -> None:
             thread_id = (await http.post("/threads", json={"name": name})).json()["id"]

@@ -33,6 +33,7 @@ from controller.backends.kubernetes import KubernetesBackend
 from controller.config import Settings
 from controller.k8s.names import all_sandboxes_selector
 from controller.runtime import build_runtime
+from tests.support.client import ADMIN_TOKEN, bearer
 from tests.support.minio import MinioServer, MinioUnavailable, running_minio
 from tests.support.server import serve
 
@@ -160,10 +161,10 @@ def k8s_api(api: Any, k8s_settings: Any) -> Any:
 @contextmanager
 def controller(settings: dict[str, Any]) -> Iterator[httpx.Client]:
     """A controller this test can shut down in the middle (the ``api`` fixture stops at teardown)."""
-    runtime = build_runtime(Settings(**settings))
+    runtime = build_runtime(Settings(**{"admin_token": ADMIN_TOKEN, **settings}))
     with (
         serve(create_app(runtime)) as url,
-        httpx.Client(base_url=url, timeout=httpx.Timeout(10, read=180)) as http,
+        httpx.Client(base_url=url, headers=bearer(ADMIN_TOKEN), timeout=httpx.Timeout(10, read=180)) as http,
     ):
         http.runtime = runtime  # type: ignore[attr-defined]
         yield http

@@ -23,7 +23,7 @@ import httpx
 import pytest
 
 from tests.cluster.conftest import ROOT, Cluster, _run_script, _skip
-from tests.support.client import create_thread, run, stdout
+from tests.support.client import bearer, create_thread, run, stdout
 from tests.support.fake_slack import BOT_TOKEN, FakeSlack, serve_fake_slack
 from tests.support.minio import MinioServer
 from tests.support.slack_events import SIGNING_SECRET, SlackSender, code
@@ -34,6 +34,7 @@ pytestmark = pytest.mark.cluster
 CHART = ROOT / "charts" / "threadbox"
 SANDBOX_REPO = "localhost/threadbox-sandbox"
 UPGRADE_TAG = "chart-upgrade"  # the session's sandbox image under a second name
+ADMIN_TOKEN = "tbx_" + secrets.token_urlsafe(24)  # auth.adminToken of the release
 
 
 def tool(cluster: Cluster, *args: str, check: bool = True, stdin: str | None = None) -> str:
@@ -70,9 +71,18 @@ class Release:
     def kubectl(self, *args: str, check: bool = True) -> str:
         return tool(self.cluster, "kubectl", *args, check=check)
 
-    def url(self) -> str:
-        svc = self.cluster.core.read_namespaced_service(f"{self.name}-threadbox", self.namespace)
-        return f"http://{svc.spec.cluster_ip}:8600"  # the host reaches ClusterIPs (kube-proxy)
+    def url(self, service: str = "threadbox", port: int = 8600) -> str:
+        svc = self.cluster.core.read_namespaced_service(f"{self.name}-{service}", self.namespace)
+        return f"http://{svc.spec.cluster_ip}:{port}"  # the host reaches ClusterIPs (kube-proxy)
+
+    def chat_url(self) -> str:
+        return self.url("threadbox-chat", 8601)
+
+    def api(self, read: float = 30) -> httpx.Client:
+        """A client of the API Service with the release's admin token."""
+        return httpx.Client(
+            base_url=self.url(), headers=bearer(ADMIN_TOKEN), timeout=httpx.Timeout(10, read=read)
+        )
 
     def controller_pods(self) -> list[str]:
         """Names of the controller pods that are not on their way out."""
@@ -113,6 +123,7 @@ def _values(
             "secretKey": minio.secret_key,
         },
         "slack": {"mode": "http", "apiUrl": fake_url, "existingSecret": "slack-credentials"},
+        "auth": {"adminToken": ADMIN_TOKEN},
         "extraEnv": [{"name": "THREADBOX_SLACK_UPDATE_INTERVAL", "value": "0.3"}],
     }
 
@@ -187,9 +198,12 @@ def test_rendered_manifests_pass_server_side_validation(cluster: Cluster) -> Non
             "--set", "minio.endpoint=minio.minio.svc:9000,minio.accessKey=a,minio.secretKey=b",
             "--set", "slack.mode=http,slack.botToken=xoxb-1,slack.signingSecret=s",
             "--set", "podDisruptionBudget.enabled=true,networkPolicy.enabled=true",
+            "--set", "ingress.enabled=true,ingress.host=chat.example.com",
         )  # fmt: skip
         out = tool(cluster, "kubectl", "apply", "--dry-run=server", "-n", ns, "-f", "-", stdin=rendered)
         for kind in (
+            "ingress.networking",
+            "service/dry-threadbox-chat",
             "deployment.apps",
             "role.rbac",
             "networkpolicy",
@@ -253,9 +267,22 @@ def test_controller_service_account_has_least_privilege(release: Release) -> Non
     assert not _can(release, "create", "pods", sb, "--subresource=exec")
 
 
+def test_api_needs_a_token_and_the_chat_service_serves_only_chat_paths(release: Release) -> None:
+    with release.api() as api, httpx.Client(base_url=release.chat_url(), timeout=30) as chat:
+        assert httpx.get(release.url() + "/threads", timeout=10).status_code == 401
+        assert api.get("/threads").status_code == 200  # control: the admin token works
+        assert api.post("/slack/events", content=b"{}").status_code == 404, "no webhooks on the API Service"
+        assert chat.post("/slack/events", content=b"{}").status_code == 401  # Slack's signature check
+        for path in ("/threads", "/", "/metrics", "/readyz", "/docs", "/openapi.json"):
+            assert chat.get(path, headers=bearer(ADMIN_TOKEN)).status_code == 404, path
+            assert api.get(path).status_code == 200, path  # control: the API Service has them
+
+
 def test_slack_mention_is_answered_by_a_sandbox_pod_of_the_in_cluster_controller(release: Release) -> None:
-    with httpx.Client(base_url=release.url(), timeout=30) as http:
-        sent = SlackSender(http).mention("C1", code("import math\nprint('answer', math.factorial(5) + 1)"))
+    with release.api() as api, httpx.Client(base_url=release.chat_url(), timeout=30) as chat:
+        sent = SlackSender(api, chat=chat).mention(
+            "C1", code("import math\nprint('answer', math.factorial(5) + 1)")
+        )
     assert sent.response.status_code == 200, sent.response.text
     release.slack.wait_for(
         lambda: "answer 121" in release.slack.text_in_thread("C1", sent.ts), timeout=180, what="the reply"
@@ -283,7 +310,7 @@ def test_upgrade_keeps_a_running_thread_and_new_threads_get_the_new_image(releas
     old_image = release.cluster.image
     new_image = f"{SANDBOX_REPO}:{UPGRADE_TAG}"  # removed with the release: later sandboxes use it
     subprocess.run([*ctr_images(release.cluster), "tag", "--force", old_image, new_image], check=True)
-    with httpx.Client(base_url=release.url(), timeout=httpx.Timeout(10, read=180)) as http:
+    with release.api(read=180) as http:
         kept = create_thread(http, "kept")
         assert stdout(run(http, kept, "secret = 6 * 7\nprint(secret)")) == "42\n"
     [before] = release.sandbox_pods(kept)
@@ -294,7 +321,7 @@ def test_upgrade_keeps_a_running_thread_and_new_threads_get_the_new_image(releas
         "--set", f"sandbox.image.tag={UPGRADE_TAG}", "--wait", "--timeout", "4m",
     )  # fmt: skip
     release.kubectl("-n", release.namespace, "rollout", "status", f"deployment/{release.service_account}")
-    with httpx.Client(base_url=release.url(), timeout=httpx.Timeout(10, read=180)) as http:
+    with release.api(read=180) as http:
         assert stdout(run(http, kept, "print(secret)")) == "42\n"  # the kernel's state survived
         fresh = create_thread(http, "fresh")
         assert stdout(run(http, fresh, "print('new')")) == "new\n"
@@ -307,7 +334,7 @@ def test_upgrade_keeps_a_running_thread_and_new_threads_get_the_new_image(releas
 
 
 def test_uninstall_saves_the_files_and_leaves_no_sandbox_behind(release: Release) -> None:
-    with httpx.Client(base_url=release.url(), timeout=httpx.Timeout(10, read=180)) as http:
+    with release.api(read=180) as http:
         tid = create_thread(http, "last")
         # Written after the turn ended: only the uninstall's save (hook or SIGTERM) can store it.
         late = "import threading\nthreading.Timer(1, lambda: open('late.txt', 'w').write('late')).start()"

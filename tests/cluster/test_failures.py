@@ -17,7 +17,7 @@ import pytest
 from controller.backends.kubernetes import KubernetesBackend
 from controller.config import Settings
 from tests.cluster.conftest import Cluster, controller
-from tests.support.client import create_thread, errors, run, stdout
+from tests.support.client import ADMIN_TOKEN, bearer, create_thread, errors, run, stdout
 from tests.support.server import free_port
 
 pytestmark = pytest.mark.cluster
@@ -56,7 +56,9 @@ def _serve_in_subprocess(settings: dict[str, Any], port: int, log: Path) -> subp
     env = {k: v for k, v in os.environ.items() if not k.startswith("THREADBOX_")}
     for key, value in settings.items():
         env[f"THREADBOX_{key.upper()}"] = ",".join(value) if isinstance(value, list) else str(value)
-    code = f"from controller.cli import main; raise SystemExit(main(['serve', '--port', '{port}']))"
+    env["THREADBOX_ADMIN_TOKEN"] = ADMIN_TOKEN
+    args = ["serve", "--port", str(port), "--chat-port", str(free_port())]
+    code = f"from controller.cli import main; raise SystemExit(main({args!r}))"
     with log.open("wb") as out:
         return subprocess.Popen([sys.executable, "-c", code], env=env, stdout=out, stderr=subprocess.STDOUT)
 
@@ -66,7 +68,11 @@ def test_crashed_controller_leaves_no_orphans(cluster: Cluster, k8s_settings: An
     port = free_port()
     proc = _serve_in_subprocess(settings, port, tmp_path / "crashing.log")
     try:
-        http = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=httpx.Timeout(10, read=180))
+        http = httpx.Client(
+            base_url=f"http://127.0.0.1:{port}",
+            headers=bearer(ADMIN_TOKEN),
+            timeout=httpx.Timeout(10, read=180),
+        )
         deadline = time.monotonic() + 60
         while True:
             try:

@@ -49,11 +49,14 @@ class Sent:
 
 
 class SlackSender:
-    """``client`` is the `api` fixture's API client; events go to its chat port (``client.chat``)."""
+    """``client`` is an API client; events go to the chat port: ``chat``, or the `api`
+    fixture's ``client.chat``."""
 
-    def __init__(self, client: httpx.Client, secret: str = SIGNING_SECRET) -> None:
+    def __init__(
+        self, client: httpx.Client, secret: str = SIGNING_SECRET, chat: httpx.Client | None = None
+    ) -> None:
         self.client = client
-        self.chat: httpx.Client = client.chat  # type: ignore[attr-defined]
+        self.chat: httpx.Client = chat or client.chat  # type: ignore[attr-defined]
         self.verifier = SignatureVerifier(secret)
 
     def post_raw(

@@ -50,6 +50,21 @@ app.kubernetes.io/component: controller
 {{ .Values.image.repository }}:{{ .Values.image.tag | default .Chart.AppVersion }}
 {{- end }}
 
+{{/* The bootstrap admin token the chart keeps in its Secret: auth.adminToken, else (with no
+existingSecret and no proxy) the one an earlier install generated, else a new random one.
+Empty when the token comes from auth.existingSecret or the proxy is the way in. */}}
+{{- define "threadbox.adminToken" -}}
+{{- $a := .Values.auth }}
+{{- if $a.existingSecret }}
+{{- else if $a.adminToken }}{{ $a.adminToken }}
+{{- else if not $a.proxy.cidrs }}
+{{- $old := lookup "v1" "Secret" .Release.Namespace (include "threadbox.secretName" .) }}
+{{- $kept := "" }}
+{{- if $old }}{{ $kept = index ($old.data | default dict) $a.adminTokenKey | default "" }}{{ end }}
+{{- if $kept }}{{ $kept | b64dec }}{{ else }}tbx_{{ randAlphaNum 43 }}{{ end }}
+{{- end }}
+{{- end }}
+
 {{/* The chart-made Secret holds only the secrets given as values (quick start). */}}
 {{- define "threadbox.secretName" -}}
 {{ include "threadbox.fullname" . }}
@@ -82,6 +97,15 @@ args: list root NAME section keyValue valueName */}}
 - {name: THREADBOX_STORE, value: minio}
 - {name: THREADBOX_HOST, value: 0.0.0.0}
 - {name: THREADBOX_PORT, value: {{ $v.controller.port | quote }}}
+- {name: THREADBOX_CHAT_PORT, value: {{ $v.controller.chatPort | quote }}}
+{{- include "threadbox.secretEnv" (list . "THREADBOX_ADMIN_TOKEN" $v.auth $v.auth.adminTokenKey (include "threadbox.adminToken" .)) }}
+{{- with $v.auth.proxy.cidrs }}
+- {name: THREADBOX_AUTH_PROXY_CIDRS, value: {{ join "," . | quote }}}
+{{- end }}
+- {name: THREADBOX_AUTH_PROXY_HEADER, value: {{ $v.auth.proxy.header | quote }}}
+{{- with $v.auth.proxy.admins }}
+- {name: THREADBOX_AUTH_PROXY_ADMINS, value: {{ join "," . | quote }}}
+{{- end }}
 - {name: THREADBOX_DATA_DIR, value: /tmp/threadbox}
 - {name: THREADBOX_IDLE_TIMEOUT, value: {{ $v.controller.idleTimeout | quote }}}
 - {name: THREADBOX_MAX_SANDBOXES, value: {{ $v.controller.maxSandboxes | quote }}}
