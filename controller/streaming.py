@@ -23,7 +23,7 @@ _END = object()
 
 
 async def detached(events: AsyncIterator[Event], owner: set[asyncio.Task[None]]) -> AsyncIterator[Event]:
-    """Yield ``events`` from a task added to ``owner``, which shutdown awaits (see SandboxManager.close)."""
+    """Yield ``events`` from a task held in ``owner`` until it ends (SandboxManager.close awaits them)."""
     queue: asyncio.Queue[object] = asyncio.Queue(QUEUE_EVENTS)
     reader_gone = False
 
@@ -32,27 +32,28 @@ async def detached(events: AsyncIterator[Event], owner: set[asyncio.Task[None]])
             async for event in events:
                 if not reader_gone:
                     await queue.put(event)
+        except Exception:
+            if not reader_gone:
+                raise  # to the reader, below
+            log.exception("a turn failed after its reader had gone")
         finally:
             if not reader_gone:
                 await queue.put(_END)
+            owner.discard(task)
 
     task = asyncio.create_task(pump())
     owner.add(task)
-    task.add_done_callback(lambda done: _forget(owner, done, reader_gone))
+    finished = False
     try:
         while (item := await queue.get()) is not _END:
             yield item  # type: ignore[misc]
+        finished = True
         await task  # re-raise a producer failure to the reader
     finally:
-        reader_gone = True
-        while not queue.empty():  # frees a producer waiting to put, which then sees the reader gone
-            queue.get_nowait()
-
-
-def _forget(owner: set[asyncio.Task[None]], task: asyncio.Task[None], reader_gone: bool) -> None:
-    owner.discard(task)
-    if reader_gone and not task.cancelled() and (exc := task.exception()) is not None:
-        log.error("a turn failed after its reader had gone", exc_info=exc)
+        if not finished:
+            reader_gone = True
+            while not queue.empty():  # frees a producer waiting to put, which then sees the reader gone
+                queue.get_nowait()
 
 
 def ndjson(event: Event) -> bytes:
