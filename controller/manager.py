@@ -133,7 +133,8 @@ class SandboxManager:
         try:
             async for status in self._ensure(thread_id, user):
                 yield status
-        except (SandboxStartError, KernelUnavailable, StoreError) as exc:
+        # OSError: a host call of the backend failed (spawn, cgroup, disk); the turn still ends well.
+        except (SandboxStartError, KernelUnavailable, StoreError, OSError) as exc:
             yield Error(kind="sandbox_failed", ename=type(exc).__name__, evalue=str(exc))
             yield Done(status="error")
             self.metrics.executions.labels("sandbox_failed").inc()
