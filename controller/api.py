@@ -14,7 +14,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
 
 from controller.agent.base import Turn
-from controller.auth import Authenticator, Caller, Principal
+from controller.auth import Authenticator, AuthGate, Caller, Principal
 from controller.bodylimit import install as install_body_limit
 from controller.console import router as console_router
 from controller.events import Event
@@ -29,6 +29,9 @@ from controller.threads import ThreadRecord, ensure_thread, get_thread, list_thr
 from controller.uploads import Uploads
 
 NDJSON = "application/x-ndjson"
+BODY_LIMIT_RESPONSE: dict[int | str, dict[str, Any]] = {
+    413: {"description": "Over the code size limit, or a body over the route's limit (refused unread)."}
+}
 
 
 class ThreadCreate(BaseModel):
@@ -84,6 +87,7 @@ def create_app(runtime: Runtime) -> FastAPI:
     app.state.auth = Authenticator(runtime.settings, runtime.store)
     _install_error_handlers(app)
     install_body_limit(app, runtime.settings)
+    app.add_middleware(AuthGate, auth=app.state.auth)  # outermost: a 401 before any body is read
     _add_ops_routes(app, runtime)
     _add_thread_routes(app, runtime)
     _add_file_routes(app, runtime)
@@ -194,7 +198,7 @@ def _add_thread_routes(app: FastAPI, rt: Runtime) -> None:
     async def threads(who: Caller) -> list[ThreadOut]:
         return [out(r) for r in await _blocking(list_threads, rt.store) if _visible(r, who)]
 
-    @app.post("/threads", tags=["threads"], status_code=201)
+    @app.post("/threads", tags=["threads"], status_code=201, responses=BODY_LIMIT_RESPONSE)
     async def create(body: ThreadCreate, who: Caller) -> ThreadOut:
         owner = body.user or who.user
         if owner != who.user and not who.admin:
@@ -217,7 +221,10 @@ def _add_thread_routes(app: FastAPI, rt: Runtime) -> None:
     @app.post(
         "/threads/{thread_id}/execute",
         tags=["threads"],
-        responses={200: {"description": "A stream of events, NDJSON or SSE (Accept: text/event-stream)."}},
+        responses={
+            200: {"description": "A stream of events, NDJSON or SSE (Accept: text/event-stream)."},
+            **BODY_LIMIT_RESPONSE,
+        },
     )
     async def execute(thread_id: str, body: ExecuteIn, request: Request, who: Caller) -> StreamingResponse:
         record = await _thread(rt, thread_id, who)
@@ -228,7 +235,7 @@ def _add_thread_routes(app: FastAPI, rt: Runtime) -> None:
             )
         return _stream(request, rt.manager.run(thread_id, body.code, record.user, body.timeout))
 
-    @app.post("/threads/{thread_id}/messages", tags=["threads"])
+    @app.post("/threads/{thread_id}/messages", tags=["threads"], responses=BODY_LIMIT_RESPONSE)
     async def message(
         thread_id: str, request: Request, body: Annotated[MessageIn, Body()], who: Caller
     ) -> StreamingResponse:

@@ -17,9 +17,11 @@ import time
 from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, Request
+from fastapi import Depends, Request
+from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from controller.config import Settings
 from controller.stores.base import ThreadStore
@@ -29,6 +31,12 @@ STATE_PREFIX = "tokens"
 ID_CHARS = 12
 BOOTSTRAP_ADMIN = "admin"  # the user behind THREADBOX_ADMIN_TOKEN
 CHALLENGE = {"WWW-Authenticate": "Bearer"}
+# What anyone may fetch: probes and metrics (no thread data), the console's page and assets
+# (the token form must load) and the API schema. Everything else needs a caller.
+PUBLIC_PATHS = frozenset(
+    {"/healthz", "/readyz", "/metrics", "/", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
+)
+PUBLIC_PREFIX = "/console/"
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -125,26 +133,60 @@ class Authenticator:
         return self.from_proxy(proxy_user, peer)
 
 
+def is_public(path: str) -> bool:
+    return path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIX)
+
+
+class AuthGate:
+    """ASGI middleware: every non-public request names its caller before the app reads a byte
+    of its body (FastAPI parses bodies before running dependencies), or gets a 401 here."""
+
+    def __init__(self, app: ASGIApp, auth: Authenticator) -> None:
+        self.app = app
+        self.auth = auth
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or is_public(scope["path"]):
+            await self.app(scope, receive, send)
+            return
+        request = Request(scope)
+        token = bearer_token(request.headers.get("authorization"))
+        peer = request.client.host if request.client else None
+        proxy_user = request.headers.get(self.auth.proxy_header)
+        principal = await asyncio.to_thread(self.auth.resolve, token, proxy_user, peer)
+        if principal is None:
+            await _unauthorized(sent_token=token is not None)(scope, receive, send)
+            return
+        scope.setdefault("state", {})["principal"] = principal
+        await self.app(scope, receive, send)
+
+
+def bearer_token(authorization: str | None) -> str | None:
+    """The token of an ``Authorization: Bearer <token>`` header, or None."""
+    scheme, _, token = (authorization or "").partition(" ")
+    return (token.strip() or None) if scheme.lower() == "bearer" else None
+
+
+def _unauthorized(sent_token: bool) -> JSONResponse:
+    if sent_token:
+        detail = "The token is not valid: it is unknown or was revoked."
+    else:
+        detail = (
+            "This API needs a token: send 'Authorization: Bearer <token>' (threadbox token create makes one)."
+        )
+    return JSONResponse({"detail": detail}, status_code=401, headers=CHALLENGE)
+
+
+# Declares the Bearer scheme in the OpenAPI schema; AuthGate has already checked the token.
 _bearer = HTTPBearer(auto_error=False, description="An API token: `threadbox token create` makes one.")
 
 
 async def current_principal(
-    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+    request: Request, _: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 ) -> Principal:
-    """FastAPI dependency: the caller, or 401 with a Bearer challenge."""
-    auth: Authenticator = request.app.state.auth
-    token = credentials.credentials if credentials else None
-    peer = request.client.host if request.client else None
-    principal = await asyncio.to_thread(auth.resolve, token, request.headers.get(auth.proxy_header), peer)
-    if principal is not None:
-        return principal
-    if token is None:
-        detail = (
-            "This API needs a token: send 'Authorization: Bearer <token>' (threadbox token create makes one)."
-        )
-    else:
-        detail = "The token is not valid: it is unknown or was revoked."
-    raise HTTPException(401, detail, headers=CHALLENGE)
+    """FastAPI dependency: the caller AuthGate resolved."""
+    principal: Principal = request.state.principal
+    return principal
 
 
 Caller = Annotated[Principal, Depends(current_principal)]

@@ -8,6 +8,6 @@ sync_env
 step "providing bubblewrap, which sandboxes each thread's kernel"
 # Exit 3 means "not here": threadbox dev then runs kernels unsandboxed on loopback and says so.
 "$ROOT/hack/install-bwrap.sh" >/dev/null || [[ $? -eq 3 ]]
-step "starting threadbox dev: open http://127.0.0.1:8600 (Ctrl-C stops it)"
+step "starting threadbox dev: open the console link it prints, http://127.0.0.1:8600/#token=... (Ctrl-C stops it)"
 cd "$ROOT"
 exec "${UV[@]}" run --frozen threadbox dev "$@"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import stat
 import subprocess
 import sys
@@ -97,6 +98,33 @@ def test_every_api_route_needs_a_token_except_the_public_ones(api: Any) -> None:
             # Control: the admin token gets past authentication on the same request.
             assert anon.request(method, url, headers=bearer(ADMIN_TOKEN)).status_code != 401, (method, path)
     assert ("POST", "/slack/events") not in routes
+
+
+def _partial_upload(url: str, thread_id: str, headers: dict[str, str]) -> bytes:
+    """Headers of a 40 MB upload and its first bytes only; whatever the server answers in 5 s."""
+    parsed = httpx.URL(url)
+    head = [
+        f"POST /threads/{thread_id}/files HTTP/1.1",
+        f"Host: {parsed.host}:{parsed.port}",
+        "Content-Type: multipart/form-data; boundary=b",
+        f"Content-Length: {40 << 20}",
+        *(f"{k}: {v}" for k, v in headers.items()),
+    ]
+    with socket.create_connection((parsed.host, parsed.port), timeout=5) as sock:
+        sock.sendall(("\r\n".join(head) + "\r\n\r\n--b\r\n").encode())
+        try:
+            return sock.recv(4096)
+        except TimeoutError:
+            return b""
+
+
+def test_a_401_comes_before_the_body_is_read(api: Any) -> None:
+    client = api()
+    thread_id = create_thread(client, "uploads")
+    answer = _partial_upload(str(client.base_url), thread_id, {})
+    assert answer.startswith(b"HTTP/1.1 401"), answer
+    # Control: an authenticated upload is read, so the server waits for the rest of it.
+    assert _partial_upload(str(client.base_url), thread_id, bearer(ADMIN_TOKEN)) == b""
 
 
 def test_users_see_and_touch_only_their_own_threads(api: Any, fake: FakeSlack) -> None:

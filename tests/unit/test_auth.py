@@ -14,8 +14,10 @@ from controller.auth import (
     BOOTSTRAP_ADMIN,
     Authenticator,
     Principal,
+    bearer_token,
     create_token,
     find_token,
+    is_public,
     is_trusted_peer,
     list_tokens,
     new_token,
@@ -155,3 +157,26 @@ def test_client_token_precedence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     monkeypatch.setenv("THREADBOX_TOKEN", "tbx_env")
     assert client_token(None, "http://127.0.0.1:8600") == "tbx_env"
     assert client_token("tbx_flag", "http://127.0.0.1:8600") == "tbx_flag"
+
+
+@pytest.mark.parametrize(
+    ("header", "token"),
+    [
+        ("Bearer tbx_a", "tbx_a"),
+        ("bearer  tbx_a ", "tbx_a"),
+        ("Bearer", None),
+        ("Bearer  ", None),
+        ("Basic YTpi", None),
+        ("tbx_a", None),
+        (None, None),
+    ],
+)
+def test_bearer_token(header: str | None, token: str | None) -> None:
+    assert bearer_token(header) == token
+
+
+def test_public_paths_are_few_and_exact() -> None:
+    for path in ("/healthz", "/readyz", "/metrics", "/", "/console/console.js", "/docs", "/openapi.json"):
+        assert is_public(path), path
+    for path in ("/threads", "/threads/x/files", "/healthz/x", "/consolex", "/console", "/slack/events"):
+        assert not is_public(path), path
