@@ -134,7 +134,7 @@ def _token_parser(sub: Any) -> None:
     actions = tok.add_subparsers(dest="action", required=True, metavar="ACTION")
     create = actions.add_parser("create", help="create a token and print it (only this once)")
     create.add_argument(
-        "--user", required=True, help="the user the token acts as; owns the threads it creates"
+        "--user", required=True, type=_user, help="the user the token acts as; owns the threads it creates"
     )
     create.add_argument(
         "--admin", action="store_true", help="see and act on every thread, any user's or Slack's"
@@ -259,13 +259,25 @@ def _say_isolation(backend: Backend) -> None:
         )
 
 
+def _user(value: str) -> str:
+    name = value.strip()
+    if not 0 < len(name) <= 200 or not name.isprintable():
+        raise argparse.ArgumentTypeError("a user name is 1 to 200 printable characters")
+    return name
+
+
 def _token(args: argparse.Namespace) -> int:
     settings = _load(lambda: Settings(slack_mode="off"))
     if settings is None:
         return 2
     from controller.runtime import build_store
+    from controller.stores.base import StoreUnavailable
 
-    return _token_action(args, build_store(settings))
+    try:
+        return _token_action(args, build_store(settings))
+    except StoreUnavailable as exc:
+        print(f"threadbox token: the store is unavailable, nothing was changed: {exc}", file=sys.stderr)
+        return 1
 
 
 def _token_action(args: argparse.Namespace, store: ThreadStore) -> int:
