@@ -22,7 +22,11 @@ def build_servers(runtime: Runtime, log_level: str = "info") -> tuple[uvicorn.Se
     settings = runtime.settings
 
     def server(app: FastAPI, port: int, lifespan: Literal["on", "off"]) -> uvicorn.Server:
-        config = uvicorn.Config(app, host=settings.host, port=port, log_level=log_level, lifespan=lifespan)
+        # proxy_headers off: the trusted-proxy check needs the real peer address, which uvicorn
+        # would otherwise replace with X-Forwarded-For from any local connection.
+        config = uvicorn.Config(
+            app, host=settings.host, port=port, log_level=log_level, lifespan=lifespan, proxy_headers=False
+        )
         return uvicorn.Server(config)
 
     api = server(create_app(runtime), settings.port, "on")

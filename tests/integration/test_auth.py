@@ -217,7 +217,13 @@ def test_proxy_header_counts_only_from_a_trusted_peer(api: Any, cidrs: list[str]
         if not works:
             assert made.status_code == 401 and made.headers["www-authenticate"] == "Bearer"
             assert proxied.get("/threads", headers={"X-Forwarded-User": "root"}).status_code == 401
+            # A claimed forwarding address is no peer address.
+            spoofed = carol | {"X-Forwarded-For": "10.1.2.3", "Forwarded": "for=10.1.2.3"}
+            assert proxied.get("/threads", headers=spoofed).status_code == 401
             return
+        # A proxy on this host says who its client was; the peer (the proxy) is what counts.
+        forwarded = carol | {"X-Forwarded-For": "203.0.113.9"}
+        assert proxied.get("/threads", headers=forwarded).status_code == 200
         assert made.status_code == 201 and made.json()["user"] == "carol"
         other = create_thread(client, "admin's")
         assert [t["id"] for t in proxied.get("/threads", headers=carol).json()] == [made.json()["id"]]
