@@ -40,7 +40,8 @@ class Kernel:
         self.launcher, self.name = launcher, name
         base = root / name
         base.mkdir(parents=True)
-        self.spawned = launcher.spawn(name, base, run_parent(root) / name, base / "kernel.log")
+        prepared = launcher.prepare(name, base, run_parent(root) / name)
+        self.spawned = launcher.launch(prepared, base / "kernel.log")
         alive = functools.partial(self._alive)
         self.session = KernelSession(self.spawned.connection, alive)
 

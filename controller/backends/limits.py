@@ -13,6 +13,7 @@ import contextlib
 import logging
 import os
 import signal
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +21,7 @@ log = logging.getLogger(__name__)
 
 CGROUP_FS = Path("/sys/fs/cgroup")
 GROUP_PARENT = "threadbox"
+REMOVE_WAIT = 5.0
 
 
 @dataclass(frozen=True)
@@ -127,13 +129,20 @@ class Cgroups:
                         os.kill(int(pid), signal.SIGKILL)
 
     def remove(self, name: str) -> None:
-        """Remove the groups; a group still holding a dying process is left for the next start."""
+        """Kill what is left in the groups, wait for it to exit, and remove them."""
+        self.kill(name)
+        deadline = time.monotonic() + REMOVE_WAIT
         for base in self._bases():
-            with contextlib.suppress(FileNotFoundError):
+            while True:
                 try:
                     (base / name).rmdir()
-                except OSError as exc:
-                    log.debug("cgroup %s not removed yet: %s", base / name, exc)
+                    break
+                except FileNotFoundError:
+                    break
+                except OSError as exc:  # EBUSY while a killed process is still exiting
+                    if time.monotonic() > deadline:
+                        raise OSError(f"cgroup {base / name} still busy: {exc}") from exc
+                    time.sleep(0.01)  # the kernel gives no event for a cgroup becoming empty (v1)
 
     def oom_killed(self, name: str) -> bool:
         """Whether the kernel's OOM killer has killed a process of this sandbox."""

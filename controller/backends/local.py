@@ -20,7 +20,7 @@ from pathlib import Path
 
 from controller.backends.base import SandboxInfo
 from controller.backends.bwrap import sandbox_uid
-from controller.backends.local_sandbox import KERNEL_MODULE, Launcher, chown_tree, run_parent
+from controller.backends.local_sandbox import KERNEL_MODULE, Launcher, Prepared, chown_tree, run_parent
 from controller.quotas import Quotas
 from controller.stores.base import ThreadStore
 from controller.workspace import PersistResult, WorkspaceSync
@@ -75,11 +75,8 @@ class LocalBackend:
     async def start(self, thread_id: str) -> SandboxInfo:
         base = self._dir(thread_id)
         run = run_parent(self.root) / thread_id
-        await asyncio.to_thread(_clear, base, run)  # a big stale workspace must not stall the loop
-        # Popen stays on the loop thread: bwrap's parent-death signal follows the forking
-        # thread, and a worker thread that exits would take the kernel with it.
-        base.mkdir(parents=True)
-        spawned = self.launcher.spawn(thread_id, base, run, base / "kernel.log")
+        prepared = await asyncio.to_thread(self._prepare, thread_id, base, run)
+        spawned = self.launcher.launch(prepared, base / "kernel.log")  # on the loop thread, see launch()
         proc = spawned.proc
         self._procs[proc.pid] = proc
         now = time.time()
@@ -107,6 +104,11 @@ class LocalBackend:
             )
         except (OSError, ValueError, KeyError):
             return None
+
+    def _prepare(self, thread_id: str, base: Path, run: Path) -> Prepared:
+        _clear(base, run)  # a big stale workspace would stall the loop: this runs in a worker thread
+        base.mkdir(parents=True)
+        return self.launcher.prepare(thread_id, base, run)
 
     async def find(self, thread_id: str) -> SandboxInfo | None:
         info = self._load(thread_id)
@@ -143,7 +145,7 @@ class LocalBackend:
         if proc is not None:
             await asyncio.to_thread(proc.wait, STOP_WAIT)
         self._syncs.pop(info.thread_id, None)
-        self.launcher.release(info.thread_id)
+        await asyncio.to_thread(self.launcher.release, info.thread_id)
         await asyncio.to_thread(_clear, self._dir(info.thread_id), Path(info.connection["ip"]).parent)
 
     async def died_of(self, info: SandboxInfo) -> str | None:

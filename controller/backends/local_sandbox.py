@@ -88,6 +88,15 @@ def run_parent(root: Path) -> Path:
     return parent
 
 
+@dataclass(frozen=True)
+class Prepared:
+    argv: list[str]
+    env: dict[str, str]
+    cwd: Path | None
+    connection: dict[str, Any]
+    run: Path
+
+
 @dataclass
 class Spawned:
     proc: subprocess.Popen[bytes]
@@ -131,7 +140,8 @@ class Launcher:
             **outputcap.kernel_env(self.max_output_bytes),
         }
 
-    def spawn(self, thread_id: str, base: Path, run: Path, log_file: Path) -> Spawned:
+    def prepare(self, thread_id: str, base: Path, run: Path) -> Prepared:
+        """Folders, connection file and cgroups of a new kernel. Blocking: run it in a worker thread."""
         # The output cap stops an honest kernel from even sending what the controller would drop.
         cap = ((outputcap.SOURCE, OUTPUT_CAP_INSIDE),)
         layout = bwrap.Layout(base / "workspace", base / "home", run, self.python, cap)
@@ -154,13 +164,18 @@ class Launcher:
             argv += outputcap.kernel_args(outputcap.SOURCE)
             env, cwd = self._env(str(layout.home)), layout.workspace
         connection["ip"] = str(run / "k")
+        return Prepared(argv, env, cwd, connection, run)
+
+    def launch(self, prepared: Prepared, log_file: Path) -> Spawned:
+        """Start the prepared kernel. Call it on the event loop's thread: bwrap's parent-death
+        signal follows the forking thread, and a worker thread that exits would end the kernel."""
         with log_file.open("wb") as out:
             try:
                 # start_new_session: an unsandboxed kernel's process group is what stop() kills.
                 proc = subprocess.Popen(
-                    argv,
-                    cwd=cwd,
-                    env=env,
+                    prepared.argv,
+                    cwd=prepared.cwd,
+                    env=prepared.env,
                     stdin=subprocess.DEVNULL,
                     stdout=out,
                     stderr=out,
@@ -168,15 +183,18 @@ class Launcher:
                 )
             except OSError as exc:
                 raise SandboxStartError(f"could not start a kernel with {self.python}: {exc}") from exc
-        return Spawned(proc, connection, run)
+        return Spawned(proc, prepared.connection, prepared.run)
 
     def _launch(self, thread_id: str, sandbox: list[str]) -> list[str]:
         iso = self.isolation
-        procs = (
-            iso.cgroups.create(thread_id, iso.limits.memory_bytes, iso.limits.processes)
-            if iso.cgroups
-            else []
-        )
+        try:
+            procs = (
+                iso.cgroups.create(thread_id, iso.limits.memory_bytes, iso.limits.processes)
+                if iso.cgroups
+                else []
+            )
+        except OSError as exc:
+            raise SandboxStartError(f"could not set this sandbox's memory and process limits: {exc}") from exc
         spec = {"cgroup_procs": procs, "rlimits": rlimits(iso.limits, bool(procs)), "argv": sandbox}
         return [sys.executable, "-I", "-S", str(LAUNCHER), json.dumps(spec)]
 
@@ -193,8 +211,12 @@ class Launcher:
             self.isolation.cgroups.kill(thread_id)
 
     def release(self, thread_id: str) -> None:
+        """Remove the sandbox's cgroups once its processes are gone. Blocking: waits for them."""
         if self.isolation.cgroups:
-            self.isolation.cgroups.remove(thread_id)
+            try:
+                self.isolation.cgroups.remove(thread_id)
+            except OSError as exc:  # the next start of this thread tries again
+                log.warning("sandbox of thread %s: %s", thread_id, exc)
 
     def oom_killed(self, thread_id: str) -> bool:
         return bool(self.isolation.cgroups and self.isolation.cgroups.oom_killed(thread_id))
