@@ -166,10 +166,10 @@ async def _thread(rt: Runtime, thread_id: str, who: Principal) -> ThreadRecord:
         try:
             record = await _blocking(get_thread, rt.store, thread_id)
         except StoreUnavailable:
-            if thread_id in _RECENT and rt.manager.is_live(thread_id):
-                return _RECENT[thread_id]
-            raise
-    if record is not None:
+            if thread_id not in _RECENT or not rt.manager.is_live(thread_id):
+                raise
+            record = _RECENT[thread_id]
+    if record is not None and thread_id not in _RECENT:
         if len(_RECENT) >= _RECENT_MAX:
             _RECENT.pop(next(iter(_RECENT)))
         _RECENT[thread_id] = record

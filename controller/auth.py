@@ -24,7 +24,7 @@ from pydantic import BaseModel, Field
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from controller.config import Settings
-from controller.stores.base import ThreadStore
+from controller.stores.base import StoreUnavailable, ThreadStore
 
 TOKEN_PREFIX = "tbx_"
 STATE_PREFIX = "tokens"
@@ -153,7 +153,12 @@ class AuthGate:
         token = bearer_token(request.headers.get("authorization"))
         peer = request.client.host if request.client else None
         proxy_user = request.headers.get(self.auth.proxy_header)
-        principal = await asyncio.to_thread(self.auth.resolve, token, proxy_user, peer)
+        try:
+            principal = await asyncio.to_thread(self.auth.resolve, token, proxy_user, peer)
+        except StoreUnavailable as exc:
+            detail = f"Storage is unavailable, so the token cannot be checked; nothing was done: {exc}"
+            await JSONResponse({"detail": detail}, status_code=503)(scope, receive, send)
+            return
         if principal is None:
             await _unauthorized(sent_token=token is not None)(scope, receive, send)
             return

@@ -242,6 +242,41 @@ def test_custom_proxy_header_replaces_the_default(api: Any) -> None:
         assert proxied.get("/threads", headers={"X-Auth-User": "carol"}).status_code == 200
 
 
+def test_storage_outage_never_widens_access(api: Any, tmp_path: Path) -> None:
+    """With MinIO down, a live thread stays usable by its owner and hidden from everyone else."""
+    from tests.support.minio import running_minio
+
+    with running_minio(tmp_path / "minio") as server:
+        client = api(
+            store="minio",
+            minio_endpoint=server.endpoint,
+            minio_access_key=server.access_key,
+            minio_secret_key=server.secret_key,
+            auth_proxy_cidrs=["127.0.0.1/32"],
+        )
+        user_token, _ = create_token(client.runtime.store, "erin")
+        url = str(client.base_url)
+        with (
+            httpx.Client(base_url=url, headers={"X-Forwarded-User": "carol"}, timeout=120) as carol,
+            httpx.Client(base_url=url, headers={"X-Forwarded-User": "dave"}, timeout=120) as dave,
+        ):
+            tid = create_thread(carol, "live one")
+            assert stdout(run(carol, tid, "print('up')")) == "up\n"
+            assert dave.get(f"/threads/{tid}").status_code == 404
+    # MinIO is gone: the owner still reaches the live thread (the controller's recent records) ...
+    with (
+        httpx.Client(base_url=url, headers={"X-Forwarded-User": "carol"}, timeout=120) as carol,
+        httpx.Client(base_url=url, headers={"X-Forwarded-User": "dave"}, timeout=120) as dave,
+    ):
+        assert carol.get(f"/threads/{tid}").status_code == 200
+        # ... and nobody else does, through that same path.
+        hidden = dave.get(f"/threads/{tid}")
+        assert hidden.status_code == 404 and hidden.json() == {"detail": NO_THREAD.format(tid)}
+        # A token that cannot be checked is a clear 503, never a pass.
+        unchecked = dave.get("/threads", headers=bearer(user_token))
+        assert unchecked.status_code == 503 and "cannot be checked" in unchecked.json()["detail"]
+
+
 def _serve_env(tmp_path: Path, sandbox_python: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("THREADBOX_")}
     return env | {
