@@ -218,7 +218,7 @@ def _serve(args: argparse.Namespace) -> int:
         return 2
     from controller.auth_setup import NO_AUTH, can_authenticate, ensure_dev_token, is_loopback
     from controller.runtime import UnsafeConfiguration, build_runtime, build_store
-    from controller.serving import build_servers, serve_both
+    from controller.serving import StartFailed, build_servers, serve_both
 
     store = build_store(settings)
     url = f"http://{settings.host}:{settings.port}"
@@ -245,7 +245,11 @@ def _serve(args: argparse.Namespace) -> int:
         f"chat webhooks on http://{settings.host}:{settings.chat_port}",
         file=sys.stderr,
     )
-    asyncio.run(serve_both(api, chat, runtime))
+    try:
+        asyncio.run(serve_both(api, chat, runtime))
+    except StartFailed as exc:
+        print(f"threadbox: {exc} (see the error above); stopped", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -8,6 +8,7 @@ ready, and stops first, so no chat event reaches a runtime that is closing.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Literal
 
 import uvicorn
@@ -33,18 +34,38 @@ def build_servers(runtime: Runtime, log_level: str = "info") -> tuple[uvicorn.Se
     return api, server(create_chat_app(runtime), settings.chat_port, "off")
 
 
+class StartFailed(Exception):
+    """A server could not start (uvicorn logged why, e.g. a port in use)."""
+
+
+async def _run(server: uvicorn.Server) -> None:
+    try:
+        await server.serve()
+    except SystemExit as exc:
+        # uvicorn exits the process when it cannot start. As an error instead, the other server
+        # still stops, and a lifespan that already started the runtime is shut down and closes it.
+        if hasattr(server, "lifespan"):  # set once serve() has begun
+            await server.lifespan.shutdown()
+        raise StartFailed(f"could not serve on {server.config.host}:{server.config.port}") from exc
+
+
 async def serve_both(api: uvicorn.Server, chat: uvicorn.Server, runtime: Runtime) -> None:
-    """Run until either server stops (a signal, or ``should_exit``), then stop the other."""
-    api_task = asyncio.create_task(api.serve())
+    """Run until either server stops (a signal, ``should_exit`` or a failed start), then stop
+    the other; raises StartFailed if one could not start."""
+    api_task = asyncio.create_task(_run(api))
     ready = asyncio.create_task(runtime.ready.wait())
     await asyncio.wait({api_task, ready}, return_when=asyncio.FIRST_COMPLETED)
     if not ready.done():  # the API stopped before the runtime was up (a failed start)
         ready.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await ready
         await api_task
         return
-    chat_task = asyncio.create_task(chat.serve())
+    chat_task = asyncio.create_task(_run(chat))
     await asyncio.wait({api_task, chat_task}, return_when=asyncio.FIRST_COMPLETED)
     chat.should_exit = True
-    await chat_task
-    api.should_exit = True
-    await api_task
+    try:
+        await chat_task
+    finally:
+        api.should_exit = True
+        await api_task

@@ -309,6 +309,18 @@ def test_non_loopback_bind_without_auth_refuses_to_start(tmp_path: Path, sandbox
         assert httpx.get(f"{server.url}/threads", timeout=10).status_code == 401
 
 
+def test_a_busy_chat_port_stops_the_controller_cleanly(tmp_path: Path, sandbox_python: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        env = _serve_env(tmp_path, sandbox_python, THREADBOX_CHAT_PORT=str(taken.getsockname()[1]))
+        command = [sys.executable, "-m", "controller.cli", "serve", "--port", str(free_port())]
+        proc = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1, proc.stderr
+    assert "could not serve on 127.0.0.1" in proc.stderr and "Traceback" not in proc.stderr
+    assert "Application shutdown complete" in proc.stderr, "the runtime is closed"
+
+
 def test_dev_prints_a_token_the_cli_finds(
     tmp_path: Path, sandbox_python: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
