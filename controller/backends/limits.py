@@ -47,13 +47,26 @@ V1 = _Version("memory", "memory.limit_in_bytes", "pids", "memory.oom_control")
 V2 = _Version("", "memory.max", "", "memory.events")
 
 
+# Joins each cgroup named before "--", then runs the rest: a POSIX shell starts in about a
+# millisecond (a Python launcher cost 12 ms of every kernel start), and the kernel keeps its pid.
+JOIN = 'while [ "$1" != -- ]; do echo $$ > "$1" || exit 125; shift; done; shift; exec "$@"'
+
+
 def rlimits(limits: Limits, cgroups: bool) -> dict[str, int]:
-    """The rlimits a sandbox gets; memory and processes only when no cgroup bounds them."""
-    table = {"RLIMIT_FSIZE": limits.file_bytes, "RLIMIT_NOFILE": limits.open_files}
+    """prlimit's options a sandbox gets; memory and processes only when no cgroup bounds them."""
+    table = {"fsize": limits.file_bytes, "nofile": limits.open_files}
     if not cgroups:
         # Address space, not resident memory: the nearest per-process stand-in for a memory cgroup.
-        table.update(RLIMIT_AS=limits.memory_bytes, RLIMIT_NPROC=limits.processes)
+        table.update({"as": limits.memory_bytes, "nproc": limits.processes})
     return table
+
+
+def launch_prefix(cgroup_procs: list[str], limits: dict[str, int]) -> list[str]:
+    """What runs before the sandbox: join its cgroups, then set its rlimits, then exec.
+
+    Both happen before the sandbox's first fork, so no process of it starts unbounded."""
+    join = ["/bin/sh", "-c", JOIN, "sh", *cgroup_procs, "--"] if cgroup_procs else []
+    return [*join, "prlimit", *(f"--{name}={value}:{value}" for name, value in limits.items()), "--"]
 
 
 def _own_paths(proc_cgroup: str) -> dict[str, str]:

@@ -12,14 +12,12 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import logging
 import os
 import secrets
 import signal
 import stat
 import subprocess
-import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,12 +28,11 @@ from jupyter_client.connect import write_connection_file
 from controller import outputcap
 from controller.backends import bwrap
 from controller.backends.base import SandboxStartError
-from controller.backends.limits import Cgroups, Limits, rlimits
+from controller.backends.limits import Cgroups, Limits, launch_prefix, rlimits
 
 log = logging.getLogger(__name__)
 
 KERNEL_MODULE = "ipykernel_launcher"
-LAUNCHER = Path(__file__).with_name("sandbox_launch.py")
 RUN_PARENT = Path("/tmp")
 OUTPUT_CAP_INSIDE = "/opt/threadbox/outputcap.py"
 Mode = Literal["auto", "bwrap", "off"]
@@ -195,8 +192,7 @@ class Launcher:
             )
         except OSError as exc:
             raise SandboxStartError(f"could not set this sandbox's memory and process limits: {exc}") from exc
-        spec = {"cgroup_procs": procs, "rlimits": rlimits(iso.limits, bool(procs)), "argv": sandbox}
-        return [sys.executable, "-I", "-S", str(LAUNCHER), json.dumps(spec)]
+        return [*launch_prefix(procs, rlimits(iso.limits, bool(procs))), *sandbox]
 
     def kill(self, thread_id: str, pid: int) -> None:
         """SIGKILL the sandbox: its PID namespace (or process group) dies with every process in it."""

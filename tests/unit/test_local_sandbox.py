@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from pathlib import Path
 
 from controller.backends import bwrap
-from controller.backends.limits import V1, Cgroups, Limits, rlimits
-from controller.backends.sandbox_launch import __file__ as LAUNCHER
+from controller.backends.limits import V1, Cgroups, Limits, launch_prefix, rlimits
 
 LIMITS = Limits(memory_bytes=2**30, processes=100, file_bytes=2**20, open_files=256, tmp_bytes=2**24)
 
@@ -89,13 +87,8 @@ def test_prepare_writes_the_identity_files(tmp_path: Path) -> None:
 
 
 def test_rlimits_stand_in_for_missing_cgroups() -> None:
-    assert rlimits(LIMITS, cgroups=True) == {"RLIMIT_FSIZE": 2**20, "RLIMIT_NOFILE": 256}
-    assert rlimits(LIMITS, cgroups=False) == {
-        "RLIMIT_FSIZE": 2**20,
-        "RLIMIT_NOFILE": 256,
-        "RLIMIT_AS": 2**30,
-        "RLIMIT_NPROC": 100,
-    }
+    assert rlimits(LIMITS, cgroups=True) == {"fsize": 2**20, "nofile": 256}
+    assert rlimits(LIMITS, cgroups=False) == {"fsize": 2**20, "nofile": 256, "as": 2**30, "nproc": 100}
 
 
 def test_cgroup_v1_files(tmp_path: Path) -> None:
@@ -112,17 +105,21 @@ def test_cgroup_v1_files(tmp_path: Path) -> None:
     assert groups.oom_killed("t1")
 
 
-def test_launcher_joins_groups_and_sets_limits_before_exec(tmp_path: Path) -> None:
-    procs = tmp_path / "cgroup.procs"
-    show = "import os, resource; print(os.getpid(), resource.getrlimit(resource.RLIMIT_FSIZE)[0])"
-    spec = {
-        "cgroup_procs": [str(procs)],
-        "rlimits": {"RLIMIT_FSIZE": 4096},
-        "argv": [sys.executable, "-c", show],
-    }
-    run = subprocess.run(
-        [sys.executable, "-I", "-S", LAUNCHER, json.dumps(spec)], capture_output=True, text=True, timeout=30
-    )
-    pid, fsize = run.stdout.split()
-    assert procs.read_text() == pid  # exec keeps the pid: the kernel itself joined the group
-    assert fsize == "4096"
+def test_launch_prefix_joins_groups_and_sets_limits_before_exec(tmp_path: Path) -> None:
+    procs = [tmp_path / "memory.procs", tmp_path / "pids.procs"]
+    show = "import os, resource; print(os.getpid(), *resource.getrlimit(resource.RLIMIT_FSIZE))"
+    argv = [*launch_prefix([str(p) for p in procs], {"fsize": 4096}), sys.executable, "-c", show]
+    run = subprocess.run(argv, capture_output=True, text=True, timeout=30)
+    pid, soft, hard = run.stdout.split()
+    # exec keeps the pid, so the kernel itself is what joined both groups.
+    assert [p.read_text().strip() for p in procs] == [pid, pid]
+    assert (soft, hard) == ("4096", "4096")
+
+
+def test_launch_prefix_without_cgroups_is_prlimit_alone() -> None:
+    assert launch_prefix([], {"nofile": 64}) == ["prlimit", "--nofile=64:64", "--"]
+
+
+def test_a_group_that_cannot_be_joined_stops_the_launch(tmp_path: Path) -> None:
+    argv = [*launch_prefix([str(tmp_path / "missing" / "cgroup.procs")], {"nofile": 64}), "true"]
+    assert subprocess.run(argv, capture_output=True, timeout=30).returncode == 125
