@@ -334,7 +334,7 @@ class WarmPool:
             current = self._cache.get(name)
             return current is not None and podstate.uid(current) == uid and podstate.alive(current)
 
-        session = KernelSession(for_pod(connection, ip), alive)
+        session = KernelSession(for_pod(connection, ip), alive, self.cfg.max_output_bytes)
         try:
             await session.start(self.start_timeout)
         except KernelUnavailable as exc:
