@@ -34,16 +34,25 @@ class Settings(BaseSettings):
         description="auto: bubblewrap when it runs here (else loopback-only, no Slack); bwrap: required; off: none.",
     )
     local_memory_limit: int = Field(default=2**30, ge=2**26, description="Bytes of memory per local sandbox.")
-    local_max_processes: int = Field(default=256, ge=8, description="Processes (and threads) per local sandbox.")
-    local_max_file_size: int = Field(default=2**30, ge=2**20, description="Largest file a local sandbox may write.")
-    local_max_open_files: int = Field(default=1024, ge=64, description="Open files per local sandbox process.")
+    local_max_processes: int = Field(
+        default=256, ge=8, description="Processes (and threads) per local sandbox."
+    )
+    local_max_file_size: int = Field(
+        default=2**30, ge=2**20, description="Largest file a local sandbox may write."
+    )
+    local_max_open_files: int = Field(
+        default=1024, ge=64, description="Open files per local sandbox process."
+    )
     local_tmp_size: int = Field(default=256 * 2**20, ge=2**20, description="Bytes of /tmp and /dev/shm each.")
 
     # HTTP API.
     host: str = "127.0.0.1"
     port: int = Field(default=8600, ge=1, le=65535)
     chat_port: int = Field(
-        default=8601, ge=1, le=65535, description="Port of the chat webhooks (/slack/events), apart from the API."
+        default=8601,
+        ge=1,
+        le=65535,
+        description="Port of the chat webhooks (/slack/events), apart from the API.",
     )
 
     # Authentication of the API and console (README "Authentication").
@@ -168,7 +177,9 @@ class Settings(BaseSettings):
     @field_validator("auth_proxy_admins", mode="before")
     @classmethod
     def _split_names(cls, value: Any) -> Any:
-        return [part.strip() for part in value.split(",") if part.strip()] if isinstance(value, str) else value
+        return (
+            [part.strip() for part in value.split(",") if part.strip()] if isinstance(value, str) else value
+        )
 
     @field_validator("egress_allow_cidrs", "controller_cidrs", "auth_proxy_cidrs", mode="before")
     @classmethod
@@ -200,7 +211,9 @@ class Settings(BaseSettings):
         if missing:
             raise ValueError(f"slack_mode={self.slack_mode} needs {', '.join(missing)}")
         if self.chat_port == self.port:
-            raise ValueError("THREADBOX_CHAT_PORT must differ from THREADBOX_PORT: chat webhooks have a port of their own")
+            raise ValueError(
+                "THREADBOX_CHAT_PORT must differ from THREADBOX_PORT: chat webhooks have a port of their own"
+            )
         if self.admin_token is not None and len(self.admin_token.get_secret_value()) < 16:
             raise ValueError("THREADBOX_ADMIN_TOKEN must be at least 16 characters")
         return self

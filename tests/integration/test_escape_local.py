@@ -236,7 +236,11 @@ async def test_memory_bomb(world: World, request: Any) -> None:
     events = await run(world.runtime, world.attacker, "big = b'x' * (1 << 30)\nprint('allocated', len(big))")
     if sandboxed(request):
         died = [e for e in events if isinstance(e, Error)]
-        assert died and died[0].kind == "kernel_died" and "it ran out of memory (the limit is 256 MiB" in died[0].evalue, events
+        assert (
+            died
+            and died[0].kind == "kernel_died"
+            and "it ran out of memory (the limit is 256 MiB" in died[0].evalue
+        ), events
         assert "allocated" not in out(events)
     else:
         assert "allocated 1073741824" in out(events)
