@@ -66,6 +66,12 @@ def limit_note(limit: int) -> str:
     return f"\n[output limit] This execution printed more than {limit:,} bytes; the rest is not shown.\n"
 
 
+LOST_NOTE = (
+    "\n[output lost] The connection to the kernel dropped (a message over the size limit, or a "
+    "kernel restart): some output of this execution is missing.\n"
+)
+
+
 def to_event(msg: dict[str, Any]) -> Event | None:
     kind, content = msg["msg_type"], msg["content"]
     if kind == "stream":
@@ -201,6 +207,26 @@ class KernelSession:
         for channel in (self.client.shell_channel, self.client.iopub_channel, self.client.control_channel):
             channel.close()  # LINGER 0
 
+    async def _reconnect_iopub(self) -> None:
+        """Open a new IOPub connection, proven by a message arriving on it.
+
+        ZeroMQ ends a connection for good on a protocol error (an oversized message), and a new
+        one made while the kernel is still busy with that message was seen to stay silent, so
+        this runs once the execution is over and each try is checked with a kernel_info.
+        """
+        for _ in range(3):
+            if self._drops is not None:
+                self._drops.close(linger=0)
+                self._drops = None
+            self.client.iopub_channel.close()
+            self.client._iopub_channel = None  # the next access connects a new socket
+            self.client.iopub_channel.start()
+            with contextlib.suppress(KernelUnavailable):
+                self._send(self.client.kernel_info)
+            with contextlib.suppress(queue.Empty):
+                await self.client.get_iopub_msg(timeout=1)
+                return
+
     async def _iopub_dropped(self) -> bool:
         """Whether ZeroMQ dropped the IOPub connection since the last call (its messages are lost)."""
         if self._drops is None:
@@ -271,7 +297,9 @@ class KernelSession:
                 # limit, a kernel restart): then the reply on shell, which is never dropped, and
                 # a quiet IOPub end the turn, so a lost idle costs a poll, not the timeout.
                 # Without a drop, output may still be in flight behind the reply: wait for idle.
-                dropped = dropped or await self._iopub_dropped()
+                if not dropped and await self._iopub_dropped():
+                    dropped = True
+                    yield Stream(type="stderr", text=LOST_NOTE)
                 reply = await self._reply(msg_id, wait=0) if dropped else None
                 if reply is not None:
                     break
@@ -289,6 +317,8 @@ class KernelSession:
                     event = _timeout_error(timeout, restarted=False)
             for shown in budget.admit(event):
                 yield shown
+        if dropped:
+            await self._reconnect_iopub()
         self.last_state = "idle"
         reply = reply or await self._reply(msg_id, wait=2)
         failed = failed or (reply is not None and reply["content"].get("status") == "error")
