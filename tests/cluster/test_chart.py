@@ -84,6 +84,22 @@ class Release:
             base_url=self.url(), headers=bearer(ADMIN_TOKEN), timeout=httpx.Timeout(10, read=read)
         )
 
+    def wait_serving(self, timeout: float = 60) -> None:
+        """Until the API Service answers /readyz: after a rollout, kube-proxy takes a moment to
+        point the Service at the new pod, and meanwhile connections are refused."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                status = httpx.get(self.url() + "/readyz", timeout=5).status_code
+            except httpx.TransportError as exc:
+                status = 0
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"the API Service did not answer within {timeout:g}s") from exc
+            if status == 200:
+                return
+            assert time.monotonic() < deadline, f"/readyz answered {status} for {timeout:g}s"
+            time.sleep(0.5)  # polling: a Service gives no signal when its endpoints are programmed
+
     def controller_pods(self) -> list[str]:
         """Names of the controller pods that are not on their way out."""
         pods = self.cluster.core.list_namespaced_pod(
@@ -321,6 +337,7 @@ def test_upgrade_keeps_a_running_thread_and_new_threads_get_the_new_image(releas
         "--set", f"sandbox.image.tag={UPGRADE_TAG}", "--wait", "--timeout", "4m",
     )  # fmt: skip
     release.kubectl("-n", release.namespace, "rollout", "status", f"deployment/{release.service_account}")
+    release.wait_serving()
     with release.api(read=180) as http:
         assert stdout(run(http, kept, "print(secret)")) == "42\n"  # the kernel's state survived
         fresh = create_thread(http, "fresh")
