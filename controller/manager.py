@@ -228,7 +228,9 @@ class SandboxManager:
             raise
         self._live[thread_id] = Live(info, session, user)
         self._update_gauges()
-        await self.backend.touch(info)
+        # The first probe pins the kernel this session talks to (a pod relaunches a kernel that
+        # exits): made now, a kernel that dies in the first turn is never mistaken for this one.
+        await asyncio.gather(self.backend.touch(info), self.backend.alive(info))
         self.metrics.start_seconds.labels(kind).observe(time.monotonic() - started)
         yield Status(phase="ready", message="Sandbox ready.")
 
