@@ -49,10 +49,10 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8600, ge=1, le=65535)
     chat_port: int = Field(
-        default=8601,
-        ge=1,
+        default=0,
+        ge=0,
         le=65535,
-        description="Port of the chat webhooks (/slack/events), apart from the API.",
+        description="Port of the chat webhooks (/slack/events), apart from the API; 0: the API port + 1.",
     )
 
     # Authentication of the API and console (README "Authentication").
@@ -210,6 +210,8 @@ class Settings(BaseSettings):
         ]
         if missing:
             raise ValueError(f"slack_mode={self.slack_mode} needs {', '.join(missing)}")
+        if self.chat_port == 0:  # follows --port, so two dev servers on their own ports never collide
+            self.chat_port = self.port + 1 if self.port < 65535 else self.port - 1
         if self.chat_port == self.port:
             raise ValueError(
                 "THREADBOX_CHAT_PORT must differ from THREADBOX_PORT: chat webhooks have a port of their own"
