@@ -28,7 +28,7 @@ from jupyter_client.connect import write_connection_file
 from controller import outputcap
 from controller.backends import bwrap
 from controller.backends.base import SandboxStartError
-from controller.backends.limits import Cgroups, Limits, launch_prefix, rlimits
+from controller.backends.limits import NICE, Cgroups, Limits, launch_prefix, rlimits
 
 log = logging.getLogger(__name__)
 
@@ -157,7 +157,7 @@ class Launcher:
             for path in (layout.workspace, layout.home / "tmp", run):
                 path.mkdir(parents=True, exist_ok=True)
             connection = _connection(run, str(run / "k"))
-            argv = [str(self.python), "-m", KERNEL_MODULE, "-f", str(run / "kernel.json")]
+            argv = [*NICE, str(self.python), "-m", KERNEL_MODULE, "-f", str(run / "kernel.json")]
             argv += outputcap.kernel_args(outputcap.SOURCE)
             env, cwd = self._env(str(layout.home)), layout.workspace
         connection["ip"] = str(run / "k")

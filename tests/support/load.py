@@ -1,6 +1,6 @@
 """Helpers for tests that load a controller running in a subprocess (tests/support/procserver.py).
 
-``HealthPoller`` asks ``/healthz`` on a fixed period from a thread of its own and keeps the
+``HealthPoller`` asks ``/healthz`` on a fixed period from a process of its own and keeps the
 worst latency, so a test can assert the event loop answered throughout. ``controller_env``
 is the environment of a local-backend controller with its data under a test's directory.
 """
@@ -8,8 +8,8 @@ is the environment of a local-backend controller with its data under a test's di
 from __future__ import annotations
 
 import json
-import threading
-import time
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -23,34 +23,46 @@ POLL_PERIOD = 0.15
 POLL_TIMEOUT = 10.0
 
 
+# The poller runs in a process of its own: in the test process, two dozen client threads
+# parsing streams held the GIL long enough to add a second to what it measured.
+POLLER = """
+import json, sys, threading, time, urllib.request
+url, period, timeout = sys.argv[1], float(sys.argv[2]), float(sys.argv[3])
+done = threading.Event()
+threading.Thread(target=lambda: (sys.stdin.read(), done.set()), daemon=True).start()
+worst, count, failures = 0.0, 0, []
+while not done.wait(period):  # the poll period, not a synchronisation
+    started = time.monotonic()
+    try:
+        urllib.request.urlopen(url, timeout=timeout).read()
+    except Exception as exc:
+        failures.append(repr(exc))
+    worst, count = max(worst, time.monotonic() - started), count + 1
+print(json.dumps({"worst": worst, "count": count, "failures": failures}))
+"""
+
+
 class HealthPoller:
+    """Asks ``/healthz`` every POLL_PERIOD from a separate process; ``worst``, ``count`` and
+    ``failures`` are known once the ``with`` block ends."""
+
     def __init__(self, url: str) -> None:
         self.url = url
         self.worst = 0.0
         self.count = 0
         self.failures: list[str] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="healthz-poller", daemon=True)
+        self._proc: subprocess.Popen[str] | None = None
 
     def __enter__(self) -> HealthPoller:
-        self._thread.start()
+        argv = [sys.executable, "-c", POLLER, f"{self.url}/healthz", str(POLL_PERIOD), str(POLL_TIMEOUT)]
+        self._proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         return self
 
     def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=POLL_TIMEOUT + 5)
-        assert not self._thread.is_alive(), "the /healthz poller did not stop"
-
-    def _run(self) -> None:
-        with httpx.Client(timeout=POLL_TIMEOUT) as client:
-            while not self._stop.wait(POLL_PERIOD):  # the poll period, not a synchronisation
-                started = time.monotonic()
-                try:
-                    client.get(f"{self.url}/healthz").raise_for_status()
-                except httpx.HTTPError as exc:
-                    self.failures.append(repr(exc))
-                self.worst = max(self.worst, time.monotonic() - started)
-                self.count += 1
+        assert self._proc is not None
+        out, _ = self._proc.communicate(input="", timeout=POLL_TIMEOUT + 10)  # EOF stops it
+        result = json.loads(out)
+        self.worst, self.count, self.failures = result["worst"], result["count"], result["failures"]
 
 
 def controller_env(data_dir: Path, sandbox_python: Path, **settings: Any) -> dict[str, str]:

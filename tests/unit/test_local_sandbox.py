@@ -117,7 +117,7 @@ def test_launch_prefix_joins_groups_and_sets_limits_before_exec(tmp_path: Path) 
 
 
 def test_launch_prefix_without_cgroups_is_prlimit_alone() -> None:
-    assert launch_prefix([], {"nofile": 64}) == ["prlimit", "--nofile=64:64", "--"]
+    assert launch_prefix([], {"nofile": 64}) == ["nice", "-n", "10", "prlimit", "--nofile=64:64", "--"]
 
 
 def test_a_group_that_cannot_be_joined_stops_the_launch(tmp_path: Path) -> None:
