@@ -94,7 +94,7 @@ async def round_trips(launchers: dict[str, Launcher], root: Path, runs: int) -> 
 async def measure(starts: int, runs: int) -> dict[str, Any]:
     python = ensure_sandbox_python()
     limits = local_limits(Settings())
-    sandboxed = decide("bwrap", python, limits)
+    sandboxed = decide("bwrap", python, limits, Path(tempfile.gettempdir()) / "bench-isolation-cost")
     bare = Isolation(False, sandboxed.as_root, limits, None, "bench baseline")
     cap = Settings().max_output_bytes
     launchers = {"bare": Launcher(python, bare, cap), "bwrap": Launcher(python, sandboxed, cap)}

@@ -17,6 +17,7 @@ never waits for a kernel either.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import queue
 import re
@@ -51,6 +52,9 @@ class KernelUnavailable(Exception):
 
 def strip_ansi(text: str) -> str:
     return ANSI.sub("", text)
+
+
+MAX_SOCKETS = 16384
 
 
 def max_message_bytes(max_output: int) -> int:
@@ -129,9 +133,19 @@ def _size(event: Event) -> int:
     return 0
 
 
+@functools.cache
+def _shared() -> zmq.Context[zmq.Socket[bytes]]:
+    """The process-wide context. ZeroMQ caps a context at 1023 sockets by default, closed ones
+    counting until its reaper frees them: a few hundred sessions starting and stopping (each
+    holds 4 or 5 sockets) reached it, and every new session then failed."""
+    context: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
+    context.set(zmq.MAX_SOCKETS, MAX_SOCKETS)
+    return context
+
+
 def _context(max_message: int) -> zmq.asyncio.Context:
     """This session's socket options over the process-wide ZeroMQ context (never terminated)."""
-    context = zmq.asyncio.Context.shadow(zmq.Context.instance().underlying)
+    context = zmq.asyncio.Context.shadow(_shared().underlying)
     # Until the kernel binds, ZeroMQ retries the connection every RECONNECT_IVL (100 ms by
     # default): that wait lands on every cold start.
     for option, value in (
@@ -154,6 +168,7 @@ class KernelSession:
         self.alive = alive
         self.last_state = "starting"
         self._drops: zmq.asyncio.Socket | None = None  # IOPub's disconnect events, once asked for
+        self._kernel: str | None = None  # the kernel's own session id, from its kernel_info reply
 
     def _send(self, request: Callable[..., str], *args: Any, **kwargs: Any) -> str:
         """Queue a request to the kernel, or fail at once: ZeroMQ could not take it (no peer, queue full)."""
@@ -194,6 +209,7 @@ class KernelSession:
             return False
         if msg["msg_type"] != "kernel_info_reply":
             return False
+        self._kernel = msg["header"].get("session")  # which kernel process this session talks to
         try:
             await self.client.get_iopub_msg(timeout=0.2)  # proves the SUB socket is connected
         except queue.Empty:
@@ -300,9 +316,15 @@ class KernelSession:
                 if not dropped and await self._iopub_dropped():
                     dropped = True
                     yield Stream(type="stderr", text=LOST_NOTE)
-                reply = await self._reply(msg_id, wait=0) if dropped else None
-                if reply is not None:
-                    break
+                if dropped:
+                    reply, replaced = await self._after_drop(msg_id)
+                    if replaced:
+                        self.last_state = "dead"
+                        yield _died_error()
+                        yield Done(status="error", seconds=time.monotonic() - started)
+                        return
+                    if reply is not None:
+                        break
                 continue
             if msg["parent_header"].get("msg_id") != msg_id:
                 continue
@@ -326,6 +348,24 @@ class KernelSession:
         if interrupted_at is not None:
             status = "aborted"
         yield Done(status=status, execution_count=_count(reply), seconds=time.monotonic() - started)
+
+    async def _after_drop(self, msg_id: str) -> tuple[dict[str, Any] | None, bool]:
+        """After IOPub dropped: the execution's reply if it came, and whether another kernel now
+        answers on these ports. A pod relaunches a kernel that exits, on the same ports, so a
+        dropped connection and a live pod can still mean this session's kernel is gone."""
+        with contextlib.suppress(KernelUnavailable):
+            self._send(self.client.kernel_info)
+        end = time.monotonic() + POLL
+        while True:
+            try:
+                msg = await self.client.get_shell_msg(timeout=max(0.0, end - time.monotonic()))
+            except queue.Empty:
+                return None, False
+            if msg["parent_header"].get("msg_id") == msg_id:
+                return msg, False
+            session = msg["header"].get("session")
+            if msg["msg_type"] == "kernel_info_reply" and self._kernel and session != self._kernel:
+                return None, True
 
     async def _reply(self, msg_id: str, wait: float) -> dict[str, Any] | None:
         """The shell reply to ``msg_id`` if it comes within ``wait`` seconds; older replies are skipped."""

@@ -286,8 +286,10 @@ class SandboxManager:
             if live is None:
                 return
             live.session.close()
-            await self._shut(live.info, live.user, reason)
-            self._release_slot()
+            try:
+                await self._shut(live.info, live.user, reason)
+            finally:  # a slot kept by a failed stop would queue new threads forever
+                self._release_slot()
 
     async def _shut(self, info: SandboxInfo, user: str | None, reason: str) -> None:
         """Persist (unless the sandbox died), say so where operators look, and stop it."""

@@ -97,13 +97,14 @@ def build_backend(settings: Settings, store: ThreadStore, quotas: Quotas) -> Bac
 
         return KubernetesBackend(settings)
     python = settings.sandbox_python or ensure_sandbox_python()
+    sandboxes = settings.data_dir / "sandboxes"
     try:
-        isolation = decide(settings.local_isolation, python, local_limits(settings))
+        isolation = decide(settings.local_isolation, python, local_limits(settings), sandboxes)
     except IsolationUnavailable as exc:
         raise UnsafeConfiguration(str(exc)) from exc
     check_local_exposure(settings, isolation)
     launcher = Launcher(python, isolation, settings.max_output_bytes)
-    return LocalBackend(settings.data_dir / "sandboxes", launcher, store, quotas, settings.file_ttl_days)
+    return LocalBackend(sandboxes, launcher, store, quotas, settings.file_ttl_days)
 
 
 def local_limits(settings: Settings) -> Limits:

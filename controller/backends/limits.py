@@ -93,8 +93,9 @@ class Cgroups:
         self.pids_base = pids_base
 
     @classmethod
-    def detect(cls, root: Path = CGROUP_FS) -> Cgroups | None:
-        """Cgroups this process may create, or None (then rlimits stand in)."""
+    def detect(cls, scope: str, root: Path = CGROUP_FS) -> Cgroups | None:
+        """Cgroups this process may create under ``threadbox/<scope>``, or None (then rlimits stand
+        in). The scope keeps two controllers' threads of the same id in groups of their own."""
         try:
             own = _own_paths(Path("/proc/self/cgroup").read_text())
         except OSError:
@@ -107,8 +108,8 @@ class Cgroups:
             return None
         found = cls(
             version,
-            root / version.memory_dir / mem.lstrip("/") / GROUP_PARENT,
-            root / version.pids_dir / pids.lstrip("/") / GROUP_PARENT,
+            root / version.memory_dir / mem.lstrip("/") / GROUP_PARENT / scope,
+            root / version.pids_dir / pids.lstrip("/") / GROUP_PARENT / scope,
         )
         return found if found._usable() else None
 
@@ -118,9 +119,10 @@ class Cgroups:
     def _usable(self) -> bool:
         try:
             for base in self._bases():
-                base.mkdir(exist_ok=True)
+                base.mkdir(parents=True, exist_ok=True)
             if self.version is V2:
-                (self.memory_base / "cgroup.subtree_control").write_text("+memory +pids")
+                for group in (self.memory_base.parent, self.memory_base):
+                    (group / "cgroup.subtree_control").write_text("+memory +pids")
             probe = self.create("probe", 1 << 30, 64)
         except OSError as exc:
             log.info("no cgroups for sandboxes (%s); rlimits bound them instead", exc)

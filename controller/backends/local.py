@@ -143,7 +143,10 @@ class LocalBackend:
             await asyncio.sleep(0.02)  # polling: a killed process gives no awaitable signal
         proc = self._procs.pop(pid, None)
         if proc is not None:
-            await asyncio.to_thread(proc.wait, STOP_WAIT)
+            try:
+                await asyncio.to_thread(proc.wait, STOP_WAIT)
+            except subprocess.TimeoutExpired:
+                log.warning("sandbox %s: still exiting %gs after SIGKILL", info.name, 2 * STOP_WAIT)
         self._syncs.pop(info.thread_id, None)
         await asyncio.to_thread(self.launcher.release, info.thread_id)
         await asyncio.to_thread(_clear, self._dir(info.thread_id), Path(info.connection["ip"]).parent)

@@ -60,7 +60,7 @@ class Isolation:
         return f"bubblewrap: own namespaces, no network, {who}, no capabilities, {bounds} limits"
 
 
-def decide(mode: Mode, python: Path, limits: Limits) -> Isolation:
+def decide(mode: Mode, python: Path, limits: Limits, root: Path) -> Isolation:
     """Sandbox kernels with bubblewrap unless ``mode`` is off or (for auto) bwrap cannot run."""
     as_root = os.geteuid() == 0
     if mode == "off":
@@ -68,15 +68,20 @@ def decide(mode: Mode, python: Path, limits: Limits) -> Isolation:
     with tempfile.TemporaryDirectory(prefix="threadbox-check-") as scratch:
         reason = bwrap.check(python, Path(scratch), as_root)
     if reason is None:
-        return Isolation(True, as_root, limits, Cgroups.detect() if as_root else None)
+        return Isolation(True, as_root, limits, Cgroups.detect(scope(root)) if as_root else None)
     if mode == "bwrap":
         raise IsolationUnavailable(f"THREADBOX_LOCAL_ISOLATION=bwrap, but {reason}")
     return Isolation(False, as_root, limits, None, reason)
 
 
+def scope(root: Path) -> str:
+    """What sets this controller's sandboxes apart from another's on the machine (its data dir)."""
+    return f"threadbox-{os.geteuid()}-{hashlib.sha256(str(root).encode()).hexdigest()[:8]}"
+
+
 def run_parent(root: Path) -> Path:
     """This controller's folder of run folders: short, private, and never a planted symlink."""
-    parent = RUN_PARENT / f"threadbox-{os.geteuid()}-{hashlib.sha256(str(root).encode()).hexdigest()[:8]}"
+    parent = RUN_PARENT / scope(root)
     with contextlib.suppress(FileExistsError):
         parent.mkdir(mode=0o700)
     st = parent.lstat()
