@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import functools
 import shutil
 import tempfile
 import time
@@ -42,8 +41,7 @@ class Kernel:
         base.mkdir(parents=True)
         prepared = launcher.prepare(name, base, run_parent(root) / name)
         self.spawned = launcher.launch(prepared, base / "kernel.log")
-        alive = functools.partial(self._alive)
-        self.session = KernelSession(self.spawned.connection, alive)
+        self.session = KernelSession(self.spawned.connection, self._alive)
 
     async def _alive(self) -> bool:
         return self.spawned.proc.poll() is None

@@ -386,12 +386,15 @@ def _count(reply: dict[str, Any] | None) -> int | None:
     return int(count) if count is not None else None
 
 
+RESTART_NOTE = "Your next message starts a fresh kernel with this thread's files."
+
+
 def _died_error() -> Error:
     return Error(
         kind="kernel_died",
         ename="KernelDied",
         evalue="The kernel stopped while running this code (it may have run out of memory or been killed). "
-        "Your next message starts a fresh kernel with this thread's files.",
+        + RESTART_NOTE,
     )
 
 

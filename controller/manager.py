@@ -28,14 +28,12 @@ from controller.backends.base import (
 )
 from controller.config import Settings
 from controller.events import Done, Error, Event, FilesChanged, Status
-from controller.kernel import KernelSession, KernelUnavailable
+from controller.kernel import RESTART_NOTE, KernelSession, KernelUnavailable
 from controller.metrics import Metrics
 from controller.stores.base import StoreError, ThreadStore
 from controller.workspace import plain_reason
 
 log = logging.getLogger(__name__)
-
-RESTART_NOTE = "Your next message starts a fresh kernel with this thread's files."
 
 
 @dataclass
