@@ -24,6 +24,7 @@ from controller.sandbox_env import ensure_sandbox_python
 from controller.stores.base import ThreadStore
 from controller.stores.local import LocalStore
 from controller.stores.minio import MinioStore
+from controller.sts_check import StsCheckFailed, require_session_policies
 
 
 @dataclass
@@ -95,6 +96,10 @@ def build_backend(settings: Settings, store: ThreadStore, quotas: Quotas) -> Bac
     if settings.backend == "kubernetes":
         from controller.backends.kubernetes import KubernetesBackend  # the client loads only when used
 
+        try:
+            require_session_policies(settings)  # pods get STS credentials: prove MinIO confines them
+        except StsCheckFailed as exc:
+            raise UnsafeConfiguration(str(exc)) from exc
         return KubernetesBackend(settings)
     python = settings.sandbox_python or ensure_sandbox_python()
     sandboxes = settings.data_dir / "sandboxes"

@@ -75,33 +75,7 @@ class StsUser:
 def sts_user(minio: Any, tmp_path_factory: pytest.TempPathFactory) -> StsUser:
     bucket = f"sbx-{secrets.token_hex(4)}"
     minio.store(bucket)  # creates the bucket as root
-    cfg = tmp_path_factory.mktemp("mc")
-    user, password = f"sandboxer-{secrets.token_hex(3)}", secrets.token_hex(16)
-    policy = cfg / "policy.json"
-    policy.write_text(
-        json.dumps(
-            {
-                "Version": "2012-10-17",
-                "Statement": [
-                    {
-                        "Effect": "Allow",
-                        "Action": ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"],
-                        "Resource": [f"arn:aws:s3:::{bucket}/threads/*"],
-                    },
-                    {"Effect": "Allow", "Action": ["s3:ListBucket"], "Resource": [f"arn:aws:s3:::{bucket}"]},
-                ],
-            }
-        )
-    )
-    mc = [str(minio.bin_dir / "mc"), "--config-dir", str(cfg), "--quiet"]
-    for args in (
-        ["alias", "set", "tb", f"http://{minio.endpoint}", minio.access_key, minio.secret_key],
-        ["admin", "user", "add", "tb", user, password],
-        ["admin", "policy", "create", "tb", f"sandboxes-{bucket}", str(policy)],
-        ["admin", "policy", "attach", "tb", f"sandboxes-{bucket}", "--user", user],
-    ):
-        proc = subprocess.run([*mc, *args], capture_output=True, text=True, timeout=60)
-        assert proc.returncode == 0, f"mc {args[:3]} failed: {proc.stdout}{proc.stderr}"
+    user, password = minio.bucket_user(bucket, tmp_path_factory.mktemp("mc"))
     return StsUser(minio.endpoint, bucket, user, password)
 
 

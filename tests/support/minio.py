@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import subprocess
@@ -46,6 +47,43 @@ class MinioServer:
         )
         store.ensure_bucket()
         return store
+
+    def mc(self, config_dir: Path, *args: str) -> None:
+        """Run ``mc`` against this server as root (alias ``tb``)."""
+        mc = [str(self.bin_dir / "mc"), "--config-dir", str(config_dir), "--quiet"]
+        alias = ["alias", "set", "tb", f"http://{self.endpoint}", self.access_key, self.secret_key]
+        for command in (alias, list(args)):
+            proc = subprocess.run([*mc, *command], capture_output=True, text=True, timeout=60)
+            assert proc.returncode == 0, f"mc {command[:3]} failed: {proc.stdout}{proc.stderr}"
+
+    def bucket_user(self, bucket: str, config_dir: Path) -> tuple[str, str]:
+        """A regular user limited to the bucket's threads, as a deployment's controller would use
+        for STS: (access key, secret key)."""
+        user, password = f"sandboxer-{secrets.token_hex(3)}", secrets.token_hex(16)
+        policy = config_dir / f"policy-{bucket}.json"
+        policy.write_text(
+            json.dumps(
+                {
+                    "Version": "2012-10-17",
+                    "Statement": [
+                        {
+                            "Effect": "Allow",
+                            "Action": ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"],
+                            "Resource": [f"arn:aws:s3:::{bucket}/threads/*"],
+                        },
+                        {
+                            "Effect": "Allow",
+                            "Action": ["s3:ListBucket"],
+                            "Resource": [f"arn:aws:s3:::{bucket}"],
+                        },
+                    ],
+                }
+            )
+        )
+        self.mc(config_dir, "admin", "user", "add", "tb", user, password)
+        self.mc(config_dir, "admin", "policy", "create", "tb", f"sandboxes-{bucket}", str(policy))
+        self.mc(config_dir, "admin", "policy", "attach", "tb", f"sandboxes-{bucket}", "--user", user)
+        return user, password
 
 
 def _wait_ready(endpoint: str, proc: subprocess.Popen[bytes], log: Path) -> None:
