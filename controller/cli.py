@@ -219,8 +219,13 @@ def _serve(args: argparse.Namespace) -> int:
     from controller.auth_setup import NO_AUTH, can_authenticate, ensure_dev_token, is_loopback
     from controller.runtime import UnsafeConfiguration, build_runtime, build_store
     from controller.serving import StartFailed, build_servers, serve_both
+    from controller.stores.base import StoreUnavailable
 
-    store = build_store(settings)
+    try:
+        store = build_store(settings)
+    except StoreUnavailable as exc:
+        print(f"threadbox: {exc}; not starting", file=sys.stderr)
+        return 2
     url = f"http://{settings.host}:{settings.port}"
     if args.command == "dev":
         token = ensure_dev_token(store, settings.data_dir, getpass.getuser())

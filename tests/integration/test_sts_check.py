@@ -90,6 +90,15 @@ def test_an_unscoped_credential_escapes_every_way_and_is_cleaned_up(
     assert service_accounts(minio, caller[0]) == []  # the one it made was deleted again
 
 
+def serve_kubernetes(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, **minio_env: str) -> int:
+    """`threadbox serve` with the kubernetes backend: its exit code. It stops before the
+    backend exists when start-up fails, so no cluster is needed."""
+    env = {"BACKEND": "kubernetes", "STORE": "minio", "DATA_DIR": str(tmp_path)}
+    for name, value in (env | minio_env).items():
+        monkeypatch.setenv(f"THREADBOX_{name}", value)
+    return main(["serve", "--port", str(free_port())])
+
+
 def test_controller_refuses_to_start_when_session_policies_are_not_enforced(
     minio: MinioServer,
     bucket: str,
@@ -97,23 +106,20 @@ def test_controller_refuses_to_start_when_session_policies_are_not_enforced(
     capsys: pytest.CaptureFixture[str],
     tmp_path: Path,
 ) -> None:
-    # The minting seam, replaced for the whole start-up path: `threadbox serve` builds the
-    # runtime, which runs the check before the Kubernetes backend exists (no cluster needed).
-    # Root keys, as the cluster tests give the controller: the bucket user may not call
-    # GetBucketLocation, which the store's start-up bucket check needs.
+    # The minting seam, replaced for the whole start-up path. Root keys, as the cluster tests
+    # give the controller: the bucket user may not call GetBucketLocation, which the store's
+    # start-up bucket check needs.
     root = (minio.access_key, minio.secret_key)
     monkeypatch.setattr(sts_check, "scoped_credentials", lambda *_a, **_kw: unscoped(root)(""))
-    for name, value in {
-        "BACKEND": "kubernetes",
-        "STORE": "minio",
-        "MINIO_ENDPOINT": minio.endpoint,
-        "MINIO_ACCESS_KEY": root[0],
-        "MINIO_SECRET_KEY": root[1],
-        "MINIO_BUCKET": bucket,
-        "DATA_DIR": str(tmp_path),
-    }.items():
-        monkeypatch.setenv(f"THREADBOX_{name}", value)
-    assert main(["serve", "--port", str(free_port())]) == 2
+    exit_code = serve_kubernetes(
+        monkeypatch,
+        tmp_path,
+        MINIO_ENDPOINT=minio.endpoint,
+        MINIO_ACCESS_KEY=root[0],
+        MINIO_SECRET_KEY=root[1],
+        MINIO_BUCKET=bucket,
+    )
+    assert exit_code == 2
     err = capsys.readouterr().err
     assert (
         f"threadbox: MinIO at {minio.endpoint} does not enforce STS session policies: "
@@ -155,3 +161,17 @@ def test_unreachable_minio_stops_start_with_a_sentence(minio: MinioServer, bucke
         f"MinIO at {endpoint} is unreachable, so its STS session policies cannot be checked: "
     )
     assert "Connection refused" in message
+
+
+def test_serve_with_unreachable_minio_says_so_in_a_sentence(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    endpoint = f"127.0.0.1:{free_port()}"  # nothing listens there
+    exit_code = serve_kubernetes(
+        monkeypatch, tmp_path, MINIO_ENDPOINT=endpoint, MINIO_ACCESS_KEY="user", MINIO_SECRET_KEY="secret"
+    )
+    assert exit_code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"threadbox: MinIO at {endpoint} is unavailable: ")
+    assert "Connection refused" in err and err.endswith("; not starting\n")
+    assert "Traceback" not in err
