@@ -22,6 +22,7 @@ import json
 import queue
 import re
 import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Literal
 
@@ -136,8 +137,7 @@ def _size(event: Event) -> int:
 @functools.cache
 def _shared() -> zmq.Context[zmq.Socket[bytes]]:
     """The process-wide context. ZeroMQ caps a context at 1023 sockets by default, closed ones
-    counting until its reaper frees them, and every session holds 4 or 5: a stalled 200-thread
-    load run held 466 eventfds with every new session failing, which this cap may explain."""
+    counting until its reaper frees them, and every session holds 4 or 5 sockets."""
     context: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
     context.set(zmq.MAX_SOCKETS, MAX_SOCKETS)
     return context
@@ -218,8 +218,7 @@ class KernelSession:
 
     def close(self) -> None:
         """Close the sockets at once, dropping whatever is unsent (never waits for the kernel)."""
-        if self._drops is not None:
-            self._drops.close(linger=0)
+        self._stop_drop_watch()
         for channel in (self.client.shell_channel, self.client.iopub_channel, self.client.control_channel):
             channel.close()  # LINGER 0
 
@@ -231,9 +230,7 @@ class KernelSession:
         this runs once the execution is over and each try is checked with a kernel_info.
         """
         for _ in range(3):
-            if self._drops is not None:
-                self._drops.close(linger=0)
-                self._drops = None
+            self._stop_drop_watch()
             self.client.iopub_channel.close()
             self.client._iopub_channel = None  # the next access connects a new socket
             self.client.iopub_channel.start()
@@ -243,10 +240,29 @@ class KernelSession:
                 await self.client.get_iopub_msg(timeout=1)
                 return
 
+    def _stop_drop_watch(self) -> None:
+        """End the IOPub disconnect monitor: the monitored socket's side first, then the reader.
+
+        ZeroMQ's I/O thread sends monitor events with a blocking send to a PAIR socket, so a
+        reader closed while the monitor stays on blocks that thread at the next disconnect, and
+        with it every socket of the process-wide context: a 200-thread load run stalled that way,
+        each new session then timing out on a kernel that was up and waiting.
+        """
+        if self._drops is None:
+            return
+        with contextlib.suppress(zmq.ZMQError):
+            self.client.iopub_channel.socket.disable_monitor()
+        self._drops.close(linger=0)
+        self._drops = None
+
     async def _iopub_dropped(self) -> bool:
         """Whether ZeroMQ dropped the IOPub connection since the last call (its messages are lost)."""
         if self._drops is None:
-            self._drops = self.client.iopub_channel.socket.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+            # pyzmq names the endpoint after the socket's fd, which a later socket may reuse while
+            # this one is still being reaped: an address of its own never meets another monitor.
+            self._drops = self.client.iopub_channel.socket.get_monitor_socket(
+                zmq.EVENT_DISCONNECTED, addr=f"inproc://threadbox-drops-{uuid.uuid4().hex}"
+            )
         dropped = False
         while await self._drops.poll(0):
             await self._drops.recv_multipart()
