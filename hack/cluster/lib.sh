@@ -7,6 +7,7 @@ source "$CLUSTER_DIR/versions.env"
 
 # Bump when the build recipe changes in a way that must invalidate cached binaries/images.
 RECIPE_REV=1
+GVISOR_RECIPE=1  # the same, for hack/cluster/build-gvisor's own cache
 
 STATE_DIR=${THREADBOX_CLUSTER_STATE:-/var/lib/threadbox-cluster}
 LOG_DIR=${THREADBOX_CLUSTER_LOGS:-/var/log/threadbox-cluster}
@@ -60,9 +61,11 @@ die_log() {
   die "$msg (full log: $f)"
 }
 
+gvisor_cache() { echo "${THREADBOX_GVISOR_CACHE:-$HOME/.cache/threadbox/gvisor}/$GVISOR_VERSION-r$GVISOR_RECIPE"; }
+
 cache_key() {
   {
-    sed -e 's/#.*//' -e 's/[[:space:]]*$//' "$CLUSTER_DIR/versions.env" | grep -v '^$'
+    sed -e 's/#.*//' -e 's/[[:space:]]*$//' "$CLUSTER_DIR/versions.env" | grep -v -e '^$' -e '^GVISOR_'
     go version 2>/dev/null || echo nogo
     echo "RECIPE_REV=$RECIPE_REV"
   } | sha256sum | cut -c1-16
