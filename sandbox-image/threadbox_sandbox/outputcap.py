@@ -57,7 +57,7 @@ class OutputCap:
 
     def wrap(self, stream: Any) -> Callable[[str], Any]:
         """Put the cap in front of ``stream.write``; returns the write it wraps."""
-        write = stream.write
+        write: Callable[[str], Any] = stream.write
 
         def capped(text: Any) -> int:
             if not isinstance(text, str):
