@@ -111,9 +111,15 @@ class Settings(BaseSettings):
     sandbox_cpu_request: str = "250m"
     sandbox_cpu_limit: str = "1"
     sandbox_memory_request: str = "256Mi"
-    sandbox_memory_limit: str = "1Gi"
+    sandbox_memory_limit: str = Field(
+        default="2Gi",
+        description="Counts the pod's tmpfs volumes too (/workspace, /tmp, HOME): keep it above their sizes.",
+    )
     workspace_size_limit: str = Field(
-        default="1Gi", description="sizeLimit of the pod's /workspace emptyDir."
+        default="1Gi", description="Size of the pod's /workspace tmpfs: writes past it fail with ENOSPC."
+    )
+    sandbox_ephemeral_storage_limit: str = Field(
+        default="256Mi", description="The sandbox container's ephemeral-storage limit (its logs)."
     )
     runtime_class_name: str | None = Field(
         default=None, description="e.g. gvisor or kata; unset: the default."

@@ -96,6 +96,7 @@ class KubernetesBackend:
 
     async def open(self, metrics: Metrics) -> None:
         s = self.settings
+        await self._ensure_default_deny()
         if not s.warm_pool_size:
             return
         self.pool = WarmPool(
@@ -252,6 +253,15 @@ class KubernetesBackend:
         if pod is not None:
             await self.kube.delete_pod(name, podstate.uid(pod))
         await self.kube.delete_secret(name, owner_uid=None)
+
+    async def _ensure_default_deny(self) -> None:
+        try:
+            await self.kube.call(
+                self.kube.net.create_namespaced_network_policy, self.ns, objects.default_deny_policy(self.ns)
+            )
+        except ApiException as exc:
+            if exc.status != 409:  # exists (from the chart or another replica): it never changes
+                raise
 
     async def _ensure_policy(self) -> None:
         if self._policy_ready:

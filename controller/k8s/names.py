@@ -15,6 +15,7 @@ POOL_CLAIMED = "claimed"
 PROFILE_LABEL = "threadbox.dev/profile"
 LAST_ACTIVE_ANNOTATION = "threadbox.dev/last-active"
 NETWORK_POLICY_NAME = "threadbox-sandboxes"
+DEFAULT_DENY_NAME = "threadbox-default-deny"
 CONTAINER_NAME = "sandbox"
 
 

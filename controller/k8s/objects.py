@@ -13,6 +13,7 @@ leaves an ownerless Secret, which the backend sweeps (labelled, no Pod of the sa
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import json
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -23,6 +24,7 @@ from controller.k8s.names import (
     APP_LABEL,
     CONTAINER_NAME,
     CONTROLLER_APP,
+    DEFAULT_DENY_NAME,
     LAST_ACTIVE_ANNOTATION,
     NETWORK_POLICY_NAME,
     POOL_CLAIMED,
@@ -39,7 +41,15 @@ SECRETS_DIR = "/var/run/threadbox"
 WORKSPACE = "/workspace"
 HOME = "/home/sandbox"
 SCRATCH_SIZE = "256Mi"  # /tmp and HOME: caches only, never synced
+# Unprivileged ICMP sockets let code send data anywhere the CNI forwards echo; "1 0" (an empty
+# group range) removes them, and is one of the sysctls Pod Security "restricted" allows.
+NO_PING_SYSCTL = {"name": "net.ipv4.ping_group_range", "value": "1 0"}
+# With dnsPolicy None the API wants a nameserver: nothing answers on the pod's own loopback.
+NO_RESOLVER = "127.0.0.1"
 TERMINATION_GRACE_SECONDS = 30  # the entrypoint persists on SIGTERM before it exits
+# How long a pod's entrypoint waits for its NetworkPolicy to deny a probe before it gives up
+# (sandbox-image/threadbox_sandbox/policy.py); policies usually land within a second.
+POLICY_CHECK_SECONDS = 30
 THREAD_KEY = "thread_id"  # the Secret key a claimed warm pod's entrypoint reads its thread from
 
 
@@ -54,6 +64,8 @@ class PodConfig:
     memory_request: str
     memory_limit: str
     workspace_size_limit: str
+    ephemeral_storage_limit: str
+    dns: bool  # False: the sandbox reaches storage by IP and gets no resolver at all
     active_deadline_seconds: int
     runtime_class_name: str | None
     max_file_bytes: int
@@ -72,6 +84,8 @@ class PodConfig:
             memory_request=s.sandbox_memory_request,
             memory_limit=s.sandbox_memory_limit,
             workspace_size_limit=s.workspace_size_limit,
+            ephemeral_storage_limit=s.sandbox_ephemeral_storage_limit,
+            dns=needs_dns(s.sandbox_minio_endpoint or s.minio_endpoint),
             active_deadline_seconds=s.active_deadline_seconds,
             runtime_class_name=s.runtime_class_name,
             max_file_bytes=s.max_file_bytes,
@@ -80,6 +94,18 @@ class PodConfig:
             file_ttl_days=s.file_ttl_days,
             max_output_bytes=s.max_output_bytes,
         )
+
+
+def needs_dns(endpoint: str | None) -> bool:
+    """Whether a sandbox needs a resolver to reach storage at ``host:port`` (an IP needs none)."""
+    if endpoint is None:
+        return False
+    host = endpoint.rsplit(":", 1)[0].strip("[]")
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return True
+    return False
 
 
 def profile_hash(cfg: PodConfig) -> str:
@@ -98,6 +124,7 @@ def _env(identity: dict[str, str], cfg: PodConfig) -> list[dict[str, str]]:
         "THREADBOX_THREAD_MAX_BYTES": str(cfg.thread_max_bytes),
         "THREADBOX_FILE_TTL_DAYS": f"{cfg.file_ttl_days:g}",
         "THREADBOX_MAX_OUTPUT_BYTES": str(cfg.max_output_bytes),
+        "THREADBOX_POLICY_CHECK_SECONDS": str(POLICY_CHECK_SECONDS),
     }
     return [{"name": k, "value": v} for k, v in values.items()]
 
@@ -114,7 +141,11 @@ def _container(identity: dict[str, str], cfg: PodConfig) -> dict[str, Any]:
         "workingDir": WORKSPACE,
         "resources": {
             "requests": {"cpu": cfg.cpu_request, "memory": cfg.memory_request},
-            "limits": {"cpu": cfg.cpu_limit, "memory": cfg.memory_limit},
+            "limits": {
+                "cpu": cfg.cpu_limit,
+                "memory": cfg.memory_limit,
+                "ephemeral-storage": cfg.ephemeral_storage_limit,
+            },
         },
         "securityContext": {
             "runAsNonRoot": True,
@@ -169,6 +200,7 @@ def _pod(
             "runAsGroup": SANDBOX_UID,
             "fsGroup": SANDBOX_UID,
             "seccompProfile": {"type": "RuntimeDefault"},
+            "sysctls": [NO_PING_SYSCTL],
         },
         "containers": [_container(identity, cfg)],
         "volumes": [
@@ -176,13 +208,16 @@ def _pod(
                 "name": "secrets",
                 "secret": {"secretName": name, "defaultMode": 0o440},
             },
-            {"name": "workspace", "emptyDir": {"sizeLimit": cfg.workspace_size_limit}},
-            {"name": "tmp", "emptyDir": {"sizeLimit": SCRATCH_SIZE}},
-            {"name": "home", "emptyDir": {"sizeLimit": SCRATCH_SIZE}},
+            _scratch("workspace", cfg.workspace_size_limit),
+            _scratch("tmp", SCRATCH_SIZE),
+            _scratch("home", SCRATCH_SIZE),
         ],
     }
     if cfg.runtime_class_name:
         spec["runtimeClassName"] = cfg.runtime_class_name
+    if not cfg.dns:
+        spec["dnsPolicy"] = "None"
+        spec["dnsConfig"] = {"nameservers": [NO_RESOLVER]}
     return {
         "apiVersion": "v1",
         "kind": "Pod",
@@ -194,6 +229,13 @@ def _pod(
         },
         "spec": spec,
     }
+
+
+def _scratch(name: str, size: str) -> dict[str, Any]:
+    """A tmpfs of ``size``: a write past it fails at once with ENOSPC, where a disk-backed
+    emptyDir only gets the pod evicted tens of seconds later. Its pages count in the pod's
+    memory limit, which is why that limit must exceed the scratch sizes (see the chart)."""
+    return {"name": name, "emptyDir": {"medium": "Memory", "sizeLimit": size}}
 
 
 def last_active_value(when: float) -> str:
@@ -308,6 +350,24 @@ def sandbox_network_policy(
             "policyTypes": ["Ingress", "Egress"],
             "ingress": [{"from": sources, "ports": _tcp(*KERNEL_PORTS.values(), AGENT_PORT)}],
             "egress": egress,
+        },
+    }
+
+
+def default_deny_policy(namespace: str) -> dict[str, Any]:
+    """Denies every sandbox pod all traffic unless another policy allows it.
+
+    It never changes, so it can exist before the first sandbox (the chart installs it; the
+    controller creates it at start): a pod is never unfiltered because the allow policy, which
+    depends on settings, is being written or failed to be.
+    """
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {"name": DEFAULT_DENY_NAME, "namespace": namespace, "labels": {APP_LABEL: SANDBOX_APP}},
+        "spec": {
+            "podSelector": {"matchLabels": {APP_LABEL: SANDBOX_APP}},
+            "policyTypes": ["Ingress", "Egress"],
         },
     }
 

@@ -17,6 +17,7 @@ from controller.k8s.names import (
 )
 from controller.k8s.objects import (
     PodConfig,
+    default_deny_policy,
     ip_peer,
     last_active_patch,
     sandbox_network_policy,
@@ -77,6 +78,7 @@ def test_pod_security_context() -> None:
         "runAsGroup": 1000,
         "fsGroup": 1000,
         "seccompProfile": {"type": "RuntimeDefault"},
+        "sysctls": [{"name": "net.ipv4.ping_group_range", "value": "1 0"}],  # no ICMP sockets
     }
     sc = container(pod())["securityContext"]
     assert sc["runAsNonRoot"] is True and sc["runAsUser"] == 1000
@@ -98,12 +100,38 @@ def test_pod_resources_deadline_grace_and_runtime_class() -> None:
     )
     assert container(p)["resources"] == {
         "requests": {"cpu": "100m", "memory": "128Mi"},
-        "limits": {"cpu": "2", "memory": "2Gi"},
+        "limits": {"cpu": "2", "memory": "2Gi", "ephemeral-storage": "256Mi"},
     }
     assert p["spec"]["activeDeadlineSeconds"] == 3600
     assert p["spec"]["terminationGracePeriodSeconds"] == 30
     assert "runtimeClassName" not in p["spec"]
     assert pod(runtime_class_name="gvisor")["spec"]["runtimeClassName"] == "gvisor"
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "dns"),
+    [("10.0.0.5:9000", False), ("[fd00::5]:9000", False), ("minio.store.svc:9000", True)],
+)
+def test_a_sandbox_that_reaches_storage_by_ip_has_no_resolver(endpoint: str, dns: bool) -> None:
+    spec = pod(minio_endpoint=endpoint)["spec"]
+    if dns:
+        assert "dnsPolicy" not in spec and "dnsConfig" not in spec
+    else:
+        assert spec["dnsPolicy"] == "None"
+        assert spec["dnsConfig"] == {"nameservers": ["127.0.0.1"]}
+    # the endpoint the sandbox uses decides, not the controller's
+    spec = pod(minio_endpoint="minio.store.svc:9000", sandbox_minio_endpoint="10.1.2.3:9000")["spec"]
+    assert spec["dnsPolicy"] == "None"
+
+
+def test_default_deny_selects_every_sandbox_and_allows_nothing() -> None:
+    policy = default_deny_policy("sbx")
+    assert policy["metadata"]["name"] == "threadbox-default-deny"
+    assert policy["spec"] == {
+        "podSelector": {"matchLabels": {"app.kubernetes.io/name": "threadbox-sandbox"}},
+        "policyTypes": ["Ingress", "Egress"],
+    }
+    assert pod()["metadata"]["labels"].items() >= policy["spec"]["podSelector"]["matchLabels"].items()
 
 
 def test_pod_image_probe_and_ports() -> None:
@@ -122,9 +150,10 @@ def test_pod_volumes_root_is_read_only_and_writable_dirs_are_bounded_empty_dirs(
     assert set(mounts) == {"/var/run/threadbox", "/workspace", "/tmp", "/home/sandbox"}
     assert mounts["/var/run/threadbox"]["readOnly"] is True
     assert volumes["secrets"]["secret"] == {"secretName": f"tb-{TID}", "defaultMode": 0o440}
-    assert volumes["workspace"]["emptyDir"] == {"sizeLimit": "3Gi"}
+    # tmpfs, so a write past the size fails at once (a disk emptyDir is only evicted later)
+    assert volumes["workspace"]["emptyDir"] == {"medium": "Memory", "sizeLimit": "3Gi"}
     for name in ("tmp", "home"):
-        assert "sizeLimit" in volumes[name]["emptyDir"]
+        assert volumes[name]["emptyDir"] == {"medium": "Memory", "sizeLimit": "256Mi"}
     for path in ("/workspace", "/tmp", "/home/sandbox"):
         assert not mounts[path].get("readOnly")
     assert all(set(v) == {"name", "secret"} or set(v) == {"name", "emptyDir"} for v in volumes.values())
@@ -142,6 +171,7 @@ def test_pod_env_is_the_contract_and_nothing_of_the_controller(monkeypatch: pyte
         "THREADBOX_THREAD_MAX_BYTES": str(500 * 2**20),
         "THREADBOX_FILE_TTL_DAYS": "1.5",
         "THREADBOX_MAX_OUTPUT_BYTES": str(4 * 2**20),
+        "THREADBOX_POLICY_CHECK_SECONDS": "30",
     }
     assert "envFrom" not in container(pod())
 

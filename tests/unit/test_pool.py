@@ -41,7 +41,7 @@ def env(pod: dict[str, Any]) -> dict[str, str]:
 
 def test_profile_hash_changes_with_any_pod_setting_and_only_then() -> None:
     assert profile_hash(PodConfig.from_settings(settings())) == PROFILE
-    for change in ({"sandbox_image": "x:2"}, {"sandbox_memory_limit": "2Gi"}, {"max_file_bytes": 1}):
+    for change in ({"sandbox_image": "x:2"}, {"sandbox_memory_limit": "3Gi"}, {"max_file_bytes": 1}):
         assert profile_hash(PodConfig.from_settings(settings(**change))) != PROFILE, change
     assert profile_hash(PodConfig.from_settings(settings(warm_pool_size=5))) == PROFILE
 

@@ -118,6 +118,7 @@ args: list root NAME section keyValue valueName */}}
 - {name: THREADBOX_SANDBOX_CPU_LIMIT, value: {{ $v.sandbox.resources.limits.cpu | quote }}}
 - {name: THREADBOX_SANDBOX_MEMORY_LIMIT, value: {{ $v.sandbox.resources.limits.memory | quote }}}
 - {name: THREADBOX_WORKSPACE_SIZE_LIMIT, value: {{ $v.sandbox.workspaceSizeLimit | quote }}}
+- {name: THREADBOX_SANDBOX_EPHEMERAL_STORAGE_LIMIT, value: {{ $v.sandbox.resources.limits.ephemeralStorage | quote }}}
 - {name: THREADBOX_ACTIVE_DEADLINE_SECONDS, value: {{ $v.sandbox.activeDeadlineSeconds | quote }}}
 {{- with $v.sandbox.runtimeClassName }}
 - {name: THREADBOX_RUNTIME_CLASS_NAME, value: {{ . | quote }}}
