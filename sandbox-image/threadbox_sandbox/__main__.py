@@ -8,6 +8,7 @@ and its thread, credentials and files arrive later with POST /bind.
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import shutil
@@ -20,6 +21,7 @@ from types import FrameType
 
 from threadbox_sandbox.agent import Workspace, serve
 from threadbox_sandbox.kernel import KernelSupervisor, kernel_env
+from threadbox_sandbox.policy import PolicyNotInForce, probe_target, wait_until_denied
 from threadbox_sandbox.settings import SettingsError, from_env, load_connection, load_storage
 
 log = logging.getLogger("threadbox_sandbox")
@@ -38,6 +40,22 @@ def _reexec_under_tini() -> None:
     tini = shutil.which("tini")
     if tini:
         os.execv(tini, [tini, "--", sys.executable, "-m", "threadbox_sandbox", *sys.argv[1:]])
+
+
+PR_SET_DUMPABLE = 4
+
+
+def _refuse_ptrace() -> None:
+    """Make this process (the supervisor and in-pod server) non-dumpable.
+
+    The kernel runs as the same uid, so user code could otherwise ptrace this process or
+    write its /proc/<pid>/mem and tamper with the final persist. A non-dumpable process can
+    be traced only with CAP_SYS_PTRACE, which nothing in the pod has. The kernel is exec'd,
+    and exec makes it dumpable again: only this process is shielded.
+    """
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0:
+        log.warning("could not make the supervisor non-dumpable: %s", os.strerror(ctypes.get_errno()))
 
 
 def _restore(workspace: Workspace) -> None:
@@ -78,6 +96,7 @@ def main() -> int:
         level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s %(levelname)s %(message)s"
     )
     _reexec_under_tini()
+    _refuse_ptrace()
     try:
         settings = from_env()
         connection = load_connection(settings)
@@ -96,6 +115,13 @@ def main() -> int:
     # Installed first: a SIGTERM during a slow restore must still end in a clean exit.
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+
+    if settings.policy_check_seconds is not None:
+        try:  # before the kernel binds a port and before the pod can turn ready
+            wait_until_denied(probe_target(os.environ), settings.policy_check_seconds)
+        except PolicyNotInForce as exc:
+            log.error("cannot start: %s", exc)
+            return 2
 
     workspace = Workspace(settings)
     if settings.thread_id is None:

@@ -54,6 +54,7 @@ class Settings:
     agent_host: str
     agent_port: int
     max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES
+    policy_check_seconds: float | None = None  # None: no policy to prove (not in a pod)
 
     @property
     def connection_file(self) -> Path:
@@ -117,6 +118,11 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         agent_host=env.get("THREADBOX_AGENT_HOST") or "0.0.0.0",
         agent_port=_int(env, "THREADBOX_AGENT_PORT", 8888),
         max_output_bytes=_int(env, "THREADBOX_MAX_OUTPUT_BYTES", DEFAULT_MAX_OUTPUT_BYTES),
+        policy_check_seconds=(
+            _float(env, "THREADBOX_POLICY_CHECK_SECONDS")
+            if env.get("THREADBOX_POLICY_CHECK_SECONDS")
+            else None
+        ),
     )
 
 
