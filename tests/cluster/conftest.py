@@ -5,8 +5,12 @@ bridge. MinIO runs on the host too, bound to the node IP so pods can reach it, a
 sandbox NetworkPolicy allows exactly that address. One fresh namespace per session; at the
 end no sandbox pod or Secret may be left in it.
 
+Every test that starts sandboxes runs twice: under runc, and under gVisor (the ``gvisor``
+RuntimeClass that hack/cluster/up registers). The namespace enforces Pod Security
+"restricted", as the chart's sandbox namespace does.
+
 When this machine cannot run the cluster or build the image, every test here is skipped
-with one loud ``SKIPPED: kubernetes-cluster: <reason>`` (or ``sandbox-image``) line.
+with one loud ``SKIPPED: kubernetes-cluster: <reason>`` (or ``sandbox-image``, or ``gvisor``) line.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ from tests.support.minio import MinioServer, MinioUnavailable, running_minio
 from tests.support.server import serve
 
 ROOT = Path(__file__).resolve().parents[2]
+RESTRICTED = "pod-security.kubernetes.io/enforce"
 pytestmark = pytest.mark.cluster
 
 
@@ -98,7 +103,7 @@ def cluster() -> Iterator[Cluster]:
         next(ipaddress.ip_network(node.spec.pod_cidr).hosts())
     )  # the bridge plugin's isGateway address
     namespace = f"tb-e2e-{secrets.token_hex(3)}"
-    core.create_namespace({"metadata": {"name": namespace}})
+    core.create_namespace({"metadata": {"name": namespace, "labels": {RESTRICTED: "restricted"}}})
     c = Cluster(kubeconfig, namespace, image, node_ip, gateway, core)
     try:
         yield c
@@ -120,8 +125,21 @@ def cluster_minio(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) ->
         _skip(str(exc))
 
 
+@pytest.fixture(scope="session", params=["runc", "gvisor"])
+def runtime_class(request: pytest.FixtureRequest, cluster: Cluster) -> str | None:
+    """The RuntimeClass sandboxes run under: None (the cluster default, runc) or gVisor."""
+    if request.param == "runc":
+        return None
+    classes = client.NodeV1Api(cluster.core.api_client).list_runtime_class().items
+    if request.param not in {c.metadata.name for c in classes}:
+        _skip("SKIPPED: gvisor: no gvisor RuntimeClass (hack/cluster/build-gvisor could not build runsc)")
+    return str(request.param)
+
+
 @pytest.fixture
-def k8s_settings(cluster: Cluster, cluster_minio: MinioServer, tmp_path: Path) -> Any:
+def k8s_settings(
+    cluster: Cluster, cluster_minio: MinioServer, runtime_class: str | None, tmp_path: Path
+) -> Any:
     """``k8s_settings(**overrides) -> dict`` of settings for a kubernetes-backed controller."""
     bucket = cluster_minio.store().bucket  # one bucket per test
 
@@ -142,6 +160,8 @@ def k8s_settings(cluster: Cluster, cluster_minio: MinioServer, tmp_path: Path) -
             "controller_cidrs": [f"{cluster.gateway_ip}/32", f"{cluster.node_ip}/32"],
             "start_timeout": 120,
             "exec_timeout": 60,
+            # unset for runc: a subprocess controller gets these as environment variables
+            **({"runtime_class_name": runtime_class} if runtime_class else {}),
             **overrides,
         }
 

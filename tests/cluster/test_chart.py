@@ -249,6 +249,15 @@ def test_install_brings_the_controller_to_ready_and_helm_test_passes(release: Re
     assert container.security_context.read_only_root_filesystem
     assert pod.spec.security_context.run_as_user == 10001
     assert httpx.get(release.url() + "/readyz", timeout=10).json()["backend"] == "kubernetes"
+    # Sandboxes are admitted under "restricted", and denied all traffic before the first exists.
+    sandbox_ns = release.cluster.core.read_namespace(release.sandbox_namespace)
+    assert sandbox_ns.metadata.labels["pod-security.kubernetes.io/enforce"] == "restricted"
+    deny = json.loads(
+        release.kubectl(
+            "-n", release.sandbox_namespace, "get", "networkpolicy", "threadbox-default-deny", "-o", "json"
+        )
+    )
+    assert deny["spec"]["policyTypes"] == ["Ingress", "Egress"] and "ingress" not in deny["spec"]
 
 
 def _can(release: Release, verb: str, resource: str, namespace: str | None, *extra: str) -> bool:

@@ -1,0 +1,233 @@
+"""No code before its policy: a sandbox pod is unreachable, and reaches nothing denied, from the
+first moment anything of it runs, under runc and under gVisor.
+
+A CNI applies a pod's NetworkPolicy a moment after its process starts. The entrypoint therefore
+proves the policy in force before its kernel binds a port or runs user code
+(``threadbox_sandbox/policy.py``). Two probes check that from outside the controller:
+
+- the window: sandboxes started one after another each try a denied port with their very first
+  instruction; the positive control is a pod with the same labels and no such proof, which
+  reaches that port in its own first moments;
+- the ingress leak: an attacker pod with no policy of its own subscribes to the IOPub port of
+  every address in the pod range from before the sandboxes exist; it must never read a
+  thread's output. The positive control is a decoy kernel started without these protections,
+  whose output the attacker does read.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import socket
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from jupyter_client.blocking.client import BlockingKernelClient
+from kubernetes.client.exceptions import ApiException
+
+from controller.k8s.connection import new_connection
+from controller.k8s.names import APP_LABEL, SANDBOX_APP
+from tests.cluster.conftest import Cluster
+from tests.support.client import create_thread, run, stdout
+
+pytestmark = pytest.mark.cluster
+
+STARTS = 6
+PYTHON = "/opt/sandbox/bin/python"
+POD_TIMEOUT = 120
+
+# Connects to a denied port from the container's first instruction, for a few seconds.
+WINDOW_PROBE = """
+import socket, sys, time
+reached, deadline = 0, time.monotonic() + 5
+while time.monotonic() < deadline:
+    try:
+        socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=0.2).close()
+        reached += 1
+    except OSError:
+        time.sleep(0.01)
+print("reached", reached, flush=True)
+time.sleep(3600)  # a pod that ended would be swept by the controller before its log is read
+"""
+
+# Subscribes to every IOPub it can find in the pod range and prints what it reads.
+ATTACKER = """
+import sys, time, zmq
+sub = zmq.Context().socket(zmq.SUB)
+sub.setsockopt(zmq.SUBSCRIBE, b"")
+sub.setsockopt(zmq.RECONNECT_IVL, 100)
+sub.setsockopt(zmq.RECONNECT_IVL_MAX, 100)
+for host in range(2, 255):
+    sub.connect(f"tcp://{sys.argv[1]}{host}:5556")
+print("subscribed", flush=True)
+while True:
+    if sub.poll(500):
+        print(b" ".join(sub.recv_multipart()).decode(errors="replace"), flush=True)
+"""
+
+DECOY = (
+    'printf "%s" "$CONNECTION" > /tmp/kernel.json && exec '
+    + PYTHON
+    + " -m ipykernel_launcher -f /tmp/kernel.json"
+)
+
+
+def _restricted(
+    name: str, args: list[str], labels: dict[str, str], env: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """A pod of the sandbox image that Pod Security "restricted" admits."""
+    container = {
+        "name": "c",
+        "image": "IMAGE",
+        "imagePullPolicy": "IfNotPresent",
+        "command": args,
+        "env": [{"name": k, "value": v} for k, v in (env or {"HOME": "/tmp"}).items()],
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": 1000,
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"]},
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+    }
+    return {
+        "metadata": {"name": name, "labels": labels},
+        "spec": {"restartPolicy": "Never", "terminationGracePeriodSeconds": 0, "containers": [container]},
+    }
+
+
+def _start(cluster: Cluster, body: dict[str, Any], runtime_class: str | None) -> str:
+    body["spec"]["containers"][0]["image"] = cluster.image
+    if runtime_class:
+        body["spec"]["runtimeClassName"] = runtime_class
+    cluster.core.create_namespaced_pod(cluster.namespace, body)
+    return str(body["metadata"]["name"])
+
+
+def _log(cluster: Cluster, name: str) -> str:
+    """The pod's log so far; empty while its container is still being created."""
+    try:
+        return str(cluster.core.read_namespaced_pod_log(name, cluster.namespace))
+    except ApiException as exc:
+        if exc.status != 400:
+            raise
+        return ""
+
+
+def _phase(cluster: Cluster, name: str) -> Any:
+    return cluster.core.read_namespaced_pod(name, cluster.namespace).status
+
+
+def _delete(cluster: Cluster, name: str) -> None:
+    cluster.core.delete_namespaced_pod(name, cluster.namespace, grace_period_seconds=0)
+
+
+@pytest.fixture
+def denied_port(cluster: Cluster) -> Iterator[int]:
+    """A port on the node IP that answers the host: sandbox policies deny it."""
+    server = socket.create_server((cluster.node_ip, 0))
+    stop = threading.Event()
+
+    def accept() -> None:
+        server.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                server.accept()[0].close()
+            except OSError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        with socket.create_connection((cluster.node_ip, server.getsockname()[1]), timeout=3):
+            pass
+        yield int(server.getsockname()[1])
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+        server.close()
+
+
+def test_no_sandbox_reaches_a_denied_port_from_its_first_instruction(
+    cluster: Cluster, k8s_api: Any, denied_port: int, runtime_class: str | None
+) -> None:
+    client = k8s_api()
+    first_cell = (
+        "import socket\n"
+        "try:\n"
+        f"    socket.create_connection(({cluster.node_ip!r}, {denied_port}), timeout=1).close(); print('reached')\n"
+        "except OSError as exc:\n"
+        "    print('denied', type(exc).__name__)\n"
+    )
+    for n in range(STARTS):
+        out = stdout(run(client, create_thread(client, f"window-{n}"), first_cell))
+        assert out.startswith("denied"), (n, out)
+
+    # Positive control: the same labels, so the same policies, but no proof before the code.
+    name = _start(
+        cluster,
+        _restricted(
+            f"window-{secrets.token_hex(3)}",
+            [PYTHON, "-c", WINDOW_PROBE, cluster.node_ip, str(denied_port)],
+            {APP_LABEL: SANDBOX_APP},
+        ),
+        runtime_class,
+    )
+    try:
+        cluster.wait("the window probe to finish", lambda: "reached" in _log(cluster, name), POD_TIMEOUT)
+        reached = int(_log(cluster, name).split()[-1])
+        assert reached > 0, "the unproven pod never reached the port: this test could not see a window"
+    finally:
+        _delete(cluster, name)
+
+
+def _decoy_prints(ip: str, connection: dict[str, Any], marker: str) -> None:
+    kc = BlockingKernelClient()
+    kc.load_connection_info({**connection, "ip": ip})
+    kc.start_channels(hb=False)
+    try:
+        kc.wait_for_ready(timeout=POD_TIMEOUT)
+        kc.execute_interactive(f"print({marker!r})", timeout=60)
+    finally:
+        kc.stop_channels()
+
+
+def test_an_attacker_pod_reads_no_sandbox_kernel_but_a_decoy_one(
+    cluster: Cluster, k8s_api: Any, runtime_class: str | None
+) -> None:
+    prefix = cluster.gateway_ip.rsplit(".", 1)[0] + "."
+    attacker = _start(
+        cluster,
+        _restricted(
+            f"attacker-{secrets.token_hex(3)}", [PYTHON, "-c", ATTACKER, prefix], {"role": "attacker"}
+        ),
+        runtime_class,
+    )
+    secret, decoy_marker = f"SECRET-{secrets.token_hex(6)}", f"DECOY-{secrets.token_hex(6)}"
+    connection = new_connection()
+    decoy = _restricted(
+        f"decoy-{secrets.token_hex(3)}",
+        ["sh", "-c", DECOY],
+        {"role": "decoy"},
+        {"HOME": "/tmp", "CONNECTION": json.dumps(connection)},
+    )
+    decoy_name = _start(cluster, decoy, runtime_class)
+    try:
+        cluster.wait(
+            "the attacker to subscribe", lambda: "subscribed" in _log(cluster, attacker), POD_TIMEOUT
+        )
+        # Sandboxes born after the attacker: cold ones, and warm ones claimed by new threads.
+        for settings in ({}, {"warm_pool_size": 1}):
+            client = k8s_api(**settings)
+            for n in range(2):
+                thread = create_thread(client, f"leak-{len(settings)}-{n}")
+                assert stdout(run(client, thread, f"print({secret!r})")) == secret + "\n"
+        cluster.wait("the decoy kernel's pod", lambda: bool(_phase(cluster, decoy_name).pod_ip), POD_TIMEOUT)
+        _decoy_prints(_phase(cluster, decoy_name).pod_ip, connection, decoy_marker)
+        cluster.wait("the attacker to read the decoy", lambda: decoy_marker in _log(cluster, attacker), 30)
+        assert secret not in _log(cluster, attacker)
+    finally:
+        _delete(cluster, attacker)
+        _delete(cluster, decoy_name)
