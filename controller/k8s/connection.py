@@ -7,6 +7,8 @@ import json
 import secrets
 from typing import Any
 
+import zmq
+
 KERNEL_PORTS = {
     "shell_port": 5555,
     "iopub_port": 5556,
@@ -18,7 +20,14 @@ AGENT_PORT = 8888
 
 
 def new_connection() -> dict[str, Any]:
-    """What goes into the pod's connection.json: the kernel binds every interface of its pod."""
+    """What goes into the pod's connection.json: the kernel binds every interface of its pod.
+
+    The HMAC key signs messages but hides nothing: anyone who reaches the IOPub port reads a
+    thread's code and output. With a CurveZMQ keypair (jupyter_client 8.9+, ipykernel 7.3+)
+    the kernel's sockets are CURVE servers, and only a peer holding this Secret's keys can
+    connect at all, even on a CNI that enforces policies late.
+    """
+    public, secret = zmq.curve_keypair()
     return {
         **KERNEL_PORTS,
         "ip": "0.0.0.0",
@@ -26,6 +35,8 @@ def new_connection() -> dict[str, Any]:
         "signature_scheme": "hmac-sha256",
         "key": secrets.token_hex(32),
         "kernel_name": "python3",
+        "curve_publickey": public.decode("ascii"),
+        "curve_secretkey": secret.decode("ascii"),
     }
 
 

@@ -41,6 +41,8 @@ SECRETS_DIR = "/var/run/threadbox"
 WORKSPACE = "/workspace"
 HOME = "/home/sandbox"
 SCRATCH_SIZE = "256Mi"  # /tmp and HOME: caches only, never synced
+# Every writable path is a tmpfs: the container's own disk holds only its logs.
+EPHEMERAL_STORAGE_REQUEST = "32Mi"
 # Unprivileged ICMP sockets let code send data anywhere the CNI forwards echo; "1 0" (an empty
 # group range) removes them, and is one of the sysctls Pod Security "restricted" allows.
 NO_PING_SYSCTL = {"name": "net.ipv4.ping_group_range", "value": "1 0"}
@@ -140,7 +142,11 @@ def _container(identity: dict[str, str], cfg: PodConfig) -> dict[str, Any]:
         "env": _env(identity, cfg),
         "workingDir": WORKSPACE,
         "resources": {
-            "requests": {"cpu": cfg.cpu_request, "memory": cfg.memory_request},
+            "requests": {
+                "cpu": cfg.cpu_request,
+                "memory": cfg.memory_request,
+                "ephemeral-storage": EPHEMERAL_STORAGE_REQUEST,
+            },
             "limits": {
                 "cpu": cfg.cpu_limit,
                 "memory": cfg.memory_limit,

@@ -10,8 +10,9 @@ proves the policy in force before its kernel binds a port or runs user code
   reaches that port in its own first moments;
 - the ingress leak: an attacker pod with no policy of its own subscribes to the IOPub port of
   every address in the pod range from before the sandboxes exist; it must never read a
-  thread's output. The positive control is a decoy kernel started without these protections,
-  whose output the attacker does read.
+  thread's output (the policy keeps it out, and CurveZMQ would refuse it anyway). The positive
+  control is a decoy kernel started without these protections (no policy, no CURVE keys), whose
+  output the attacker does read.
 """
 
 from __future__ import annotations
@@ -20,10 +21,13 @@ import json
 import secrets
 import socket
 import threading
+import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
+import zmq
 from jupyter_client.blocking.client import BlockingKernelClient
 from kubernetes.client.exceptions import ApiException
 
@@ -194,6 +198,33 @@ def _decoy_prints(ip: str, connection: dict[str, Any], marker: str) -> None:
         kc.stop_channels()
 
 
+@contextmanager
+def _sniffing(ip: str) -> Iterator[zmq.Socket[bytes]]:
+    """A SUB on a kernel's IOPub port without CURVE keys, from the host (which the policy admits),
+    its TCP connection made before the block runs."""
+    context = zmq.Context()
+    sub = context.socket(zmq.SUB)
+    sub.setsockopt(zmq.SUBSCRIBE, b"")
+    events = sub.get_monitor_socket(zmq.EVENT_CONNECTED)
+    sub.connect(f"tcp://{ip}:5556")
+    try:
+        assert events.poll(30_000), f"no TCP connection to {ip}:5556"
+        yield sub
+    finally:
+        sub.disable_monitor()
+        events.close(linger=0)
+        sub.close(linger=0)
+        context.term()
+
+
+def _heard(sub: zmq.Socket[bytes], marker: str, wait: float = 5) -> bool:
+    deadline = time.monotonic() + wait
+    while sub.poll(max(0, int((deadline - time.monotonic()) * 1000))):
+        if marker.encode() in b"".join(sub.recv_multipart()):
+            return True
+    return False
+
+
 def test_an_attacker_pod_reads_no_sandbox_kernel_but_a_decoy_one(
     cluster: Cluster, k8s_api: Any, runtime_class: str | None
 ) -> None:
@@ -206,7 +237,8 @@ def test_an_attacker_pod_reads_no_sandbox_kernel_but_a_decoy_one(
         runtime_class,
     )
     secret, decoy_marker = f"SECRET-{secrets.token_hex(6)}", f"DECOY-{secrets.token_hex(6)}"
-    connection = new_connection()
+    # no CurveZMQ keys: a kernel that only signs its messages, as every sandbox's did before
+    connection = {k: v for k, v in new_connection().items() if not k.startswith("curve_")}
     decoy = _restricted(
         f"decoy-{secrets.token_hex(3)}",
         ["sh", "-c", DECOY],
@@ -224,8 +256,16 @@ def test_an_attacker_pod_reads_no_sandbox_kernel_but_a_decoy_one(
             for n in range(2):
                 thread = create_thread(client, f"leak-{len(settings)}-{n}")
                 assert stdout(run(client, thread, f"print({secret!r})")) == secret + "\n"
+        # Past the policy (from the host), CurveZMQ still refuses a peer without the keys.
+        pod_ip = str(client.runtime.manager._live[thread].info.extra["pod_ip"])
+        with _sniffing(pod_ip) as sub:
+            assert stdout(run(client, thread, f"print({secret!r})")) == secret + "\n"
+            assert not _heard(sub, secret)
         cluster.wait("the decoy kernel's pod", lambda: bool(_phase(cluster, decoy_name).pod_ip), POD_TIMEOUT)
-        _decoy_prints(_phase(cluster, decoy_name).pod_ip, connection, decoy_marker)
+        decoy_ip = str(_phase(cluster, decoy_name).pod_ip)
+        with _sniffing(decoy_ip) as sub:
+            _decoy_prints(decoy_ip, connection, decoy_marker)
+            assert _heard(sub, decoy_marker)  # the same sniffer reads a kernel without CURVE
         cluster.wait("the attacker to read the decoy", lambda: decoy_marker in _log(cluster, attacker), 30)
         assert secret not in _log(cluster, attacker)
     finally:

@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 import pytest
+import zmq
 
 from controller.config import Settings
 from controller.k8s.connection import KERNEL_PORTS, for_pod, new_connection
@@ -99,7 +100,7 @@ def test_pod_resources_deadline_grace_and_runtime_class() -> None:
         active_deadline_seconds=3600,
     )
     assert container(p)["resources"] == {
-        "requests": {"cpu": "100m", "memory": "128Mi"},
+        "requests": {"cpu": "100m", "memory": "128Mi", "ephemeral-storage": "32Mi"},
         "limits": {"cpu": "2", "memory": "2Gi", "ephemeral-storage": "256Mi"},
     }
     assert p["spec"]["activeDeadlineSeconds"] == 3600
@@ -214,6 +215,9 @@ def test_connection_info_fixed_ports_random_key_and_pod_ip() -> None:
     }
     dial = for_pod(a, "10.244.0.7")
     assert dial["ip"] == "10.244.0.7" and dial["key"] == a["key"] and a["ip"] == "0.0.0.0"
+    # a CurveZMQ keypair of its own (z85, 40 characters each) for every sandbox
+    assert a["curve_publickey"] != b["curve_publickey"] and len(a["curve_secretkey"]) == 40
+    assert zmq.curve_public(a["curve_secretkey"].encode()) == a["curve_publickey"].encode()
 
 
 def test_last_active_patch() -> None:
