@@ -17,9 +17,14 @@ The raw floor beside it, per run, is a bare pod plus a kernel start, each measur
 
 A second controller with a warm pool measures warm claims (claim patch, scoped credentials,
 bind through the agent, kernel already connected): for a new thread, and for a returning
-thread whose 10 MiB of files are restored at bind. Each warm run waits until the pool is full
+thread whose 10 MiB of files are restored at bind. Each warm run waits until the pools are full
 again, and so do the other runs (no refill competes with them). Runs alternate so all see the
 same machine. The image is cached on the node.
+
+Every sandbox row is measured under runc and under gVisor (the ``gvisor`` RuntimeClass), each
+in a namespace of its own, in the same runs: besides the starts, the ``print(1)`` round trip on
+a live sandbox and the memory of an idle sandbox (its pod cgroup's usage, which the memory limit
+counts, after the kernel is ready). The raw floor is runc's.
 
 Needs the cluster (hack/cluster/up) and the image (hack/build-sandbox-image.sh).
 Usage: uv run python -m bench.pod_start [--runs 20]
@@ -35,6 +40,7 @@ import secrets
 import tempfile
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +53,10 @@ from controller.events import Status
 from controller.runtime import Runtime, build_runtime
 
 WARM_POOL = 2
+RUNTIMES: dict[str, str | None] = {"runc": None, "gvisor": "gvisor"}
+ROUNDTRIPS = 5  # print(1) round trips per run and runtime
+IDLE_SETTLE = 2.0  # seconds an idle sandbox sits before its memory is read
+CGROUP = Path("/sys/fs/cgroup/memory/kubepods")
 RETURNING_FILES = 10  # of 1 MiB each: the returning thread's workspace
 POD_TIMEOUT = 180
 
@@ -156,6 +166,42 @@ async def sandbox_ready(rt: Runtime, thread_id: str, kind: str = "cold") -> floa
         raise RuntimeError(f"no sandbox became ready for {thread_id}")
     if started_as(rt, kind) != before + 1:
         raise RuntimeError(f"{thread_id} did not get a {kind} sandbox (an empty pool?)")
+    return took
+
+
+async def roundtrip(rt: Runtime, thread_id: str) -> float:
+    # The previous turn's Lease is released after its answer; a person's next message comes
+    # after that (bench/exec_roundtrip.py waits the same way). A turn racing that release
+    # waited about 0.5 s here: see bench/README.md.
+    await asyncio.gather(*rt.manager._releasing)
+    started = time.perf_counter()
+    async for _ in rt.manager.run(thread_id, "print(1)"):
+        pass
+    return time.perf_counter() - started
+
+
+def pod_memory(core: Any, s: Settings, thread_id: str) -> float:
+    """Bytes the thread's pod cgroup uses (what its memory limit counts), read on the node."""
+    [pod] = core.list_namespaced_pod(
+        s.sandbox_namespace, label_selector=f"threadbox.dev/thread={thread_id}"
+    ).items
+    qos = pod.status.qos_class.lower()
+    path = CGROUP / ("" if qos == "guaranteed" else qos) / f"pod{pod.metadata.uid}" / "memory.usage_in_bytes"
+    return float(path.read_text())
+
+
+async def cold_run(rt: Runtime, core: Any, thread_id: str) -> tuple[float, list[float], float]:
+    """A cold start, then round trips on that sandbox, then its idle memory."""
+    took = await sandbox_ready(rt, thread_id)
+    trips = [await roundtrip(rt, thread_id) for _ in range(ROUNDTRIPS)]
+    await asyncio.sleep(IDLE_SETTLE)
+    memory = await asyncio.to_thread(pod_memory, core, rt.settings, thread_id)
+    await rt.manager.stop_thread(thread_id)
+    return took, trips, memory
+
+
+async def warm_run(rt: Runtime, thread_id: str) -> float:
+    took = await sandbox_ready(rt, thread_id, "warm")
     await rt.manager.stop_thread(thread_id)
     return took
 
@@ -165,12 +211,13 @@ def started_as(rt: Runtime, kind: str) -> float:
     return count or 0.0
 
 
-async def pool_full(rt: Runtime) -> None:
+async def pools_full(runtimes: list[Runtime]) -> None:
     deadline = time.monotonic() + POD_TIMEOUT
-    while (pool := getattr(rt.backend, "pool", None)) is None or pool.ready < WARM_POOL:
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"the warm pool did not fill in {POD_TIMEOUT} s")
-        await asyncio.sleep(0.05)
+    for rt in runtimes:
+        while (pool := getattr(rt.backend, "pool", None)) is None or pool.ready < WARM_POOL:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the warm pools did not fill in {POD_TIMEOUT} s")
+            await asyncio.sleep(0.05)
 
 
 def store_files(rt: Runtime, thread_id: str, tmp: Path) -> None:
@@ -182,72 +229,107 @@ def store_files(rt: Runtime, thread_id: str, tmp: Path) -> None:
         rt.store.put_file(thread_id, f"data/{n}.bin", path, hashlib.sha256(data).hexdigest())
 
 
-async def measure(s: Settings, runs: int, tmp: Path) -> dict[str, list[float]]:
+async def measure(settings: dict[str, Settings], runs: int, tmp: Path) -> dict[str, list[float]]:
     core = core_api()
-    times: dict[str, list[float]] = {k: [] for k in ("bare", "kernel", "cold", "warm_new", "warm_returning")}
-    rt = build_runtime(s)
-    # Same namespace and store; only this one keeps a pool (the other's starts stay cold).
-    warm = build_runtime(s.model_copy(update={"warm_pool_size": WARM_POOL}), rt.store)
-    await rt.start()
-    await warm.start()
+    floor_settings = settings["runc"]
+    times: dict[str, list[float]] = {"bare": [], "kernel": []}
+    cold: dict[str, Runtime] = {}
+    warm: dict[str, Runtime] = {}
+    for name, s in settings.items():
+        cold[name] = build_runtime(s)
+        # Same namespace and store; only this one keeps a pool (the other's starts stay cold).
+        warm[name] = build_runtime(s.model_copy(update={"warm_pool_size": WARM_POOL}), cold[name].store)
+        for key in [*SANDBOX_ROWS, "memory"]:
+            times[f"{key}/{name}"] = []
+    pools = list(warm.values())
+    for rt in [*cold.values(), *pools]:
+        await rt.start()
     try:
-        await sandbox_ready(rt, "bench-warmup")  # first use: policy creation, page cache
-        await asyncio.to_thread(kernel_start, core, s)
-        await pool_full(warm)
-        await sandbox_ready(warm, "bench-warm-warmup", "warm")
+        for name in settings:  # first use: policy creation, page cache
+            await cold_run(cold[name], core, f"bench-warmup-{name}")
+            await pools_full(pools)
+            await warm_run(warm[name], f"bench-warm-warmup-{name}")
+        await asyncio.to_thread(kernel_start, core, floor_settings)
         for i in range(runs):
-            await pool_full(warm)
-            times["bare"].append(await asyncio.to_thread(bare_pod_ready, core, s))
-            await pool_full(warm)
-            times["kernel"].append(await asyncio.to_thread(kernel_start, core, s))
-            await pool_full(warm)
-            times["cold"].append(await sandbox_ready(rt, f"bench-{i}"))
-            await pool_full(warm)
-            times["warm_new"].append(await sandbox_ready(warm, f"bench-new-{i}", "warm"))
-            await asyncio.to_thread(store_files, warm, f"bench-back-{i}", tmp)
-            await pool_full(warm)
-            times["warm_returning"].append(await sandbox_ready(warm, f"bench-back-{i}", "warm"))
+            await pools_full(pools)
+            times["bare"].append(await asyncio.to_thread(bare_pod_ready, core, floor_settings))
+            await pools_full(pools)
+            times["kernel"].append(await asyncio.to_thread(kernel_start, core, floor_settings))
+            for name in settings:
+                await pools_full(pools)
+                took, trips, memory = await cold_run(cold[name], core, f"bench-{name}-{i}")
+                times[f"cold/{name}"].append(took)
+                times[f"roundtrip/{name}"].extend(trips)
+                times[f"memory/{name}"].append(memory)
+                await pools_full(pools)
+                times[f"warm_new/{name}"].append(await warm_run(warm[name], f"bench-new-{name}-{i}"))
+                await asyncio.to_thread(store_files, warm[name], f"bench-back-{name}-{i}", tmp)
+                await pools_full(pools)
+                times[f"warm_returning/{name}"].append(await warm_run(warm[name], f"bench-back-{name}-{i}"))
             print(
-                f"  run {i + 1}/{runs}: " + ", ".join(f"{k} {v[-1]:.3f}s" for k, v in times.items()),
+                f"  run {i + 1}/{runs}: " + ", ".join(f"{k} {v[-1]:.3f}" for k, v in times.items()),
                 flush=True,
             )
     finally:
-        await warm.close()
-        await rt.close()
+        for rt in [*pools, *cold.values()]:
+            await rt.close()
     times["floor"] = [b + k for b, k in zip(times["bare"], times["kernel"], strict=True)]
     return times
 
 
-ROWS = {
-    "bare": "bare pod, create -> Ready",
-    "kernel": "kernel start, measured directly",
-    "floor": "raw floor: bare pod + kernel start, per run",
+FLOOR_ROWS = {
+    "bare": "bare pod (runc), create -> Ready",
+    "kernel": "kernel start (runc), measured directly",
+    "floor": "raw floor (runc): bare pod + kernel start, per run",
+}
+SANDBOX_ROWS = {
     "cold": "cold sandbox, acquire -> kernel ready",
     "warm_new": "warm claim, new thread, acquire -> kernel ready",
     "warm_returning": f"warm claim, returning thread ({RETURNING_FILES} MiB restored), acquire -> kernel ready",
+    "roundtrip": "`print(1)` round trip on a live sandbox",
 }
 
 
 def report(data: dict[str, Any]) -> str:
-    results = data["results"]
-    rows = [
-        [label, s["n"], *(f"{s[k] * 1000:.0f}" for k in ("p50", "p95", "min", "max"))]
-        for key, label in ROWS.items()
-        for s in [results[key]]
+    r = data["results"]
+    keys = [
+        *FLOOR_ROWS.items(),
+        *((f"{k}/{n}", f"{label} ({n})") for n in RUNTIMES for k, label in SANDBOX_ROWS.items()),
     ]
-    cold, floor = results["cold"], results["floor"]
-    new, back = results["warm_new"], results["warm_returning"]
+    rows = [
+        [label, r[key]["n"], *(f"{r[key][k] * 1000:.0f}" for k in ("p50", "p95", "min", "max"))]
+        for key, label in keys
+    ]
+    memory = [
+        [
+            f"idle sandbox, pod cgroup ({n})",
+            r[f"memory/{n}"]["n"],
+            *(f"{r[f'memory/{n}'][k] / 2**20:.0f}" for k in ("p50", "p95", "min", "max")),
+        ]
+        for n in RUNTIMES
+    ]
+    p50 = {key: v["p50"] for key, v in r.items()}
     goals = [
-        goal("cold p50 / raw floor p50", cold["p50"] / floor["p50"], 1.15, "x"),
-        goal("warm claim, new thread: p50", new["p50"] * 1000, 50, " ms"),
-        goal("warm claim, new thread: p95", new["p95"] * 1000, 150, " ms"),
-        goal("warm claim, returning thread: p50", back["p50"] * 1000, 300, " ms"),
+        goal("cold p50 (runc) / raw floor p50", p50["cold/runc"] / p50["floor"], 1.15, "x"),
+        goal("warm claim, new thread (runc): p50", p50["warm_new/runc"] * 1000, 50, " ms"),
+        goal("warm claim, new thread (runc): p95", r["warm_new/runc"]["p95"] * 1000, 150, " ms"),
+        goal("warm claim, returning thread (runc): p50", p50["warm_returning/runc"] * 1000, 300, " ms"),
+        goal("cold p50 (gVisor) / raw floor p50 (runc)", p50["cold/gvisor"] / p50["floor"], 1.3, "x"),
+        goal("warm claim p50, gVisor / runc", p50["warm_new/gvisor"] / p50["warm_new/runc"], 1.1, "x"),
+        goal(
+            "`print(1)` round trip p50, gVisor / runc",
+            p50["roundtrip/gvisor"] / p50["roundtrip/runc"],
+            1.2,
+            "x",
+        ),
+        goal("idle gVisor sandbox, pod cgroup p50", p50["memory/gvisor"] / 2**20, 130, " MiB"),
     ]
     return "\n\n".join(
         [
             f"Cluster: {data['cluster']}. Image `{data['image']}`, cached on the node. {data['runs']} runs, "
             f"each of every row in turn. Kernel start: {data['kernel_start']}. p95 is nearest-rank.",
             table(["what", "n", "p50 (ms)", "p95 (ms)", "min (ms)", "max (ms)"], rows),
+            table(["memory", "n", "p50 (MiB)", "p95 (MiB)", "min (MiB)", "max (MiB)"], memory),
             "\n".join(goals),
         ]
     )
@@ -261,12 +343,17 @@ def main() -> None:
     parser.add_argument("--no-save", action="store_true", help="print only; do not write bench/results")
     args = parser.parse_args()
     data: dict[str, Any] = {"machine": machine(), "cluster": describe(), "runs": args.runs}
-    with (
-        tempfile.TemporaryDirectory() as tmp,
-        k8s_settings("start", Path(tmp), sandbox_cpu_request="100m") as s,
-    ):
-        times = asyncio.run(measure(s, args.runs, Path(tmp)))
-        data.update(image=s.sandbox_image, kernel_start=KERNEL_METHOD)
+    with tempfile.TemporaryDirectory() as tmp, ExitStack() as stack:
+        settings = {
+            name: stack.enter_context(
+                k8s_settings(
+                    f"start-{name}", Path(tmp) / name, sandbox_cpu_request="100m", runtime_class_name=rc
+                )
+            )
+            for name, rc in RUNTIMES.items()
+        }
+        times = asyncio.run(measure(settings, args.runs, Path(tmp)))
+        data.update(image=settings["runc"].sandbox_image, kernel_start=KERNEL_METHOD)
     data["results"] = {key: summary(v) for key, v in times.items()}
     data["raw_s"] = times
     write("pod_start", "Sandbox pod start", data, report(data), save=not args.no_save)
