@@ -31,7 +31,8 @@ CONTRACT_ENV = {
 
 PROBES = r"""
 import io, json, os, socket, ssl, urllib.request
-from minio import Minio
+from minio import Minio, MinioAdmin
+from minio.credentials.providers import StaticProvider
 
 def attempt(fn):
     try:
@@ -54,6 +55,10 @@ res = {
     "other_get": attempt(lambda: s3.get_object(st["bucket"], other + "secret.txt").read()),
     "other_put": attempt(lambda: s3.put_object(st["bucket"], other + "evil.txt", io.BytesIO(b"x"), 1)),
     "bucket_list": attempt(lambda: list(s3.list_objects(st["bucket"], prefix="threads/"))),
+    # GHSA-jjjj-jwhf-8rgr: a scoped credential minting an unscoped one for itself
+    "mint": attempt(lambda: MinioAdmin(endpoint=st["endpoint"], credentials=StaticProvider(
+        st["access_key"], st["secret_key"], st["session_token"]), secure=st["secure"]
+    ).add_service_account(access_key="escapee" + os.urandom(4).hex(), secret_key=os.urandom(20).hex())),
     "api_dns": attempt(lambda: urllib.request.urlopen(
         "https://kubernetes.default.svc/version", timeout=3, context=ssl._create_unverified_context())),
     "api_ip": connect("10.96.0.1", 443),
@@ -122,6 +127,7 @@ def test_sandbox_cannot_reach_other_threads_the_api_other_pods_or_the_host(
     assert res["own_put"] == "ok" and res["own_list"] == "ok"  # its own credentials work...
     for probe in ("other_list", "other_get", "other_put", "bucket_list"):
         assert res[probe] == "S3Error:AccessDenied", (probe, res[probe])  # ...for its own prefix only
+    assert res["mint"].startswith("MinioAdminException"), res["mint"]  # no broader credential
     assert client.runtime.store.read_file(b, "secret.txt") == b"victim data"
     assert "evil.txt" not in [f.name for f in client.runtime.store.list_files(b)]
 
