@@ -93,6 +93,13 @@ def free_for(lease: dict[str, Any], holder: str, now: datetime) -> bool:
     return renewed is None or now - renewed > timedelta(seconds=duration)
 
 
+GONE_RETRIES = 5  # a Lease deleted between our create and read, in a row
+
+
+class LeaseGone(Exception):
+    """The Lease was deleted between the create that found it and the write that takes it."""
+
+
 WAIT_MESSAGE = "Another controller replica is running a turn in this thread; waiting for it..."
 
 
@@ -143,30 +150,45 @@ class TurnLease:
         return lease_body(self.thread_id, self.ns, self.identity, self._acquired, datetime.now(UTC), version)
 
     def _try_take(self) -> bool:
-        """Whether this replica now holds the Lease; False while another replica holds it."""
-        self._acquired = datetime.now(UTC)
-        made: dict[str, Any] | None
-        try:
-            # Turns release their Lease, so it usually does not exist: one create, no read.
-            made = as_json(self.api.create_namespaced_lease, self.ns, self._body(None))
-        except ApiException as exc:
-            if exc.status != 409:
-                raise
-            made = self._take_over()
-        if made is None:
-            return False
-        self._version = made["metadata"]["resourceVersion"]
-        return True
+        """Whether this replica now holds the Lease; False while another replica holds it.
+
+        The previous turn's release runs after its answer, so the next turn often finds the
+        Lease existing, then gone: that is retried at once, not after a poll (a turn sent right
+        after an answer waited half a second for it, and was told another replica held it).
+        """
+        for _ in range(GONE_RETRIES):
+            self._acquired = datetime.now(UTC)
+            made: dict[str, Any] | None
+            try:
+                # Turns release their Lease, so it usually does not exist: one create, no read.
+                made = as_json(self.api.create_namespaced_lease, self.ns, self._body(None))
+            except ApiException as exc:
+                if exc.status != 409:
+                    raise
+                try:
+                    made = self._take_over()
+                except LeaseGone:
+                    continue
+            if made is None:
+                return False
+            self._version = made["metadata"]["resourceVersion"]
+            return True
+        return False
 
     def _take_over(self) -> dict[str, Any] | None:
-        """The Lease exists: take it if its holder stopped renewing, else None."""
+        """The Lease exists: take it if its holder stopped renewing, else None (held).
+        Raises LeaseGone when it was deleted meanwhile."""
         lease = self._read()
-        if lease is None or not free_for(lease, self.identity, self._acquired):
-            return None  # gone meanwhile (try again) or held
+        if lease is None:
+            raise LeaseGone
+        if not free_for(lease, self.identity, self._acquired):
+            return None
         body = self._body(lease["metadata"]["resourceVersion"])
         try:
             return as_json(self.api.replace_namespaced_lease, self.name, self.ns, body)
         except ApiException as exc:
+            if exc.status == 404:
+                raise LeaseGone from None
             if exc.status == 409:  # another replica wrote first: it holds the Lease
                 return None
             raise

@@ -98,3 +98,24 @@ def test_a_live_holder_keeps_its_lease(cluster: Cluster) -> None:
 
     asyncio.run(main())
     assert len(waits) == 1
+
+
+def test_a_turn_right_after_an_answer_never_waits_for_the_release(cluster: Cluster) -> None:
+    """The previous turn's release runs after its answer; the next turn of the same replica may
+    find the Lease there, then gone. It must take it without waiting or a "another replica"
+    note (it used to poll, half a second, and say so)."""
+    [leases] = _replicas(cluster, 1)
+
+    async def back_to_back() -> list[str]:
+        notes: list[str] = []
+        releasing = []
+        for _ in range(30):
+            lease = leases.turn("t-quick")
+            async for note in lease.acquire():
+                notes.append(note)
+            releasing.append(asyncio.create_task(lease.release()))  # as the manager does
+        await asyncio.gather(*releasing)
+        return notes
+
+    assert asyncio.run(asyncio.wait_for(back_to_back(), 120)) == []
+    assert _lease(cluster, "t-quick") is None  # the last release, like every other, went through
