@@ -19,8 +19,10 @@ import asyncio
 import ipaddress
 import re
 import secrets
+import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -113,6 +115,39 @@ def cluster() -> Iterator[Cluster]:
         assert [s.metadata.name for s in c.secrets()] == []
     finally:
         core.delete_namespace(namespace)
+
+
+@contextmanager
+def accepting(sock: socket.socket) -> Iterator[int]:
+    """Accepts (and drops) every connection on ``sock`` until the block ends; yields its port.
+    What a sandbox must not reach: the host reaching it is each probe's positive control."""
+    stop = threading.Event()
+
+    def accept() -> None:
+        sock.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                sock.accept()[0].close()
+            except OSError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield int(sock.getsockname()[1])
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+        sock.close()
+
+
+@pytest.fixture
+def node_listener(cluster: Cluster) -> Iterator[int]:
+    """A port on the node IP that answers the host; every sandbox policy denies it."""
+    with accepting(socket.create_server((cluster.node_ip, 0))) as port:
+        with socket.create_connection((cluster.node_ip, port), timeout=3):
+            pass
+        yield port
 
 
 @pytest.fixture(scope="session")

@@ -12,14 +12,13 @@ from __future__ import annotations
 import json
 import socket
 import subprocess
-import threading
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from typing import Any
 
 import pytest
 
-from tests.cluster.conftest import Cluster
+from tests.cluster.conftest import Cluster, accepting
 from tests.support.client import create_thread, run, stdout
 
 pytestmark = pytest.mark.cluster
@@ -161,29 +160,6 @@ print(json.dumps(res))
 """
 
 
-@contextmanager
-def _serving(sock: socket.socket) -> Iterator[int]:
-    """Accepts on ``sock`` until the block ends: a target a probe must not reach."""
-    stop = threading.Event()
-
-    def accept() -> None:
-        sock.settimeout(0.5)
-        while not stop.is_set():
-            try:
-                sock.accept()[0].close()
-            except OSError:
-                continue
-
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    try:
-        yield sock.getsockname()[1]
-    finally:
-        stop.set()
-        thread.join(timeout=5)
-        sock.close()
-
-
 def _link_local(device: str) -> str:
     out = subprocess.run(
         ["ip", "-6", "-o", "addr", "show", "dev", device, "scope", "link"],
@@ -234,10 +210,10 @@ def targets(cluster: Cluster) -> Iterator[dict[str, Any]]:
         stack.callback(
             subprocess.run, ["ip", "addr", "del", f"{METADATA_IP}/32", "dev", "lo"], check=False, timeout=10
         )
-        host_port = stack.enter_context(_serving(socket.create_server(("0.0.0.0", 0))))
-        stack.enter_context(_serving(socket.create_server((cluster.node_ip, NODE_PORT))))
-        stack.enter_context(_serving(socket.create_server((METADATA_IP, 80))))
-        v6_port = stack.enter_context(_serving(_v6_server(gw6, "cni0")))
+        host_port = stack.enter_context(accepting(socket.create_server(("0.0.0.0", 0))))
+        stack.enter_context(accepting(socket.create_server((cluster.node_ip, NODE_PORT))))
+        stack.enter_context(accepting(socket.create_server((METADATA_IP, 80))))
+        v6_port = stack.enter_context(accepting(_v6_server(gw6, "cni0")))
         scope = socket.if_nametoindex("cni0")
         # Positive controls: each target answers the host, so a refusal in the pod is the wall.
         for address in [

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import socket
-import threading
 from typing import Any
 
 import pytest
@@ -77,30 +76,8 @@ print(json.dumps(res))
 """
 
 
-@pytest.fixture
-def host_listener(cluster: Cluster) -> Any:
-    """A TCP port open on the node IP, accepting: what a sandbox must not be able to reach."""
-    sock = socket.create_server((cluster.node_ip, 0))
-    stop = threading.Event()
-
-    def accept() -> None:
-        sock.settimeout(0.5)
-        while not stop.is_set():
-            try:
-                sock.accept()[0].close()
-            except OSError:
-                continue
-
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    yield sock.getsockname()[1]
-    stop.set()
-    thread.join()
-    sock.close()
-
-
 def test_sandbox_cannot_reach_other_threads_the_api_other_pods_or_the_host(
-    cluster: Cluster, k8s_api: Any, host_listener: int, monkeypatch: pytest.MonkeyPatch
+    cluster: Cluster, k8s_api: Any, node_listener: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("OPENAI_API_KEY", "sk-probe-controller-secret")
     monkeypatch.setenv("SLACK_BOT_TOKEN", "xoxb-probe-controller-secret")
@@ -111,13 +88,13 @@ def test_sandbox_cannot_reach_other_threads_the_api_other_pods_or_the_host(
     peer_ip = str(client.runtime.manager._live[b].info.extra["pod_ip"])
     with socket.create_connection((peer_ip, 8888), timeout=3):
         pass  # the controller (host) reaches the victim's agent: the probe below is meaningful
-    with socket.create_connection((cluster.node_ip, host_listener), timeout=3):
+    with socket.create_connection((cluster.node_ip, node_listener), timeout=3):
         pass
     code = (
         PROBES.replace("OTHER", b)
         .replace("PEER_IP", peer_ip)
         .replace("NODE_IP", cluster.node_ip)
-        .replace("NODE_PORT", str(host_listener))
+        .replace("NODE_PORT", str(node_listener))
     )
     events = run(client, a, code)
     assert events[-1]["status"] == "ok", events

@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import json
 import secrets
-import socket
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -128,40 +126,14 @@ def _delete(cluster: Cluster, name: str) -> None:
     cluster.core.delete_namespaced_pod(name, cluster.namespace, grace_period_seconds=0)
 
 
-@pytest.fixture
-def denied_port(cluster: Cluster) -> Iterator[int]:
-    """A port on the node IP that answers the host: sandbox policies deny it."""
-    server = socket.create_server((cluster.node_ip, 0))
-    stop = threading.Event()
-
-    def accept() -> None:
-        server.settimeout(0.2)
-        while not stop.is_set():
-            try:
-                server.accept()[0].close()
-            except OSError:
-                continue
-
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    try:
-        with socket.create_connection((cluster.node_ip, server.getsockname()[1]), timeout=3):
-            pass
-        yield int(server.getsockname()[1])
-    finally:
-        stop.set()
-        thread.join(timeout=5)
-        server.close()
-
-
-def test_no_sandbox_reaches_a_denied_port_from_its_first_instruction(
-    cluster: Cluster, k8s_api: Any, denied_port: int, runtime_class: str | None
+def test_no_sandbox_reaches_a_node_listener_from_its_first_instruction(
+    cluster: Cluster, k8s_api: Any, node_listener: int, runtime_class: str | None
 ) -> None:
     client = k8s_api()
     first_cell = (
         "import socket\n"
         "try:\n"
-        f"    socket.create_connection(({cluster.node_ip!r}, {denied_port}), timeout=1).close(); print('reached')\n"
+        f"    socket.create_connection(({cluster.node_ip!r}, {node_listener}), timeout=1).close(); print('reached')\n"
         "except OSError as exc:\n"
         "    print('denied', type(exc).__name__)\n"
     )
@@ -174,7 +146,7 @@ def test_no_sandbox_reaches_a_denied_port_from_its_first_instruction(
         cluster,
         _restricted(
             f"window-{secrets.token_hex(3)}",
-            [PYTHON, "-c", WINDOW_PROBE, cluster.node_ip, str(denied_port)],
+            [PYTHON, "-c", WINDOW_PROBE, cluster.node_ip, str(node_listener)],
             {APP_LABEL: SANDBOX_APP},
         ),
         runtime_class,
