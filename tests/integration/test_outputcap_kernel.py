@@ -14,7 +14,6 @@ from jupyter_client.blocking.client import BlockingKernelClient
 from jupyter_client.connect import write_connection_file
 
 from controller.outputcap import kernel_args, kernel_env
-from tests.support.server import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -25,8 +24,13 @@ NOTE = "[output limit]"
 @pytest.fixture
 def kernel(tmp_path: Path, sandbox_python: Path) -> Iterator[BlockingKernelClient]:
     conn_file = tmp_path / "kernel.json"
-    ports = {f"{name}_port": free_port() for name in ("shell", "iopub", "stdin", "control", "hb")}
-    write_connection_file(str(conn_file), ip="127.0.0.1", key=os.urandom(16).hex().encode(), **ports)
+    # ipc:// endpoints in this test's folder: TCP ports picked free beforehand were seen taken by
+    # the time the kernel bound them ("Address already in use") while other suites ran.
+    channels = ("shell", "iopub", "stdin", "control", "hb")
+    ports = {f"{name}_port": n for n, name in enumerate(channels, start=1)}
+    write_connection_file(
+        str(conn_file), transport="ipc", ip=str(tmp_path / "k"), key=os.urandom(16).hex().encode(), **ports
+    )
     env = {"PATH": f"{sandbox_python.parent}:/usr/bin:/bin", "HOME": str(tmp_path), **kernel_env(LIMIT)}
     with (tmp_path / "kernel.log").open("wb") as log:
         proc = subprocess.Popen(
