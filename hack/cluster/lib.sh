@@ -7,7 +7,7 @@ source "$CLUSTER_DIR/versions.env"
 
 # Bump when the build recipe changes in a way that must invalidate cached binaries/images.
 RECIPE_REV=1
-GVISOR_RECIPE=1  # the same, for hack/cluster/build-gvisor's own cache
+GVISOR_RECIPE=2  # the same, for hack/cluster/build-gvisor's own cache (the shim patch is keyed apart)
 
 STATE_DIR=${THREADBOX_CLUSTER_STATE:-/var/lib/threadbox-cluster}
 LOG_DIR=${THREADBOX_CLUSTER_LOGS:-/var/log/threadbox-cluster}
@@ -61,7 +61,11 @@ die_log() {
   die "$msg (full log: $f)"
 }
 
-gvisor_cache() { echo "${THREADBOX_GVISOR_CACHE:-$HOME/.cache/threadbox/gvisor}/$GVISOR_VERSION-r$GVISOR_RECIPE"; }
+gvisor_cache() {
+  local patch
+  patch=$(sha256sum "$CLUSTER_DIR/gvisor-shim.patch" | cut -c1-8)
+  echo "${THREADBOX_GVISOR_CACHE:-$HOME/.cache/threadbox/gvisor}/$GVISOR_VERSION-r$GVISOR_RECIPE-$patch"
+}
 
 cache_key() {
   {

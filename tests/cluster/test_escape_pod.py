@@ -154,7 +154,7 @@ res["supervisor_found"] = sup is not None
 res["ptrace_supervisor"] = attempt(lambda: ptrace_attach(sup))
 res["supervisor_mem"] = attempt(lambda: open(f"/proc/{sup}/mem", "rb").close())
 res["supervisor_environ"] = attempt(lambda: open(f"/proc/{sup}/environ", "rb").read())
-res["fill"] = {d: fill(d) for d in ("/workspace", "/tmp")}
+res["fill"] = {d: fill(d) for d in ("/workspace", "/tmp", "/dev/shm")}
 res["bomb"] = bomb()
 print(json.dumps(res))
 """
@@ -277,8 +277,9 @@ def test_sandbox_cannot_leave_its_pod_nor_outgrow_it(
     assert res["supervisor_found"] is True
     assert res["ptrace_supervisor"] == "EPERM"
     assert res["supervisor_mem"] == "EACCES" and res["supervisor_environ"] == "EACCES"
-    # Writes stop at each limit at once, with ENOSPC.
-    limits = {"/workspace": WORKSPACE_LIMIT_MIB, "/tmp": 256}
+    # Writes stop at each limit at once, with ENOSPC. /dev/shm is containerd's 64 MiB tmpfs (under
+    # gVisor, the test cluster's patched shim keeps that size: hack/cluster/gvisor-shim.patch).
+    limits = {"/workspace": WORKSPACE_LIMIT_MIB, "/tmp": 256, "/dev/shm": 64}
     for folder, (error, written) in res["fill"].items():
         assert error == "ENOSPC", (folder, error, written)
         assert limits[folder] - 2 <= written <= limits[folder], (folder, written)
@@ -287,17 +288,5 @@ def test_sandbox_cannot_leave_its_pod_nor_outgrow_it(
     # memory limit bounds first, ENOMEM)
     error, spawned = res["bomb"]
     assert error in ("EAGAIN", "ENOMEM") and spawned < BOMB_CAP, res["bomb"]
-    assert stdout(run(client, bystander, "print('still up')")) == "still up\n"
-
-    # /dev/shm: runc's is containerd's 64 MiB tmpfs. gVisor's shim makes it a tmpfs of the
-    # sandbox's own that takes no size (it is sized from the host's memory), so there the pod's
-    # memory limit is the bound: the kernel dies with the usual message and the pod lives on.
-    events = run(client, attacker, f"import json\n{FILL}\nprint(json.dumps(fill('/dev/shm')))")
-    if runtime_class is None:
-        assert json.loads(stdout(events)) == ["ENOSPC", 64]
-    else:
-        assert events[-1]["status"] in ("ok", "error"), events
-        if events[-1]["status"] == "error":
-            assert [e["kind"] for e in events if e["type"] == "error"] == ["kernel_died"], events
     assert stdout(run(client, bystander, "print('still up')")) == "still up\n"
     assert stdout(run(client, attacker, "print('back')")) == "back\n"
