@@ -1,7 +1,8 @@
 """Issue 5 acceptance: the Helm chart installed into the real cluster, with the controller image
 built here (hack/build-controller-image.sh) and the session's sandbox image.
 
-One release per module, used in order: install, helm test, RBAC, a Slack turn through the
+One release per sandbox runtime (runc, then gVisor through the chart's
+`sandbox.runtimeClassName`), used in order: install, helm test, RBAC, a Slack turn through the
 in-cluster controller, a promtool check of its /metrics, upgrade (a running thread survives),
 uninstall (the pre-delete hook leaves nothing). Sandboxes run in a separate namespace the
 chart creates. MinIO and the fake Slack run on the host, bound to the node IP.
@@ -12,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -26,6 +28,7 @@ from tests.cluster.conftest import ROOT, Cluster, _run_script, _skip
 from tests.support.client import bearer, create_thread, run, stdout
 from tests.support.fake_slack import BOT_TOKEN, FakeSlack, serve_fake_slack
 from tests.support.minio import MinioServer
+from tests.support.poll import wait_until
 from tests.support.slack_events import SIGNING_SECRET, SlackSender, code
 from tests.unit.test_chart_static import required_permissions
 
@@ -64,6 +67,7 @@ class Release:
     minio: MinioServer
     bucket: str
     service_account: str
+    runtime_class: str | None
 
     def helm(self, *args: str, check: bool = True) -> str:
         return tool(self.cluster, "helm", *args, "-n", self.namespace, check=check)
@@ -117,7 +121,12 @@ class Release:
 
 
 def _values(
-    cluster: Cluster, controller_image: str, minio: MinioServer, bucket: str, fake_url: str
+    cluster: Cluster,
+    controller_image: str,
+    minio: MinioServer,
+    bucket: str,
+    fake_url: str,
+    runtime_class: str | None,
 ) -> dict[str, Any]:
     repo, tag = controller_image.rsplit(":", 1)
     sandbox_repo, sandbox_tag = cluster.image.rsplit(":", 1)
@@ -126,6 +135,7 @@ def _values(
         "controller": {"idleTimeout": 3600, "startTimeout": 120, "resources": {"requests": {"cpu": "50m"}}},
         "sandbox": {
             "createNamespace": True,
+            "runtimeClassName": runtime_class or "",
             "image": {"repository": sandbox_repo, "tag": sandbox_tag},
             "resources": {
                 "requests": {"cpu": "100m", "memory": "128Mi"},
@@ -158,16 +168,31 @@ def release(
     cluster: Cluster,
     cluster_minio: MinioServer,
     controller_image: str,
+    runtime_class: str | None,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Release]:
+    """The release under test, once per sandbox runtime (the chart's ``sandbox.runtimeClassName``)."""
     suffix = secrets.token_hex(3)
     ns, sandbox_ns, name = f"tb-chart-{suffix}", f"tb-chart-{suffix}-sb", "tb"
     bucket = cluster_minio.store().bucket
     values = tmp_path_factory.mktemp("chart") / "values.json"
     with serve_fake_slack(host=cluster.node_ip) as fake:
-        values.write_text(json.dumps(_values(cluster, controller_image, cluster_minio, bucket, fake.url)))
+        values.write_text(
+            json.dumps(_values(cluster, controller_image, cluster_minio, bucket, fake.url, runtime_class))
+        )
         cluster.core.create_namespace({"metadata": {"name": ns}})
-        rel = Release(cluster, name, ns, sandbox_ns, values, fake, cluster_minio, bucket, f"{name}-threadbox")
+        rel = Release(
+            cluster,
+            name,
+            ns,
+            sandbox_ns,
+            values,
+            fake,
+            cluster_minio,
+            bucket,
+            f"{name}-threadbox",
+            runtime_class,
+        )
         try:
             rel.kubectl(
                 "-n", ns, "create", "secret", "generic", "slack-credentials",
@@ -314,8 +339,41 @@ def test_slack_mention_is_answered_by_a_sandbox_pod_of_the_in_cluster_controller
     )
     replies = [m for m in release.slack.messages if m.get("bot_id")]
     assert replies and all(m["thread_ts"] == sent.ts for m in replies)
-    pods = release.sandbox_pods()
-    assert len(pods) == 1 and pods[0].status.phase == "Running"
+    [pod] = release.sandbox_pods()
+    assert pod.status.phase == "Running"
+    assert pod.spec.runtime_class_name == release.runtime_class
+
+
+CONTROLLER_PROBE = r"""
+import json, socket
+def connect(host, port):
+    try:
+        socket.create_connection((host, port), timeout=3).close()
+        return "ok"
+    except OSError as exc:
+        return type(exc).__name__
+print(json.dumps({f"{h}:{p}": connect(h, p) for h, p in TARGETS}))
+"""
+
+
+def test_a_sandbox_cannot_reach_the_controller_that_serves_it(release: Release) -> None:
+    """The controller's API and chat ports, by Service IP, pod IP and DNS name, from user code."""
+    pod_ip = release.cluster.core.read_namespaced_pod(
+        release.controller_pods()[0], release.namespace
+    ).status.pod_ip
+    api_host, chat_host = (u.split("//")[1].split(":")[0] for u in (release.url(), release.chat_url()))
+    dns_name = f"{release.name}-threadbox.{release.namespace}.svc.cluster.local"
+    targets = [(api_host, 8600), (chat_host, 8601), (pod_ip, 8600), (pod_ip, 8601), (dns_name, 8600)]
+    release.wait_serving()
+    for host, port in targets[:-1]:  # positive control: each answers the host
+        socket.create_connection((host, port), timeout=3).close()
+    with release.api(read=180) as http:
+        tid = create_thread(http, "controller-probe")
+        events = run(http, tid, CONTROLLER_PROBE.replace("TARGETS", repr(targets)))
+    assert events[-1]["status"] == "ok", json.dumps(events)
+    res = json.loads(stdout(events))
+    assert res and all(r != "ok" for r in res.values()), res
+    assert res[f"{dns_name}:8600"] == "gaierror"  # no resolver: the name is not even looked up
 
 
 def test_metrics_of_the_in_cluster_controller_pass_promtool(release: Release) -> None:
@@ -366,8 +424,17 @@ def test_uninstall_saves_the_files_and_leaves_no_sandbox_behind(release: Release
         late = "import threading\nthreading.Timer(1, lambda: open('late.txt', 'w').write('late')).start()"
         events = run(http, tid, late)
     assert events[-1]["type"] == "done" and events[-1]["status"] == "ok", json.dumps(events)
-    time.sleep(2)
-    assert release.sandbox_pods(tid), (events, [p.metadata.labels for p in release.sandbox_pods()])
+    [pod] = release.sandbox_pods(tid)
+    late_file = (
+        "exec",
+        "-n",
+        release.sandbox_namespace,
+        pod.metadata.name,
+        "--",
+        "cat",
+        "/workspace/late.txt",
+    )
+    assert wait_until(lambda: release.kubectl(*late_file, check=False) == "late", 30, interval=0.5)
     out = release.helm("uninstall", release.name, "--wait", "--timeout", "4m")
     assert "uninstalled" in out
     assert release.sandbox_pods() == []  # the hook waited for each pod to go

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import pytest
 
 from tests.support.client import create_thread, run, stdout
+from tests.support.poll import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -20,15 +20,6 @@ def minio_settings(minio: Any, bucket: str) -> dict[str, Any]:
         "minio_secret_key": minio.secret_key,
         "minio_bucket": bucket,
     }
-
-
-def wait_until(predicate: Any, timeout: float) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if predicate():
-            return True
-        time.sleep(0.1)
-    return False
 
 
 def test_idle_sandbox_is_persisted_to_minio_then_reaped_then_restored(api: Any, minio: Any) -> None:
