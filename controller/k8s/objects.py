@@ -347,17 +347,8 @@ def sandbox_network_policy(
         egress.append({"to": [peer], "ports": _tcp(port)})
     if egress_allow_cidrs:
         egress.append({"to": [{"ipBlock": {"cidr": cidr}} for cidr in egress_allow_cidrs]})
-    return {
-        "apiVersion": "networking.k8s.io/v1",
-        "kind": "NetworkPolicy",
-        "metadata": {"name": NETWORK_POLICY_NAME, "namespace": namespace, "labels": {APP_LABEL: SANDBOX_APP}},
-        "spec": {
-            "podSelector": {"matchLabels": {APP_LABEL: SANDBOX_APP}},
-            "policyTypes": ["Ingress", "Egress"],
-            "ingress": [{"from": sources, "ports": _tcp(*KERNEL_PORTS.values(), AGENT_PORT)}],
-            "egress": egress,
-        },
-    }
+    ingress = [{"from": sources, "ports": _tcp(*KERNEL_PORTS.values(), AGENT_PORT)}]
+    return _sandbox_policy(NETWORK_POLICY_NAME, namespace, ingress=ingress, egress=egress)
 
 
 def default_deny_policy(namespace: str) -> dict[str, Any]:
@@ -367,13 +358,19 @@ def default_deny_policy(namespace: str) -> dict[str, Any]:
     controller creates it at start): a pod is never unfiltered because the allow policy, which
     depends on settings, is being written or failed to be.
     """
+    return _sandbox_policy(DEFAULT_DENY_NAME, namespace)
+
+
+def _sandbox_policy(name: str, namespace: str, **rules: list[dict[str, Any]]) -> dict[str, Any]:
+    """A policy over both directions for every sandbox pod; a direction without rules is denied."""
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
-        "metadata": {"name": DEFAULT_DENY_NAME, "namespace": namespace, "labels": {APP_LABEL: SANDBOX_APP}},
+        "metadata": {"name": name, "namespace": namespace, "labels": {APP_LABEL: SANDBOX_APP}},
         "spec": {
             "podSelector": {"matchLabels": {APP_LABEL: SANDBOX_APP}},
             "policyTypes": ["Ingress", "Egress"],
+            **rules,
         },
     }
 
