@@ -16,6 +16,7 @@ from controller.backends.limits import Limits
 from controller.backends.local import LocalBackend
 from controller.backends.local_sandbox import Isolation, IsolationUnavailable, Launcher, decide
 from controller.config import Settings
+from controller.k8s.sts_check import StsCheckFailed, require_session_policies
 from controller.loopwatch import LoopWatch
 from controller.manager import SandboxManager
 from controller.metrics import Metrics
@@ -24,7 +25,6 @@ from controller.sandbox_env import ensure_sandbox_python
 from controller.stores.base import ThreadStore
 from controller.stores.local import LocalStore
 from controller.stores.minio import MinioStore
-from controller.sts_check import StsCheckFailed, require_session_policies
 
 
 @dataclass

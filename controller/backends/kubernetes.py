@@ -191,7 +191,7 @@ class KubernetesBackend:
     def _storage_for(self, thread_id: str) -> dict[str, Any]:
         s = self.settings
         assert s.minio_endpoint and s.minio_access_key and s.minio_secret_key  # config requires store=minio
-        from controller.sts import scoped_credentials  # the sandbox image side owns this module
+        from controller.k8s.sts import scoped_credentials  # loads the MinIO SDK only when used
 
         try:
             creds: dict[str, Any] = scoped_credentials(

@@ -30,9 +30,9 @@ from jupyter_client.asynchronous.client import AsyncKernelClient
 from minio import Minio
 from minio.error import S3Error
 
+from controller.k8s.sts import scoped_credentials, session_policy
 from controller.stores.minio import MinioStore
-from controller.sts import scoped_credentials, session_policy
-from tests.support.server import free_port
+from devkit.ports import free_port
 
 pytestmark = pytest.mark.integration
 

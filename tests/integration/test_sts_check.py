@@ -1,4 +1,4 @@
-"""The start-up proof that MinIO enforces STS session policies (controller/sts_check.py),
+"""The start-up proof that MinIO enforces STS session policies (controller/k8s/sts_check.py),
 against the real MinIO that CI builds.
 
 Its positive control stands in for a MinIO that ignores session policies: the check is handed
@@ -18,14 +18,14 @@ import pytest
 from minio import Minio, MinioAdmin
 from minio.credentials.providers import StaticProvider
 
-from controller import sts_check
 from controller.cli import main
 from controller.config import Settings
+from controller.k8s import sts_check
+from controller.k8s.sts import scoped_credentials
+from controller.k8s.sts_check import Escape, StsCheckFailed, probe, require_session_policies
 from controller.runtime import UnsafeConfiguration, build_runtime
-from controller.sts import scoped_credentials
-from controller.sts_check import Escape, StsCheckFailed, probe, require_session_policies
-from tests.support.minio import MinioServer
-from tests.support.server import free_port
+from devkit.minio import MinioServer
+from devkit.ports import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from controller.sts import scoped_credentials, session_policy
+from controller.k8s.sts import scoped_credentials, session_policy
 
 
 def test_objects_only_under_the_threads_prefix() -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from controller.sts_check import Escape, ProbeResult
+from controller.k8s.sts_check import Escape, ProbeResult
 
 PREFIX = "threads/_sts-probe-ab12/"
 OTHER = "threads/_sts-probe-ab12-other/canary"

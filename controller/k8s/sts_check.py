@@ -1,6 +1,6 @@
 """Proof, at controller start, that MinIO confines a sandbox's STS credential to its prefix.
 
-A sandbox pod's storage credential (controller/sts.py) is only as narrow as MinIO's
+A sandbox pod's storage credential (controller/k8s/sts.py) is only as narrow as MinIO's
 enforcement of the session policy. GHSA-jjjj-jwhf-8rgr was a MinIO bug where such a
 credential created a service account for itself, which then had the parent user's full
 rights. So before serving sandboxes the controller mints a credential exactly as for a
@@ -26,8 +26,8 @@ from minio.credentials.providers import StaticProvider
 from minio.error import MinioAdminException, S3Error
 
 from controller.config import Settings
+from controller.k8s.sts import scoped_credentials
 from controller.stores.minio import thread_prefix
-from controller.sts import scoped_credentials
 
 ADVISORY = "GHSA-jjjj-jwhf-8rgr"
 # Thread ids are a lowercase slug, a dash and base32 (controller/identity.py), so a leading
@@ -36,7 +36,7 @@ PROBE_THREAD = "_sts-probe-"
 # Scoped credentials may not call GetBucketLocation, which minio-py does unless told the region.
 REGION = "us-east-1"
 
-# thread id -> a storage.json payload as controller/sts.py returns it (the seam tests replace).
+# thread id -> a storage.json payload as controller/k8s/sts.py returns it (the seam tests replace).
 Mint = Callable[[str], dict[str, Any]]
 
 
