@@ -20,7 +20,7 @@ from kubernetes import client, config
 
 from bench.common import LIFECYCLE
 from controller.config import Settings
-from tests.support.minio import running_minio
+from devkit.minio import running_minio
 
 ROOT = Path(__file__).resolve().parents[1]
 KUBECONFIG = Path(os.environ.get("KUBECONFIG", "/var/lib/threadbox-cluster/admin.kubeconfig"))

@@ -40,7 +40,7 @@ from controller.auth import create_token
 from controller.backends.base import Backend, TurnLease
 from controller.config import Settings
 from controller.runtime import build_runtime
-from tests.support.server import free_port
+from devkit.ports import free_port
 
 CODE = "print(1)"
 WARMUP = 5

@@ -30,7 +30,7 @@ from controller.config import Settings
 from controller.runtime import quotas_from
 from controller.stores.minio import MinioStore, thread_prefix
 from controller.workspace import WorkspaceSync
-from tests.support.minio import MinioServer, running_minio
+from devkit.minio import MinioServer, running_minio
 
 MIB = 2**20
 SMALL_FILES = 11

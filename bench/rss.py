@@ -19,26 +19,24 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import secrets
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
 import httpx
 from jupyter_client.blocking.client import BlockingKernelClient
 
-from bench.common import backend_settings, goal, machine, summary, table, turn, write
+from bench.common import LIFECYCLE, backend_settings, goal, machine, summary, table, turn, write
 from controller.k8s.names import all_sandboxes_selector
 from controller.runtime import build_runtime
 from controller.sandbox_env import ensure_sandbox_python
-from tests.support.client import ADMIN_TOKEN, bearer
-from tests.support.server import free_port
+from devkit.client import ADMIN_TOKEN, bearer
+from devkit.procserver import Controller, controller_env, running_controller
 
 MB = 1e6
 SAMPLES = 20
@@ -95,35 +93,11 @@ def per_item(values: list[dict[str, float]]) -> dict[str, dict[str, float]]:
 # -- the controller and local kernels ------------------------------------------------------
 
 
-@contextmanager
-def serve(tmp: Path, max_threads: int) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
-    port = free_port()
-    env = {
-        **os.environ,
-        "THREADBOX_DATA_DIR": str(tmp),
-        "THREADBOX_PORT": str(port),
-        "THREADBOX_CHAT_PORT": str(free_port()),
-        "THREADBOX_ADMIN_TOKEN": ADMIN_TOKEN,
-        "THREADBOX_MAX_SANDBOXES": str(max_threads),
-        "THREADBOX_IDLE_TIMEOUT": "3600",
-        "THREADBOX_START_TIMEOUT": "300",
-        "THREADBOX_SANDBOX_PYTHON": str(ensure_sandbox_python()),
-    }
-    cmd = [str(Path(sys.executable).parent / "threadbox"), "serve"]
-    with (tmp / "serve.log").open("wb") as log:
-        proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(600):
-            try:
-                if httpx.get(f"{url}/healthz").status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        yield proc, url
-    finally:
-        proc.terminate()  # a clean shutdown stops its kernels
-        proc.wait(timeout=300)
+def controller(tmp: Path, max_threads: int) -> AbstractContextManager[Controller]:
+    """``threadbox serve`` on the local backend in a child process, its data under ``tmp``."""
+    settings = {"max_sandboxes": max_threads, **LIFECYCLE}
+    env = controller_env(tmp, ensure_sandbox_python(), **settings)
+    return running_controller(env, tmp / "serve.log")
 
 
 async def make_live(url: str, names: list[str]) -> None:
@@ -185,17 +159,17 @@ def measure_local(counts: list[int], bare: int) -> dict[str, Any]:
     finally:
         floor.kill()
         floor.wait()
-    with tempfile.TemporaryDirectory() as tmp_dir, serve(Path(tmp_dir), max(counts)) as (proc, url):
+    with tempfile.TemporaryDirectory() as tmp_dir, controller(Path(tmp_dir), max(counts)) as served:
         tmp = Path(tmp_dir)
         live = 0
         for n in [0, *counts]:
-            asyncio.run(make_live(url, [f"t{i}" for i in range(live, n)]))
+            asyncio.run(make_live(served.url, [f"t{i}" for i in range(live, n)]))
             live = n
             time.sleep(SETTLE)
-            out["controller"][str(n)] = sampled([proc.pid])
+            out["controller"][str(n)] = sampled([served.pid])
             print(f"  controller at {n} threads: {out['controller'][str(n)]['rss_mb']['p50']:.0f} MB RSS")
         ppids = parents()
-        kernels = [pid for pid, parent in ppids.items() if parent == proc.pid]
+        kernels = [pid for pid, parent in ppids.items() if parent == served.pid]
         assert len(kernels) == live, f"{len(kernels)} kernel processes for {live} live threads"
         out["sandbox"]["local_sandbox"] = per_item([memory(tree(k, ppids)) for k in kernels])
         out["sandbox"]["bare_local_kernel"] = bare_kernels(ensure_sandbox_python(), tmp, bare)

@@ -20,8 +20,8 @@ provide() {
 ensure_uv
 sync_env
 step "lint: ruff, formatting, mypy (strict)"
-"${UV[@]}" run --frozen ruff check controller tests bench sandbox-image
-"${UV[@]}" run --frozen ruff format --check controller tests bench sandbox-image
+"${UV[@]}" run --frozen ruff check controller devkit tests bench sandbox-image
+"${UV[@]}" run --frozen ruff format --check controller devkit tests bench sandbox-image
 "${UV[@]}" run --frozen mypy
 
 provide bubblewrap ./hack/install-bwrap.sh

@@ -12,8 +12,9 @@ import pytest
 from controller.config import Settings
 from controller.runtime import build_runtime
 from controller.sandbox_env import ensure_sandbox_python
-from tests.support.client import ADMIN_TOKEN, bearer
-from tests.support.server import free_port, serve_runtime
+from devkit.client import ADMIN_TOKEN, bearer
+from devkit.ports import free_port
+from tests.support.server import serve_runtime
 
 
 @pytest.fixture(scope="session")
@@ -68,7 +69,7 @@ def api(make_settings: Any) -> Iterator[Any]:
 @pytest.fixture(scope="session")
 def minio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """A real MinIO server for the whole session; tests use their own bucket via ``minio.store()``."""
-    from tests.support.minio import MinioUnavailable, running_minio
+    from devkit.minio import MinioUnavailable, running_minio
 
     try:
         with running_minio(tmp_path_factory.mktemp("minio") / "data") as server:

@@ -39,8 +39,8 @@ from controller.backends.kubernetes import KubernetesBackend
 from controller.config import Settings
 from controller.k8s.names import all_sandboxes_selector
 from controller.runtime import build_runtime
-from tests.support.client import ADMIN_TOKEN, bearer
-from tests.support.minio import MinioServer, MinioUnavailable, running_minio
+from devkit.client import ADMIN_TOKEN, bearer
+from devkit.minio import MinioServer, MinioUnavailable, running_minio
 from tests.support.server import serve
 
 ROOT = Path(__file__).resolve().parents[2]

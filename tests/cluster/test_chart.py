@@ -24,10 +24,11 @@ from typing import Any
 import httpx
 import pytest
 
+from devkit.client import bearer
+from devkit.minio import MinioServer
 from tests.cluster.conftest import ROOT, Cluster, _run_script, _skip
-from tests.support.client import bearer, create_thread, run, stdout
+from tests.support.client import create_thread, run, stdout
 from tests.support.fake_slack import BOT_TOKEN, FakeSlack, serve_fake_slack
-from tests.support.minio import MinioServer
 from tests.support.poll import wait_until
 from tests.support.slack_events import SIGNING_SECRET, SlackSender, code
 from tests.unit.test_chart_static import required_permissions

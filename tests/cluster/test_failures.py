@@ -16,9 +16,10 @@ import pytest
 
 from controller.backends.kubernetes import KubernetesBackend
 from controller.config import Settings
+from devkit.client import ADMIN_TOKEN, bearer
+from devkit.ports import free_port
 from tests.cluster.conftest import Cluster, controller
-from tests.support.client import ADMIN_TOKEN, bearer, create_thread, errors, run, stdout
-from tests.support.server import free_port
+from tests.support.client import create_thread, errors, run, stdout
 
 pytestmark = pytest.mark.cluster
 

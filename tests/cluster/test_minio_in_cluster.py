@@ -18,9 +18,9 @@ from kubernetes import client
 
 from controller.k8s.names import NETWORK_POLICY_NAME
 from controller.k8s.objects import ip_peer, sandbox_network_policy
+from devkit.minio import MinioServer
 from tests.cluster.conftest import Cluster
 from tests.support.client import create_thread, run, stdout
-from tests.support.minio import MinioServer
 
 pytestmark = pytest.mark.cluster
 

@@ -24,10 +24,11 @@ from controller.api import create_app
 from controller.auth import create_token, revoke_token
 from controller.cli import main
 from controller.identity import ThreadKey
-from tests.support.client import ADMIN_TOKEN, bearer, create_thread, run, stdout
+from devkit.client import ADMIN_TOKEN, bearer
+from devkit.ports import free_port
+from devkit.procserver import running_controller
+from tests.support.client import create_thread, run, stdout
 from tests.support.fake_slack import TEAM_ID, FakeSlack
-from tests.support.procserver import running_controller
-from tests.support.server import free_port
 from tests.support.slack_events import SlackSender, code, slack_settings
 
 pytestmark = pytest.mark.integration
@@ -244,7 +245,7 @@ def test_custom_proxy_header_replaces_the_default(api: Any) -> None:
 
 def test_storage_outage_never_widens_access(api: Any, tmp_path: Path) -> None:
     """With MinIO down, a live thread stays usable by its owner and hidden from everyone else."""
-    from tests.support.minio import running_minio
+    from devkit.minio import running_minio
 
     with running_minio(tmp_path / "minio") as server:
         client = api(

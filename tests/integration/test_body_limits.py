@@ -27,9 +27,10 @@ import httpx
 import pytest
 
 from controller.bodylimit import DEFAULT_LIMIT
-from tests.support.client import ADMIN_TOKEN, bearer, create_thread
-from tests.support.procserver import Controller, running_controller
-from tests.support.server import free_port
+from devkit.client import ADMIN_TOKEN, bearer
+from devkit.ports import free_port
+from devkit.procserver import Controller, running_controller
+from tests.support.client import create_thread
 from tests.support.slack_events import slack_settings
 
 pytestmark = pytest.mark.integration

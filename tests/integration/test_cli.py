@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from controller.cli import main
-from tests.support.client import ADMIN_TOKEN
+from devkit.client import ADMIN_TOKEN
 
 pytestmark = pytest.mark.integration
 

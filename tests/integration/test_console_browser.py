@@ -16,7 +16,8 @@ from typing import Any
 
 import pytest
 
-from tests.support.client import ADMIN_TOKEN, create_thread
+from devkit.client import ADMIN_TOKEN
+from tests.support.client import create_thread
 
 pytestmark = pytest.mark.integration
 

@@ -31,9 +31,9 @@ from controller.events import Error, Event, Stream
 from controller.identity import ThreadKey
 from controller.runtime import Runtime, build_runtime
 from controller.threads import ensure_thread
+from devkit.procserver import running_controller
 from tests.support.client import create_thread, stdout
 from tests.support.client import run as run_api
-from tests.support.procserver import running_controller
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 

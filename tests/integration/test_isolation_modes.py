@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support.procserver import running_controller
+from devkit.procserver import running_controller
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 

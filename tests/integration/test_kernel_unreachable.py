@@ -20,7 +20,7 @@ from controller.events import Done, Error
 from controller.kernel import KernelSession, KernelUnavailable
 from controller.loopwatch import LoopWatch
 from controller.metrics import Metrics
-from tests.support.server import free_port
+from devkit.ports import free_port
 
 # The hang this guards against blocks the loop itself, where asyncio's timeouts cannot fire.
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]

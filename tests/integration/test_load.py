@@ -14,9 +14,10 @@ from typing import Any
 
 import pytest
 
+from devkit.client import api_client
+from devkit.procserver import controller_env, running_controller
 from tests.support.client import create_thread
-from tests.support.load import HealthPoller, api_client, controller_env, stream
-from tests.support.procserver import running_controller
+from tests.support.load import HealthPoller, stream
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(2400)]
 

@@ -1,6 +1,6 @@
 """Output per execution is capped, and the controller's memory does not grow with it.
 
-Against a controller in a subprocess (tests/support/procserver.py), whose peak resident
+Against a controller in a subprocess (devkit/procserver.py), whose peak resident
 memory (VmHWM) is read before and after. Two sandboxes print 500 MB each at once; a hostile
 cell publishes one huge IOPub message itself, past the kernel's own cap.
 """
@@ -14,9 +14,10 @@ from typing import Any
 import httpx
 import pytest
 
+from devkit.client import api_client
+from devkit.procserver import Controller, controller_env, running_controller
 from tests.support.client import create_thread
-from tests.support.load import HealthPoller, api_client, controller_env, stream
-from tests.support.procserver import Controller, running_controller
+from tests.support.load import HealthPoller, stream
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 

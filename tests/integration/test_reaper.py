@@ -43,7 +43,7 @@ def test_idle_sandbox_is_persisted_to_minio_then_reaped_then_restored(api: Any, 
 
 
 def test_minio_outage_keeps_output_and_reports_clearly(api: Any, tmp_path: Any) -> None:
-    from tests.support.minio import running_minio
+    from devkit.minio import running_minio
 
     with running_minio(tmp_path / "m") as server:
         client = api(**minio_settings(server, "outage"))

@@ -1,4 +1,6 @@
-"""Helpers to drive the API the way a client would, and read its event streams."""
+"""Helpers to drive the API the way a client would, and read its event streams.
+
+The bootstrap admin token and its header are in devkit.client."""
 
 from __future__ import annotations
 
@@ -6,13 +8,6 @@ import json
 from typing import Any
 
 import httpx
-
-# The bootstrap admin token of the `api` fixture's servers (THREADBOX_ADMIN_TOKEN).
-ADMIN_TOKEN = "tbx_test-admin-token-for-the-api-fixture"
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
 
 
 def create_thread(client: httpx.Client, name: str, user: str | None = None) -> str:

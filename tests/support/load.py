@@ -1,8 +1,7 @@
-"""Helpers for tests that load a controller running in a subprocess (tests/support/procserver.py).
+"""Helpers for tests that load a controller running in a subprocess (devkit/procserver.py).
 
 ``HealthPoller`` asks ``/healthz`` on a fixed period from a process of its own and keeps the
-worst latency, so a test can assert the event loop answered throughout. ``controller_env``
-is the environment of a local-backend controller with its data under a test's directory.
+worst latency, so a test can assert the event loop answered throughout.
 """
 
 from __future__ import annotations
@@ -10,13 +9,9 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
 from typing import Any
 
 import httpx
-
-from tests.support.client import ADMIN_TOKEN, bearer
-from tests.support.server import free_port
 
 POLL_PERIOD = 0.15
 # A request that takes this long counts as "no answer"; the worst latency records it.
@@ -63,26 +58,6 @@ class HealthPoller:
         out, _ = self._proc.communicate(input="", timeout=POLL_TIMEOUT + 10)  # EOF stops it
         result = json.loads(out)
         self.worst, self.count, self.failures = result["worst"], result["count"], result["failures"]
-
-
-def controller_env(data_dir: Path, sandbox_python: Path, **settings: Any) -> dict[str, str]:
-    env = {
-        "THREADBOX_DATA_DIR": str(data_dir),
-        "THREADBOX_SANDBOX_PYTHON": str(sandbox_python),
-        "THREADBOX_BACKEND": "local",
-        "THREADBOX_STORE": "local",
-        "THREADBOX_CHAT_PORT": str(free_port()),
-        "THREADBOX_ADMIN_TOKEN": ADMIN_TOKEN,
-        # A hang can then be diagnosed from outside: SIGABRT dumps every thread's stack to the log.
-        "PYTHONFAULTHANDLER": "1",
-    }
-    env.update({f"THREADBOX_{key.upper()}": str(value) for key, value in settings.items()})
-    return env
-
-
-def api_client(url: str) -> httpx.Client:
-    """An admin client of the controller, patient enough for long turns."""
-    return httpx.Client(base_url=url, headers=bearer(ADMIN_TOKEN), timeout=httpx.Timeout(10, read=300))
 
 
 def stream(client: httpx.Client, thread_id: str, code: str) -> list[dict[str, Any]]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import threading
 from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
@@ -13,12 +12,7 @@ import uvicorn
 
 from controller.runtime import Runtime
 from controller.serving import build_servers, serve_both
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from devkit.ports import free_port
 
 
 @contextmanager

@@ -1,8 +1,10 @@
-"""The controller in a subprocess of its own, for tests that measure its memory or kill it.
+"""The controller in a subprocess of its own, for tests and benchmarks that measure its memory or kill it.
 
 ``running_controller(env)`` starts ``threadbox serve`` with the given ``THREADBOX_*``
 environment on a free port, waits until ``/healthz`` answers, and yields a handle
 with the base URL and the pid. The process is stopped (SIGTERM, then SIGKILL) on exit.
+``controller_env`` is the environment of a local-backend controller with its data in a
+given directory.
 """
 
 from __future__ import annotations
@@ -16,10 +18,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 
-from tests.support.server import free_port
+from devkit.client import ADMIN_TOKEN
+from devkit.ports import free_port
 
 START_TIMEOUT = 60.0
 
@@ -36,6 +40,21 @@ class Controller:
     def peak_rss_bytes(self) -> int:
         """The high-water mark of resident memory since start (VmHWM)."""
         return _status_kib(self.pid, "VmHWM") * 1024
+
+
+def controller_env(data_dir: Path, sandbox_python: Path, **settings: Any) -> dict[str, str]:
+    env = {
+        "THREADBOX_DATA_DIR": str(data_dir),
+        "THREADBOX_SANDBOX_PYTHON": str(sandbox_python),
+        "THREADBOX_BACKEND": "local",
+        "THREADBOX_STORE": "local",
+        "THREADBOX_CHAT_PORT": str(free_port()),
+        "THREADBOX_ADMIN_TOKEN": ADMIN_TOKEN,
+        # A hang can then be diagnosed from outside: SIGABRT dumps every thread's stack to the log.
+        "PYTHONFAULTHANDLER": "1",
+    }
+    env.update({f"THREADBOX_{key.upper()}": str(value) for key, value in settings.items()})
+    return env
 
 
 def _status_kib(pid: int, field: str) -> int:

@@ -15,9 +15,9 @@ from pathlib import Path
 import httpx
 
 from controller.stores.minio import MinioStore
-from tests.support.server import free_port
+from devkit.ports import free_port
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 
 
 class MinioUnavailable(Exception):
@@ -54,7 +54,8 @@ class MinioServer:
         alias = ["alias", "set", "tb", f"http://{self.endpoint}", self.access_key, self.secret_key]
         for command in (alias, list(args)):
             proc = subprocess.run([*mc, *command], capture_output=True, text=True, timeout=60)
-            assert proc.returncode == 0, f"mc {command[:3]} failed: {proc.stdout}{proc.stderr}"
+            if proc.returncode:
+                raise RuntimeError(f"mc {' '.join(command[:3])} failed: {proc.stdout}{proc.stderr}")
 
     def bucket_user(self, bucket: str, config_dir: Path) -> tuple[str, str]:
         """A regular user limited to the bucket's threads, as a deployment's controller would use

@@ -1,0 +1,7 @@
+"""Tools shared by tests and benchmarks: real services and clients; not shipped in the controller image.
+
+- ``ports``: a free loopback port;
+- ``minio``: a real MinIO server from the cached binary (hack/install-minio.sh);
+- ``client``: the bootstrap admin token and clients of a running controller's API;
+- ``procserver``: ``threadbox serve`` in a subprocess of its own.
+"""

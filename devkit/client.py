@@ -1,0 +1,18 @@
+"""Clients of a running controller's API, as its bootstrap admin."""
+
+from __future__ import annotations
+
+import httpx
+
+# The bootstrap admin token (THREADBOX_ADMIN_TOKEN) of every controller devkit and the test
+# fixtures start; a dev value, never a deployment's.
+ADMIN_TOKEN = "tbx_test-admin-token-for-the-api-fixture"
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def api_client(url: str) -> httpx.Client:
+    """An admin client of the controller at ``url``, patient enough for long turns."""
+    return httpx.Client(base_url=url, headers=bearer(ADMIN_TOKEN), timeout=httpx.Timeout(10, read=300))
