@@ -26,7 +26,7 @@ from controller.runtime import Runtime
 from controller.stores.base import NotInStore, StoredFile, StoreUnavailable
 from controller.streaming import detached, ndjson, sse
 from controller.threads import ThreadRecord, ensure_thread, get_thread, list_threads
-from controller.uploads import Uploads
+from controller.uploads import NotInSandbox, Uploads
 
 NDJSON = "application/x-ndjson"
 BODY_LIMIT_RESPONSE: dict[int | str, dict[str, Any]] = {
@@ -150,29 +150,30 @@ def _add_ops_routes(app: FastAPI, rt: Runtime) -> None:
         return Response(generate_latest(rt.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 
-# Records seen recently, used only to keep live sandboxes usable while storage is down.
-_RECENT: dict[str, ThreadRecord] = {}
-_RECENT_MAX = 10_000
-
-
 def _visible(record: ThreadRecord, who: Principal) -> bool:
     """Admins see every thread; a user only the API threads they own (never chat threads)."""
     return who.admin or (record.source == "api" and record.user == who.user)
 
 
+async def _read_thread(rt: Runtime, thread_id: str) -> ThreadRecord | None:
+    """The thread's record from the store; while the store is down, the one this replica read
+    last, and only for a thread whose sandbox is live here."""
+    try:
+        record: ThreadRecord | None = await _blocking(get_thread, rt.store, thread_id)
+    except StoreUnavailable:
+        recent = rt.recent_threads.get(thread_id)
+        if recent is None or not rt.manager.is_live(thread_id):
+            raise
+        return recent
+    if record is None:
+        rt.recent_threads.forget(thread_id)  # deleted, maybe by another replica
+    else:
+        rt.recent_threads.remember(record)
+    return record
+
+
 async def _thread(rt: Runtime, thread_id: str, who: Principal) -> ThreadRecord:
-    record: ThreadRecord | None = None
-    if is_thread_id(thread_id):
-        try:
-            record = await _blocking(get_thread, rt.store, thread_id)
-        except StoreUnavailable:
-            if thread_id not in _RECENT or not rt.manager.is_live(thread_id):
-                raise
-            record = _RECENT[thread_id]
-    if record is not None and thread_id not in _RECENT:
-        if len(_RECENT) >= _RECENT_MAX:
-            _RECENT.pop(next(iter(_RECENT)))
-        _RECENT[thread_id] = record
+    record = await _read_thread(rt, thread_id) if is_thread_id(thread_id) else None
     # Someone else's thread answers exactly like a missing one, so ids cannot be probed.
     if record is None or not _visible(record, who):
         raise HTTPException(404, f"No thread {thread_id!r}. Create it with POST /threads first.")
@@ -216,6 +217,7 @@ def _add_thread_routes(app: FastAPI, rt: Runtime) -> None:
         await _thread(rt, thread_id, who)
         await rt.manager.stop_thread(thread_id)
         await _blocking(rt.store.delete_thread, thread_id)
+        rt.recent_threads.forget(thread_id)
         return Response(status_code=204)
 
     @app.post(
@@ -242,7 +244,9 @@ def _add_thread_routes(app: FastAPI, rt: Runtime) -> None:
         record = await _thread(rt, thread_id, who)
         if len(body.text.encode()) > rt.settings.max_code_bytes:
             raise HTTPException(413, f"The message is over the {rt.settings.max_code_bytes}-byte limit.")
-        return _stream(request, rt.agent.respond(Turn(thread_id, body.text, record.user)))
+        return _stream(
+            request, rt.manager.turn(thread_id, rt.agent.respond(Turn(thread_id, body.text, record.user)))
+        )
 
 
 def _add_file_routes(app: FastAPI, rt: Runtime) -> None:
@@ -263,6 +267,7 @@ def _add_file_routes(app: FastAPI, rt: Runtime) -> None:
             400: {"description": "The name is unsafe (traversal, control characters, reserved)."},
             409: {"description": "A stored or live file, folder or link is in the way of the name."},
             413: {"description": "Over a size limit or quota; over-long bodies are refused unread."},
+            502: {"description": "Stored, but the live sandbox did not take it (it has it from its next start)."},
         },
     )
     async def upload(
@@ -284,6 +289,8 @@ def _add_file_routes(app: FastAPI, rt: Runtime) -> None:
             raise HTTPException(409, f"Upload refused: {exc}.") from exc
         except QuotaExceeded as exc:
             raise HTTPException(413, f"Upload refused: {exc}.") from exc
+        except NotInSandbox as exc:
+            raise HTTPException(502, f"{exc}.") from exc
         return FileOut(**vars(stored))
 
     @app.get("/threads/{thread_id}/files/{name:path}", tags=["files"], response_class=Response)

@@ -1,6 +1,12 @@
 """SandboxManager: gives each thread a ready sandbox and runs its turns in order.
 
-- Turns of one thread run in arrival order (a FIFO lock per thread); threads run concurrently.
+- A turn (an agent's answer to one message, or one /execute) owns its thread from start to
+  end: ``turn()`` takes the thread's turn lock once, and on Kubernetes its Lease, so two
+  turns of one thread never interleave in any replica, and every execution and history
+  write of the turn happens inside. Turns of one thread run in arrival order; threads run
+  concurrently.
+- ``execute()`` runs one piece of code of the current turn; a shorter per-thread sandbox
+  lock orders it against uploads, eviction and reaping.
 - At most ``max_sandboxes`` live at once. A new thread first evicts the least recently
   used idle sandbox (persisting it); if every sandbox is busy it waits in a FIFO queue
   and is told its position.
@@ -29,6 +35,7 @@ from controller.backends.base import (
 from controller.config import Settings
 from controller.events import Done, Error, Event, FilesChanged, Status
 from controller.kernel import RESTART_NOTE, KernelSession, KernelUnavailable
+from controller.keyedlock import KeyedLock
 from controller.metrics import Metrics
 from controller.stores.base import StoreError, ThreadStore
 from controller.workspace import plain_reason
@@ -50,7 +57,8 @@ class SandboxManager:
         self.settings = settings
         self.metrics = metrics
         self._live: dict[str, Live] = {}
-        self._locks: dict[str, asyncio.Lock] = {}
+        self._turns = KeyedLock()
+        self._sandboxes = KeyedLock()
         self._slots_used = 0
         self._waiting: list[object] = []
         self._changed = asyncio.Event()
@@ -78,7 +86,7 @@ class SandboxManager:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reaper
         for thread_id in list(self._live):
-            async with self._lock(thread_id):
+            async with self._sandboxes.hold(thread_id):
                 live = self._live.pop(thread_id, None)
                 if live is None:
                     continue
@@ -93,30 +101,56 @@ class SandboxManager:
 
     # -- turns ---------------------------------------------------------------------
 
-    def _lock(self, thread_id: str) -> asyncio.Lock:
-        return self._locks.setdefault(thread_id, asyncio.Lock())
-
     def is_live(self, thread_id: str) -> bool:
         return thread_id in self._live
 
-    async def run(
-        self, thread_id: str, code: str, user: str | None = None, timeout: float | None = None
-    ) -> AsyncIterator[Event]:
-        """Run one turn of code in the thread's sandbox; the last event is always Done."""
+    def turns_waiting(self, thread_id: str) -> int:
+        """Turns of the thread queued in this replica behind the one running."""
+        return self._turns.waiting(thread_id)
+
+    def _busy(self, thread_id: str) -> bool:
+        """A turn runs (between its executions too), or an execution or upload does."""
+        return self._turns.locked(thread_id) or self._sandboxes.locked(thread_id)
+
+    async def turn(self, thread_id: str, events: AsyncIterator[Event]) -> AsyncIterator[Event]:
+        """Relay ``events`` (an agent's answer, or one execution) as the thread's one turn.
+
+        Waits for the thread's earlier turns, here and (Lease) in other replicas; queued
+        meanwhile, it says so. ``events`` starts only once the turn is held.
+        """
         try:
-            async with self._lock(thread_id):
+            async with self._turns.hold(thread_id):
                 lease = self.backend.turn_lease(thread_id)
                 if lease is not None:
                     async for note in lease.acquire():
                         yield Status(phase="queued", message=note)
                 try:
-                    async for event in self._turn(thread_id, code, user, timeout):
+                    async for event in events:
                         yield event
                 finally:
                     if lease is not None:
                         self._release_later(lease)
         finally:
             self._changed.set()  # this sandbox may now be idle: queued threads can evict it
+
+    def run(
+        self, thread_id: str, code: str, user: str | None = None, timeout: float | None = None
+    ) -> AsyncIterator[Event]:
+        """One turn that runs ``code`` (the API's /execute); the last event is always Done."""
+        return self.turn(thread_id, self.execute(thread_id, code, user, timeout))
+
+    async def execute(
+        self, thread_id: str, code: str, user: str | None = None, timeout: float | None = None
+    ) -> AsyncIterator[Event]:
+        """Run ``code`` within the thread's current turn; the last event is always Done."""
+        if not self._turns.locked(thread_id):
+            raise RuntimeError(f"execute() outside a turn of thread {thread_id}")
+        try:
+            async with self._sandboxes.hold(thread_id):
+                async for event in self._run_code(thread_id, code, user, timeout):
+                    yield event
+        finally:
+            self._changed.set()
 
     def _release_later(self, lease: TurnLease) -> None:
         # The answer need not wait for the API server. A next turn of this thread in this
@@ -125,7 +159,7 @@ class SandboxManager:
         self._releasing.add(task)
         task.add_done_callback(self._releasing.discard)
 
-    async def _turn(
+    async def _run_code(
         self, thread_id: str, code: str, user: str | None, timeout: float | None
     ) -> AsyncIterator[Event]:
         try:
@@ -166,7 +200,9 @@ class SandboxManager:
             yield files
         if live.session.last_state in ("dead", "unresponsive"):
             reason = "died" if live.session.last_state == "dead" else "timeout"
-            await self._retire(live.info.thread_id, reason, locked=True)  # run() holds the thread's lock
+            await self._retire(
+                live.info.thread_id, reason, locked=True
+            )  # execute() holds the thread's sandbox lock
         else:
             await self.backend.touch(live.info)
         yield done
@@ -267,7 +303,7 @@ class SandboxManager:
         idle = [
             (live.info.last_active, tid)
             for tid, live in self._live.items()
-            if not self._lock(tid).locked() and live.session.last_state == "idle"
+            if not self._busy(tid) and live.session.last_state == "idle"
         ]
         return min(idle)[1] if idle else None
 
@@ -278,7 +314,7 @@ class SandboxManager:
 
     async def _retire(self, thread_id: str, reason: str, locked: bool = False) -> None:
         """Persist and stop a thread's sandbox. ``locked``: the caller holds the thread's lock."""
-        lock = contextlib.nullcontext() if locked else self._lock(thread_id)
+        lock = contextlib.nullcontext() if locked else self._sandboxes.hold(thread_id)
         async with lock:
             live = self._live.pop(thread_id, None)
             if live is None:
@@ -318,7 +354,7 @@ class SandboxManager:
         reaped = []
         for thread_id, live in list(self._live.items()):
             idle_for = now - live.info.last_active
-            if self._lock(thread_id).locked() or live.session.last_state != "idle":
+            if self._busy(thread_id) or live.session.last_state != "idle":
                 continue
             if idle_for >= self.settings.idle_timeout:
                 await self._retire(thread_id, "idle")
@@ -326,8 +362,8 @@ class SandboxManager:
         for info in await self.backend.list():
             # Running but not ours (adopted after a restart, never used since): same rule.
             if info.thread_id not in self._live and now - info.last_active >= self.settings.idle_timeout:
-                async with self._lock(info.thread_id):
-                    if info.thread_id in self._live:
+                async with self._sandboxes.hold(info.thread_id):
+                    if info.thread_id in self._live or self._turns.locked(info.thread_id):
                         continue
                     await self._shut(info, None, "idle")
                     reaped.append(info.thread_id)
@@ -349,7 +385,7 @@ class SandboxManager:
 
     async def write_file(self, thread_id: str, name: str, data: bytes) -> None:
         """Copy an already-stored file into the live sandbox, if there is one."""
-        async with self._lock(thread_id):
+        async with self._sandboxes.hold(thread_id):
             live = self._live.get(thread_id)
             if live is not None:
                 await self.backend.write_file(live.info, name, data)

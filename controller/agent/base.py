@@ -22,5 +22,6 @@ class Agent(Protocol):
     name: str
 
     def respond(self, turn: Turn) -> AsyncIterator[Event]:
-        """Yield events for this turn; the last one is Done."""
+        """Yield events for this turn; the last one is Done. Runs inside the thread's turn
+        (SandboxManager.turn), so it runs code with ``manager.execute`` and needs no lock."""
         ...

@@ -65,13 +65,9 @@ class BuiltinAgent:
         self.store = store
         self.client = make_client(settings, timeout)
         self.history = History(store, HISTORY_KEY, settings.history_token_budget, settings.history_ttl_days)
-        self._locks: dict[str, asyncio.Lock] = {}
 
-    async def respond(self, turn: Turn) -> AsyncIterator[Event]:
-        # Two messages of one thread must not interleave: each reads and rewrites its history.
-        async with self._locks.setdefault(turn.thread_id, asyncio.Lock()):
-            async for event in _TurnRun(self, turn).events():
-                yield event
+    def respond(self, turn: Turn) -> AsyncIterator[Event]:
+        return _TurnRun(self, turn).events()
 
     def files(self, thread_id: str) -> list[StoredFile]:
         ttl = self.settings.file_ttl_days
@@ -143,7 +139,7 @@ class _TurnRun:
             )
             return
         summary = ExecutionSummary()
-        async for event in self.agent.manager.run(self.turn.thread_id, code, user=self.turn.user):
+        async for event in self.agent.manager.execute(self.turn.thread_id, code, user=self.turn.user):
             summary.add(event)
             if not isinstance(event, Done):
                 yield event

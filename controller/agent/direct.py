@@ -39,7 +39,7 @@ class DirectAgent:
             return
         last: Done | None = None
         for code in blocks:
-            async for event in self.manager.run(turn.thread_id, code, user=turn.user):
+            async for event in self.manager.execute(turn.thread_id, code, user=turn.user):
                 if isinstance(event, Done):
                     last = event
                     continue

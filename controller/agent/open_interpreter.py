@@ -75,7 +75,7 @@ class KernelBridge:
 
     async def _execute(self, code: str) -> str:
         summary = ExecutionSummary()
-        async for event in self.manager.run(self.thread_id, code, user=self.user):
+        async for event in self.manager.execute(self.thread_id, code, user=self.user):
             summary.add(event)
             if not isinstance(event, Done):
                 self.emit(event)
@@ -193,14 +193,8 @@ class OpenInterpreterAgent:
         self.history = History(store, HISTORY_KEY, settings.history_token_budget, settings.history_ttl_days)
         # One OI instance per thread (OI keeps per-chat state on it), the least recent evicted.
         self._instances: OrderedDict[str, Instance] = OrderedDict()
-        self._locks: dict[str, asyncio.Lock] = {}
 
     async def respond(self, turn: Turn) -> AsyncIterator[Event]:
-        async with self._locks.setdefault(turn.thread_id, asyncio.Lock()):
-            async for event in self._turn(turn):
-                yield event
-
-    async def _turn(self, turn: Turn) -> AsyncIterator[Event]:
         started = time.monotonic()
         queue: asyncio.Queue[Event | None] = asyncio.Queue()
         loop = asyncio.get_running_loop()

@@ -124,7 +124,9 @@ class SlackBot:
             reply.note(f"Your message is over the {limit}-byte limit, so I did not run it.")
         else:
             turn = Turn(record.id, msg.text, record.user, received.names)
-            async for event in detached(self.rt.agent.respond(turn), self.rt.manager.turns):
+            async for event in detached(
+                self.rt.manager.turn(turn.thread_id, self.rt.agent.respond(turn)), self.rt.manager.turns
+            ):
                 await reply.show(event)
         await reply.finish()
 
