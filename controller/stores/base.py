@@ -66,6 +66,14 @@ class ThreadStore(Protocol):
 
     def put_json(self, thread_id: str, key: str, value: Any) -> None: ...
 
+    def list_json(self, thread_id: str, folder: str) -> dict[str, Any]:
+        """Every ``folder/<name>`` value of the thread, by name, in name order. Writers that
+        must not lose each other's records (two replicas) each write their own name."""
+        ...
+
+    def delete_json(self, thread_id: str, key: str) -> None:
+        """Remove one value; gone already is fine."""
+
     def list_files(self, thread_id: str) -> list[StoredFile]: ...
 
     def put_file(self, thread_id: str, name: str, source: Path, sha256: str) -> StoredFile: ...

@@ -73,11 +73,24 @@ class LocalStore:
         return sorted(p.name for p in base.iterdir() if p.is_dir()) if base.exists() else []
 
     def get_json(self, thread_id: str, key: str) -> Any | None:
-        path = self._thread(thread_id) / f"{key}.json"
-        return json.loads(path.read_bytes()) if path.exists() else None
+        try:  # not exists() first: a record removed in between is simply gone
+            return json.loads((self._thread(thread_id) / f"{key}.json").read_bytes())
+        except FileNotFoundError:
+            return None
 
     def put_json(self, thread_id: str, key: str, value: Any) -> None:
         _atomic_write(self._thread(thread_id) / f"{key}.json", json.dumps(value).encode())
+
+    def list_json(self, thread_id: str, folder: str) -> dict[str, Any]:
+        base = self._thread(thread_id) / folder
+        if not base.is_dir():
+            return {}
+        names = sorted(p.name[: -len(".json")] for p in base.iterdir() if p.name.endswith(".json"))
+        values = {n: self.get_json(thread_id, f"{folder}/{n}") for n in names}
+        return {n: v for n, v in values.items() if v is not None}
+
+    def delete_json(self, thread_id: str, key: str) -> None:
+        (self._thread(thread_id) / f"{key}.json").unlink(missing_ok=True)
 
     def list_files(self, thread_id: str) -> list[StoredFile]:
         with self._lock:

@@ -103,6 +103,19 @@ class MinioStore:
         name = f"{thread_prefix(thread_id)}{key}.json"
         self._call(lambda: self.client.put_object(self.bucket, name, io.BytesIO(data), len(data)))
 
+    def list_json(self, thread_id: str, folder: str) -> dict[str, Any]:
+        start = f"{thread_prefix(thread_id)}{folder}/"
+        objs = self._call(lambda: list(self.client.list_objects(self.bucket, prefix=start)))
+        names = sorted(
+            o.object_name[len(start) : -len(".json")] for o in objs if o.object_name.endswith(".json")
+        )
+        values = {n: self.get_json(thread_id, f"{folder}/{n}") for n in names}
+        return {n: v for n, v in values.items() if v is not None}
+
+    def delete_json(self, thread_id: str, key: str) -> None:
+        name = f"{thread_prefix(thread_id)}{key}.json"
+        self._call(lambda: self.client.remove_object(self.bucket, name))
+
     def list_files(self, thread_id: str) -> list[StoredFile]:
         prefix = f"{thread_prefix(thread_id)}files/"
         objs = self._call(

@@ -59,7 +59,7 @@ def test_answers_a_csv_question_with_code_output_and_a_plot(api: Any) -> None:
     # The model reads a summary: the figure is "[image]", never its base64.
     [result] = tool_results(fake.requests[1])
     assert "total amount: 300.0" in result and "[image]" in result and "iVBOR" not in result
-    stored = json.dumps(client.runtime.store.get_json(thread, "history"))  # type: ignore[attr-defined]
+    stored = json.dumps(client.runtime.store.list_json(thread, "history"))  # type: ignore[attr-defined]
     assert "total amount: 300.0" in stored and "iVBOR" not in stored
 
 

@@ -48,7 +48,7 @@ def test_open_interpreter_answers_a_csv_question(api: Any) -> None:
     ]
     # The figure reached the user as an event; OI and the model only saw "[image]".
     assert "[image]" in json.dumps(fake.requests[1]["messages"])
-    stored = json.dumps(client.runtime.store.get_json(thread, "oi_history"))  # type: ignore[attr-defined]
+    stored = json.dumps(client.runtime.store.list_json(thread, "oi_history"))  # type: ignore[attr-defined]
     assert "total amount: 300.0" in stored and "iVBOR" not in stored
 
 

@@ -56,6 +56,19 @@ def test_files_json_threads_and_claims(store: ThreadStore, tmp_path: Path) -> No
     assert store.list_threads() == ["t-1"]
 
 
+def test_records_in_a_folder_list_in_name_order_and_delete(store: ThreadStore) -> None:
+    for name in ("b", "a", "c"):
+        store.put_json("t-1", f"history/{name}", {"n": name})
+    store.put_json("t-1", "history", {"whole": True})  # a record beside the folder is not in it
+    store.put_json("t-2", "history/a", {"n": "other thread"})
+    assert store.list_json("t-1", "history") == {"a": {"n": "a"}, "b": {"n": "b"}, "c": {"n": "c"}}
+    store.delete_json("t-1", "history/b")
+    store.delete_json("t-1", "history/b")  # gone already is fine
+    assert list(store.list_json("t-1", "history")) == ["a", "c"]
+    assert store.list_json("t-1", "nothing") == {}
+    assert store.get_json("t-1", "history") == {"whole": True}
+
+
 def test_unavailable_minio_is_a_clear_error() -> None:
     store = MinioStore.connect("127.0.0.1:9", "x", "y", "bucket")  # port 9: nothing listens
     with pytest.raises(StoreUnavailable, match="unavailable"):

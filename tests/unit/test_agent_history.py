@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 
@@ -71,6 +72,46 @@ def test_history_round_trips_through_the_store_and_trims(tmp_path: Path) -> None
 
 
 def test_history_ignores_an_unreadable_record(tmp_path: Path) -> None:
-    store = LocalStore(tmp_path)
-    store.put_json("t" * 32, "history", {"version": 99})
-    assert History(store, "history", 500, 30).load("t" * 32) == []
+    store, thread = LocalStore(tmp_path), "t" * 32
+    history = History(store, "history", 500, 30)
+    history.append(thread, exchange(time.time(), "kept"))
+    store.put_json(thread, "history/0000000001.000000-bad", {"messages": "no time"})
+    assert [e.messages[0]["content"] for e in history.load(thread)] == ["kept"]
+    store.put_json(thread, "history", {"version": 99})  # an unknown whole-history record
+    assert [e.messages[0]["content"] for e in history.load(thread)] == ["kept"]
+    assert store.get_json(thread, "history") is None
+
+
+def test_a_history_written_whole_by_an_older_version_is_split_into_records(tmp_path: Path) -> None:
+    store, thread, now = LocalStore(tmp_path), "t" * 32, time.time()
+    old = [exchange(now - 2, "first"), exchange(now - 1, "second")]
+    store.put_json(
+        thread, "history", {"version": 1, "exchanges": [{"at": e.at, "messages": e.messages} for e in old]}
+    )
+    history = History(store, "history", 5000, 30)
+    assert [e.messages[0]["content"] for e in history.load(thread)] == ["first", "second"]
+    history.append(thread, exchange(now, "third"))
+    assert store.get_json(thread, "history") is None
+    assert len(store.list_json(thread, "history")) == 3
+    assert [e.messages[0]["content"] for e in history.load(thread)] == ["first", "second", "third"]
+
+
+def test_concurrent_writers_never_lose_an_exchange(tmp_path: Path) -> None:
+    """Two replicas appending to one thread at once (each its own History over one store):
+    a load-modify-write of a single record loses exchanges here; one record each loses none."""
+    store, thread, now = LocalStore(tmp_path), "t" * 32, time.time()
+    writers = [History(store, "history", 10**6, 30) for _ in range(2)]
+    barrier = threading.Barrier(2)
+
+    def write(w: int) -> None:
+        barrier.wait(timeout=10)
+        for i in range(25):
+            writers[w].append(thread, exchange(now + i / 100, f"w{w}-{i}"))
+
+    threads = [threading.Thread(target=write, args=(w,)) for w in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    texts = {e.messages[0]["content"] for e in writers[0].load(thread)}
+    assert texts == {f"w{w}-{i}" for w in range(2) for i in range(25)}
