@@ -25,6 +25,7 @@ from controller.sandbox_env import ensure_sandbox_python
 from controller.stores.base import ThreadStore
 from controller.stores.local import LocalStore
 from controller.stores.minio import MinioStore
+from controller.threads import RecentRecords
 
 
 @dataclass
@@ -46,6 +47,8 @@ class Runtime:
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     # The event loop's lag watchdog (controller/loopwatch.py), running from start() to close().
     loopwatch: LoopWatch | None = None
+    # Records read from the store, for this replica's live threads while storage is down.
+    recent_threads: RecentRecords = field(default_factory=RecentRecords)
 
     async def start(self) -> None:
         self.loopwatch = LoopWatch(self.metrics.loop_lag)

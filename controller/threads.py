@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections import OrderedDict
 from typing import Any
 
 from pydantic import BaseModel
@@ -48,3 +49,28 @@ def get_thread(store: ThreadStore, thread_id: str) -> ThreadRecord | None:
 def list_threads(store: ThreadStore) -> list[ThreadRecord]:
     records = (get_thread(store, tid) for tid in store.list_threads())
     return sorted((r for r in records if r), key=lambda r: r.created)
+
+
+class RecentRecords:
+    """The thread records this replica read last, at most ``limit`` of them, so that a thread
+    whose sandbox is live here stays usable while storage is down.
+
+    The store stays the truth: a record is remembered only from a read that found it, and
+    forgotten once a read finds the thread gone. Callers still check the caller's right to it.
+    """
+
+    def __init__(self, limit: int = 10_000) -> None:
+        self._limit = limit
+        self._records: OrderedDict[str, ThreadRecord] = OrderedDict()
+
+    def remember(self, record: ThreadRecord) -> None:
+        self._records[record.id] = record
+        self._records.move_to_end(record.id)  # the least recently read goes first
+        if len(self._records) > self._limit:
+            self._records.popitem(last=False)
+
+    def forget(self, thread_id: str) -> None:
+        self._records.pop(thread_id, None)
+
+    def get(self, thread_id: str) -> ThreadRecord | None:
+        return self._records.get(thread_id)

@@ -244,7 +244,8 @@ def test_custom_proxy_header_replaces_the_default(api: Any) -> None:
 
 
 def test_storage_outage_never_widens_access(api: Any, tmp_path: Path) -> None:
-    """With MinIO down, a live thread stays usable by its owner and hidden from everyone else."""
+    """With MinIO down, a live thread stays usable by its owner and hidden from everyone else,
+    and a live thread that was deleted is not brought back from the controller's memory."""
     from devkit.minio import running_minio
 
     with running_minio(tmp_path / "minio") as server:
@@ -264,12 +265,21 @@ def test_storage_outage_never_widens_access(api: Any, tmp_path: Path) -> None:
             tid = create_thread(carol, "live one")
             assert stdout(run(carol, tid, "print('up')")) == "up\n"
             assert dave.get(f"/threads/{tid}").status_code == 404
+            # Deleted by another replica (straight from the store) while its sandbox lives on here.
+            deleted = create_thread(carol, "deleted elsewhere")
+            assert stdout(run(carol, deleted, "print('up')")) == "up\n"
+            client.runtime.store.delete_thread(deleted)
+            assert carol.get(f"/threads/{deleted}").status_code == 404
+            assert client.runtime.manager.is_live(deleted)
     # MinIO is gone: the owner still reaches the live thread (the controller's recent records) ...
     with (
         httpx.Client(base_url=url, headers={"X-Forwarded-User": "carol"}, timeout=120) as carol,
         httpx.Client(base_url=url, headers={"X-Forwarded-User": "dave"}, timeout=120) as dave,
     ):
         assert carol.get(f"/threads/{tid}").status_code == 200
+        # ... but not the deleted one: storage cannot say, so it says that.
+        unknown = carol.get(f"/threads/{deleted}")
+        assert unknown.status_code == 503 and "Storage is unavailable" in unknown.json()["detail"]
         # ... and nobody else does, through that same path.
         hidden = dave.get(f"/threads/{tid}")
         assert hidden.status_code == 404 and hidden.json() == {"detail": NO_THREAD.format(tid)}
