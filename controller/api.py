@@ -26,7 +26,7 @@ from controller.runtime import Runtime
 from controller.stores.base import NotInStore, StoredFile, StoreUnavailable
 from controller.streaming import detached, ndjson, sse
 from controller.threads import ThreadRecord, ensure_thread, get_thread, list_threads
-from controller.uploads import Uploads
+from controller.uploads import NotInSandbox, Uploads
 
 NDJSON = "application/x-ndjson"
 BODY_LIMIT_RESPONSE: dict[int | str, dict[str, Any]] = {
@@ -244,7 +244,9 @@ def _add_thread_routes(app: FastAPI, rt: Runtime) -> None:
         record = await _thread(rt, thread_id, who)
         if len(body.text.encode()) > rt.settings.max_code_bytes:
             raise HTTPException(413, f"The message is over the {rt.settings.max_code_bytes}-byte limit.")
-        return _stream(request, rt.agent.respond(Turn(thread_id, body.text, record.user)))
+        return _stream(
+            request, rt.manager.turn(thread_id, rt.agent.respond(Turn(thread_id, body.text, record.user)))
+        )
 
 
 def _add_file_routes(app: FastAPI, rt: Runtime) -> None:
@@ -265,6 +267,7 @@ def _add_file_routes(app: FastAPI, rt: Runtime) -> None:
             400: {"description": "The name is unsafe (traversal, control characters, reserved)."},
             409: {"description": "A stored or live file, folder or link is in the way of the name."},
             413: {"description": "Over a size limit or quota; over-long bodies are refused unread."},
+            502: {"description": "Stored, but the live sandbox did not take it (it has it from its next start)."},
         },
     )
     async def upload(
@@ -286,6 +289,8 @@ def _add_file_routes(app: FastAPI, rt: Runtime) -> None:
             raise HTTPException(409, f"Upload refused: {exc}.") from exc
         except QuotaExceeded as exc:
             raise HTTPException(413, f"Upload refused: {exc}.") from exc
+        except NotInSandbox as exc:
+            raise HTTPException(502, f"{exc}.") from exc
         return FileOut(**vars(stored))
 
     @app.get("/threads/{thread_id}/files/{name:path}", tags=["files"], response_class=Response)
