@@ -336,9 +336,9 @@ def _cleanup(args: argparse.Namespace) -> int:
 
 
 async def _remove_sandboxes(backend: KubernetesBackend, persist: bool) -> int:
-    from kubernetes.client.exceptions import ApiException
-
-    from controller.k8s.names import NETWORK_POLICY_NAME, all_sandboxes_selector
+    from controller.k8s.api import API_ERRORS, api_message
+    from controller.k8s.cleanup import remove_everything
+    from controller.k8s.podserver import PodServerError
     from controller.stores.base import StoreUnavailable
 
     async def remove(info: SandboxInfo) -> None:
@@ -348,7 +348,7 @@ async def _remove_sandboxes(backend: KubernetesBackend, persist: bool) -> int:
                 print(
                     f"thread {info.thread_id}: saved {len(saved.changed)} changed file(s), {saved.bytes} bytes"
                 )
-            except StoreUnavailable as exc:
+            except (StoreUnavailable, PodServerError) as exc:
                 print(
                     f"threadbox cleanup: could not save the files of thread {info.thread_id} ({exc}); "
                     "deleting its sandbox anyway (its pod still tries to save on shutdown)",
@@ -357,29 +357,18 @@ async def _remove_sandboxes(backend: KubernetesBackend, persist: bool) -> int:
         await backend.stop(info)
         print(f"thread {info.thread_id}: deleted sandbox {info.name}")
 
-    ns, selector = backend.ns, all_sandboxes_selector()
     try:
         sandboxes = await backend.list()
         await asyncio.gather(*(remove(info) for info in sandboxes))
         # What list() does not return: warm pods, pods without their Secret, leftovers of a crash.
-        for delete in (
-            backend.core.delete_collection_namespaced_pod,
-            backend.core.delete_collection_namespaced_secret,
-            backend.leases.api.delete_collection_namespaced_lease,
-        ):
-            await asyncio.to_thread(delete, ns, label_selector=selector)
-        try:
-            await asyncio.to_thread(backend.net.delete_namespaced_network_policy, NETWORK_POLICY_NAME, ns)
-        except ApiException as exc:
-            if exc.status != 404:
-                raise
-    except ApiException as exc:
+        await remove_everything(backend.kube)
+    except API_ERRORS as exc:
         print(
-            f"threadbox cleanup: Kubernetes API error in namespace {ns}: {exc.status} {exc.reason}",
+            f"threadbox cleanup: Kubernetes API error in namespace {backend.ns}: {api_message(exc)}",
             file=sys.stderr,
         )
         return 1
-    print(f"threadbox cleanup: {len(sandboxes)} sandbox(es) removed from namespace {ns}")
+    print(f"threadbox cleanup: {len(sandboxes)} sandbox(es) removed from namespace {backend.ns}")
     return 0
 
 

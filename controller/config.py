@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from controller.k8s.storage import MIN_CREDENTIAL_SECONDS
 from controller.outputcap import DEFAULT_MAX_OUTPUT_BYTES
 
 DEFAULT_HOME = Path.home() / ".local" / "share" / "threadbox"
@@ -125,7 +126,9 @@ class Settings(BaseSettings):
         default=None, description="e.g. gvisor or kata; unset: the default."
     )
     active_deadline_seconds: int = Field(
-        default=43200, ge=900, description="Backstop lifetime of a sandbox pod (and of its credentials)."
+        default=43200,
+        ge=MIN_CREDENTIAL_SECONDS,
+        description="Backstop lifetime of a sandbox pod (and of its credentials).",
     )
     egress_allow_cidrs: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="Comma-separated CIDRs sandboxes may reach besides DNS and MinIO."

@@ -1,31 +1,41 @@
-"""API server plumbing shared by the backend and the warm pool: the only module here doing I/O.
+"""The one way to the API server: every module of controller/k8s calls it through ``Kube``.
 
-The official client is blocking: every call runs in a worker thread. Reads use
-``_preload_content=False`` and decode the API's JSON, so the pure helpers in
-controller/k8s/podstate.py see exactly what the API sent.
+The policy, in one place:
+
+- Timeout: the official client is blocking, so every request runs in a worker thread
+  (``asyncio.to_thread``) with the same ``REQUEST_TIMEOUT``. A watch, which the server itself
+  ends after its ``timeout_seconds``, gets that long plus ``REQUEST_TIMEOUT``.
+- Reads decode the API's own JSON (``_preload_content=False``): the client's models would hide
+  fields, and the pure helpers in podstate.py see exactly what the API sent.
+- Errors: a read answered 404 is None (``read``); a create answered 409 means the object
+  exists (``create`` returns None); a delete answered 404 or 409 is done (the object is gone,
+  or the precondition names one that is no longer there). Every other failure (``API_ERRORS``)
+  propagates as raised, and nothing here retries. A step of a sandbox start wraps it with
+  ``starting()`` into StartFailed, which the backend answers as a failed start; background
+  work (the pool, liveness, events, Lease renewal) logs ``api_message()`` and tries again later.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
-import logging
 import os
-import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import urllib3
-from kubernetes import client, config
+from kubernetes import client, config, watch
 from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
 
-from controller.k8s import objects, podstate
-
-log = logging.getLogger(__name__)
-
 API_ERRORS = (ApiException, urllib3.exceptions.HTTPError, OSError)
+REQUEST_TIMEOUT = 30
+
+
+class StartFailed(Exception):
+    """A step of a sandbox start failed; the message says which and why, in a sentence."""
 
 
 def load_api_client(kubeconfig: Path | None) -> client.ApiClient:
@@ -53,91 +63,91 @@ def api_message(exc: BaseException) -> str:
     return str(exc)
 
 
-def status_of(exc: BaseException) -> int | None:
-    return exc.status if isinstance(exc, ApiException) else None
+@contextlib.contextmanager
+def starting(step: str) -> Iterator[None]:
+    """Turn an API failure during ``step`` (a sentence's start) into StartFailed."""
+    try:
+        yield
+    except API_ERRORS as exc:
+        raise StartFailed(f"{step}: {api_message(exc)}") from exc
 
 
-def as_json(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> dict[str, Any]:
-    """Call the API and decode its own JSON: the client's models would hide fields and need None checks."""
-    resp = fn(*args, _preload_content=False, _request_timeout=30, **kwargs)
-    return dict(json.loads(resp.data))
+def _delete_options(uid: str | None, resource_version: str | None) -> client.V1DeleteOptions:
+    # A precondition keeps a stale caller from deleting a newer object of the same name.
+    return client.V1DeleteOptions(
+        preconditions=client.V1Preconditions(uid=uid, resource_version=resource_version)
+    )
 
 
 class Kube:
-    """One namespace's pods and Secrets, as plain manifests."""
+    """One namespace of the API server, its objects as plain manifests."""
 
     def __init__(self, api: client.ApiClient, namespace: str) -> None:
         self.ns = namespace
         self.core = client.CoreV1Api(api)
         self.net = client.NetworkingV1Api(api)
+        self.coordination = client.CoordinationV1Api(api)
 
     async def get(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> dict[str, Any]:
-        return await asyncio.to_thread(as_json, fn, *args, **kwargs)
+        """``fn``'s answer, decoded from the API's JSON."""
+        return await asyncio.to_thread(self.get_blocking, fn, *args, **kwargs)
+
+    def get_blocking(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> dict[str, Any]:
+        """``get`` for code already in a worker thread (a watch)."""
+        resp = fn(*args, _preload_content=False, _request_timeout=REQUEST_TIMEOUT, **kwargs)
+        return dict(json.loads(resp.data))
 
     async def call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
-        await asyncio.to_thread(fn, *args, _request_timeout=30, **kwargs)
+        """``fn``, its answer unread: a write whose result nobody needs."""
+        await asyncio.to_thread(fn, *args, _request_timeout=REQUEST_TIMEOUT, **kwargs)
 
-    async def read_pod(self, name: str) -> dict[str, Any] | None:
+    async def read(self, fn: Callable[..., Any], name: str, **kwargs: Any) -> dict[str, Any] | None:
+        """The named object, or None if it does not exist."""
         try:
-            return await self.get(self.core.read_namespaced_pod, name, self.ns)
+            return await self.get(fn, name, self.ns, **kwargs)
         except ApiException as exc:
             if exc.status == 404:
                 return None
             raise
 
-    async def create_pod(self, body: dict[str, Any]) -> dict[str, Any]:
-        """Create the pod, then make it the owner of its same-named Secret (created first)."""
-        pod = await self.get(self.core.create_namespaced_pod, self.ns, body)
-        name = pod["metadata"]["name"]
+    async def create(self, fn: Callable[..., Any], body: dict[str, Any]) -> dict[str, Any] | None:
+        """The object as created, or None if one of that name exists."""
         try:
-            patch = objects.secret_owner_patch(name, podstate.uid(pod))
-            await self.call(self.core.patch_namespaced_secret, name, self.ns, patch)
-        except API_ERRORS as exc:  # stop() and the sweep delete an ownerless Secret, so go on
-            log.warning("could not set the owner of Secret %s: %s", name, api_message(exc))
-        return pod
-
-    async def delete_pod(self, name: str, uid: str, wait: bool = True) -> None:
-        # The UID precondition keeps a stale caller from deleting a newer pod of the same name.
-        options = client.V1DeleteOptions(preconditions=client.V1Preconditions(uid=uid))
-        try:
-            await self.call(self.core.delete_namespaced_pod, name, self.ns, body=options)
+            return await self.get(fn, self.ns, body)
         except ApiException as exc:
-            if exc.status in (404, 409):
-                return  # gone already, or the name belongs to another pod now
+            if exc.status == 409:
+                return None
             raise
-        if not wait:
-            return
-        deadline = time.monotonic() + objects.TERMINATION_GRACE_SECONDS + 30
-        while time.monotonic() < deadline:
-            pod = await self.read_pod(name)
-            if pod is None or podstate.uid(pod) != uid:
-                return
-            await asyncio.sleep(0.25)
-        log.warning(
-            "sandbox pod %s still exists %ss after deletion", name, objects.TERMINATION_GRACE_SECONDS + 30
-        )
 
-    async def delete_secret(self, name: str, owner_uid: str | None) -> None:
-        """Delete the Secret if it is unowned or owned by ``owner_uid`` (not a newer pod's)."""
+    async def delete(
+        self, fn: Callable[..., Any], name: str, uid: str | None = None, resource_version: str | None = None
+    ) -> None:
+        """Delete the object if it is still the one named by ``uid`` / ``resource_version``."""
         try:
-            secret = await self.get(self.core.read_namespaced_secret, name, self.ns)
-            owners = {o.get("uid") for o in secret["metadata"].get("ownerReferences") or []}
-            if owners and owner_uid not in owners:
-                return
-            options = client.V1DeleteOptions(
-                preconditions=client.V1Preconditions(uid=secret["metadata"]["uid"])
-            )
-            await self.call(self.core.delete_namespaced_secret, name, self.ns, body=options)
+            body = _delete_options(uid, resource_version) if uid or resource_version else None
+            await self.call(fn, name, self.ns, body=body)
         except ApiException as exc:
             if exc.status not in (404, 409):
                 raise
 
-    async def delete_quietly(self, name: str) -> None:
-        """Remove a pod and its Secret that nobody else knows yet (a failed or cancelled start)."""
+    def watch(
+        self, fn: Callable[..., Any], timeout: float, **kwargs: Any
+    ) -> Iterator[tuple[str, dict[str, Any]]]:
+        """The events of one watch request as (type, object as sent), for ``timeout`` seconds.
+
+        Blocking: iterate it in a worker thread. An ERROR event (e.g. a resourceVersion too
+        old) is yielded like any other; the caller lists again.
+        """
+        w = watch.Watch()  # type: ignore[no-untyped-call]
         try:
-            pod = await self.read_pod(name)
-            if pod is not None:
-                await self.delete_pod(name, podstate.uid(pod))
-            await self.delete_secret(name, owner_uid=podstate.uid(pod) if pod else None)
-        except API_ERRORS as exc:
-            log.warning("could not clean up sandbox %s after a failed start: %s", name, api_message(exc))
+            for event in w.stream(  # type: ignore[no-untyped-call]
+                fn,
+                self.ns,
+                timeout_seconds=max(1, int(timeout)),
+                _request_timeout=timeout + REQUEST_TIMEOUT,
+                deserialize=False,
+                **kwargs,
+            ):
+                yield str(event["type"]), dict(event["object"])
+        finally:
+            w.stop()  # type: ignore[no-untyped-call]

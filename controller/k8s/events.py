@@ -5,14 +5,12 @@ Best effort by design: an Event that cannot be written is logged and never fails
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import secrets
 from datetime import UTC, datetime
 from typing import Any
 
-from kubernetes import client
-from kubernetes.client.exceptions import ApiException
+from controller.k8s.api import API_ERRORS, Kube, api_message
 
 log = logging.getLogger(__name__)
 
@@ -46,16 +44,15 @@ def pod_event(
 
 
 class EventRecorder:
-    def __init__(self, api: client.ApiClient, namespace: str) -> None:
-        self.core = client.CoreV1Api(api)
-        self.ns = namespace
+    def __init__(self, kube: Kube) -> None:
+        self.kube = kube
 
     async def record(
         self, pod_name: str, pod_uid: str, reason: str, message: str, warning: bool = False
     ) -> None:
         # Any: the client serialises a plain dict as well as its CoreV1Event model.
-        body: Any = pod_event(self.ns, pod_name, pod_uid, reason, message, datetime.now(UTC), warning)
+        body: Any = pod_event(self.kube.ns, pod_name, pod_uid, reason, message, datetime.now(UTC), warning)
         try:
-            await asyncio.to_thread(self.core.create_namespaced_event, self.ns, body, _request_timeout=10)
-        except (ApiException, OSError) as exc:
-            log.warning("could not record event %s on pod %s: %s", reason, pod_name, exc)
+            await self.kube.call(self.kube.core.create_namespaced_event, self.kube.ns, body)
+        except API_ERRORS as exc:
+            log.warning("could not record event %s on pod %s: %s", reason, pod_name, api_message(exc))

@@ -23,7 +23,7 @@ from typing import Any
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from controller.k8s.api import as_json
+from controller.k8s.api import API_ERRORS, Kube, api_message
 from controller.k8s.names import APP_LABEL, MANAGED_BY_LABEL, SANDBOX_APP, THREAD_LABEL
 
 log = logging.getLogger(__name__)
@@ -107,8 +107,7 @@ class ThreadLeases:
     """Makes one TurnLease per turn; holds what every turn shares: the API, namespace and identity."""
 
     def __init__(self, api: client.ApiClient, namespace: str, identity: str | None = None) -> None:
-        self.api = client.CoordinationV1Api(api)
-        self.ns = namespace
+        self.kube = Kube(api, namespace)
         self.identity = identity or replica_identity()
 
     def turn(self, thread_id: str) -> TurnLease:
@@ -120,8 +119,8 @@ class TurnLease:
     thread's Lease and keeps renewing it; ``release()`` gives it up."""
 
     def __init__(self, leases: ThreadLeases, thread_id: str) -> None:
-        self.api = leases.api
-        self.ns = leases.ns
+        self.kube = leases.kube
+        self.leases = leases.kube.coordination
         self.identity = leases.identity
         self.name = lease_name(thread_id)
         self.thread_id = thread_id
@@ -131,7 +130,7 @@ class TurnLease:
 
     async def acquire(self) -> AsyncIterator[str]:
         told = False
-        while not await asyncio.to_thread(self._try_take):
+        while not await self._try_take():
             if not told:
                 told = True
                 yield WAIT_MESSAGE
@@ -144,12 +143,14 @@ class TurnLease:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._renewer
         if self._version is not None:
-            await asyncio.shield(asyncio.to_thread(self._delete, self._version))
+            await asyncio.shield(self._delete(self._version))
 
     def _body(self, version: str | None) -> dict[str, Any]:
-        return lease_body(self.thread_id, self.ns, self.identity, self._acquired, datetime.now(UTC), version)
+        return lease_body(
+            self.thread_id, self.kube.ns, self.identity, self._acquired, datetime.now(UTC), version
+        )
 
-    def _try_take(self) -> bool:
+    async def _try_take(self) -> bool:
         """Whether this replica now holds the Lease; False while another replica holds it.
 
         The previous turn's release runs after its answer, so the next turn often finds the
@@ -158,15 +159,11 @@ class TurnLease:
         """
         for _ in range(GONE_RETRIES):
             self._acquired = datetime.now(UTC)
-            made: dict[str, Any] | None
-            try:
-                # Turns release their Lease, so it usually does not exist: one create, no read.
-                made = as_json(self.api.create_namespaced_lease, self.ns, self._body(None))
-            except ApiException as exc:
-                if exc.status != 409:
-                    raise
+            # Turns release their Lease, so it usually does not exist: one create, no read.
+            made = await self.kube.create(self.leases.create_namespaced_lease, self._body(None))
+            if made is None:
                 try:
-                    made = self._take_over()
+                    made = await self._take_over()
                 except LeaseGone:
                     continue
             if made is None:
@@ -175,29 +172,21 @@ class TurnLease:
             return True
         return False
 
-    def _take_over(self) -> dict[str, Any] | None:
+    async def _take_over(self) -> dict[str, Any] | None:
         """The Lease exists: take it if its holder stopped renewing, else None (held).
         Raises LeaseGone when it was deleted meanwhile."""
-        lease = self._read()
+        lease = await self.kube.read(self.leases.read_namespaced_lease, self.name)
         if lease is None:
             raise LeaseGone
         if not free_for(lease, self.identity, self._acquired):
             return None
         body = self._body(lease["metadata"]["resourceVersion"])
         try:
-            return as_json(self.api.replace_namespaced_lease, self.name, self.ns, body)
+            return await self.kube.get(self.leases.replace_namespaced_lease, self.name, self.kube.ns, body)
         except ApiException as exc:
             if exc.status == 404:
                 raise LeaseGone from None
             if exc.status == 409:  # another replica wrote first: it holds the Lease
-                return None
-            raise
-
-    def _read(self) -> dict[str, Any] | None:
-        try:
-            return as_json(self.api.read_namespaced_lease, self.name, self.ns)
-        except ApiException as exc:
-            if exc.status == 404:
                 return None
             raise
 
@@ -206,22 +195,25 @@ class TurnLease:
             await asyncio.sleep(LEASE_SECONDS / 3)
             body = self._body(self._version)
             try:
-                renewed = await asyncio.to_thread(
-                    as_json, self.api.replace_namespaced_lease, self.name, self.ns, body
+                renewed = await self.kube.get(
+                    self.leases.replace_namespaced_lease, self.name, self.kube.ns, body
                 )
             except ApiException as exc:
                 # Lost: another replica took over a Lease we failed to renew in time. The turn
                 # goes on; the next turn waits for the Lease again.
-                log.error("lost the turn Lease of thread %s: %s %s", self.thread_id, exc.status, exc.reason)
+                log.error("lost the turn Lease of thread %s: %s", self.thread_id, api_message(exc))
                 self._version = None
                 return
+            except API_ERRORS as exc:  # no answer: the Lease lasts two more tries
+                log.warning(
+                    "could not renew the turn Lease of thread %s: %s", self.thread_id, api_message(exc)
+                )
+                continue
             self._version = renewed["metadata"]["resourceVersion"]
 
-    def _delete(self, version: str) -> None:
+    async def _delete(self, version: str) -> None:
         # Only the Lease as we last wrote it: one taken over by another replica stays theirs.
-        options = client.V1DeleteOptions(preconditions=client.V1Preconditions(resource_version=version))
         try:
-            self.api.delete_namespaced_lease(self.name, self.ns, body=options, _request_timeout=30)
-        except ApiException as exc:
-            if exc.status not in (404, 409):
-                log.warning("could not release the turn Lease of thread %s: %s", self.thread_id, exc.reason)
+            await self.kube.delete(self.leases.delete_namespaced_lease, self.name, resource_version=version)
+        except API_ERRORS as exc:
+            log.warning("could not release the turn Lease of thread %s: %s", self.thread_id, api_message(exc))

@@ -20,25 +20,23 @@ import asyncio
 import contextlib
 import logging
 import secrets
-import threading
 import time
 from collections.abc import Awaitable, Callable, Collection, Coroutine, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from kubernetes import watch
 from kubernetes.client.exceptions import ApiException
 
-from controller.k8s import objects, podstate
-from controller.k8s.api import API_ERRORS, Kube, api_message, as_json
+from controller.k8s import objects, pods, podstate
+from controller.k8s.api import API_ERRORS, Kube, api_message
 from controller.k8s.connection import for_pod, from_secret, new_connection
 from controller.k8s.names import PROFILE_LABEL, warm_name, warm_selector
+from controller.k8s.podwatch import Handlers, PodWatch
 from controller.kernel import KernelSession, KernelUnavailable
 from controller.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
-WATCH_SECONDS = 30  # a watch request ends after this; a stopped pool's thread is gone within it
 RECHECK_SECONDS = 5.0  # reconcile this often even without watch events (stuck pods, lost events)
 
 
@@ -141,21 +139,21 @@ class WarmPool:
         self._busy: set[str] = set()  # connecting or deleting
         self._tasks: set[asyncio.Task[None]] = set()
         self._changed = asyncio.Event()
-        self._stopped = threading.Event()
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stopped = False
+        self._watch = PodWatch(kube, warm_selector(), Handlers(self._replace, self._upsert, self._remove))
         self._runner: asyncio.Task[None] | None = None
 
     # -- lifecycle -------------------------------------------------------------------
 
     async def start(self) -> None:
         self.metrics.pool_target.set(self.target)
-        self._loop = asyncio.get_running_loop()
-        threading.Thread(target=self._watch, name="warm-pool-watch", daemon=True).start()
+        self._watch.start("warm-pool-watch")
         self._runner = asyncio.create_task(self._run())
 
     async def close(self) -> None:
         """Stop refilling; warm pods stay for the next controller (or another replica)."""
-        self._stopped.set()
+        self._stopped = True
+        self._watch.stop()
         tasks = [t for t in (self._runner, *self._tasks) if t is not None]
         for task in tasks:
             task.cancel()
@@ -164,52 +162,10 @@ class WarmPool:
             warm.session.close()
         self._ready.clear()
 
-    # -- the watch (a worker thread: the client is blocking) ----------------------------
+    # -- the cache, fed by the watch ------------------------------------------------------
 
-    def _watch(self) -> None:
-        core, selector = self.kube.core, warm_selector()
-        version: str | None = None
-        while not self._stopped.is_set():
-            try:
-                if version is None:
-                    listing = as_json(core.list_namespaced_pod, self.kube.ns, label_selector=selector)
-                    version = str(listing["metadata"]["resourceVersion"])
-                    self._post(self._replace, listing["items"])
-                for event in watch.Watch().stream(  # type: ignore[no-untyped-call]
-                    core.list_namespaced_pod,
-                    self.kube.ns,
-                    label_selector=selector,
-                    resource_version=version,
-                    allow_watch_bookmarks=True,
-                    timeout_seconds=WATCH_SECONDS,
-                    _request_timeout=WATCH_SECONDS + 10,
-                    deserialize=False,
-                ):
-                    if self._stopped.is_set():
-                        return
-                    kind, pod = event["type"], event["object"]
-                    if kind == "ERROR":
-                        version = None  # e.g. our version is too old: list again
-                        break
-                    version = str(pod["metadata"]["resourceVersion"])
-                    if kind in ("ADDED", "MODIFIED"):
-                        self._post(self._upsert, pod)
-                    elif kind == "DELETED":
-                        self._post(self._remove, pod)
-            except RuntimeError:
-                return  # the event loop is closed: nobody is listening any more
-            except API_ERRORS as exc:
-                if not (isinstance(exc, ApiException) and exc.status == 410):
-                    log.warning("warm pool watch failed, listing again: %s", api_message(exc))
-                    self._stopped.wait(1)
-                version = None
-
-    def _post(self, fn: Callable[[Any], None], arg: Any) -> None:
-        assert self._loop is not None
-        self._loop.call_soon_threadsafe(fn, arg)
-
-    def _replace(self, pods: list[dict[str, Any]]) -> None:
-        self._cache = {p["metadata"]["name"]: p for p in pods}
+    def _replace(self, listing: list[dict[str, Any]]) -> None:
+        self._cache = {p["metadata"]["name"]: p for p in listing}
         for name in [n for n in self._ready if n not in self._cache]:
             self._ready.pop(name).session.close()
         self._changed.set()
@@ -295,14 +251,14 @@ class WarmPool:
             secret = objects.warm_secret(name, self.cfg, connection)
             await self.kube.call(self.kube.core.create_namespaced_secret, self.kube.ns, secret)
             self._connections[name] = connection
-            pod = await self.kube.create_pod(objects.warm_pod(name, self.cfg, time.time()))
+            pod = await pods.create(self.kube, objects.warm_pod(name, self.cfg, time.time()))
             self._cache.setdefault(name, pod)  # the watch may already have a newer copy
         except asyncio.CancelledError:
-            await asyncio.shield(self.kube.delete_quietly(name))
+            await asyncio.shield(pods.delete_quietly(self.kube, name))
             raise
         except API_ERRORS as exc:
             log.warning("could not create warm pod %s: %s", name, api_message(exc))
-            await self.kube.delete_quietly(name)
+            await pods.delete_quietly(self.kube, name)
             await asyncio.sleep(1)  # no tight loop of failing creates (quota, API down)
         finally:
             self._creating.discard(name)
@@ -311,7 +267,7 @@ class WarmPool:
         name = pod["metadata"]["name"]
         log.info("deleting warm pod %s", name)
         try:
-            await self.kube.delete_pod(name, podstate.uid(pod), wait=False)
+            await pods.delete(self.kube, name, podstate.uid(pod), wait=False)
         except API_ERRORS as exc:
             log.warning("could not delete warm pod %s: %s", name, api_message(exc))
 
@@ -345,7 +301,7 @@ class WarmPool:
         except BaseException:
             session.close()
             raise
-        if await alive() and not self._stopped.is_set():
+        if await alive() and not self._stopped:
             self._ready[name] = Warm(session, connection)
         else:
             session.close()

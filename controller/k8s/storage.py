@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-# MinIO's AssumeRole accepts 15 minutes to 7 days.
-MIN_CREDENTIAL_SECONDS = 900
+# MinIO's AssumeRole accepts 15 minutes to 7 days, but minio-py's AssumeRoleProvider raises
+# anything under an hour to an hour. A pod's credentials last its active_deadline_seconds, so
+# that setting's floor is this same constant (controller/config.py): the two cannot drift.
+MIN_CREDENTIAL_SECONDS = 3600
 MAX_CREDENTIAL_SECONDS = 7 * 86400
 
 

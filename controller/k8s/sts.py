@@ -9,16 +9,17 @@ a dedicated MinIO user limited to the bucket rather than root.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Any
 
 import urllib3
 from minio.credentials.providers import AssumeRoleProvider
+from pydantic import SecretStr
 
+from controller.config import Settings
+from controller.k8s.api import StartFailed
+from controller.k8s.storage import MIN_CREDENTIAL_SECONDS, credential_seconds, pod_storage
 from controller.stores.minio import thread_prefix
-
-# MinIO's AssumeRole accepts 900 s to 7 days; the SDK provider raises anything under an
-# hour to one hour, so 3600 is the shortest lifetime it can ask for.
-MIN_DURATION = 3600
 
 
 def session_policy(bucket: str, thread_id: str) -> dict[str, Any]:
@@ -48,7 +49,7 @@ def scoped_credentials(
     secret_key: str,
     bucket: str,
     thread_id: str,
-    duration: int = 3600,
+    duration: int = MIN_CREDENTIAL_SECONDS,
     secure: bool = False,
 ) -> dict[str, Any]:
     """Call AssumeRole on MinIO and return the pod's storage.json payload.
@@ -61,7 +62,7 @@ def scoped_credentials(
         sts_endpoint=f"{scheme}://{endpoint}",
         access_key=access_key,
         secret_key=secret_key,
-        duration_seconds=max(duration, MIN_DURATION),
+        duration_seconds=max(duration, MIN_CREDENTIAL_SECONDS),
         policy=json.dumps(session_policy(bucket, thread_id)),
         # Few, short retries (the SDK default is five with back-off): a sandbox start should
         # fail fast and clearly when MinIO is down, like every other store call.
@@ -81,3 +82,46 @@ def scoped_credentials(
         "session_token": creds.session_token,
         "expires": creds.expiration.timestamp() if creds.expiration else 0.0,
     }
+
+
+@dataclass(frozen=True)
+class PodCredentials:
+    """Mints a thread's pod its storage.json with the controller's own MinIO user."""
+
+    endpoint: str
+    access_key: str
+    secret_key: SecretStr
+    bucket: str
+    secure: bool
+    pod_endpoint: str  # MinIO as pods reach it
+    duration: int
+
+    @classmethod
+    def from_settings(cls, s: Settings) -> PodCredentials:
+        if not (s.minio_endpoint and s.minio_access_key and s.minio_secret_key):
+            raise ValueError("backend=kubernetes needs store=minio with its endpoint and keys")
+        return cls(
+            s.minio_endpoint,
+            s.minio_access_key,
+            s.minio_secret_key,
+            s.minio_bucket,
+            s.minio_secure,
+            s.sandbox_minio_endpoint or s.minio_endpoint,
+            credential_seconds(s.active_deadline_seconds),
+        )
+
+    def mint(self, thread_id: str) -> dict[str, Any]:
+        """Blocking (a MinIO round trip); StartFailed if MinIO refuses or cannot be reached."""
+        try:
+            creds = scoped_credentials(
+                self.endpoint,
+                self.access_key,
+                self.secret_key.get_secret_value(),
+                self.bucket,
+                thread_id,
+                duration=self.duration,
+                secure=self.secure,
+            )
+        except Exception as exc:
+            raise StartFailed(f"could not get scoped storage credentials from MinIO: {exc}") from exc
+        return pod_storage(creds, self.pod_endpoint)

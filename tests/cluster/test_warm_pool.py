@@ -12,10 +12,11 @@ import pytest
 from kubernetes.client.exceptions import ApiException
 
 from controller.backends.base import WARM_SESSION, SandboxInfo
-from controller.backends.kubernetes import AgentError, KubernetesBackend
+from controller.backends.kubernetes import KubernetesBackend
 from controller.config import Settings
 from controller.k8s import objects
 from controller.k8s.names import POOL_LABEL, THREAD_LABEL, warm_selector
+from controller.k8s.podserver import PodRef, PodServerError
 from controller.metrics import Metrics
 from tests.cluster.conftest import Cluster, controller
 from tests.support.client import create_thread, run, stdout
@@ -201,14 +202,11 @@ def test_a_failed_bind_removes_the_claimed_pod_and_falls_back_to_cold(
     async def scenario() -> tuple[SandboxInfo, str]:
         backend = KubernetesBackend(settings)
         await backend.open(metrics)
-        real = backend._agent
 
-        async def refuse_bind(info: SandboxInfo, method: str, path: str, **kw: Any) -> Any:
-            if path == "/bind":
-                raise AgentError("injected: the agent refused the bind")
-            return await real(info, method, path, **kw)
+        async def refuse_bind(pod: PodRef, thread_id: str, storage: dict[str, Any]) -> None:
+            raise PodServerError("injected: the in-pod server refused the bind")
 
-        monkeypatch.setattr(backend, "_agent", refuse_bind)
+        monkeypatch.setattr(backend.server, "bind", refuse_bind)
         try:
             while backend.pool is None or backend.pool.ready < 1:
                 await asyncio.sleep(0.25)

@@ -34,7 +34,7 @@ VERBS = {
     "delete_collection": "deletecollection",
 }
 CALL = re.compile(r"\.(" + "|".join(VERBS) + r")_namespaced_(\w+?)\b")
-WATCH = re.compile(r"\.stream\([^)]*?\.list_namespaced_(\w+)", re.S)
+WATCH = re.compile(r"\.(?:stream|watch)\([^)]*?\.list_namespaced_(\w+)", re.S)  # .watch: Kube.watch in controller/k8s/api.py
 
 
 def exported_metric_names() -> set[str]:
@@ -86,11 +86,14 @@ def controller_rules() -> set[tuple[str, str, str]]:
     }
 
 
-def required_permissions() -> set[tuple[str, str, str]]:
+BULK_CLEANUP = ROOT / "controller" / "k8s" / "cleanup.py"  # its bulk deletes: `threadbox cleanup` only
+
+
+def required_permissions(sources: list[Path] | None = None) -> set[tuple[str, str, str]]:
     """(group, resource, verb) of every Kubernetes API call the controller's backend code makes."""
-    sources = [
+    sources = sources or [
         ROOT / "controller" / "backends" / "kubernetes.py",
-        *(ROOT / "controller" / "k8s").glob("*.py"),
+        *(p for p in (ROOT / "controller" / "k8s").glob("*.py") if p != BULK_CLEANUP),
     ]
     needed = set()
     for path in sources:
@@ -111,6 +114,21 @@ def test_controller_role_grants_exactly_what_the_backend_calls() -> None:
     granted = controller_rules()
     assert needed - granted == set(), "the Role misses these"
     assert granted - needed == set(), "the Role grants more than the code uses"
+
+
+def test_cleanup_hook_role_adds_what_the_bulk_cleanup_calls() -> None:
+    text = (CHART / "templates" / "cleanup-hook.yaml").read_text()
+    block = text.split('include "threadbox.controllerRules" . | nindent 2 }}', 1)[1].split("---", 1)[0]
+    added = {
+        (group, resource, verb)
+        for rule in yaml.safe_load(block)
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+        for verb in rule["verbs"]
+    }
+    needed = required_permissions([BULK_CLEANUP])
+    assert ("", "pods", "deletecollection") in needed  # the scan sees the calls
+    assert needed - added == set(), "the cleanup hook's Role misses these"
 
 
 def values() -> dict[str, Any]:

@@ -81,7 +81,7 @@ def test_storage_endpoint_and_credentials() -> None:
     assert split_endpoint("192.0.2.2:9000") == ("192.0.2.2", 9000)
     assert split_endpoint("[fd00::1]:9000") == ("fd00::1", 9000)
     assert split_endpoint("minio.local", secure=True) == ("minio.local", 443)
-    assert credential_seconds(60) == 900 and credential_seconds(43200) == 43200
+    assert credential_seconds(60) == 3600 and credential_seconds(43200) == 43200
     assert credential_seconds(10**8) == 7 * 86400
     payload = pod_storage({"endpoint": "127.0.0.1:9000", "bucket": "b"}, "192.0.2.2:9000")
     assert payload == {"endpoint": "192.0.2.2:9000", "bucket": "b"}

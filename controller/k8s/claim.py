@@ -1,0 +1,62 @@
+"""A warm pod for a new thread: claimed from the pool, then bound to the thread in place."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from controller.k8s import objects, pods, podstate
+from controller.k8s.api import API_ERRORS, Kube, StartFailed
+from controller.k8s.podserver import PodRef, PodServer, PodServerError
+from controller.k8s.pool import Claimed, WarmPool
+
+log = logging.getLogger(__name__)
+
+Mint = Callable[[str], dict[str, Any]]  # thread id -> the pod's storage.json (blocking)
+
+
+def _pod_ref(pod: dict[str, Any], connection: dict[str, Any]) -> PodRef:
+    ip = podstate.pod_ip(pod)
+    assert ip is not None  # callers pass running pods only
+    return PodRef(pod["metadata"]["name"], podstate.uid(pod), ip, str(connection["key"]))
+
+
+async def claim_bound(
+    pool: WarmPool, kube: Kube, server: PodServer, mint: Mint, thread_id: str
+) -> Claimed | None:
+    """A warm pod of the thread's now, with its credentials and files; None on a miss (counted)."""
+    # Scoped credentials take a MinIO round trip: mint them while the claim patch is in flight.
+    storage = asyncio.ensure_future(asyncio.to_thread(mint, thread_id)) if pool.ready else None
+    claimed = await pool.claim(thread_id)
+    if claimed is None or storage is None:
+        if storage is not None:
+            storage.add_done_callback(lambda f: f.exception())  # nobody awaits it: no warning
+        return None
+    try:
+        await _bind(kube, server, claimed, thread_id, await storage)
+    except BaseException as exc:
+        claimed.session.close()
+        name = claimed.pod["metadata"]["name"]
+        # It carries the thread's label now: remove it so nothing finds it, then start cold.
+        await asyncio.shield(pods.delete(kube, name, podstate.uid(claimed.pod), wait=False))
+        if not isinstance(exc, (StartFailed, PodServerError, *API_ERRORS)):
+            raise
+        log.warning("could not bind warm pod %s to thread %s: %s", name, thread_id, exc)
+        pool.count("miss", "bind_failed")
+        return None
+    pool.count("hit", "claimed")
+    return claimed
+
+
+async def _bind(
+    kube: Kube, server: PodServer, claimed: Claimed, thread_id: str, storage: dict[str, Any]
+) -> None:
+    """Credentials and files into the running pod (no restart), recorded in its Secret too."""
+    ref = _pod_ref(claimed.pod, claimed.connection)
+    secret_patch = objects.bind_secret_patch(thread_id, storage)
+    await asyncio.gather(
+        server.bind(ref, thread_id, storage),
+        kube.call(kube.core.patch_namespaced_secret, ref.name, kube.ns, secret_patch),
+    )

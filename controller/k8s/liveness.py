@@ -1,0 +1,73 @@
+"""Whether a sandbox pod and its kernel live, and its ``last-active`` annotation, both rate-limited."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import MutableMapping
+from typing import Any
+
+from controller.k8s import objects, pods, podstate
+from controller.k8s.api import API_ERRORS, Kube, api_message
+from controller.k8s.podserver import PodRef, PodServer
+
+log = logging.getLogger(__name__)
+
+ALIVE_TTL = 1.0  # the manager probes every 0.25 s while a kernel is silent; one GET a second is plenty
+KERNEL_LAUNCH = "kernel_launch"  # the memo key of the first kernel launch a session saw
+
+
+class Liveness:
+    def __init__(self, kube: Kube, server: PodServer, touch_every: float) -> None:
+        self.kube = kube
+        self.server = server
+        self.touch_every = touch_every
+        self._alive: dict[str, tuple[float, bool]] = {}  # pod uid -> (checked at, alive)
+        self._touched: dict[str, float] = {}  # pod uid -> when the annotation was last written
+
+    async def alive(self, pod: PodRef, memo: MutableMapping[str, Any]) -> bool:
+        """The pod runs and so does the kernel process the session (whose ``memo`` this is) dialled.
+
+        The entrypoint relaunches a kernel that exits (user code calling os._exit, the OOM
+        killer), so a running pod does not prove the session's kernel lives: the in-pod
+        server's launch counter does. Without it a dead kernel would look alive until the turn
+        timed out.
+        """
+        checked = self._alive.get(pod.uid)
+        if checked and time.monotonic() - checked[0] < ALIVE_TTL:
+            return checked[1]
+        try:
+            current, kernel = await asyncio.gather(
+                pods.read(self.kube, pod.name), self.server.kernel_launch(pod.ip)
+            )
+        except API_ERRORS as exc:
+            # The API being down says nothing about the kernel: keep the last answer.
+            log.warning("cannot read sandbox pod %s: %s", pod.name, api_message(exc))
+            return checked[1] if checked else True
+        result = current is not None and podstate.uid(current) == pod.uid and podstate.alive(current)
+        if result and kernel is not None:
+            # The first launch seen is the session's kernel (a cold start's, or an adopted pod's).
+            result = kernel > 0 and kernel == memo.setdefault(KERNEL_LAUNCH, kernel)
+        self._alive[pod.uid] = (time.monotonic(), result)
+        return result
+
+    def touched(self, uid: str, when: float) -> None:
+        """The annotation was written at ``when`` by the pod's creation or claim."""
+        self._touched[uid] = when
+
+    async def touch(self, pod: PodRef, now: float) -> None:
+        """Write ``last-active``, at most every ``touch_every`` seconds: idle reaping needs no more."""
+        if now - self._touched.get(pod.uid, 0.0) < self.touch_every:
+            return
+        self._touched[pod.uid] = now
+        try:
+            await self.kube.call(
+                self.kube.core.patch_namespaced_pod, pod.name, self.kube.ns, objects.last_active_patch(now)
+            )
+        except API_ERRORS as exc:
+            log.warning("could not record activity on pod %s: %s", pod.name, api_message(exc))
+
+    def forget(self, uid: str) -> None:
+        self._alive.pop(uid, None)
+        self._touched.pop(uid, None)

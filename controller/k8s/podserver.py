@@ -1,0 +1,116 @@
+"""The controller's client of the in-pod server (sandbox-image/threadbox_sandbox/agent.py).
+
+Every route but ``GET /healthz`` takes the kernel key as its bearer token. The server does
+the pod's file sync: ``/bind`` (a warm pod becomes a thread's), ``/restore``, ``/persist`` and
+``/files/<name>`` (an upload into the live workspace).
+"""
+
+from __future__ import annotations
+
+import urllib.parse
+from dataclasses import dataclass
+from http import HTTPStatus
+from typing import Any
+
+import httpx
+
+from controller.filenames import NameConflict
+from controller.k8s.connection import agent_url
+from controller.workspace import PersistResult
+
+
+@dataclass(frozen=True)
+class PodRef:
+    """A running sandbox pod as the controller addresses it."""
+
+    name: str
+    uid: str
+    ip: str
+    key: str  # the kernel key, the server's bearer token
+
+
+class PodServerError(Exception):
+    """The in-pod server did not answer, or failed a request: the pod's trouble, not the store's."""
+
+    def __init__(self, message: str, status: int | None = None, detail: str = "") -> None:
+        super().__init__(message)
+        self.status = status
+        self.detail = detail  # the server's own sentence, without the pod and route
+
+
+class PodServer:
+    """One HTTP client for the in-pod servers of every sandbox; ``close()`` ends it."""
+
+    def __init__(self) -> None:
+        self._http: httpx.AsyncClient | None = None
+
+    async def close(self) -> None:
+        if self._http is not None:
+            await self._http.aclose()
+            self._http = None
+
+    def _client(self) -> httpx.AsyncClient:
+        if self._http is None:
+            # Persisting a large workspace to MinIO can take a while; connecting must not.
+            self._http = httpx.AsyncClient(timeout=httpx.Timeout(300, connect=5))
+        return self._http
+
+    async def request(
+        self, pod: PodRef, method: str, path: str, content: bytes | None = None, json: Any = None
+    ) -> Any:
+        """The server's JSON answer (None if empty); PodServerError if there is none or it failed."""
+        headers = {"Authorization": f"Bearer {pod.key}"}
+        try:
+            resp = await self._client().request(
+                method, agent_url(pod.ip) + path, headers=headers, content=content, json=json
+            )
+        except httpx.HTTPError as exc:
+            raise PodServerError(f"the sandbox agent of {pod.name} did not answer: {exc!r}") from exc
+        if resp.status_code >= 400:
+            raise PodServerError(
+                f"the sandbox agent of {pod.name} failed {path}: {resp.status_code} {resp.text[:500]}",
+                resp.status_code,
+                _sentence(resp),
+            )
+        return resp.json() if resp.content else None
+
+    async def kernel_launch(self, pod_ip: str) -> int | None:
+        """The launch number of the pod's running kernel: 0 if none runs, None if it cannot be asked."""
+        try:
+            resp = await self._client().get(agent_url(pod_ip) + "/healthz", timeout=2)
+            body = resp.json()
+        except (httpx.HTTPError, ValueError):
+            return None  # not up yet (or unreachable): the pod's state decides
+        if not isinstance(body, dict):
+            return None
+        return int(body.get("launches", 0)) if body.get("kernel") == "running" else 0
+
+    async def bind(self, pod: PodRef, thread_id: str, storage: dict[str, Any]) -> None:
+        await self.request(pod, "POST", "/bind", json={"thread_id": thread_id, "storage": storage})
+
+    async def restore(self, pod: PodRef) -> int:
+        return int((await self.request(pod, "POST", "/restore"))["restored"])
+
+    async def persist(self, pod: PodRef) -> PersistResult:
+        r = await self.request(pod, "POST", "/persist")
+        return PersistResult(
+            changed=list(r.get("changed", [])),
+            deleted=list(r.get("deleted", [])),
+            refused=dict(r.get("refused", {})),
+            bytes=int(r.get("bytes", 0)),
+        )
+
+    async def write_file(self, pod: PodRef, name: str, data: bytes) -> None:
+        try:
+            await self.request(pod, "PUT", "/files/" + urllib.parse.quote(name, safe="/"), data)
+        except PodServerError as exc:
+            if exc.status == HTTPStatus.CONFLICT:  # a link, folder or file in the way; said in its words
+                raise NameConflict(exc.detail) from exc
+            raise
+
+
+def _sentence(resp: httpx.Response) -> str:
+    try:
+        return str(resp.json()["error"])
+    except (ValueError, KeyError, TypeError):
+        return resp.text[:500]
