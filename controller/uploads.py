@@ -13,11 +13,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from controller.filenames import NameConflict, clean_filename, collision
+from controller.k8s.podserver import PodServerError
 from controller.manager import SandboxManager
 from controller.quotas import Quotas, check_upload
 from controller.stores.base import StoredFile, ThreadStore
 from controller.threads import ThreadRecord
 from controller.workspace import sha256_file
+
+
+class NotInSandbox(Exception):
+    """The file is stored, but the live sandbox did not take it; the message says both."""
 
 
 @dataclass(frozen=True)
@@ -55,4 +60,11 @@ class Uploads:
                 # file), so dropping it now leaves the store as the workspace has it.
                 await asyncio.to_thread(self.store.delete_file, record.id, name)
                 raise
+            except PodServerError as exc:
+                # Not a store outage: the file is stored, and the sandbox's next start restores it.
+                raise NotInSandbox(
+                    f"{name} is stored in the thread's files, but the running sandbox did not take it "
+                    f"({exc.detail or 'its file server did not answer'}); it will be in the sandbox "
+                    "from its next start"
+                ) from exc
         return stored

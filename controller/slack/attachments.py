@@ -20,7 +20,7 @@ import httpx
 from controller.filenames import BadFilename, NameConflict
 from controller.quotas import QuotaExceeded
 from controller.threads import ThreadRecord
-from controller.uploads import Uploads
+from controller.uploads import NotInSandbox, Uploads
 
 MAX_REDIRECTS = 5
 LOGIN_PAGE_HINT = (
@@ -94,6 +94,8 @@ class Attachments:
                 received.names.append(await self._receive_one(record, file))
             except (AttachmentError, BadFilename, NameConflict, QuotaExceeded) as exc:
                 received.problems.append(f"I could not take `{label}`: {exc}")
+            except NotInSandbox as exc:
+                received.problems.append(f"{exc}.")
         return received
 
     async def _receive_one(self, record: ThreadRecord, file: dict[str, Any]) -> str:
