@@ -3,5 +3,6 @@
 - ``ports``: a free loopback port;
 - ``minio``: a real MinIO server from the cached binary (hack/install-minio.sh);
 - ``client``: the bootstrap admin token and clients of a running controller's API;
-- ``procserver``: ``threadbox serve`` in a subprocess of its own.
+- ``procserver``: ``threadbox serve`` in a subprocess of its own;
+- ``ready``: waiting for a child process's server to answer.
 """

@@ -6,16 +6,14 @@ import json
 import os
 import secrets
 import subprocess
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
-
 from controller.stores.minio import MinioStore
 from devkit.ports import free_port
+from devkit.ready import wait_answering
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -87,20 +85,6 @@ class MinioServer:
         return user, password
 
 
-def _wait_ready(endpoint: str, proc: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"minio exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            if httpx.get(f"http://{endpoint}/minio/health/ready", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise RuntimeError(f"minio did not become ready in 30s:\n{log.read_text()[-3000:]}")
-
-
 @contextmanager
 def running_minio(data_dir: Path, port: int | None = None, host: str = "127.0.0.1") -> Iterator[MinioServer]:
     """``host``: the address to bind, e.g. one that sandbox pods can reach (the node IP)."""
@@ -119,7 +103,7 @@ def running_minio(data_dir: Path, port: int | None = None, host: str = "127.0.0.
             stderr=subprocess.STDOUT,
         )
     try:
-        _wait_ready(endpoint, proc, log)
+        wait_answering("minio", f"http://{endpoint}/minio/health/ready", proc, log, timeout=30)
         yield MinioServer(endpoint, user, password, bin_dir, proc)
     finally:
         proc.terminate()

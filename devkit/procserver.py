@@ -13,17 +13,15 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from devkit.client import ADMIN_TOKEN
 from devkit.ports import free_port
+from devkit.ready import wait_answering
 
 START_TIMEOUT = 60.0
 
@@ -64,22 +62,6 @@ def _status_kib(pid: int, field: str) -> int:
     raise LookupError(f"{field} not in /proc/{pid}/status")
 
 
-def _wait_healthy(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + START_TIMEOUT
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"the controller exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)  # polling a process that gives no other signal of readiness
-    raise RuntimeError(
-        f"the controller did not answer /healthz in {START_TIMEOUT:g}s:\n{log.read_text()[-3000:]}"
-    )
-
-
 @contextmanager
 def running_controller(env: dict[str, str], log: Path, command: str = "serve") -> Iterator[Controller]:
     port = free_port()
@@ -96,7 +78,7 @@ def running_controller(env: dict[str, str], log: Path, command: str = "serve") -
         )
     url = f"http://127.0.0.1:{port}"
     try:
-        _wait_healthy(url, proc, log)
+        wait_answering("the controller", f"{url}/healthz", proc, log, START_TIMEOUT)
         yield Controller(url, proc.pid, log)
     finally:
         for sig in (signal.SIGTERM, signal.SIGKILL):
