@@ -38,6 +38,7 @@ from controller.kernel import RESTART_NOTE, KernelSession, KernelUnavailable
 from controller.keyedlock import KeyedLock
 from controller.metrics import Metrics
 from controller.stores.base import StoreError, ThreadStore
+from controller.tasks import TaskSet
 from controller.workspace import plain_reason
 
 log = logging.getLogger(__name__)
@@ -63,9 +64,9 @@ class SandboxManager:
         self._waiting: list[object] = []
         self._changed = asyncio.Event()
         self._reaper: asyncio.Task[None] | None = None
-        self._releasing: set[asyncio.Task[None]] = set()
+        self._releasing = TaskSet("turn lease releases")
         # Turns detached from their readers (controller/streaming.py): shutdown lets them finish.
-        self.turns: set[asyncio.Task[None]] = set()
+        self.turns = TaskSet("turns")
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -80,7 +81,7 @@ class SandboxManager:
         self._reaper = asyncio.create_task(self._reap_forever())
 
     async def close(self) -> None:
-        await asyncio.gather(*self.turns, return_exceptions=True)
+        await self.turns.drain()
         if self._reaper:
             self._reaper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -94,7 +95,7 @@ class SandboxManager:
                 live.session.close()
                 if not self.backend.keep_on_shutdown:
                     await self.backend.stop(live.info)
-        await asyncio.gather(*self._releasing, return_exceptions=True)
+        await self._releasing.drain()
         if isinstance(self.backend, Lifecycle):
             await self.backend.close()
         self._update_gauges()
@@ -155,9 +156,7 @@ class SandboxManager:
     def _release_later(self, lease: TurnLease) -> None:
         # The answer need not wait for the API server. A next turn of this thread in this
         # replica meanwhile finds the Lease still its own and takes it again.
-        task = asyncio.create_task(lease.release())
-        self._releasing.add(task)
-        task.add_done_callback(self._releasing.discard)
+        self._releasing.spawn(lease.release())
 
     async def _run_code(
         self, thread_id: str, code: str, user: str | None, timeout: float | None

@@ -15,6 +15,7 @@ import logging
 from collections.abc import AsyncIterator
 
 from controller.events import Event
+from controller.tasks import TaskSet
 
 log = logging.getLogger(__name__)
 
@@ -22,33 +23,33 @@ QUEUE_EVENTS = 64
 _END = object()
 
 
-async def detached(events: AsyncIterator[Event], owner: set[asyncio.Task[None]]) -> AsyncIterator[Event]:
-    """Yield ``events`` from a task held in ``owner`` until it ends (SandboxManager.close awaits them)."""
+async def detached(events: AsyncIterator[Event], owner: TaskSet) -> AsyncIterator[Event]:
+    """Yield ``events`` from a task of ``owner`` until it ends (SandboxManager.close drains them)."""
     queue: asyncio.Queue[object] = asyncio.Queue(QUEUE_EVENTS)
     reader_gone = False
 
     async def pump() -> None:
+        outcome: object = _END
         try:
             async for event in events:
                 if not reader_gone:
                     await queue.put(event)
-        except Exception:
-            if not reader_gone:
-                raise  # to the reader, below
-            log.exception("a turn failed after its reader had gone")
+        except Exception as exc:
+            if reader_gone:
+                log.exception("a turn failed after its reader had gone")
+            outcome = exc  # raised to the reader, below
         finally:
             if not reader_gone:
-                await queue.put(_END)
-            owner.discard(task)
+                await queue.put(outcome)
 
-    task = asyncio.create_task(pump())
-    owner.add(task)
+    owner.spawn(pump())
     finished = False
     try:
         while (item := await queue.get()) is not _END:
+            if isinstance(item, Exception):
+                raise item
             yield item  # type: ignore[misc]
         finished = True
-        await task  # re-raise a producer failure to the reader
     finally:
         if not finished:
             reader_gone = True

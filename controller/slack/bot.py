@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
 from slack_sdk.web.async_client import AsyncWebClient
@@ -23,6 +22,7 @@ from controller.slack.inbound import Inbound, answer_rule, parse
 from controller.slack.ratelimit import WorkspaceBuckets
 from controller.slack.render import SlackReply
 from controller.streaming import detached
+from controller.tasks import TaskSet
 from controller.threads import ThreadRecord, ensure_thread, get_thread
 from controller.uploads import Uploads
 
@@ -44,7 +44,7 @@ class SlackBot:
         downloader = Downloader(token.get_secret_value(), trusted_hosts, runtime.settings.max_file_bytes)
         uploads = Uploads(runtime.store, runtime.manager, runtime.quotas)
         self.attachments = Attachments(uploads, downloader)
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks = TaskSet("Slack answers")
 
     async def receive(
         self, body: dict[str, Any], event: dict[str, Any], bot_user: str | None, is_mention_event: bool
@@ -59,7 +59,7 @@ class SlackBot:
         for key in claims:
             if not await asyncio.to_thread(self.rt.store.claim, key):
                 return  # a retry or the other delivery of this message; it is handled there
-        self._spawn(self._answer(msg, claims))
+        self._tasks.spawn(self._answer(msg, claims))
 
     async def _wanted(self, msg: Inbound) -> bool:
         rule = answer_rule(msg, self.rt.settings.slack_reply_mode)
@@ -68,19 +68,9 @@ class SlackBot:
             return await asyncio.to_thread(get_thread, self.rt.store, msg.key.id) is not None
         return rule == "always"
 
-    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.create_task(work)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
     async def drain(self) -> None:
         """Let running turns finish (they persist files) before the manager shuts down."""
-        if not self._tasks:
-            return
-        _, pending = await asyncio.wait(set(self._tasks), timeout=DRAIN_SECONDS)
-        for task in pending:
-            task.cancel()
-        await asyncio.gather(*pending, return_exceptions=True)
+        await self._tasks.drain(DRAIN_SECONDS)
 
     async def _answer(self, msg: Inbound, claims: list[str]) -> None:
         reply: SlackReply | None = None

@@ -10,6 +10,7 @@ import pytest
 
 from controller.events import Done, Event, Stream
 from controller.streaming import QUEUE_EVENTS, detached
+from controller.tasks import TaskSet
 
 TIMEOUT = 10
 
@@ -36,7 +37,7 @@ class Turn:
 
 
 async def test_a_slow_reader_holds_the_producer_back() -> None:
-    turn, owner = Turn(1000), set[asyncio.Task[None]]()
+    turn, owner = Turn(1000), TaskSet("turns")
     read, ahead = 0, 0
     async for _ in detached(turn.events(), owner):
         read += 1
@@ -48,33 +49,34 @@ async def test_a_slow_reader_holds_the_producer_back() -> None:
 
 
 async def test_a_reader_that_goes_away_leaves_the_turn_running_to_its_end() -> None:
-    turn, owner = Turn(1000), set[asyncio.Task[None]]()
+    turn, owner = Turn(1000), TaskSet("turns")
     reader = detached(turn.events(), owner)
     for _ in range(3):
         await anext(reader)
     await reader.aclose()
-    [task] = owner
+    assert len(owner) == 1  # the turn runs on, owned
     await asyncio.wait_for(turn.finished.wait(), TIMEOUT)
-    await asyncio.wait_for(task, TIMEOUT)
+    await asyncio.wait_for(owner.drain(), TIMEOUT)
     assert turn.produced == 1000
-    assert owner == set()
+    assert len(owner) == 0
 
 
 async def test_a_producer_failure_reaches_a_present_reader() -> None:
-    turn, owner = Turn(5, fail=True), set[asyncio.Task[None]]()
+    turn, owner = Turn(5, fail=True), TaskSet("turns")
     seen = []
     with pytest.raises(RuntimeError, match="the turn broke"):
         async for event in detached(turn.events(), owner):
             seen.append(event)
     assert len(seen) == 5
-    assert owner == set()
+    await asyncio.wait_for(owner.drain(), TIMEOUT)
+    assert len(owner) == 0
 
 
 async def test_a_failure_after_the_reader_left_is_logged(caplog: pytest.LogCaptureFixture) -> None:
-    turn, owner = Turn(200, fail=True), set[asyncio.Task[None]]()
+    turn, owner = Turn(200, fail=True), TaskSet("turns")
     reader = detached(turn.events(), owner)
     await anext(reader)
     await reader.aclose()
-    [task] = owner
-    await asyncio.wait_for(asyncio.gather(task, return_exceptions=True), TIMEOUT)
+    await asyncio.wait_for(owner.drain(), TIMEOUT)
     assert "a turn failed after its reader had gone" in caplog.text
+    assert "a background task" not in caplog.text  # handled where it happened, logged once

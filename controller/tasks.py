@@ -1,0 +1,45 @@
+"""Background tasks with an owner: every task spawned here is awaited or cancelled by drain().
+
+A bare ``asyncio.create_task`` can be garbage-collected while it runs, dies with its
+exception unseen, and nothing waits for it at shutdown. Each component that starts work it
+does not wait for itself (turns whose reader left, Slack answers, Lease releases) keeps it in
+a TaskSet, and shutdown drains them all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Coroutine
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+class TaskSet:
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    def spawn(self, work: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        task = asyncio.create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._finished)
+        return task
+
+    def _finished(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            log.error("a background task of %s failed", self.name, exc_info=exc)
+
+    async def drain(self, timeout: float | None = None) -> None:
+        """Wait for every task; those still running after ``timeout`` seconds are cancelled."""
+        if not self._tasks:
+            return
+        _, pending = await asyncio.wait(set(self._tasks), timeout=timeout)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+
+    def __len__(self) -> int:
+        return len(self._tasks)
