@@ -64,6 +64,16 @@ class Metrics:
         self.slack_events = Counter(
             "threadbox_slack_events_total", "Slack events received, by event type.", ["type"], registry=r
         )
+        self.slack_handled = Counter(
+            "threadbox_slack_events_handled_total",
+            "Slack events once their listener is done, by outcome: answered (a turn was started), "
+            "duplicate (a retry or the other delivery of one message), ignored (not for the bot).",
+            ["outcome"],
+            registry=r,
+        )
+        self.slack_answers_running = Gauge(
+            "threadbox_slack_answers_running", "Slack answers (turns and their replies) under way.", registry=r
+        )
         self.slack_acks = Counter(
             "threadbox_slack_acks_total",
             "HTTP responses to Slack's Events API, by outcome: ok, retry (Slack redelivered), rejected (bad signature or body), error.",

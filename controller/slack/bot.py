@@ -45,6 +45,7 @@ class SlackBot:
         uploads = Uploads(runtime.store, runtime.manager, runtime.quotas)
         self.attachments = Attachments(uploads, downloader)
         self._tasks = TaskSet("Slack answers")
+        runtime.metrics.slack_answers_running.set_function(lambda: len(self._tasks))
 
     async def receive(
         self, body: dict[str, Any], event: dict[str, Any], bot_user: str | None, is_mention_event: bool
@@ -52,14 +53,20 @@ class SlackBot:
         self.rt.metrics.slack_events.labels(str(event.get("type") or "unknown")).inc()
         team = str(body.get("team_id") or event.get("team") or "")
         msg = parse(event, team, bot_user, is_mention_event)
+        outcome = await self._take(body, msg)
+        self.rt.metrics.slack_handled.labels(outcome).inc()
+
+    async def _take(self, body: dict[str, Any], msg: Inbound | None) -> str:
+        """Start answering ``msg`` unless it is not for the bot or another delivery has it."""
         if msg is None or not await self._wanted(msg):
-            return
+            return "ignored"
         claims = [f"slack-event/{body['event_id']}"] if body.get("event_id") else []
         claims.append(msg.claim)
         for key in claims:
             if not await asyncio.to_thread(self.rt.store.claim, key):
-                return  # a retry or the other delivery of this message; it is handled there
+                return "duplicate"  # a retry or the other delivery of this message; it is handled there
         self._tasks.spawn(self._answer(msg, claims))
+        return "answered"
 
     async def _wanted(self, msg: Inbound) -> bool:
         rule = answer_rule(msg, self.rt.settings.slack_reply_mode)

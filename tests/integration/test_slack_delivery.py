@@ -7,9 +7,11 @@ import time
 from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from controller.identity import ThreadKey
 from tests.support.fake_slack import TEAM_ID, FakeSlack
+from tests.support.poll import wait_until
 from tests.support.slack_events import SlackSender, code, envelope, new_ts
 
 pytestmark = pytest.mark.integration
@@ -23,9 +25,28 @@ def runs_in(slack: SlackSender, channel: str, root_ts: str) -> bytes:
     return bytes(runtime.store.read_file(ThreadKey("slack", TEAM_ID, channel, root_ts).id, "runs.txt"))
 
 
-def settle_then_bot_messages(fake: FakeSlack, channel: str, thread_ts: str) -> list[dict[str, Any]]:
-    """Bot messages in the thread once a late duplicate would have had time to post."""
-    time.sleep(2)
+def _samples(slack: SlackSender) -> dict[tuple[str, str], float]:
+    """Every sample of the controller's /metrics: (name, outcome label) -> value."""
+    families = text_string_to_metric_families(slack.client.get("/metrics").text)
+    return {(m.name, m.labels.get("outcome", "")): m.value for f in families for m in f.samples}
+
+
+def settled(slack: SlackSender) -> bool:
+    """Every acknowledged delivery has been through its listener, and no answer is under way:
+    from here on nothing more can be posted (the code's own signal, not a pause)."""
+    samples = _samples(slack)
+    acked = sum(
+        v for (n, o), v in samples.items() if n == "threadbox_slack_acks_total" and o in ("ok", "retry")
+    )
+    handled = sum(v for (n, _), v in samples.items() if n == "threadbox_slack_events_handled_total")
+    return acked == handled and samples[("threadbox_slack_answers_running", "")] == 0
+
+
+def settle_then_bot_messages(
+    slack: SlackSender, fake: FakeSlack, channel: str, thread_ts: str
+) -> list[dict[str, Any]]:
+    """Bot messages in the thread once every delivery, duplicates included, has been handled."""
+    assert wait_until(lambda: settled(slack), 60)
     return [m for m in fake.messages_in_thread(channel, thread_ts) if m.get("bot_id")]
 
 
@@ -35,7 +56,7 @@ def test_a_retried_event_gets_exactly_one_reply(slack: SlackSender, fake: FakeSl
     for retry in (1, 2):
         assert slack.deliver(sent.body, retry=retry).status_code == 200
 
-    assert len(settle_then_bot_messages(fake, "C1", sent.ts)) == 1
+    assert len(settle_then_bot_messages(slack, fake, "C1", sent.ts)) == 1
     assert runs_in(slack, "C1", sent.ts) == b"x"
     scrape = slack.client.get("/metrics").text
     assert 'threadbox_slack_acks_total{outcome="ok"} 1.0' in scrape
@@ -50,7 +71,7 @@ def test_mention_and_message_events_for_one_message_run_it_once(slack: SlackSend
     assert also.event_id != sent.event_id and also.response.status_code == 200
     fake.wait_for(lambda: "runs: 1" in fake.text_in_thread("C2", sent.ts), 60, "the reply")
 
-    assert len(settle_then_bot_messages(fake, "C2", sent.ts)) == 1
+    assert len(settle_then_bot_messages(slack, fake, "C2", sent.ts)) == 1
     assert runs_in(slack, "C2", sent.ts) == b"x"
 
 
@@ -58,17 +79,18 @@ def test_a_retry_after_a_failed_first_delivery_is_answered_once(slack: SlackSend
     fake.fail("chat.postMessage", "internal_error", times=1)
     sent = slack.mention("C3", COUNTING)
     fake.wait_for(lambda: fake.calls_of("chat.postMessage"), 30, "the failed first post")
-    time.sleep(1)  # the failed turn releases its claims right after that call
+    assert wait_until(lambda: settled(slack), 60)  # the failed answer has released its claims
 
     assert slack.deliver(sent.body, retry=1).status_code == 200
     fake.wait_for(lambda: "runs: 1" in fake.text_in_thread("C3", sent.ts), 60, "the retry's reply")
-    assert len(settle_then_bot_messages(fake, "C3", sent.ts)) == 1
+    assert len(settle_then_bot_messages(slack, fake, "C3", sent.ts)) == 1
     assert runs_in(slack, "C3", sent.ts) == b"x"
     assert 'threadbox_slack_errors_total{kind="turn_failed"} 1.0' in slack.client.get("/metrics").text
 
 
 def _assert_nothing_happened(slack: SlackSender, fake: FakeSlack, thread_id: str) -> None:
-    time.sleep(1)
+    # Rejected before Bolt, in the request itself: no listener ran, none is pending.
+    assert settled(slack) and ("threadbox_slack_acks_total", "ok") not in _samples(slack)
     runtime = slack.client.runtime  # type: ignore[attr-defined]
     assert fake.calls == []  # not even Bolt's auth.test
     assert runtime.store.list_threads() == []
