@@ -37,11 +37,36 @@ from controller.events import Done, Error, Event, FilesChanged, Status
 from controller.kernel import RESTART_NOTE, KernelSession, KernelUnavailable
 from controller.keyedlock import KeyedLock
 from controller.metrics import Metrics
-from controller.stores.base import StoreError, ThreadStore
+from controller.stores.base import StoreError
 from controller.tasks import TaskSet
 from controller.workspace import plain_reason
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ManagerConfig:
+    """What the manager needs from Settings, and nothing else (no credentials)."""
+
+    max_sandboxes: int
+    idle_timeout: float
+    reap_interval: float
+    exec_timeout: float
+    interrupt_grace: float
+    max_output_bytes: int
+    start_timeout: float
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ManagerConfig:
+        return cls(
+            max_sandboxes=settings.max_sandboxes,
+            idle_timeout=settings.idle_timeout,
+            reap_interval=settings.effective_reap_interval,
+            exec_timeout=settings.exec_timeout,
+            interrupt_grace=settings.interrupt_grace,
+            max_output_bytes=settings.max_output_bytes,
+            start_timeout=settings.start_timeout,
+        )
 
 
 @dataclass
@@ -52,10 +77,9 @@ class Live:
 
 
 class SandboxManager:
-    def __init__(self, backend: Backend, store: ThreadStore, settings: Settings, metrics: Metrics) -> None:
+    def __init__(self, backend: Backend, config: ManagerConfig, metrics: Metrics) -> None:
         self.backend = backend
-        self.store = store
-        self.settings = settings
+        self.config = config
         self.metrics = metrics
         self._live: dict[str, Live] = {}
         self._turns = KeyedLock()
@@ -171,13 +195,13 @@ class SandboxManager:
             self.metrics.executions.labels("sandbox_failed").inc()
             return
         live = self._live[thread_id]
-        async for event in self._execute(live, code, timeout or self.settings.exec_timeout):
+        async for event in self._execute(live, code, timeout or self.config.exec_timeout):
             yield event
 
     async def _execute(self, live: Live, code: str, timeout: float) -> AsyncIterator[Event]:
         done: Done | None = None
         error_kind = None
-        grace, cap = self.settings.interrupt_grace, self.settings.max_output_bytes
+        grace, cap = self.config.interrupt_grace, self.config.max_output_bytes
         async for event in live.session.execute(code, timeout, grace, cap):
             if isinstance(event, Error):
                 error_kind = event.kind
@@ -247,10 +271,10 @@ class SandboxManager:
                 kind, session = "warm", warm
             else:
                 alive = functools.partial(self.backend.alive, info)
-                session = KernelSession(info.connection, alive, self.settings.max_output_bytes)
+                session = KernelSession(info.connection, alive, self.config.max_output_bytes)
                 yield Status(phase="restoring", message="Restoring this thread's files...")
                 # An adopted sandbox still has its files; a new one restores them while its kernel starts.
-                waits: list[Awaitable[object]] = [session.start(self.settings.start_timeout)]
+                waits: list[Awaitable[object]] = [session.start(self.config.start_timeout)]
                 if kind == "cold":
                     waits.append(self.backend.restore(info, user))
                 await asyncio.gather(*waits)
@@ -275,7 +299,7 @@ class SandboxManager:
             reported = None
             while True:
                 if self._waiting[0] is token:
-                    if self._slots_used < self.settings.max_sandboxes:
+                    if self._slots_used < self.config.max_sandboxes:
                         self._slots_used += 1
                         return
                     victim = self._idle_lru()
@@ -287,7 +311,7 @@ class SandboxManager:
                     reported = position
                     yield Status(
                         phase="queued",
-                        message=f"All {self.settings.max_sandboxes} sandboxes are busy; "
+                        message=f"All {self.config.max_sandboxes} sandboxes are busy; "
                         f"you are number {position} in the queue.",
                         queue_position=position,
                     )
@@ -355,12 +379,12 @@ class SandboxManager:
             idle_for = now - live.info.last_active
             if self._busy(thread_id) or live.session.last_state != "idle":
                 continue
-            if idle_for >= self.settings.idle_timeout:
+            if idle_for >= self.config.idle_timeout:
                 await self._retire(thread_id, "idle")
                 reaped.append(thread_id)
         for info in await self.backend.list():
             # Running but not ours (adopted after a restart, never used since): same rule.
-            if info.thread_id not in self._live and now - info.last_active >= self.settings.idle_timeout:
+            if info.thread_id not in self._live and now - info.last_active >= self.config.idle_timeout:
                 async with self._sandboxes.hold(info.thread_id):
                     if info.thread_id in self._live or self._turns.locked(info.thread_id):
                         continue
@@ -370,7 +394,7 @@ class SandboxManager:
 
     async def _reap_forever(self) -> None:
         while True:
-            await asyncio.sleep(self.settings.effective_reap_interval)
+            await asyncio.sleep(self.config.reap_interval)
             try:
                 await self.reap_once()
             except Exception:

@@ -18,7 +18,7 @@ from controller.backends.local_sandbox import Isolation, IsolationUnavailable, L
 from controller.config import Settings
 from controller.k8s.sts_check import StsCheckFailed, require_session_policies
 from controller.loopwatch import LoopWatch
-from controller.manager import SandboxManager
+from controller.manager import ManagerConfig, SandboxManager
 from controller.metrics import Metrics
 from controller.quotas import Quotas
 from controller.sandbox_env import ensure_sandbox_python
@@ -150,7 +150,7 @@ def build_runtime(settings: Settings, store: ThreadStore | None = None) -> Runti
     quotas = quotas_from(settings)
     metrics = Metrics()
     backend = build_backend(settings, store, quotas)
-    manager = SandboxManager(backend, store, settings, metrics)
+    manager = SandboxManager(backend, ManagerConfig.from_settings(settings), metrics)
     agent = build_agent(settings, manager, store)
     runtime = Runtime(settings, store, backend, manager, agent, metrics, quotas)
     if settings.slack_mode != "off":
