@@ -12,7 +12,8 @@ The policy, in one place:
   or the precondition names one that is no longer there). Every other failure (``API_ERRORS``)
   propagates as raised, and nothing here retries. A step of a sandbox start wraps it with
   ``starting()`` into StartFailed, which the backend answers as a failed start; background
-  work (the pool, liveness, events, Lease renewal) logs ``api_message()`` and tries again later.
+  work logs ``api_message()`` and carries on: the pool and the watches try again, liveness
+  keeps its last answer, an Event is dropped, a Lease renewal tries again unless refused.
 """
 
 from __future__ import annotations

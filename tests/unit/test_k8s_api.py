@@ -1,0 +1,130 @@
+"""The one API-server error policy (controller/k8s/api.py), through the real client over real HTTP.
+
+A small HTTP server answers as the API server does for each case (a Status body with the
+code); the kubernetes client, the worker threads and the JSON decoding are the real ones.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, ClassVar
+
+import pytest
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from controller.k8s import pods
+from controller.k8s.api import Kube, StartFailed, starting
+
+pytestmark = pytest.mark.timeout(60)
+
+NS = "sandboxes"
+PODS = f"/api/v1/namespaces/{NS}/pods"
+POLICIES = f"/apis/networking.k8s.io/v1/namespaces/{NS}/networkpolicies"
+SECRETS = f"/api/v1/namespaces/{NS}/secrets"
+
+# (method, path) -> (status, body); anything else is 404.
+ANSWERS: dict[tuple[str, str], tuple[int, dict[str, Any]]] = {
+    ("GET", f"{PODS}/here"): (
+        200,
+        {"metadata": {"name": "here", "uid": "u-1"}, "status": {"podIP": "10.1.2.3"}},
+    ),
+    ("POST", POLICIES): (
+        409,
+        {"kind": "Status", "code": 409, "message": 'networkpolicies "p" already exists'},
+    ),
+    ("DELETE", f"{PODS}/replaced"): (
+        409,
+        {"kind": "Status", "code": 409, "message": "Precondition failed: UID"},
+    ),
+    ("DELETE", f"{PODS}/locked"): (403, {"kind": "Status", "code": 403, "message": "pods is forbidden"}),
+    ("POST", SECRETS): (403, {"kind": "Status", "code": 403, "message": 'secrets is forbidden: User "x"'}),
+}
+
+
+class FakeApiServer(BaseHTTPRequestHandler):
+    seen: ClassVar[list[tuple[str, str, Any]]] = []  # (method, path, body), reset by the fixture
+
+    def _answer(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        body = json.loads(self.rfile.read(length)) if length else None
+        path = self.path.split("?", 1)[0]
+        self.seen.append((self.command, path, body))
+        status, payload = ANSWERS.get(
+            (self.command, path), (404, {"kind": "Status", "code": 404, "message": "not found"})
+        )
+        data = json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    do_GET = do_POST = do_DELETE = _answer
+
+    def log_message(self, *_args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def kube() -> Iterator[Kube]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), FakeApiServer)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    FakeApiServer.seen = []
+    cfg = client.Configuration()
+    cfg.host = f"http://127.0.0.1:{server.server_address[1]}"
+    api = client.ApiClient(cfg)
+    try:
+        yield Kube(api, NS)
+    finally:
+        api.close()
+        server.shutdown()
+        server.server_close()
+
+
+async def test_a_read_answered_404_is_none_and_a_found_object_is_its_json(kube: Kube) -> None:
+    assert await pods.read(kube, "missing") is None
+    pod = await pods.read(kube, "here")
+    assert pod is not None and pod["status"]["podIP"] == "10.1.2.3"  # camelCase: the API's own JSON
+
+
+async def test_a_create_answered_409_means_it_exists(kube: Kube) -> None:
+    body = {"metadata": {"name": "p"}}
+    assert await kube.create(kube.net.create_namespaced_network_policy, body) is None
+    assert FakeApiServer.seen == [("POST", POLICIES, body)]
+
+
+async def test_a_delete_answered_404_or_409_is_done_and_carries_its_precondition(kube: Kube) -> None:
+    await pods.delete(kube, "gone", "u-gone", wait=False)
+    await pods.delete(kube, "replaced", "u-old", wait=False)
+    assert [body["preconditions"] for _, _, body in FakeApiServer.seen] == [
+        {"uid": "u-gone"},
+        {"uid": "u-old"},
+    ]
+    with pytest.raises(ApiException) as refused:
+        await pods.delete(kube, "locked", "u-1", wait=False)
+    assert refused.value.status == 403
+
+
+async def test_a_start_step_that_fails_says_which_step_and_what_the_api_said(kube: Kube) -> None:
+    with pytest.raises(StartFailed) as failed, starting("could not prepare the sandbox pod tb-x"):
+        await kube.call(kube.core.create_namespaced_secret, NS, {"metadata": {"name": "tb-x"}})
+    assert str(failed.value) == 'could not prepare the sandbox pod tb-x: 403 secrets is forbidden: User "x"'
+
+
+async def test_an_unreachable_api_server_is_an_api_error_a_start_step_words() -> None:
+    cfg = client.Configuration()
+    cfg.host = "http://127.0.0.1:1"  # nothing listens on port 1
+    cfg.retries = 0
+    api = client.ApiClient(cfg)
+    try:
+        with (
+            pytest.raises(StartFailed, match=r"^lost track of the sandbox pod tb-x: "),
+            starting("lost track of the sandbox pod tb-x"),
+        ):
+            await pods.read(Kube(api, NS), "tb-x")
+    finally:
+        api.close()
