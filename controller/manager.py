@@ -27,9 +27,11 @@ from dataclasses import dataclass
 from controller.backends.base import (
     WARM_SESSION,
     Backend,
+    Connect,
     Lifecycle,
     SandboxInfo,
     SandboxStartError,
+    Session,
     TurnLease,
 )
 from controller.config import Settings
@@ -72,14 +74,17 @@ class ManagerConfig:
 @dataclass
 class Live:
     info: SandboxInfo
-    session: KernelSession
+    session: Session
     user: str | None
 
 
 class SandboxManager:
-    def __init__(self, backend: Backend, config: ManagerConfig, metrics: Metrics) -> None:
+    def __init__(
+        self, backend: Backend, config: ManagerConfig, metrics: Metrics, connect: Connect = KernelSession
+    ) -> None:
         self.backend = backend
         self.config = config
+        self._connect = connect
         self.metrics = metrics
         self._live: dict[str, Live] = {}
         self._turns = KeyedLock()
@@ -266,12 +271,13 @@ class SandboxManager:
                 yield Status(phase="starting", message="Starting a sandbox for this thread...")
                 info = await self.backend.start(thread_id)
             # A warm claim comes with its kernel connected and the thread's files restored.
-            warm: KernelSession | None = info.extra.pop(WARM_SESSION, None)
+            warm: Session | None = info.extra.pop(WARM_SESSION, None)
+            session: Session
             if warm is not None:
                 kind, session = "warm", warm
             else:
                 alive = functools.partial(self.backend.alive, info)
-                session = KernelSession(info.connection, alive, self.config.max_output_bytes)
+                session = self._connect(info.connection, alive, self.config.max_output_bytes)
                 yield Status(phase="restoring", message="Restoring this thread's files...")
                 # An adopted sandbox still has its files; a new one restores them while its kernel starts.
                 waits: list[Awaitable[object]] = [session.start(self.config.start_timeout)]

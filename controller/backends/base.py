@@ -8,11 +8,12 @@ disk, a pod label), so a restarted controller adopts what is running.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+from controller.events import Event
 from controller.metrics import Metrics
 from controller.workspace import PersistResult
 
@@ -34,6 +35,29 @@ class SandboxInfo:
     last_active: float
     workspace: Path | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+AliveProbe = Callable[[], Awaitable[bool]]
+
+
+class Session(Protocol):
+    """The manager's connection to one sandbox's kernel (controller/kernel.py's KernelSession)."""
+
+    # "starting", "idle", "busy", "dead" or "unresponsive"; the manager retires the last two
+    last_state: str
+
+    async def start(self, timeout: float) -> None:
+        """Until the kernel answers; raises KernelUnavailable after ``timeout`` seconds."""
+
+    def execute(self, code: str, timeout: float, grace: float, max_output: int) -> AsyncIterator[Event]:
+        """Output events, then exactly one Done."""
+        ...
+
+    def close(self) -> None: ...
+
+
+# How the manager connects to a sandbox: (connection info, liveness probe, output cap).
+Connect = Callable[[dict[str, Any], AliveProbe, int], Session]
 
 
 class TurnLease(Protocol):
