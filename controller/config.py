@@ -5,15 +5,21 @@ Every field here is listed in the README's configuration table; keep them in ste
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from controller.k8s.storage import MIN_CREDENTIAL_SECONDS
 from controller.outputcap import DEFAULT_MAX_OUTPUT_BYTES
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+C = TypeVar("C", bound="DataclassInstance")
 
 DEFAULT_HOME = Path.home() / ".local" / "share" / "threadbox"
 
@@ -232,3 +238,10 @@ class Settings(BaseSettings):
     @property
     def effective_reap_interval(self) -> float:
         return self.reap_interval or min(30.0, self.idle_timeout / 4)
+
+
+def subset(config: type[C], settings: Settings, **renamed: str) -> C:
+    """A component's small config: each of its dataclass fields from the setting of the same
+    name (or the one ``renamed`` names), so a component never holds the whole Settings."""
+    names = {f.name: renamed.get(f.name, f.name) for f in dataclasses.fields(config)}
+    return config(**{field: getattr(settings, name) for field, name in names.items()})

@@ -34,7 +34,7 @@ from controller.backends.base import (
     Session,
     TurnLease,
 )
-from controller.config import Settings
+from controller.config import Settings, subset
 from controller.events import Done, Error, Event, FilesChanged, Status
 from controller.kernel import RESTART_NOTE, KernelSession, KernelUnavailable
 from controller.keyedlock import KeyedLock
@@ -60,15 +60,7 @@ class ManagerConfig:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ManagerConfig:
-        return cls(
-            max_sandboxes=settings.max_sandboxes,
-            idle_timeout=settings.idle_timeout,
-            reap_interval=settings.effective_reap_interval,
-            exec_timeout=settings.exec_timeout,
-            interrupt_grace=settings.interrupt_grace,
-            max_output_bytes=settings.max_output_bytes,
-            start_timeout=settings.start_timeout,
-        )
+        return subset(cls, settings, reap_interval="effective_reap_interval")
 
 
 @dataclass

@@ -15,7 +15,7 @@ from controller.backends.base import Backend
 from controller.backends.limits import Limits
 from controller.backends.local import LocalBackend
 from controller.backends.local_sandbox import Isolation, IsolationUnavailable, Launcher, decide
-from controller.config import Settings
+from controller.config import Settings, subset
 from controller.k8s.sts_check import StsCheckFailed, require_session_policies
 from controller.loopwatch import LoopWatch
 from controller.manager import ManagerConfig, SandboxManager
@@ -71,13 +71,7 @@ class UnsafeConfiguration(Exception):
 
 
 def quotas_from(settings: Settings) -> Quotas:
-    return Quotas(
-        max_file_bytes=settings.max_file_bytes,
-        thread_max_files=settings.thread_max_files,
-        thread_max_bytes=settings.thread_max_bytes,
-        user_max_files=settings.user_max_files,
-        user_max_bytes=settings.user_max_bytes,
-    )
+    return subset(Quotas, settings)
 
 
 def build_store(settings: Settings) -> ThreadStore:
