@@ -10,8 +10,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from controller.slack.app import api_base_url, build_app, build_client
+from controller.slack.app import build_app, build_client
 from controller.slack.bot import SlackBot
+from controller.slack.config import HttpEvents, SlackConfig
 from controller.slack.route import events_router
 from controller.slack.service import SlackService
 
@@ -20,16 +21,13 @@ if TYPE_CHECKING:
 
 
 def install(runtime: Runtime) -> SlackService:
-    settings = runtime.settings
-    client = build_client(settings)
-    api_host = urlsplit(api_base_url(settings) or "").hostname
-    bot = SlackBot(runtime, client, frozenset({api_host} if api_host else ()))
-    app = build_app(settings, bot)
-    service = SlackService(app, bot, settings)
-    if settings.slack_mode == "http":
-        assert settings.slack_signing_secret is not None
-        runtime.chat_routers.append(
-            events_router(app, settings.slack_signing_secret.get_secret_value(), runtime.metrics)
-        )
+    config = SlackConfig.from_settings(runtime.settings)
+    client = build_client(config)
+    api_host = urlsplit(config.api_url or "").hostname
+    bot = SlackBot(runtime, config, client, frozenset({api_host} if api_host else ()))
+    app = build_app(config, bot)
+    service = SlackService(app, bot, config.transport)
+    if isinstance(config.transport, HttpEvents):
+        runtime.chat_routers.append(events_router(app, config.transport.signing_secret, runtime.metrics))
     runtime.services.append((service.start, service.stop))
     return service

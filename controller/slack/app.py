@@ -11,38 +11,30 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 )
 from slack_sdk.web.async_client import AsyncWebClient
 
-from controller.config import Settings
 from controller.slack.bot import SlackBot
+from controller.slack.config import HttpEvents, SlackConfig
 
 RATE_LIMIT_RETRIES = 3
 
 
-def api_base_url(settings: Settings) -> str | None:
-    """The configured API URL with the trailing "/" slack_sdk's urljoin needs to keep its path."""
-    url = settings.slack_api_url
-    return url if url is None or url.endswith("/") else url + "/"
-
-
-def build_client(settings: Settings) -> AsyncWebClient:
-    assert settings.slack_bot_token is not None
-    base = api_base_url(settings)
+def build_client(config: SlackConfig) -> AsyncWebClient:
     return AsyncWebClient(
-        token=settings.slack_bot_token.get_secret_value(),
+        token=config.bot_token,
         retry_handlers=[
             AsyncConnectionErrorRetryHandler(),
             AsyncRateLimitErrorRetryHandler(max_retry_count=RATE_LIMIT_RETRIES),
         ],
-        base_url=base or AsyncWebClient.BASE_URL,
+        base_url=config.api_url or AsyncWebClient.BASE_URL,
     )
 
 
-def build_app(settings: Settings, bot: SlackBot) -> AsyncApp:
-    secret = settings.slack_signing_secret
+def build_app(config: SlackConfig, bot: SlackBot) -> AsyncApp:
+    http = config.transport if isinstance(config.transport, HttpEvents) else None
     app = AsyncApp(
         client=bot.client,
-        signing_secret=secret.get_secret_value() if secret else None,
+        signing_secret=http.signing_secret if http else None,
         # Socket Mode requests come over an authenticated websocket and carry no signature.
-        request_verification_enabled=settings.slack_mode == "http",
+        request_verification_enabled=http is not None,
     )
 
     @app.event("app_mention")

@@ -18,6 +18,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from controller.agent.base import Turn
 from controller.slack.attachments import Attachments, Downloader
+from controller.slack.config import SlackConfig
 from controller.slack.inbound import Inbound, answer_rule, parse
 from controller.slack.ratelimit import WorkspaceBuckets
 from controller.slack.render import SlackReply
@@ -35,13 +36,14 @@ DRAIN_SECONDS = 30.0
 
 
 class SlackBot:
-    def __init__(self, runtime: Runtime, client: AsyncWebClient, trusted_hosts: frozenset[str]) -> None:
+    def __init__(
+        self, runtime: Runtime, config: SlackConfig, client: AsyncWebClient, trusted_hosts: frozenset[str]
+    ) -> None:
         self.rt = runtime
+        self.config = config
         self.client = client
         self.buckets = WorkspaceBuckets()
-        token = runtime.settings.slack_bot_token
-        assert token is not None
-        downloader = Downloader(token.get_secret_value(), trusted_hosts, runtime.settings.max_file_bytes)
+        downloader = Downloader(config.bot_token, trusted_hosts, config.max_file_bytes)
         uploads = Uploads(runtime.store, runtime.manager, runtime.quotas)
         self.attachments = Attachments(uploads, downloader)
         self._tasks = TaskSet("Slack answers")
@@ -69,7 +71,7 @@ class SlackBot:
         return "answered"
 
     async def _wanted(self, msg: Inbound) -> bool:
-        rule = answer_rule(msg, self.rt.settings.slack_reply_mode)
+        rule = answer_rule(msg, self.config.reply_mode)
         if rule == "if_active":
             # Active means the thread record exists: durable, so any replica and restarts agree.
             return await asyncio.to_thread(get_thread, self.rt.store, msg.key.id) is not None
@@ -104,7 +106,7 @@ class SlackBot:
             msg.channel,
             msg.root_ts,
             self.buckets.for_team(msg.team),
-            self.rt.settings.slack_update_interval,
+            self.config.update_interval,
             self.rt.store,
             thread_id,
             self._api_error,
@@ -116,7 +118,7 @@ class SlackBot:
         received = await self.attachments.receive(record, msg.files)
         for problem in received.problems:
             reply.note(problem)
-        limit = self.rt.settings.max_code_bytes
+        limit = self.config.max_code_bytes
         if len(msg.text.encode()) > limit:
             reply.note(f"Your message is over the {limit}-byte limit, so I did not run it.")
         else:

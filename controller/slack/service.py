@@ -5,25 +5,21 @@ from __future__ import annotations
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_bolt.async_app import AsyncApp
 
-from controller.config import Settings
 from controller.slack.bot import SlackBot
+from controller.slack.config import HttpEvents, SocketMode
 
 
 class SlackService:
-    def __init__(self, app: AsyncApp, bot: SlackBot, settings: Settings) -> None:
+    def __init__(self, app: AsyncApp, bot: SlackBot, transport: HttpEvents | SocketMode) -> None:
         self.app = app
         self.bot = bot
-        self.settings = settings
+        self.transport = transport
         self.socket: AsyncSocketModeHandler | None = None
 
-    def socket_handler(self) -> AsyncSocketModeHandler:
-        # Built here, not in __init__: its aiohttp session needs the running event loop.
-        assert self.settings.slack_app_token is not None
-        return AsyncSocketModeHandler(self.app, self.settings.slack_app_token.get_secret_value())
-
     async def start(self) -> None:
-        if self.settings.slack_mode == "socket":
-            self.socket = self.socket_handler()
+        if isinstance(self.transport, SocketMode):
+            # Built here, not in __init__: its aiohttp session needs the running event loop.
+            self.socket = AsyncSocketModeHandler(self.app, self.transport.app_token)
             await self.socket.connect_async()  # type: ignore[no-untyped-call]
 
     async def stop(self) -> None:
