@@ -267,7 +267,9 @@ def _add_file_routes(app: FastAPI, rt: Runtime) -> None:
             400: {"description": "The name is unsafe (traversal, control characters, reserved)."},
             409: {"description": "A stored or live file, folder or link is in the way of the name."},
             413: {"description": "Over a size limit or quota; over-long bodies are refused unread."},
-            502: {"description": "Stored, but the live sandbox did not take it (it has it from its next start)."},
+            502: {
+                "description": "Stored, but the live sandbox did not take it (it has it from its next start)."
+            },
         },
     )
     async def upload(
