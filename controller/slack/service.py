@@ -16,10 +16,13 @@ class SlackService:
         self.transport = transport
         self.socket: AsyncSocketModeHandler | None = None
 
+    def socket_handler(self, transport: SocketMode) -> AsyncSocketModeHandler:
+        # Built when started, not in __init__: its aiohttp session needs the running event loop.
+        return AsyncSocketModeHandler(self.app, transport.app_token)
+
     async def start(self) -> None:
         if isinstance(self.transport, SocketMode):
-            # Built here, not in __init__: its aiohttp session needs the running event loop.
-            self.socket = AsyncSocketModeHandler(self.app, self.transport.app_token)
+            self.socket = self.socket_handler(self.transport)
             await self.socket.connect_async()  # type: ignore[no-untyped-call]
 
     async def stop(self) -> None:

@@ -12,6 +12,7 @@ from controller.config import Settings
 from controller.events import Error
 from controller.runtime import build_runtime
 from controller.slack.attachments import Downloader, is_login_page
+from controller.slack.config import SocketMode
 from controller.slack.inbound import answer_rule, clean_text, parse
 from controller.slack.layout import OVERFLOW_NOTE, escape, layout, split_message
 from controller.slack.ratelimit import TokenBucket, WorkspaceBuckets
@@ -136,7 +137,8 @@ async def test_install_wires_a_route_or_a_socket_connection(tmp_path: Path, mode
     assert isinstance(service, SlackService)
     assert service.bot.client.base_url == "http://127.0.0.1:9/api/"  # the "/" urljoin needs
     if mode == "socket":
-        handler = service.socket_handler()
+        assert isinstance(service.transport, SocketMode)
+        handler = service.socket_handler(service.transport)
         assert handler.app is service.app and handler.app_token == "xapp-1"
         assert handler.client.web_client.base_url == "http://127.0.0.1:9/api/"
         await handler.close_async()
