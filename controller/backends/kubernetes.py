@@ -19,7 +19,7 @@ from typing import Any
 from kubernetes import client
 
 from controller.backends.base import WARM_SESSION, SandboxInfo, SandboxStartError, TurnLease
-from controller.config import Settings
+from controller.config import Settings, subset
 from controller.k8s import lookup, objects, pods, podstate
 from controller.k8s.api import Kube, StartFailed, load_api_client, starting
 from controller.k8s.claim import claim_bound
@@ -28,9 +28,10 @@ from controller.k8s.events import EventRecorder
 from controller.k8s.lease import ThreadLeases
 from controller.k8s.liveness import Liveness
 from controller.k8s.names import object_name
+from controller.k8s.podcache import PodCache
 from controller.k8s.podserver import PodRef, PodServer, PodServerError
 from controller.k8s.policy import Policies, PolicyConfig
-from controller.k8s.pool import Claimed, WarmPool
+from controller.k8s.pool import Claimed, PoolSize, WarmPool
 from controller.k8s.sts import PodCredentials
 from controller.metrics import Metrics
 from controller.workspace import PersistResult
@@ -54,7 +55,8 @@ class KubernetesBackend:
         self.policies = Policies(self.kube, PolicyConfig.from_settings(settings))
         self.credentials = PodCredentials.from_settings(settings)
         self.server = PodServer()
-        self.liveness = Liveness(self.kube, self.server, touch_every=min(30.0, settings.idle_timeout / 4))
+        self.pod_cache = PodCache(self.kube)  # watched between open() and close()
+        self.liveness = Liveness(self.kube, self.pod_cache, self.server, min(30.0, settings.idle_timeout / 4))
         self.leases = ThreadLeases(api, self.ns)
         self.events = EventRecorder(self.kube)
         self.pool: WarmPool | None = None  # runs between open() and close()
@@ -74,24 +76,21 @@ class KubernetesBackend:
         return None
 
     async def open(self, metrics: Metrics) -> None:
-        s = self.settings
         await self.policies.ensure_default_deny()
-        if s.warm_pool_size:
-            self.pool = WarmPool(
-                self.kube,
-                self.pod_config,
-                s.warm_pool_size,
-                s.warm_pool_refill_concurrency,
-                s.start_timeout,
-                metrics,
-                self.policies.ensure_allow,
+        self.pod_cache.start()
+        if self.settings.warm_pool_size:
+            size = subset(
+                PoolSize, self.settings, target="warm_pool_size", concurrency="warm_pool_refill_concurrency"
             )
+            prepare = self.policies.ensure_allow
+            self.pool = WarmPool(self.kube, self.pod_cache, self.pod_config, size, metrics, prepare)
             await self.pool.start()
 
     async def close(self) -> None:
         if self.pool is not None:
             await self.pool.close()
             self.pool = None
+        self.pod_cache.stop()
         await self.server.close()
 
     async def start(self, thread_id: str) -> SandboxInfo:
@@ -121,7 +120,7 @@ class KubernetesBackend:
         return info
 
     async def find(self, thread_id: str) -> SandboxInfo | None:
-        found = await lookup.find(self.kube, thread_id)
+        found = await lookup.find(self.kube, self.pod_cache, thread_id)
         return _adopted(*found) if found else None
 
     async def list(self) -> list[SandboxInfo]:

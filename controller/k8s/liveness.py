@@ -10,17 +10,19 @@ from typing import Any
 
 from controller.k8s import objects, pods, podstate
 from controller.k8s.api import API_ERRORS, Kube, api_message
+from controller.k8s.podcache import PodCache
 from controller.k8s.podserver import PodRef, PodServer
 
 log = logging.getLogger(__name__)
 
-ALIVE_TTL = 1.0  # the manager probes every 0.25 s while a kernel is silent; one GET a second is plenty
+ALIVE_TTL = 1.0  # the manager probes every 0.25 s while a kernel is silent; one check a second is plenty
 KERNEL_LAUNCH = "kernel_launch"  # the memo key of the first kernel launch a session saw
 
 
 class Liveness:
-    def __init__(self, kube: Kube, server: PodServer, touch_every: float) -> None:
+    def __init__(self, kube: Kube, pod_cache: PodCache, server: PodServer, touch_every: float) -> None:
         self.kube = kube
+        self.pod_cache = pod_cache
         self.server = server
         self.touch_every = touch_every
         self._alive: dict[str, tuple[float, bool]] = {}  # pod uid -> (checked at, alive)
@@ -38,9 +40,7 @@ class Liveness:
         if checked and time.monotonic() - checked[0] < ALIVE_TTL:
             return checked[1]
         try:
-            current, kernel = await asyncio.gather(
-                pods.read(self.kube, pod.name), self.server.kernel_launch(pod.ip)
-            )
+            current, kernel = await asyncio.gather(self._read(pod), self.server.kernel_launch(pod.ip))
         except API_ERRORS as exc:
             # The API being down says nothing about the kernel: keep the last answer.
             log.warning("cannot read sandbox pod %s: %s", pod.name, api_message(exc))
@@ -51,6 +51,14 @@ class Liveness:
             result = kernel > 0 and kernel == memo.setdefault(KERNEL_LAUNCH, kernel)
         self._alive[pod.uid] = (time.monotonic(), result)
         return result
+
+    async def _read(self, pod: PodRef) -> dict[str, Any] | None:
+        """The pod from the pod cache; a miss, or another pod of that name, asks the API server
+        (a pod created a moment ago may not be in the cache yet)."""
+        cached = self.pod_cache.get(pod.name)
+        if cached is not None and podstate.uid(cached) == pod.uid:
+            return cached
+        return await pods.read(self.kube, pod.name)
 
     def touched(self, uid: str, when: float) -> None:
         """The annotation was written at ``when`` by the pod's creation or claim."""

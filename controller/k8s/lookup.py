@@ -8,6 +8,7 @@ from controller.k8s import cleanup, podstate
 from controller.k8s.api import Kube
 from controller.k8s.connection import from_secret
 from controller.k8s.names import all_sandboxes_selector, thread_selector
+from controller.k8s.podcache import PodCache
 
 # A thread's running pod, with the kernel's connection info (as in the pod) from its Secret.
 Found = tuple[dict[str, Any], dict[str, Any]]
@@ -20,7 +21,18 @@ def _usable(pod: dict[str, Any], secret: dict[str, Any]) -> Found | None:
     return pod, connection
 
 
-async def find(kube: Kube, thread_id: str) -> Found | None:
+async def find(kube: Kube, pod_cache: PodCache, thread_id: str) -> Found | None:
+    """The thread's running pod: from the pod cache when it has one (an adoption), else from
+    the API server, as a miss may be a pod the watch has not delivered yet."""
+    candidates = [p for p in pod_cache.of_thread(thread_id) if podstate.alive(p)]
+    for pod in candidates or await _listed(kube, thread_id):
+        secret = await kube.read(kube.core.read_namespaced_secret, pod["metadata"]["name"])
+        if secret is not None:  # unusable without its key; a start replaces it
+            return _usable(pod, secret)
+    return None
+
+
+async def _listed(kube: Kube, thread_id: str) -> list[dict[str, Any]]:
     # resourceVersion=0: served by the API server's cache at once. A consistent list waits
     # up to ~100 ms after any recent write (the turn's own Lease) for that cache to catch up,
     # and a thread's pod was created at least a turn ago, long before the cache's lag.
@@ -30,11 +42,7 @@ async def find(kube: Kube, thread_id: str) -> Found | None:
         label_selector=thread_selector(thread_id),
         resource_version="0",
     )
-    for pod in filter(podstate.alive, listing.get("items", [])):
-        secret = await kube.read(kube.core.read_namespaced_secret, pod["metadata"]["name"])
-        if secret is not None:  # unusable without its key; a start replaces it
-            return _usable(pod, secret)
-    return None
+    return [p for p in listing.get("items", []) if podstate.alive(p)]
 
 
 async def running(kube: Kube, stuck_after: float, stale_secret_seconds: float) -> list[Found]:

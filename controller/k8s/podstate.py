@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from controller.k8s.names import CONTAINER_NAME, LAST_ACTIVE_ANNOTATION, THREAD_LABEL
+from controller.k8s.names import CONTAINER_NAME, LAST_ACTIVE_ANNOTATION, POOL_LABEL, POOL_WARM, THREAD_LABEL
 
 # Waiting reasons that will not fix themselves in a start timeout's time: fail the start at
 # once with the reason, rather than hanging until the timeout.
@@ -46,6 +46,11 @@ def uid(pod: dict[str, Any]) -> str:
 
 def thread_of(pod: dict[str, Any]) -> str:
     return str((_meta(pod).get("labels") or {}).get(THREAD_LABEL, ""))
+
+
+def warm(pod: dict[str, Any]) -> bool:
+    """An unclaimed warm pod (of any profile): what names.warm_selector() selects."""
+    return (_meta(pod).get("labels") or {}).get(POOL_LABEL) == POOL_WARM
 
 
 def pod_ip(pod: dict[str, Any]) -> str | None:

@@ -2,8 +2,8 @@
 
 Warm pods are anonymous (``tbw-<random>``), labelled ``threadbox.dev/pool=warm`` and with the
 hash of the pod settings (``threadbox.dev/profile``); their Secret holds the kernel key only.
-A watch on them feeds an in-memory cache: a view of the cluster, never the truth, which stays
-in the labels, so any number of controllers can share a pool and a restarted one picks it up.
+The backend's pod cache (k8s/podcache.py, one watch for every sandbox pod) feeds the pool's
+view of them: a view of the cluster, never the truth, which stays in the labels, so any number of controllers can share a pool and a restarted one picks it up.
 
 A pod is *ready* here once this controller has a kernel session to it that answered
 kernel_info, so a claim hands over a connected kernel. Claiming is one patch that sets the
@@ -30,8 +30,9 @@ from kubernetes.client.exceptions import ApiException
 from controller.k8s import objects, pods, podstate
 from controller.k8s.api import API_ERRORS, Kube, api_message
 from controller.k8s.connection import for_pod, from_secret, new_connection
-from controller.k8s.names import PROFILE_LABEL, warm_name, warm_selector
-from controller.k8s.podwatch import Handlers, PodWatch
+from controller.k8s.names import PROFILE_LABEL, warm_name
+from controller.k8s.podcache import PodCache
+from controller.k8s.podwatch import Handlers
 from controller.kernel import KernelSession, KernelUnavailable
 from controller.metrics import Metrics
 
@@ -112,27 +113,33 @@ def pick(cache: Mapping[str, dict[str, Any]], ready: Collection[str], profile: s
     return [p["metadata"]["name"] for p in sorted(usable, key=podstate.created)]
 
 
+@dataclass(frozen=True)
+class PoolSize:
+    target: int  # warm pods to keep
+    concurrency: int  # pods started at once while refilling
+    start_timeout: float
+
+
 class WarmPool:
     def __init__(
         self,
         kube: Kube,
+        pod_cache: PodCache,
         cfg: objects.PodConfig,
-        target: int,
-        concurrency: int,
-        start_timeout: float,
+        size: PoolSize,
         metrics: Metrics,
         prepare: Callable[[], Awaitable[None]],
     ) -> None:
         self.kube = kube
         self.cfg = cfg
         self.profile = objects.profile_hash(cfg)
-        self.target = target
-        self.concurrency = concurrency
-        self.start_timeout = start_timeout
-        self.stuck_after = 2 * start_timeout + 60
+        self.target = size.target
+        self.concurrency = size.concurrency
+        self.start_timeout = size.start_timeout
+        self.stuck_after = 2 * size.start_timeout + 60
         self.metrics = metrics
         self.prepare = prepare  # what must exist before the first pod (the network policy)
-        self._cache: dict[str, dict[str, Any]] = {}  # name -> pod, fed by the watch
+        self._cache: dict[str, dict[str, Any]] = {}  # name -> warm pod, fed by the pod cache
         self._ready: dict[str, Warm] = {}
         self._connections: dict[str, dict[str, Any]] = {}  # of pods this controller created
         self._creating: set[str] = set()
@@ -140,20 +147,19 @@ class WarmPool:
         self._tasks: set[asyncio.Task[None]] = set()
         self._changed = asyncio.Event()
         self._stopped = False
-        self._watch = PodWatch(kube, warm_selector(), Handlers(self._replace, self._upsert, self._remove))
+        self._pod_cache = pod_cache  # warm pods reach _cache below through its subscription
         self._runner: asyncio.Task[None] | None = None
 
     # -- lifecycle -------------------------------------------------------------------
 
     async def start(self) -> None:
         self.metrics.pool_target.set(self.target)
-        self._watch.start("warm-pool-watch")
+        self._pod_cache.subscribe(podstate.warm, Handlers(self._replace, self._upsert, self._remove))
         self._runner = asyncio.create_task(self._run())
 
     async def close(self) -> None:
         """Stop refilling; warm pods stay for the next controller (or another replica)."""
         self._stopped = True
-        self._watch.stop()
         tasks = [t for t in (self._runner, *self._tasks) if t is not None]
         for task in tasks:
             task.cancel()
@@ -162,7 +168,7 @@ class WarmPool:
             warm.session.close()
         self._ready.clear()
 
-    # -- the cache, fed by the watch ------------------------------------------------------
+    # -- the cache, fed by the pod cache's subscription -----------------------------------
 
     def _replace(self, listing: list[dict[str, Any]]) -> None:
         self._cache = {p["metadata"]["name"]: p for p in listing}
