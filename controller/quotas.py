@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, replace
+from typing import Any
 
 from controller.stores.base import StoredFile, ThreadStore
 
@@ -76,6 +77,40 @@ class Quotas:
     @property
     def per_user(self) -> bool:
         return bool(self.user_max_files or self.user_max_bytes)
+
+    def user_quota(self, others: Usage | None = None) -> UserQuota:
+        return UserQuota(self.user_max_files, self.user_max_bytes, others)
+
+
+@dataclass(frozen=True)
+class UserQuota:
+    """The per-user limits, sent to a pod with each persist: its credentials cannot list the
+    user's other threads, so the controller counts those (``others``) when the pod asks."""
+
+    max_files: int = 0
+    max_bytes: int = 0
+    others: Usage | None = None  # None: not counted yet
+
+    def applied_to(self, quotas: Quotas) -> Quotas:
+        return replace(quotas, user_max_files=self.max_files, user_max_bytes=self.max_bytes)
+
+    @classmethod
+    def from_json(cls, raw: object) -> UserQuota:
+        """The ``user_quota`` of a /persist request; ValueError names what is wrong with it."""
+        if not isinstance(raw, Mapping):
+            raise ValueError("user_quota must be an object")
+        others = raw.get("others")
+        if others is not None and not isinstance(others, Mapping):
+            raise ValueError("user_quota.others must be an object")
+        counted = None if others is None else Usage(_count(others, "files"), _count(others, "bytes"))
+        return cls(_count(raw, "max_files"), _count(raw, "max_bytes"), counted)
+
+
+def _count(raw: Mapping[str, Any], key: str) -> int:
+    value = raw.get(key, 0)
+    if type(value) is not int or value < 0:
+        raise ValueError(f"{key} must be a whole number of at least 0, not {value!r}")
+    return value
 
 
 def user_usage(store: ThreadStore, user: str, exclude: str) -> Usage:

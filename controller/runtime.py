@@ -97,7 +97,7 @@ def build_backend(settings: Settings, store: ThreadStore, quotas: Quotas) -> Bac
             require_session_policies(settings)  # pods get STS credentials: prove MinIO confines them
         except StsCheckFailed as exc:
             raise UnsafeConfiguration(str(exc)) from exc
-        return KubernetesBackend(settings)
+        return KubernetesBackend(settings, store=store)
     python = settings.sandbox_python or ensure_sandbox_python()
     sandboxes = settings.data_dir / "sandboxes"
     try:

@@ -18,7 +18,7 @@ import logging
 import os
 import stat
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
@@ -27,7 +27,7 @@ from typing import BinaryIO
 
 from controller.filenames import BadFilename, NameConflict, clean_filename
 from controller.nofollow import fd_path, open_regular, place
-from controller.quotas import QuotaExceeded, Quotas, Usage, user_usage
+from controller.quotas import QuotaExceeded, Quotas, Usage, UserQuota, user_usage
 from controller.stores.base import NotInStore, StoredFile, ThreadStore
 
 log = logging.getLogger(__name__)
@@ -99,6 +99,10 @@ def by_clean_name(found: Iterable[str], refused: dict[str, str]) -> dict[str, st
     return clean
 
 
+class OthersNeeded(Exception):
+    """A per-user limit needs the user's usage in other threads, which the caller did not give."""
+
+
 def plain_reason(exc: BaseException) -> str:
     """A failure in words for a user: an OSError's reason without the host path it names."""
     if isinstance(exc, OSError) and exc.strerror:
@@ -163,7 +167,10 @@ class WorkspaceSync:
             self._seen = {f.name: _Seen(f.size, -1, f.sha256) for f in self.store.list_files(self.thread_id)}
         return self._seen
 
-    def persist(self) -> PersistResult:
+    def persist(self, user: UserQuota | None = None) -> PersistResult:
+        """Sync the workspace to the store. ``user``: per-user limits from a caller whose store
+        cannot list the user's other threads (a pod); without ``user.others`` it raises
+        OthersNeeded at the first file to check, having only deleted, so a retry is safe."""
         seen = self._baseline()
         result = PersistResult()
         present = by_clean_name(scan(self.root) if self.root.exists() else (), result.refused)
@@ -173,7 +180,7 @@ class WorkspaceSync:
             self.store.delete_file(self.thread_id, name)
             del seen[name]
             result.deleted.append(name)
-        budget = _Budget(Usage(len(seen), sum(s.size for s in seen.values())))
+        budget = self._budget(Usage(len(seen), sum(s.size for s in seen.values())), user)
         for name, raw in sorted(present.items()):
             # One file that cannot be saved never stops the files after it.
             try:
@@ -194,15 +201,19 @@ class WorkspaceSync:
             sha = sha256_stream(fh)
             if old is None or old.sha256 != sha:
                 after = budget.thread.replace(old.size if old else None, st.st_size)
-                if budget.others is None and self.user and self.quotas.per_user:
-                    budget.others = user_usage(self.store, self.user, self.thread_id)
-                self.quotas.check_write(name, st.st_size, after, budget.others)
+                budget.quotas.check_write(name, st.st_size, after, budget.user_elsewhere())
                 # The very file already open, whatever code has done to the workspace path since.
                 self.store.put_file(self.thread_id, name, fd_path(fh.fileno()), sha)
                 budget.thread = after
                 result.changed.append(name)
                 result.bytes += st.st_size
         seen[name] = _Seen(st.st_size, st.st_mtime_ns, sha)
+
+    def _budget(self, thread: Usage, user: UserQuota | None) -> _Budget:
+        if user is not None:
+            return _Budget(thread, user.applied_to(self.quotas), user.others, _needed)
+        count = partial(user_usage, self.store, self.user, self.thread_id) if self.user else None
+        return _Budget(thread, self.quotas, None, count)
 
     def write(self, name: str, data: bytes) -> None:
         """Put an uploaded file (clean name) into the live workspace and record it as synced.
@@ -213,9 +224,20 @@ class WorkspaceSync:
         self._baseline()[name] = _Seen(st.st_size, st.st_mtime_ns, hashlib.sha256(data).hexdigest())
 
 
+def _needed() -> Usage:
+    raise OthersNeeded("checking the per-user limits needs the user's files in their other threads")
+
+
 @dataclass
 class _Budget:
     """The thread's usage as persist goes, and the user's other threads once needed."""
 
     thread: Usage
+    quotas: Quotas
     others: Usage | None = None
+    count_others: Callable[[], Usage] | None = None  # None: no per-user check
+
+    def user_elsewhere(self) -> Usage | None:
+        if self.others is None and self.quotas.per_user and self.count_others is not None:
+            self.others = self.count_others()
+        return self.others

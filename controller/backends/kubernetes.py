@@ -34,6 +34,8 @@ from controller.k8s.policy import Policies, PolicyConfig
 from controller.k8s.pool import Claimed, PoolSize, WarmPool
 from controller.k8s.sts import PodCredentials
 from controller.metrics import Metrics
+from controller.quotas import Quotas, user_usage
+from controller.stores.base import ThreadStore
 from controller.workspace import PersistResult
 
 log = logging.getLogger(__name__)
@@ -46,8 +48,11 @@ class KubernetesBackend:
     keep_on_shutdown = True  # pods outlive a controller restart; the next one adopts them
     isolated = True
 
-    def __init__(self, settings: Settings, api: client.ApiClient | None = None) -> None:
+    def __init__(
+        self, settings: Settings, api: client.ApiClient | None = None, store: ThreadStore | None = None
+    ) -> None:
         self.settings = settings
+        self.store = store  # where per-user quotas count a user's threads; None: the pods keep the last count
         self.ns = settings.sandbox_namespace
         self.pod_config = objects.PodConfig.from_settings(settings)
         api = api or load_api_client(settings.kubeconfig)
@@ -159,10 +164,11 @@ class KubernetesBackend:
                 await asyncio.sleep(0.2)
 
     async def persist(self, info: SandboxInfo, user: str | None) -> PersistResult:
-        # Per-user quotas need every thread's usage, which a pod's scoped credentials cannot see;
-        # the pod enforces the per-file and per-thread ones.
+        # A pod cannot list the user's other threads: it asks for their count (k8s/podserver.py).
+        quota = subset(Quotas, self.settings).user_quota() if user and self.store else None
+        count = functools.partial(user_usage, self.store, user, info.thread_id) if user and self.store else None
         try:
-            return await self.server.persist(_ref(info))
+            return await self.server.persist(_ref(info), quota, count)
         except PodServerError:
             if not await self.alive(info):
                 # A pod being deleted saves its workspace itself on SIGTERM (the contract); there

@@ -2,13 +2,16 @@
 
 Every route but ``GET /healthz`` takes the kernel key as its bearer token. The server does
 the pod's file sync: ``/bind`` (a warm pod becomes a thread's), ``/restore``, ``/persist`` and
-``/files/<name>`` (an upload into the live workspace).
+``/files/<name>`` (an upload into the live workspace). A persist carries the per-user quota, whose
+count of the user's other threads the pod asks for only when a changed file must be checked.
 """
 
 from __future__ import annotations
 
+import asyncio
 import urllib.parse
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
 from http import HTTPStatus
 from typing import Any
 
@@ -16,6 +19,7 @@ import httpx
 
 from controller.filenames import NameConflict
 from controller.k8s.connection import agent_url
+from controller.quotas import Usage, UserQuota
 from controller.workspace import PersistResult
 
 
@@ -91,13 +95,30 @@ class PodServer:
     async def restore(self, pod: PodRef) -> int:
         return int((await self.request(pod, "POST", "/restore"))["restored"])
 
-    async def persist(self, pod: PodRef) -> PersistResult:
-        r = await self.request(pod, "POST", "/persist")
+    async def persist(
+        self, pod: PodRef, user: UserQuota | None = None, others: Callable[[], Usage] | None = None
+    ) -> PersistResult:
+        """Sync the pod's workspace under the ``user`` quota (None: the last one the pod was sent).
+
+        When its limits need the user's other threads, the pod answers 428 before saving any file
+        (it may have deleted some), and is asked again with what ``others`` counts, counted in a
+        worker thread: it reads the store."""
+        try:
+            r = await self._persist(pod, user)
+        except PodServerError as exc:
+            if exc.status != HTTPStatus.PRECONDITION_REQUIRED or user is None or others is None:
+                raise
+            r = await self._persist(pod, replace(user, others=await asyncio.to_thread(others)))
         return PersistResult(
             changed=list(r.get("changed", [])),
             deleted=list(r.get("deleted", [])),
             refused=dict(r.get("refused", {})),
             bytes=int(r.get("bytes", 0)),
+        )
+
+    async def _persist(self, pod: PodRef, user: UserQuota | None) -> Any:
+        return await self.request(
+            pod, "POST", "/persist", json={"user_quota": asdict(user)} if user else None
         )
 
     async def write_file(self, pod: PodRef, name: str, data: bytes) -> None:

@@ -13,7 +13,7 @@ import json
 import logging
 import threading
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -22,10 +22,10 @@ from urllib.parse import unquote, urlsplit
 from minio.error import S3Error
 
 from controller.filenames import BadFilename, NameConflict, clean_filename
-from controller.quotas import QuotaExceeded
+from controller.quotas import QuotaExceeded, Usage, UserQuota
 from controller.stores.base import StoreError
 from controller.stores.minio import MinioStore
-from controller.workspace import PersistResult, WorkspaceSync
+from controller.workspace import OthersNeeded, PersistResult, WorkspaceSync
 from threadbox_sandbox.kernel import KernelSupervisor
 from threadbox_sandbox.settings import Settings, SettingsError, Storage, load_storage, parse_storage
 
@@ -63,6 +63,7 @@ class Workspace:
         self._storage: Storage | None = None
         self._bound: Storage | None = None  # from POST /bind, until the Secret mount catches up
         self._sync: WorkspaceSync | None = None
+        self._user: UserQuota | None = None  # the last per-user quota the controller sent
         self.restored = False
 
     def _load_storage(self) -> Storage:
@@ -80,8 +81,8 @@ class Workspace:
             if self._sync is None:
                 s = self.settings
                 assert self.thread_id is not None  # load_storage refuses an unbound workspace
-                # user=None: per-user quotas need other threads' files, which these credentials
-                # cannot list; the controller enforces those. Per-thread quotas apply here.
+                # user=None: these credentials cannot list the user's other threads; per-user
+                # quotas come with each persist (UserQuota), counted by the controller.
                 self._sync = WorkspaceSync(store, self.thread_id, s.workspace, s.quotas, s.file_ttl_days)
             else:
                 self._sync.store = store  # keep what is known to be synced
@@ -109,15 +110,36 @@ class Workspace:
             self.thread_id, self._bound = thread_id, storage
             return self._restore_locked()
 
-    def persist(self) -> PersistResult:
+    def persist(self, user: UserQuota | None = None) -> PersistResult:
+        """Sync to the store under the controller's per-user ``user`` quota. Without one (the
+        final persist on SIGTERM, a controller that does not know the thread's user) the last
+        quota sent applies, with the last count of the user's other threads: there is no one to
+        ask for a fresh count. A pod never sent a quota applies none (an older controller)."""
         with self._lock:
             if not self.restored:
                 raise NotRestored("the workspace was never restored; persisting it could delete stored files")
-            return self._current().persist()
+            if user is not None:
+                others = user.others if user.others is not None else self._last_others()
+                self._user = replace(user, others=others)
+            elif self._user is not None:
+                user = replace(self._user, others=self._last_others() or Usage())  # never counted: 0
+            return self._current().persist(user)
+
+    def _last_others(self) -> Usage | None:
+        return self._user.others if self._user is not None else None
 
     def write(self, name: str, data: bytes) -> None:
         with self._lock:
             self._current().write(name, data)
+
+
+def persist_request(data: bytes) -> UserQuota | None:
+    """The user quota of a /persist body; an empty body (an older controller's) has none."""
+    body = json.loads(data) if data else {}
+    if not isinstance(body, dict):
+        raise ValueError("the body must be a JSON object")
+    raw = body.get("user_quota")
+    return None if raw is None else UserQuota.from_json(raw)
 
 
 class AgentServer(ThreadingHTTPServer):
@@ -180,13 +202,25 @@ class Handler(BaseHTTPRequestHandler):
             return
         route = self._path()
         if route == "/persist":
-            self._guarded(lambda: asdict(self.server.workspace.persist()))
+            self._persist()
         elif route == "/restore":
             self._guarded(lambda: {"restored": self.server.workspace.restore()})
         elif route == "/bind":
             self._bind()
         else:
             self._reply(HTTPStatus.NOT_FOUND, {"error": "no such route"})
+
+    def _persist(self) -> None:
+        """The body, optional, is ``{"user_quota": {...}}`` (docs/sandbox-pod-contract.md)."""
+        size = self._content_length(required=False)
+        if size is None:
+            return
+        try:
+            user = persist_request(self.rfile.read(size))
+        except ValueError as exc:
+            self._reply(HTTPStatus.BAD_REQUEST, {"error": f"bad persist request: {exc}"})
+            return
+        self._guarded(lambda: asdict(self.server.workspace.persist(user)))
 
     def _bind(self) -> None:
         size = self._content_length()
@@ -204,8 +238,10 @@ class Handler(BaseHTTPRequestHandler):
             lambda: {"thread_id": thread_id, "restored": self.server.workspace.bind(thread_id, storage)}
         )
 
-    def _content_length(self) -> int | None:
+    def _content_length(self, required: bool = True) -> int | None:
         length = self.headers.get("Content-Length")
+        if length is None and not required:
+            return 0
         if length is None or not length.isdigit():
             self._reply(HTTPStatus.LENGTH_REQUIRED, {"error": "Content-Length is required"})
             return None
@@ -249,6 +285,8 @@ class Handler(BaseHTTPRequestHandler):
             body = action()
         except (NotRestored, BindConflict, NameConflict) as exc:
             self._reply(HTTPStatus.CONFLICT, {"error": str(exc)})
+        except OthersNeeded as exc:  # the controller counts them and asks again
+            self._reply(HTTPStatus.PRECONDITION_REQUIRED, {"error": str(exc)})
         except S3Error as exc:
             # AccessDenied / ExpiredToken: the scoped credentials no longer fit; say which.
             log.warning("storage refused the request: %s", exc.code)

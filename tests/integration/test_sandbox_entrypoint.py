@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -30,9 +31,12 @@ from jupyter_client.asynchronous.client import AsyncKernelClient
 from minio import Minio
 from minio.error import S3Error
 
+from controller.k8s.connection import AGENT_PORT
+from controller.k8s.podserver import PodRef, PodServer
 from controller.k8s.sts import scoped_credentials, session_policy
+from controller.quotas import UserQuota, user_usage
 from controller.stores.minio import MinioStore
-from devkit.ports import free_port
+from devkit.ports import free_address, free_port
 
 pytestmark = pytest.mark.integration
 
@@ -175,7 +179,7 @@ def launch(
         )
     return Sandbox(
         proc,
-        f"http://127.0.0.1:{port}",
+        f"http://{full_env['THREADBOX_AGENT_HOST']}:{full_env['THREADBOX_AGENT_PORT']}",
         connection,
         tmp / "workspace",
         secrets_dir,
@@ -574,6 +578,83 @@ async def _orphans_are_reaped(sb: Sandbox) -> None:
         assert parent == "1" and zombies == "0"  # the kernel's parent is the entrypoint, as PID 1
     finally:
         kc.stop_channels()
+
+
+# -- per-user quotas: the controller counts the user's other threads, the pod applies them ------
+
+
+def pod_address() -> str:
+    """A loopback address whose port 8888 is free: the controller's PodServer dials only that port."""
+    loopbacks = [f"127.0.0.{n}" for n in range(100, 140)]
+    return free_address(AGENT_PORT, loopbacks) or pytest.fail(f"port {AGENT_PORT} is taken on {loopbacks}")
+
+
+def stored(store: MinioStore, tid: str) -> list[str]:
+    return sorted(f.name for f in store.list_files(tid))
+
+
+@pytest.mark.parametrize("quota", [UserQuota(max_files=4), None], ids=["user-quota", "no-quota-sent"])
+async def test_persist_holds_what_code_writes_to_the_per_user_quota(
+    tmp_path: Path,
+    sandbox_python: Path,
+    image_pythonpath: str,
+    sts_user: StsUser,
+    root_store: MinioStore,
+    sandboxes: list[Sandbox],
+    quota: UserQuota | None,
+) -> None:
+    """The user holds 2 files in another thread and may hold 4: of 3 new files, the third is
+    refused, with the local backend's sentence, and the final persist on SIGTERM keeps to the
+    same quota. A pod never sent a quota (an older controller) stores them all."""
+    user, tid, elsewhere = (f"{p}-{secrets.token_hex(4)}" for p in ("u", "t", "t"))
+    root_store.put_json(elsewhere, "meta", {"user": user})
+    (tmp_path / "seed").write_bytes(b"old")
+    for name in ("x.txt", "y.txt"):
+        root_store.put_file(elsewhere, name, tmp_path / "seed", hashlib.sha256(b"old").hexdigest())
+    ip, storage = pod_address(), sts_user.credentials(tid)
+    sb = launch(
+        tmp_path / "pod",
+        sandbox_python,
+        image_pythonpath,
+        tid,
+        storage,
+        THREADBOX_AGENT_HOST=ip,
+        THREADBOX_AGENT_PORT=str(AGENT_PORT),
+    )
+    sandboxes.append(sb)
+    pod, server = PodRef("pod", "uid", ip, sb.token), PodServer()
+    try:
+        async with httpx.AsyncClient(timeout=60) as http:
+            await wait_healthy(sb, http)
+            for name in ("a.txt", "b.txt", "c.txt"):
+                (sb.workspace / name).write_text(name)  # as code in the kernel writes them
+            if quota is not None:
+                await refuses_bad_or_uncounted_quotas(sb, http)
+            counted = functools.partial(user_usage, root_store, user, tid)
+            result = await server.persist(pod, quota, counted)
+    finally:
+        await server.close()
+    (sb.workspace / "d.txt").write_text("written after the last persist")
+    sb.proc.send_signal(signal.SIGTERM)
+    assert await wait_exit(sb.proc) == 0, sb.output()
+    if quota is None:
+        assert result.changed == ["a.txt", "b.txt", "c.txt"] and result.refused == {}
+        assert stored(root_store, tid) == ["a.txt", "b.txt", "c.txt", "d.txt"]
+        return
+    assert result.changed == ["a.txt", "b.txt"]
+    assert result.refused == {"c.txt": "c.txt: you already have your limit of 4 files"}
+    assert stored(root_store, tid) == ["a.txt", "b.txt"]
+    assert "final persist: 0 changed, 0 deleted, 2 refused" in sb.output()
+
+
+async def refuses_bad_or_uncounted_quotas(sb: Sandbox, http: httpx.AsyncClient) -> None:
+    """A malformed quota is 400; one whose limits need the uncounted other threads is 428."""
+    bad = {"user_quota": {"max_files": -1}}
+    resp = await http.post(f"{sb.url}/persist", json=bad, headers=sb.auth())
+    assert resp.status_code == 400 and "max_files must be a whole number" in resp.json()["error"]
+    uncounted = {"user_quota": {"max_files": 4, "max_bytes": 0}}
+    resp = await http.post(f"{sb.url}/persist", json=uncounted, headers=sb.auth())
+    assert resp.status_code == 428 and "other threads" in resp.json()["error"], resp.text
 
 
 # -- the built image, under the cluster's containerd ------------------------------------------

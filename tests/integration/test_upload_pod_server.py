@@ -9,7 +9,6 @@ client to a real HTTP server on the in-pod server's port that fails, or to nothi
 from __future__ import annotations
 
 import json
-import socket
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -20,6 +19,7 @@ import pytest
 from controller.backends.base import SandboxInfo
 from controller.k8s.connection import AGENT_PORT
 from controller.k8s.podserver import PodRef, PodServer
+from devkit.ports import free_address
 from tests.support.client import create_thread, errors, run
 
 pytestmark = pytest.mark.integration
@@ -61,14 +61,8 @@ def failing_server() -> Iterator[str]:
 @pytest.fixture
 def silent_address() -> str:
     """An address where nothing listens on the in-pod server's port (connections are refused)."""
-    for ip in LOOPBACKS:
-        with socket.socket() as probe:
-            try:
-                probe.bind((ip, AGENT_PORT))
-            except OSError:
-                continue
-        return ip
-    pytest.fail(f"port {AGENT_PORT} is taken on every one of {LOOPBACKS}")
+    taken = f"port {AGENT_PORT} is taken on every one of {LOOPBACKS}"
+    return free_address(AGENT_PORT, LOOPBACKS) or pytest.fail(taken)
 
 
 def upload_to_failing_pod(api: Any, monkeypatch: pytest.MonkeyPatch, pod_ip: str) -> tuple[Any, str, Any]:
