@@ -24,6 +24,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass
 
+from controller.admission import Admission
 from controller.backends.base import (
     WARM_SESSION,
     Backend,
@@ -35,13 +36,13 @@ from controller.backends.base import (
     TurnLease,
 )
 from controller.config import Settings, subset
-from controller.events import Done, Error, Event, FilesChanged, Status
-from controller.kernel import RESTART_NOTE, KernelSession, KernelUnavailable
+from controller.events import Done, Error, Event, Status
+from controller.execution import Executions, Live
+from controller.kernel import KernelSession, KernelUnavailable
 from controller.keyedlock import KeyedLock
 from controller.metrics import Metrics
 from controller.stores.base import StoreError
-from controller.tasks import TaskSet
-from controller.workspace import plain_reason
+from controller.tasks import TaskSet, every
 
 log = logging.getLogger(__name__)
 
@@ -63,13 +64,6 @@ class ManagerConfig:
         return subset(cls, settings, reap_interval="effective_reap_interval")
 
 
-@dataclass
-class Live:
-    info: SandboxInfo
-    session: Session
-    user: str | None
-
-
 class SandboxManager:
     def __init__(
         self, backend: Backend, config: ManagerConfig, metrics: Metrics, connect: Connect = KernelSession
@@ -77,19 +71,16 @@ class SandboxManager:
         self.backend = backend
         self.config = config
         self._connect = connect
+        self._executions = Executions(backend, metrics, config.interrupt_grace, config.max_output_bytes)
         self.metrics = metrics
         self._live: dict[str, Live] = {}
         self._turns = KeyedLock()
         self._sandboxes = KeyedLock()
-        self._slots_used = 0
-        self._waiting: list[object] = []
-        self._changed = asyncio.Event()
-        self._reaper: asyncio.Task[None] | None = None
+        self._slots = Admission(config.max_sandboxes, self._idle_lru, self._evict, self._update_gauges)
+        self._reaper = TaskSet("the reaper")
         self._releasing = TaskSet("turn lease releases")
         # Turns detached from their readers (controller/streaming.py): shutdown lets them finish.
         self.turns = TaskSet("turns")
-
-    # -- lifecycle -----------------------------------------------------------------
 
     async def start(self) -> None:
         if isinstance(self.backend, Lifecycle):
@@ -99,20 +90,17 @@ class SandboxManager:
                 continue  # adopted lazily by the turn that needs it, reaped if idle
             log.warning("stopping orphaned sandbox %s of thread %s", info.name, info.thread_id)
             await self._shut(info, None, "orphaned")
-        self._reaper = asyncio.create_task(self._reap_forever())
+        self._reaper.spawn(every(self.config.reap_interval, self.reap_once, "a reaper pass"))
 
     async def close(self) -> None:
         await self.turns.drain()
-        if self._reaper:
-            self._reaper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reaper
+        await self._reaper.drain(timeout=0)  # cancelled at once
         for thread_id in list(self._live):
             async with self._sandboxes.hold(thread_id):
                 live = self._live.pop(thread_id, None)
                 if live is None:
                     continue
-                await self._persist_quietly(live.info, live.user)
+                await self._executions.persist_quietly(live.info, live.user)
                 live.session.close()
                 if not self.backend.keep_on_shutdown:
                     await self.backend.stop(live.info)
@@ -153,7 +141,7 @@ class SandboxManager:
                     if lease is not None:
                         self._release_later(lease)
         finally:
-            self._changed.set()  # this sandbox may now be idle: queued threads can evict it
+            self._slots.changed()  # this sandbox may now be idle: queued threads can evict it
 
     def run(
         self, thread_id: str, code: str, user: str | None = None, timeout: float | None = None
@@ -172,7 +160,7 @@ class SandboxManager:
                 async for event in self._run_code(thread_id, code, user, timeout):
                     yield event
         finally:
-            self._changed.set()
+            self._slots.changed()
 
     def _release_later(self, lease: TurnLease) -> None:
         # The answer need not wait for the API server. A next turn of this thread in this
@@ -196,53 +184,15 @@ class SandboxManager:
             yield event
 
     async def _execute(self, live: Live, code: str, timeout: float) -> AsyncIterator[Event]:
-        done: Done | None = None
-        error_kind = None
-        grace, cap = self.config.interrupt_grace, self.config.max_output_bytes
-        async for event in live.session.execute(code, timeout, grace, cap):
-            if isinstance(event, Error):
-                error_kind = event.kind
-                if event.kind == "kernel_died" and (cause := await self.backend.died_of(live.info)):
-                    event = event.model_copy(
-                        update={"evalue": f"The kernel stopped: {cause}. {RESTART_NOTE}"}
-                    )
+        async for event in self._executions.run(live, code, timeout):
             if isinstance(event, Done):
-                done = event
-                continue  # the files event goes before Done
+                if live.session.last_state in ("dead", "unresponsive"):
+                    reason = "died" if live.session.last_state == "dead" else "timeout"
+                    # execute() holds the thread's sandbox lock
+                    await self._retire(live.info.thread_id, reason, locked=True)
+                else:
+                    await self.backend.touch(live.info)
             yield event
-        assert done is not None
-        self.metrics.executions.labels(
-            error_kind if error_kind in ("timeout", "kernel_died", "sandbox_failed") else done.status
-        ).inc()
-        self.metrics.execution_seconds.observe(done.seconds)
-        files = await self._persist(live)
-        if files is not None:
-            yield files
-        if live.session.last_state in ("dead", "unresponsive"):
-            reason = "died" if live.session.last_state == "dead" else "timeout"
-            await self._retire(
-                live.info.thread_id, reason, locked=True
-            )  # execute() holds the thread's sandbox lock
-        else:
-            await self.backend.touch(live.info)
-        yield done
-
-    async def _persist(self, live: Live) -> FilesChanged | Error | None:
-        try:
-            result = await self.backend.persist(live.info, live.user)
-        except Exception as exc:  # a store outage must not lose the turn's output
-            self.metrics.persist_errors.inc()
-            log.exception("persist failed for thread %s", live.info.thread_id)
-            return Error(
-                kind="sandbox_failed",
-                ename="PersistFailed",
-                evalue=f"Your files could not be saved right now ({plain_reason(exc)}); they are kept in the sandbox "
-                "and saved again after the next message.",
-            )
-        self.metrics.persisted_bytes.inc(result.bytes)
-        if not (result.changed or result.deleted or result.refused):
-            return None
-        return FilesChanged(changed=result.changed, deleted=result.deleted, refused=result.refused)
 
     # -- acquiring a sandbox -----------------------------------------------------------
 
@@ -256,7 +206,7 @@ class SandboxManager:
         started = time.monotonic()
         info = await self.backend.find(thread_id)
         kind = "adopted" if info else "cold"
-        async for status in self._admit():
+        async for status in self._slots.admit():
             yield status
         try:
             if info is None:
@@ -277,7 +227,7 @@ class SandboxManager:
                     waits.append(self.backend.restore(info, user))
                 await asyncio.gather(*waits)
         except BaseException:
-            self._release_slot()
+            self._slots.release()
             if info is not None and kind == "cold":
                 await self.backend.stop(info)
             raise
@@ -289,37 +239,6 @@ class SandboxManager:
         self.metrics.start_seconds.labels(kind).observe(time.monotonic() - started)
         yield Status(phase="ready", message="Sandbox ready.")
 
-    async def _admit(self) -> AsyncIterator[Status]:
-        token = object()
-        self._waiting.append(token)
-        self._update_gauges()
-        try:
-            reported = None
-            while True:
-                if self._waiting[0] is token:
-                    if self._slots_used < self.config.max_sandboxes:
-                        self._slots_used += 1
-                        return
-                    victim = self._idle_lru()
-                    if victim is not None:
-                        await self._retire(victim, "evicted")
-                        continue
-                position = self._waiting.index(token) + 1
-                if position != reported:
-                    reported = position
-                    yield Status(
-                        phase="queued",
-                        message=f"All {self.config.max_sandboxes} sandboxes are busy; "
-                        f"you are number {position} in the queue.",
-                        queue_position=position,
-                    )
-                self._changed.clear()
-                await self._changed.wait()
-        finally:
-            self._waiting.remove(token)
-            self._changed.set()
-            self._update_gauges()
-
     def _idle_lru(self) -> str | None:
         idle = [
             (live.info.last_active, tid)
@@ -328,10 +247,8 @@ class SandboxManager:
         ]
         return min(idle)[1] if idle else None
 
-    def _release_slot(self) -> None:
-        self._slots_used -= 1
-        self._changed.set()
-        self._update_gauges()
+    async def _evict(self, thread_id: str) -> None:
+        await self._retire(thread_id, "evicted")
 
     async def _retire(self, thread_id: str, reason: str, locked: bool = False) -> None:
         """Persist and stop a thread's sandbox. ``locked``: the caller holds the thread's lock."""
@@ -344,29 +261,19 @@ class SandboxManager:
             try:
                 await self._shut(live.info, live.user, reason)
             finally:  # a slot kept by a failed stop would queue new threads forever
-                self._release_slot()
+                self._slots.release()
 
     async def _shut(self, info: SandboxInfo, user: str | None, reason: str) -> None:
         """Persist (unless the sandbox died), say so where operators look, and stop it."""
         if reason == "died":
             saved = "its kernel died, so nothing more was saved"
-        elif await self._persist_quietly(info, user):
+        elif await self._executions.persist_quietly(info, user):
             saved = "its files were saved"
         else:
             saved = "its files could NOT be saved (see the controller log)"
         await self.backend.record(info, "SandboxStopped", f"Stopped ({reason}); {saved}.", reason == "died")
         await self.backend.stop(info)
         self.metrics.reaped.labels(reason).inc()
-
-    async def _persist_quietly(self, info: SandboxInfo, user: str | None) -> bool:
-        try:
-            result = await self.backend.persist(info, user)
-        except Exception:
-            self.metrics.persist_errors.inc()
-            log.exception("persist before stop failed for thread %s", info.thread_id)
-            return False
-        self.metrics.persisted_bytes.inc(result.bytes)
-        return True
 
     # -- reaping -----------------------------------------------------------------------
 
@@ -390,14 +297,6 @@ class SandboxManager:
                     reaped.append(info.thread_id)
         return reaped
 
-    async def _reap_forever(self) -> None:
-        while True:
-            await asyncio.sleep(self.config.reap_interval)
-            try:
-                await self.reap_once()
-            except Exception:
-                log.exception("reaper pass failed; trying again next interval")
-
     async def stop_thread(self, thread_id: str) -> None:
         await self._retire(thread_id, "deleted")
         info = await self.backend.find(thread_id)
@@ -413,4 +312,4 @@ class SandboxManager:
 
     def _update_gauges(self) -> None:
         self.metrics.live.set(len(self._live))
-        self.metrics.queue.set(len(self._waiting))
+        self.metrics.queue.set(self._slots.queued)

@@ -1,0 +1,88 @@
+"""Running one piece of code in a live sandbox, and saving what it changed.
+
+The manager decides which sandbox and when; this runs the code, counts it, names a dead
+kernel's cause, and persists the workspace after it, so the files event comes before Done.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from controller.backends.base import Backend, SandboxInfo, Session
+from controller.events import Done, Error, Event, FilesChanged
+from controller.kernel import RESTART_NOTE
+from controller.metrics import Metrics
+from controller.workspace import plain_reason
+
+log = logging.getLogger(__name__)
+
+COUNTED_ERRORS = ("timeout", "kernel_died", "sandbox_failed")
+
+
+@dataclass
+class Live:
+    info: SandboxInfo
+    session: Session
+    user: str | None
+
+
+class Executions:
+    def __init__(self, backend: Backend, metrics: Metrics, grace: float, max_output: int) -> None:
+        self.backend = backend
+        self.metrics = metrics
+        self.grace = grace
+        self.max_output = max_output
+
+    async def run(self, live: Live, code: str, timeout: float) -> AsyncIterator[Event]:
+        """The kernel's events, then the files it changed (or why they were not saved), then Done."""
+        done: Done | None = None
+        error_kind = None
+        async for event in live.session.execute(code, timeout, self.grace, self.max_output):
+            if isinstance(event, Error):
+                error_kind = event.kind
+                if event.kind == "kernel_died" and (cause := await self.backend.died_of(live.info)):
+                    event = event.model_copy(
+                        update={"evalue": f"The kernel stopped: {cause}. {RESTART_NOTE}"}
+                    )
+            if isinstance(event, Done):
+                done = event
+                continue  # the files event goes before Done
+            yield event
+        if done is None:
+            raise RuntimeError("the kernel session ended an execution without Done")
+        self.metrics.executions.labels(error_kind if error_kind in COUNTED_ERRORS else done.status).inc()
+        self.metrics.execution_seconds.observe(done.seconds)
+        files = await self._persist(live)
+        if files is not None:
+            yield files
+        yield done
+
+    async def _persist(self, live: Live) -> FilesChanged | Error | None:
+        try:
+            result = await self.backend.persist(live.info, live.user)
+        except Exception as exc:  # a store outage must not lose the turn's output
+            self.metrics.persist_errors.inc()
+            log.exception("persist failed for thread %s", live.info.thread_id)
+            return Error(
+                kind="sandbox_failed",
+                ename="PersistFailed",
+                evalue=f"Your files could not be saved right now ({plain_reason(exc)}); they are kept in "
+                "the sandbox and saved again after the next message.",
+            )
+        self.metrics.persisted_bytes.inc(result.bytes)
+        if not (result.changed or result.deleted or result.refused):
+            return None
+        return FilesChanged(changed=result.changed, deleted=result.deleted, refused=result.refused)
+
+    async def persist_quietly(self, info: SandboxInfo, user: str | None) -> bool:
+        """Before a sandbox stops: logged and counted on failure, never raised."""
+        try:
+            result = await self.backend.persist(info, user)
+        except Exception:
+            self.metrics.persist_errors.inc()
+            log.exception("persist before stop failed for thread %s", info.thread_id)
+            return False
+        self.metrics.persisted_bytes.inc(result.bytes)
+        return True
