@@ -86,12 +86,15 @@ class MinioServer:
 
 
 @contextmanager
-def running_minio(data_dir: Path, port: int | None = None, host: str = "127.0.0.1") -> Iterator[MinioServer]:
-    """``host``: the address to bind, e.g. one that sandbox pods can reach (the node IP)."""
+def running_minio(
+    data_dir: Path, port: int | None = None, host: str = "127.0.0.1", password: str | None = None
+) -> Iterator[MinioServer]:
+    """``host``: the address to bind, e.g. one that sandbox pods can reach (the node IP).
+    ``port`` and ``password`` of a server stopped before: the same MinIO, started again."""
     bin_dir = minio_bin()
     port = port or free_port()
     endpoint = f"{host}:{port}"
-    user, password = "threadbox-root", secrets.token_hex(16)
+    user, password = "threadbox-root", password or secrets.token_hex(16)
     env = {**os.environ, "MINIO_ROOT_USER": user, "MINIO_ROOT_PASSWORD": password, "MINIO_BROWSER": "off"}
     data_dir.mkdir(parents=True, exist_ok=True)
     log = data_dir.parent / f"minio-{port}.log"

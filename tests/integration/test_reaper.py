@@ -42,7 +42,7 @@ def test_idle_sandbox_is_persisted_to_minio_then_reaped_then_restored(api: Any, 
     assert 'threadbox_sandboxes_reaped_total{reason="idle"} 1.0' in metrics
 
 
-def test_minio_outage_keeps_output_and_reports_clearly(api: Any, tmp_path: Any) -> None:
+def test_minio_outage_keeps_output_reports_clearly_and_recovers_by_itself(api: Any, tmp_path: Any) -> None:
     from devkit.minio import running_minio
 
     with running_minio(tmp_path / "m") as server:
@@ -58,3 +58,12 @@ def test_minio_outage_keeps_output_and_reports_clearly(api: Any, tmp_path: Any) 
     assert resp.status_code == 503 and "Storage is unavailable" in resp.json()["detail"]
     assert client.get("/readyz").status_code == 503
     assert client.get("/healthz").status_code == 200
+    # MinIO comes back (same data, port and keys): no restart of anything, and nothing was lost.
+    port = int(server.endpoint.rsplit(":", 1)[1])
+    with running_minio(tmp_path / "m", port=port, password=server.secret_key):
+        events = run(client, tid, "print(x + 1)")
+        assert stdout(events) == "6\n" and [e["changed"] for e in events if e["type"] == "files"] == [
+            ["f.txt"]
+        ]
+        assert client.get("/readyz").status_code == 200
+        assert client.get(f"/threads/{tid}/files/f.txt").content == b"f"
