@@ -59,7 +59,7 @@ class KubernetesBackend:
         self.kube = Kube(api, self.ns)
         self.policies = Policies(self.kube, PolicyConfig.from_settings(settings))
         self.credentials = PodCredentials.from_settings(settings)
-        self.server = PodServer()
+        self.server = PodServer(subset(Quotas, settings).user_quota())
         self.pod_cache = PodCache(self.kube)  # watched between open() and close()
         self.liveness = Liveness(self.kube, self.pod_cache, self.server, min(30.0, settings.idle_timeout / 4))
         self.leases = ThreadLeases(api, self.ns)
@@ -165,10 +165,9 @@ class KubernetesBackend:
 
     async def persist(self, info: SandboxInfo, user: str | None) -> PersistResult:
         # A pod cannot list the user's other threads: it asks for their count (k8s/podserver.py).
-        quota = subset(Quotas, self.settings).user_quota() if user and self.store else None
         count = functools.partial(user_usage, self.store, user, info.thread_id) if user and self.store else None
         try:
-            return await self.server.persist(_ref(info), quota, count)
+            return await self.server.persist(_ref(info), count)
         except PodServerError:
             if not await self.alive(info):
                 # A pod being deleted saves its workspace itself on SIGTERM (the contract); there

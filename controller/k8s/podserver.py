@@ -43,9 +43,12 @@ class PodServerError(Exception):
 
 
 class PodServer:
-    """One HTTP client for the in-pod servers of every sandbox; ``close()`` ends it."""
+    """One HTTP client for the in-pod servers of every sandbox; ``close()`` ends it.
 
-    def __init__(self) -> None:
+    ``user_quota`` holds the per-user limits that each persist with a known user sends."""
+
+    def __init__(self, user_quota: UserQuota | None = None) -> None:
+        self.user_quota = user_quota or UserQuota()
         self._http: httpx.AsyncClient | None = None
 
     async def close(self) -> None:
@@ -95,20 +98,19 @@ class PodServer:
     async def restore(self, pod: PodRef) -> int:
         return int((await self.request(pod, "POST", "/restore"))["restored"])
 
-    async def persist(
-        self, pod: PodRef, user: UserQuota | None = None, others: Callable[[], Usage] | None = None
-    ) -> PersistResult:
-        """Sync the pod's workspace under the ``user`` quota (None: the last one the pod was sent).
+    async def persist(self, pod: PodRef, others: Callable[[], Usage] | None = None) -> PersistResult:
+        """Sync the pod's workspace under the user quota, ``others`` counting the user's other
+        threads (None: the user is unknown, and the pod keeps to the last quota it was sent).
 
-        When its limits need the user's other threads, the pod answers 428 before saving any file
-        (it may have deleted some), and is asked again with what ``others`` counts, counted in a
-        worker thread: it reads the store."""
+        When the limits need that count, the pod answers 428 before saving any file (it may have
+        deleted some), and is asked again with it, counted in a worker thread: it reads the store."""
         try:
-            r = await self._persist(pod, user)
+            r = await self._persist(pod, self.user_quota if others is not None else None)
         except PodServerError as exc:
-            if exc.status != HTTPStatus.PRECONDITION_REQUIRED or user is None or others is None:
+            if exc.status != HTTPStatus.PRECONDITION_REQUIRED or others is None:
                 raise
-            r = await self._persist(pod, replace(user, others=await asyncio.to_thread(others)))
+            counted = await asyncio.to_thread(others)
+            r = await self._persist(pod, replace(self.user_quota, others=counted))
         return PersistResult(
             changed=list(r.get("changed", [])),
             deleted=list(r.get("deleted", [])),

@@ -622,7 +622,7 @@ async def test_persist_holds_what_code_writes_to_the_per_user_quota(
         THREADBOX_AGENT_PORT=str(AGENT_PORT),
     )
     sandboxes.append(sb)
-    pod, server = PodRef("pod", "uid", ip, sb.token), PodServer()
+    pod, server = PodRef("pod", "uid", ip, sb.token), PodServer(quota)
     try:
         async with httpx.AsyncClient(timeout=60) as http:
             await wait_healthy(sb, http)
@@ -630,8 +630,8 @@ async def test_persist_holds_what_code_writes_to_the_per_user_quota(
                 (sb.workspace / name).write_text(name)  # as code in the kernel writes them
             if quota is not None:
                 await refuses_bad_or_uncounted_quotas(sb, http)
-            counted = functools.partial(user_usage, root_store, user, tid)
-            result = await server.persist(pod, quota, counted)
+            counted = functools.partial(user_usage, root_store, user, tid) if quota else None
+            result = await server.persist(pod, counted)
     finally:
         await server.close()
     (sb.workspace / "d.txt").write_text("written after the last persist")
