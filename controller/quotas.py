@@ -78,9 +78,6 @@ class Quotas:
     def per_user(self) -> bool:
         return bool(self.user_max_files or self.user_max_bytes)
 
-    def user_quota(self, others: Usage | None = None) -> UserQuota:
-        return UserQuota(self.user_max_files, self.user_max_bytes, others)
-
 
 @dataclass(frozen=True)
 class UserQuota:

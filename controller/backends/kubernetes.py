@@ -34,7 +34,7 @@ from controller.k8s.policy import Policies, PolicyConfig
 from controller.k8s.pool import Claimed, PoolSize, WarmPool
 from controller.k8s.sts import PodCredentials
 from controller.metrics import Metrics
-from controller.quotas import Quotas, user_usage
+from controller.quotas import UserQuota, user_usage
 from controller.stores.base import ThreadStore
 from controller.workspace import PersistResult
 
@@ -59,7 +59,7 @@ class KubernetesBackend:
         self.kube = Kube(api, self.ns)
         self.policies = Policies(self.kube, PolicyConfig.from_settings(settings))
         self.credentials = PodCredentials.from_settings(settings)
-        self.server = PodServer(subset(Quotas, settings).user_quota())
+        self.server = PodServer(UserQuota(settings.user_max_files, settings.user_max_bytes))
         self.pod_cache = PodCache(self.kube)  # watched between open() and close()
         self.liveness = Liveness(self.kube, self.pod_cache, self.server, min(30.0, settings.idle_timeout / 4))
         self.leases = ThreadLeases(api, self.ns)
