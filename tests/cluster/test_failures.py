@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +19,7 @@ import pytest
 
 from controller.backends.kubernetes import KubernetesBackend
 from controller.config import Settings
+from controller.k8s.lease import WAIT_MESSAGE
 from devkit.client import ADMIN_TOKEN, bearer
 from devkit.ports import free_port
 from tests.cluster.conftest import Cluster, controller
@@ -64,32 +68,38 @@ def _serve_in_subprocess(settings: dict[str, Any], port: int, log: Path) -> subp
         return subprocess.Popen([sys.executable, "-c", code], env=env, stdout=out, stderr=subprocess.STDOUT)
 
 
-def test_crashed_controller_leaves_no_orphans(cluster: Cluster, k8s_settings: Any, tmp_path: Path) -> None:
-    settings = k8s_settings()
+@contextmanager
+def _crashing_controller(settings: dict[str, Any], log: Path) -> Iterator[httpx.Client]:
+    """A controller in its own process, SIGKILLed on the way out: no shutdown hook runs."""
     port = free_port()
-    proc = _serve_in_subprocess(settings, port, tmp_path / "crashing.log")
+    proc = _serve_in_subprocess(settings, port, log)
+    http = httpx.Client(
+        base_url=f"http://127.0.0.1:{port}", headers=bearer(ADMIN_TOKEN), timeout=httpx.Timeout(10, read=180)
+    )
     try:
-        http = httpx.Client(
-            base_url=f"http://127.0.0.1:{port}",
-            headers=bearer(ADMIN_TOKEN),
-            timeout=httpx.Timeout(10, read=180),
-        )
         deadline = time.monotonic() + 60
         while True:
             try:
                 http.get("/healthz").raise_for_status()
                 break
             except httpx.HTTPError:
-                assert time.monotonic() < deadline, (tmp_path / "crashing.log").read_text()[-3000:]
+                assert time.monotonic() < deadline, log.read_text()[-3000:]
                 time.sleep(0.2)
+        yield http
+    finally:
+        proc.send_signal(signal.SIGKILL)  # a real crash
+        proc.wait()
+        http.close()
+
+
+def test_crashed_controller_leaves_no_orphans(cluster: Cluster, k8s_settings: Any, tmp_path: Path) -> None:
+    settings = k8s_settings()
+    with _crashing_controller(settings, tmp_path / "crashing.log") as http:
         tid = create_thread(http, "crash")
         assert (
             stdout(run(http, tid, "open('made.txt', 'w').write('before the crash'); print('ok')")) == "ok\n"
         )
         [pod] = cluster.pods(tid)
-    finally:
-        proc.send_signal(signal.SIGKILL)  # no shutdown hook runs: a real crash
-        proc.wait()
     assert [p.metadata.uid for p in cluster.pods(tid)] == [pod.metadata.uid]  # left running
 
     # The next controller finds it (by label) and reaps it once idle, saving first.
@@ -117,3 +127,26 @@ def test_secret_left_by_a_crash_before_its_pod_is_swept(cluster: Cluster, k8s_se
     assert [s.metadata.name for s in cluster.secrets()] == [name]  # young: may be a start in progress
     asyncio.run(sweep(stale_after=0))
     cluster.wait("the stale Secret to be swept", lambda: not cluster.secrets(), timeout=30)
+
+
+def test_a_replica_killed_mid_turn_hands_the_thread_to_the_other(
+    cluster: Cluster, k8s_settings: Any, tmp_path: Path
+) -> None:
+    settings = k8s_settings()
+    with controller(settings) as other:
+        with _crashing_controller(settings, tmp_path / "killed.log") as doomed:
+            tid = create_thread(doomed, "handover")
+            assert stdout(run(doomed, tid, "open('done.txt', 'w').write('turn 1'); print('ok')")) == "ok\n"
+            code = "import time\nprint('running', flush=True)\ntime.sleep(20)"  # outlives its replica
+            with doomed.stream("POST", f"/threads/{tid}/execute", json={"code": code}) as resp:
+                for line in resp.iter_lines():
+                    if line and json.loads(line).get("text") == "running\n":
+                        break  # the turn holds the thread's Lease and runs: kill its replica now
+        # The other replica takes the Lease once it is no longer renewed, adopts the pod, answers.
+        events = run(other, tid, "print(open('done.txt').read())")
+        assert stdout(events) == "turn 1\n"
+        assert [e["message"] for e in events if e["type"] == "status" and e["phase"] == "queued"] == [
+            WAIT_MESSAGE
+        ]
+        assert other.runtime.store.read_file(tid, "done.txt") == b"turn 1"  # type: ignore[attr-defined]
+        assert len(cluster.pods(tid)) == 1
