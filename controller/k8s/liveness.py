@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import MutableMapping
@@ -15,7 +14,9 @@ from controller.k8s.podserver import PodRef, PodServer
 
 log = logging.getLogger(__name__)
 
-ALIVE_TTL = 1.0  # the manager probes every 0.25 s while a kernel is silent; one check a second is plenty
+# The manager probes every 0.25 s while a kernel is silent. The pod's state comes from the pod
+# cache at no cost, so a deleted pod is seen at once; the in-pod server is asked once a second.
+ALIVE_TTL = 1.0
 KERNEL_LAUNCH = "kernel_launch"  # the memo key of the first kernel launch a session saw
 
 
@@ -25,7 +26,8 @@ class Liveness:
         self.pod_cache = pod_cache
         self.server = server
         self.touch_every = touch_every
-        self._alive: dict[str, tuple[float, bool]] = {}  # pod uid -> (checked at, alive)
+        self._last: dict[str, bool] = {}  # pod uid -> the last answer, kept while the API is down
+        self._launches: dict[str, tuple[float, int | None]] = {}  # pod uid -> (asked at, launch count)
         self._touched: dict[str, float] = {}  # pod uid -> when the annotation was last written
 
     async def alive(self, pod: PodRef, memo: MutableMapping[str, Any]) -> bool:
@@ -36,21 +38,28 @@ class Liveness:
         server's launch counter does. Without it a dead kernel would look alive until the turn
         timed out.
         """
-        checked = self._alive.get(pod.uid)
-        if checked and time.monotonic() - checked[0] < ALIVE_TTL:
-            return checked[1]
         try:
-            current, kernel = await asyncio.gather(self._read(pod), self.server.kernel_launch(pod.ip))
+            current = await self._read(pod)
         except API_ERRORS as exc:
             # The API being down says nothing about the kernel: keep the last answer.
             log.warning("cannot read sandbox pod %s: %s", pod.name, api_message(exc))
-            return checked[1] if checked else True
+            return self._last.get(pod.uid, True)
         result = current is not None and podstate.uid(current) == pod.uid and podstate.alive(current)
-        if result and kernel is not None:
+        kernel = await self._kernel_launch(pod) if result else None
+        if kernel is not None:
             # The first launch seen is the session's kernel (a cold start's, or an adopted pod's).
             result = kernel > 0 and kernel == memo.setdefault(KERNEL_LAUNCH, kernel)
-        self._alive[pod.uid] = (time.monotonic(), result)
+        self._last[pod.uid] = result
         return result
+
+    async def _kernel_launch(self, pod: PodRef) -> int | None:
+        """The in-pod server's launch counter, asked at most once a second per pod."""
+        checked = self._launches.get(pod.uid)
+        if checked and time.monotonic() - checked[0] < ALIVE_TTL:
+            return checked[1]
+        kernel = await self.server.kernel_launch(pod.ip)
+        self._launches[pod.uid] = (time.monotonic(), kernel)
+        return kernel
 
     async def _read(self, pod: PodRef) -> dict[str, Any] | None:
         """The pod from the pod cache; a miss, or another pod of that name, asks the API server
@@ -77,5 +86,6 @@ class Liveness:
             log.warning("could not record activity on pod %s: %s", pod.name, api_message(exc))
 
     def forget(self, uid: str) -> None:
-        self._alive.pop(uid, None)
+        self._last.pop(uid, None)
+        self._launches.pop(uid, None)
         self._touched.pop(uid, None)

@@ -22,7 +22,7 @@ from controller.config import Settings
 from controller.k8s.lease import WAIT_MESSAGE
 from devkit.client import ADMIN_TOKEN, bearer
 from devkit.ports import free_port
-from tests.cluster.conftest import Cluster, controller
+from tests.cluster.conftest import ROOT, Cluster, _run_script, controller
 from tests.support.client import create_thread, errors, run, stdout
 
 pytestmark = pytest.mark.cluster
@@ -150,3 +150,23 @@ def test_a_replica_killed_mid_turn_hands_the_thread_to_the_other(
         ]
         assert other.runtime.store.read_file(tid, "done.txt") == b"turn 1"  # type: ignore[attr-defined]
         assert len(cluster.pods(tid)) == 1
+
+
+def test_containerd_restarted_keeps_sandboxes_and_a_lost_one_comes_back_with_its_files(
+    cluster: Cluster, k8s_api: Any
+) -> None:
+    client = k8s_api()
+    tid = create_thread(client, "containerd")
+    assert stdout(run(client, tid, "x = 41\nopen('kept.txt', 'w').write('kept'); print('ok')")) == "ok\n"
+    [pod] = cluster.pods(tid)
+    lib = ROOT / "hack" / "cluster" / "lib.sh"
+    subprocess.run(["bash", "-c", f"source {lib} && stop_daemon containerd"], check=True, timeout=60)
+    _run_script("hack/cluster/up", "kubernetes-cluster", timeout=600)  # starts containerd again
+    # Its shims outlived it: the same pod and kernel, state and all.
+    assert stdout(run(client, tid, "print(x + 1)")) == "42\n"
+    assert [p.metadata.uid for p in cluster.pods(tid)] == [pod.metadata.uid]
+    # A sandbox lost for good is started again, with the thread's files.
+    cluster.core.delete_namespaced_pod(pod.metadata.name, cluster.namespace, grace_period_seconds=0)
+    cluster.wait("the pod to be gone", lambda: not cluster.pods(tid), timeout=60)
+    events = run(client, tid, "print(open('kept.txt').read())")
+    assert stdout(events) == "kept\n", events
