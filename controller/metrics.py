@@ -72,7 +72,9 @@ class Metrics:
             registry=r,
         )
         self.slack_answers_running = Gauge(
-            "threadbox_slack_answers_running", "Slack answers (turns and their replies) under way.", registry=r
+            "threadbox_slack_answers_running",
+            "Slack answers (turns and their replies) under way.",
+            registry=r,
         )
         self.slack_acks = Counter(
             "threadbox_slack_acks_total",

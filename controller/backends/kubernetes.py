@@ -153,19 +153,17 @@ class KubernetesBackend:
         self.liveness.forget(uid)
 
     async def restore(self, info: SandboxInfo, user: str | None) -> int:
-        # The in-pod server starts with the kernel; until it listens, connecting is refused: retry.
-        deadline = time.monotonic() + self.settings.start_timeout
-        while True:
-            try:
-                return await self.server.restore(_ref(info))
-            except PodServerError as exc:
-                if time.monotonic() > deadline or not await self.alive(info):
-                    raise SandboxStartError(f"could not restore the thread's files: {exc}") from exc
-                await asyncio.sleep(0.2)
+        alive = functools.partial(self.alive, info)
+        try:
+            return await self.server.restore_when_up(_ref(info), self.settings.start_timeout, alive)
+        except PodServerError as exc:
+            raise SandboxStartError(f"could not restore the thread's files: {exc}") from exc
 
     async def persist(self, info: SandboxInfo, user: str | None) -> PersistResult:
         # A pod cannot list the user's other threads: it asks for their count (k8s/podserver.py).
-        count = functools.partial(user_usage, self.store, user, info.thread_id) if user and self.store else None
+        count = (
+            functools.partial(user_usage, self.store, user, info.thread_id) if user and self.store else None
+        )
         try:
             return await self.server.persist(_ref(info), count)
         except PodServerError:

@@ -9,8 +9,9 @@ count of the user's other threads the pod asks for only when a changed file must
 from __future__ import annotations
 
 import asyncio
+import time
 import urllib.parse
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, replace
 from http import HTTPStatus
 from typing import Any
@@ -97,6 +98,18 @@ class PodServer:
 
     async def restore(self, pod: PodRef) -> int:
         return int((await self.request(pod, "POST", "/restore"))["restored"])
+
+    async def restore_when_up(self, pod: PodRef, timeout: float, alive: Callable[[], Awaitable[bool]]) -> int:
+        """``restore``, retried while the pod lives: the in-pod server starts with the kernel, and
+        until it listens, connecting is refused."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                return await self.restore(pod)
+            except PodServerError:
+                if time.monotonic() > deadline or not await alive():
+                    raise
+                await asyncio.sleep(0.2)
 
     async def persist(self, pod: PodRef, others: Callable[[], Usage] | None = None) -> PersistResult:
         """Sync the pod's workspace under the user quota, ``others`` counting the user's other

@@ -34,7 +34,9 @@ VERBS = {
     "delete_collection": "deletecollection",
 }
 CALL = re.compile(r"\.(" + "|".join(VERBS) + r")_namespaced_(\w+?)\b")
-WATCH = re.compile(r"\.(?:stream|watch)\([^)]*?\.list_namespaced_(\w+)", re.S)  # .watch: Kube.watch in controller/k8s/api.py
+WATCH = re.compile(
+    r"\.(?:stream|watch)\([^)]*?\.list_namespaced_(\w+)", re.S
+)  # .watch: Kube.watch in controller/k8s/api.py
 
 
 def exported_metric_names() -> set[str]:
