@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import getpass
 import json
 import os
@@ -250,6 +251,11 @@ def _serve(args: argparse.Namespace) -> int:
         f"chat webhooks on http://{settings.host}:{settings.chat_port}",
         file=sys.stderr,
     )
+    # Everything loaded so far lives as long as the process: out of the collector's sight, a
+    # full collection under load (hundreds of sessions) no longer walks the whole heap of the
+    # libraries, which stalled the event loop for over a second.
+    gc.collect()
+    gc.freeze()
     try:
         asyncio.run(serve_both(api, chat, runtime))
     except StartFailed as exc:
