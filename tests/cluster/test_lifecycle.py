@@ -65,7 +65,8 @@ def test_idle_pod_is_reaped_with_files_saved_and_restored_in_a_new_pod(
     ours = [e.message for e in told.items if e.source.component == "threadbox-controller"]
     assert ours == ["Stopped (idle); its files were saved."]  # what `kubectl describe pod` shows
     assert client.runtime.store.read_file(tid, "late.txt") == b"late"  # in MinIO
-    assert stdout(run(client, tid, "print(open('late.txt').read())")) == "late\n"
+    events = run(client, tid, "print(open('late.txt').read())")
+    assert stdout(events) == "late\n", events
     [pod] = cluster.pods(tid)
     assert pod.metadata.uid == _uid(client, tid) != first
 
