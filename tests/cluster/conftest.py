@@ -23,7 +23,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -41,6 +40,7 @@ from controller.k8s.names import all_sandboxes_selector
 from controller.runtime import build_runtime
 from devkit.client import ADMIN_TOKEN, bearer
 from devkit.minio import MinioServer, MinioUnavailable, running_minio
+from tests.support.poll import wait_until
 from tests.support.server import serve
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -67,11 +67,8 @@ class Cluster:
         )
 
     def wait(self, what: str, check: Any, timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        while not check():
-            if time.monotonic() > deadline:
-                raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
-            time.sleep(0.25)
+        if not wait_until(check, timeout, interval=0.25):
+            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
 
 
 def _skip(line: str) -> None:

@@ -22,6 +22,7 @@ from controller.config import Settings
 from controller.k8s.lease import WAIT_MESSAGE
 from devkit.client import ADMIN_TOKEN, bearer
 from devkit.ports import free_port
+from devkit.ready import wait_answering
 from tests.cluster.conftest import ROOT, Cluster, _run_script, controller
 from tests.support.client import create_thread, errors, run, stdout
 
@@ -77,14 +78,7 @@ def _crashing_controller(settings: dict[str, Any], log: Path) -> Iterator[httpx.
         base_url=f"http://127.0.0.1:{port}", headers=bearer(ADMIN_TOKEN), timeout=httpx.Timeout(10, read=180)
     )
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                http.get("/healthz").raise_for_status()
-                break
-            except httpx.HTTPError:
-                assert time.monotonic() < deadline, log.read_text()[-3000:]
-                time.sleep(0.2)
+        wait_answering("the controller", f"http://127.0.0.1:{port}/healthz", proc, log, 60)
         yield http
     finally:
         proc.send_signal(signal.SIGKILL)  # a real crash
