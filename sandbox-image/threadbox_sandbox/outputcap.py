@@ -16,8 +16,10 @@ kernel start (``controller/outputcap.py`` gives the arguments) and reads its lim
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -33,62 +35,81 @@ def note(limit: int) -> str:
 
 
 class OutputCap:
+    """One cell's budget, shared by stdout and stderr and by every thread that writes to them."""
+
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self.left = limit - NOTE_ROOM
         self.noted = False
-        self.write_note: Callable[[str], Any] = sys.__stderr__.write if sys.__stderr__ else print
+        self.lock = threading.Lock()
+        self.inside = threading.local()
 
     def reset(self) -> None:
-        self.left = self.limit - NOTE_ROOM
-        self.noted = False
+        with self.lock:
+            self.left = self.limit - NOTE_ROOM
+            self.noted = False
 
-    def take(self, text: str) -> str:
-        """The part of ``text`` that still fits; what does not fit ends this cell's output."""
-        if self.left <= 0:
-            return ""
-        head = text[: self.left]  # at least one byte per character: never more than what fits
-        data = head.encode("utf-8", "replace")
-        if len(data) > self.left:
-            head = data[: self.left].decode("utf-8", "ignore")
+    def take(self, text: str) -> tuple[str, bool]:
+        """The part of ``text`` that still fits, and whether this call is the one to add the note."""
+        with self.lock:
+            head = text[: max(self.left, 0)]  # at least one byte per character: never more than fits
             data = head.encode("utf-8", "replace")
-        self.left = 0 if len(head) < len(text) else self.left - len(data)
-        return head
+            if len(data) > self.left:
+                head = data[: max(self.left, 0)].decode("utf-8", "ignore")
+                data = head.encode("utf-8", "replace")
+            self.left = 0 if len(head) < len(text) else self.left - len(data)
+            first_cut = len(head) < len(text) and not self.noted
+            self.noted = self.noted or first_cut
+            return head, first_cut
 
-    def wrap(self, stream: Any) -> Callable[[str], Any]:
-        """Put the cap in front of ``stream.write``; returns the write it wraps."""
-        write: Callable[[str], Any] = stream.write
-
-        def capped(text: Any) -> int:
-            if not isinstance(text, str):
-                return int(write(text))  # let the stream refuse it as it would
-            shown = self.take(text)
+    def write(self, write: Callable[[str], Any], note_write: Callable[[str], Any], text: Any) -> int:
+        if not isinstance(text, str) or getattr(self.inside, "yes", False):
+            return int(write(text))  # already counted by a wrapper further out (IPython's tee)
+        self.inside.yes = True
+        try:
+            shown, first_cut = self.take(text)
             if shown:
                 write(shown)
-            if len(shown) < len(text) and not self.noted:
-                self.noted = True
-                sys.stdout.flush()  # the note comes after the output it cuts
-                self.write_note(note(self.limit))
-            return len(text)
+        finally:
+            self.inside.yes = False
+        if first_cut:
+            sys.stdout.flush()  # the note comes after the output it cuts
+            note_write(note(self.limit))
+        return len(text)
 
-        capped.outputcap = True  # type: ignore[attr-defined]
-        stream.write = capped
-        return write
 
-    def on_cell(self, *_: object) -> None:
-        """Reset the budget and wrap the streams' writes as they are for this cell.
+class CappedWrite:
+    """``write`` for the streams' class: whatever an instance's ``write`` is set to, the cap is in front.
 
-        IPython (9) swaps ``write`` for a history-recording one around every cell and puts
-        back the one it found afterwards, so a wrap made once at start would be undone.
-        """
-        self.reset()
-        if not getattr(sys.stderr.write, "outputcap", False):
-            self.write_note = self.wrap(sys.stderr)  # the note itself bypasses the cap
-        if not getattr(sys.stdout.write, "outputcap", False):
-            self.wrap(sys.stdout)
+    IPython (9) sets ``stream.write`` to a history-recording wrapper around every cell and sets it
+    back afterwards, and ipykernel's thread that forwards subprocess output calls ``self.write``
+    after the cell too. As a data descriptor this sees those assignments: it keeps the assigned
+    function underneath and always hands out the capped one.
+    """
+
+    SLOT = "_outputcap_write"
+
+    def __init__(self, cap: OutputCap, write: Callable[..., Any]) -> None:
+        self.cap = cap
+        self.plain = write
+
+    def __get__(self, stream: Any, owner: type | None = None) -> Any:
+        if stream is None:
+            return self
+        inner = vars(stream).get(self.SLOT) or self.plain.__get__(stream)
+        capped = functools.partial(self.cap.write, inner, self.plain.__get__(sys.stderr))
+        capped.inner = inner  # type: ignore[attr-defined]
+        return capped
+
+    def __set__(self, stream: Any, write: Any) -> None:
+        # Putting back what was handed out must not wrap the cap once more per cell.
+        vars(stream)[self.SLOT] = getattr(write, "inner", write)
 
 
 def load_ipython_extension(ip: Any) -> None:
     limit = int(os.environ.get(ENV) or 0)
     if limit > 0:
-        ip.events.register("pre_run_cell", OutputCap(limit).on_cell)
+        cap = OutputCap(limit)
+        for cls in {type(sys.stdout), type(sys.stderr)}:
+            cls.write = CappedWrite(cap, cls.write)  # type: ignore[method-assign]
+        ip.events.register("pre_run_cell", lambda *_: cap.reset())

@@ -42,7 +42,9 @@ def kernel(tmp_path: Path, sandbox_python: Path) -> Iterator[BlockingKernelClien
         )
     client = BlockingKernelClient()
     client.load_connection_file(str(conn_file))
-    client.start_channels()
+    # No heartbeat: wait_for_ready would call a kernel that misses beats while it starts on a
+    # busy machine dead ("Kernel died before replying to kernel_info").
+    client.start_channels(hb=False)
     try:
         client.wait_for_ready(timeout=60)
         yield client
