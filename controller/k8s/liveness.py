@@ -62,10 +62,11 @@ class Liveness:
         return kernel
 
     async def _read(self, pod: PodRef) -> dict[str, Any] | None:
-        """The pod from the pod cache; a miss, or another pod of that name, asks the API server
-        (a pod created a moment ago may not be in the cache yet)."""
+        """The pod from the pod cache when the cache says it runs; anything else is confirmed
+        by the API server. The watch lags: a pod started a moment ago may be missing from the
+        cache or still Pending there, and believing that retired a healthy sandbox mid-thread."""
         cached = self.pod_cache.get(pod.name)
-        if cached is not None and podstate.uid(cached) == pod.uid:
+        if cached is not None and podstate.uid(cached) == pod.uid and podstate.alive(cached):
             return cached
         return await pods.read(self.kube, pod.name)
 

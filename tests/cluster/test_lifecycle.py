@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from tests.cluster.conftest import Cluster, controller
-from tests.support.client import create_thread, errors, run, stdout
+from tests.support.client import create_thread, errors, ok, run, stdout
 
 pytestmark = pytest.mark.cluster
 
@@ -114,7 +114,7 @@ def test_restarted_controller_adopts_running_pods(cluster: Cluster, k8s_settings
     with controller(settings) as first:
         tids = [create_thread(first, name) for name in ("r1", "r2")]
         for n, tid in enumerate(tids):
-            run(first, tid, f"state = {n + 41}")
+            ok(run(first, tid, f"state = {n + 41}"))
         uids = {tid: _uid(first, tid) for tid in tids}
     # The first controller is gone; its pods are not.
     assert {tid: [p.metadata.uid for p in cluster.pods(tid)] for tid in tids} == {

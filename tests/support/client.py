@@ -24,7 +24,17 @@ def run(client: httpx.Client, thread_id: str, code: str, **body: Any) -> list[di
 
 
 def stdout(events: list[dict[str, Any]]) -> str:
+    """What the code printed; a sandbox or kernel failure fails here, with its error, not later
+    as output that is merely missing."""
+    failed = [e for e in errors(events) if e["kind"] in {"sandbox_failed", "kernel_died"}]
+    assert not failed, f"the execution failed: {failed}"
     return "".join(e["text"] for e in events if e["type"] == "stdout")
+
+
+def ok(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The events, after checking the execution ended ``ok``."""
+    assert events and events[-1] == {**events[-1], "type": "done", "status": "ok"}, events
+    return events
 
 
 def errors(events: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -1,0 +1,71 @@
+"""Liveness reads the pod cache, but only believes it when it says the pod runs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from kubernetes import client
+
+from controller.k8s import pods
+from controller.k8s.api import Kube
+from controller.k8s.liveness import Liveness
+from controller.k8s.names import CONTAINER_NAME
+from controller.k8s.podcache import PodCache
+from controller.k8s.podserver import PodRef, PodServer
+
+
+def pod(phase: str, uid: str = "u-1") -> dict[str, Any]:
+    state = {"running": {}} if phase == "Running" else {"waiting": {}}
+    return {
+        "metadata": {"name": "tb-t1", "uid": uid, "labels": {}},
+        "status": {"phase": phase, "containerStatuses": [{"name": CONTAINER_NAME, "state": state}]},
+    }
+
+
+class Api:
+    """What the API server holds for the pod, and how often it was asked."""
+
+    def __init__(self, current: dict[str, Any] | None) -> None:
+        self.current = current
+        self.reads = 0
+
+    async def read(self, kube: Kube, name: str) -> dict[str, Any] | None:
+        self.reads += 1
+        return self.current
+
+
+@pytest.fixture
+def liveness() -> Liveness:
+    kube = Kube(client.ApiClient(), "ns")
+    return Liveness(kube, PodCache(kube), PodServer(), touch_every=30)
+
+
+async def read_with(
+    liveness: Liveness, cached: dict[str, Any] | None, api: Api, monkeypatch: pytest.MonkeyPatch
+) -> dict[str, Any] | None:
+    monkeypatch.setattr(pods, "read", api.read)
+    if cached is not None:
+        liveness.pod_cache._watch.handlers.changed(cached)  # the test plays the watch
+    return await liveness._read(PodRef("tb-t1", "u-1", "10.0.0.5", "key"))
+
+
+async def test_a_running_pod_in_the_cache_costs_no_api_call(
+    liveness: Liveness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    api = Api(None)  # would answer "gone": it must not be asked
+    assert await read_with(liveness, pod("Running"), api, monkeypatch) == pod("Running")
+    assert api.reads == 0
+
+
+@pytest.mark.parametrize(
+    "cached",
+    [None, pod("Pending"), pod("Running", uid="u-0")],
+    ids=["not-yet-in-the-cache", "still-pending-in-the-cache", "an-older-pod-of-that-name"],
+)
+async def test_anything_but_running_in_the_cache_is_confirmed_by_the_api_server(
+    liveness: Liveness, cached: dict[str, Any] | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    api = Api(pod("Running"))
+    assert await read_with(liveness, cached, api, monkeypatch) == pod("Running")
+    assert api.reads == 1
