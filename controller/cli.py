@@ -22,8 +22,9 @@ from controller.config import Settings
 from controller.events import Display, Done, Error, FilesChanged, Message, Status, Stream, parse_event
 
 if TYPE_CHECKING:
-    from controller.backends.base import Backend, SandboxInfo
+    from controller.backends.base import Backend
     from controller.backends.kubernetes import KubernetesBackend
+    from controller.backends.pod_sandbox import PodSandbox
     from controller.stores.base import ThreadStore
 
 DEFAULT_SERVER = os.environ.get("THREADBOX_SERVER", "http://127.0.0.1:8600")
@@ -264,7 +265,7 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _say_isolation(backend: Backend) -> None:
+def _say_isolation(backend: Backend[Any]) -> None:
     print(f"threadbox: sandboxes: {backend.isolation}", file=sys.stderr)
     if not backend.isolated:
         print(
@@ -347,7 +348,7 @@ async def _remove_sandboxes(backend: KubernetesBackend, persist: bool) -> int:
     from controller.k8s.podserver import PodServerError
     from controller.stores.base import StoreUnavailable
 
-    async def remove(info: SandboxInfo) -> None:
+    async def remove(info: PodSandbox) -> None:
         if persist:
             try:
                 saved = await backend.persist(info, None)

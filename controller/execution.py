@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Any
 
 from controller.backends.base import Backend, SandboxInfo, Session
 from controller.events import Done, Error, Event, FilesChanged
@@ -29,7 +30,7 @@ class Live:
 
 
 class Executions:
-    def __init__(self, backend: Backend, metrics: Metrics, grace: float, max_output: int) -> None:
+    def __init__(self, backend: Backend[Any], metrics: Metrics, grace: float, max_output: int) -> None:
         self.backend = backend
         self.metrics = metrics
         self.grace = grace

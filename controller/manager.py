@@ -18,23 +18,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Any
 
 from controller.admission import Admission
-from controller.backends.base import (
-    WARM_SESSION,
-    Backend,
-    Connect,
-    Lifecycle,
-    SandboxInfo,
-    SandboxStartError,
-    Session,
-    TurnLease,
-)
+from controller.backends.base import Backend, Connect, Dialer, SandboxInfo, SandboxStartError, TurnLease
 from controller.config import Settings, subset
 from controller.events import Done, Error, Event, Status
 from controller.execution import Executions, Live
@@ -66,11 +57,11 @@ class ManagerConfig:
 
 class SandboxManager:
     def __init__(
-        self, backend: Backend, config: ManagerConfig, metrics: Metrics, connect: Connect = KernelSession
+        self, backend: Backend[Any], config: ManagerConfig, metrics: Metrics, connect: Connect = KernelSession
     ) -> None:
         self.backend = backend
         self.config = config
-        self._connect = connect
+        self._dialer = Dialer(connect, config.max_output_bytes, config.start_timeout)
         self._executions = Executions(backend, metrics, config.interrupt_grace, config.max_output_bytes)
         self.metrics = metrics
         self._live: dict[str, Live] = {}
@@ -83,13 +74,8 @@ class SandboxManager:
         self.turns = TaskSet("turns")
 
     async def start(self) -> None:
-        if isinstance(self.backend, Lifecycle):
-            await self.backend.open(self.metrics)
-        for info in await self.backend.list():
-            if self.backend.keep_on_shutdown:
-                continue  # adopted lazily by the turn that needs it, reaped if idle
-            log.warning("stopping orphaned sandbox %s of thread %s", info.name, info.thread_id)
-            await self._shut(info, None, "orphaned")
+        # What runs already is adopted lazily by the turn that needs it, and reaped if idle.
+        await self.backend.open(self.metrics)
         self._reaper.spawn(every(self.config.reap_interval, self.reap_once, "a reaper pass"))
 
     async def close(self) -> None:
@@ -102,11 +88,9 @@ class SandboxManager:
                     continue
                 await self._executions.persist_quietly(live.info, live.user)
                 live.session.close()
-                if not self.backend.keep_on_shutdown:
-                    await self.backend.stop(live.info)
+                await self.backend.release(live.info)
         await self._releasing.drain()
-        if isinstance(self.backend, Lifecycle):
-            await self.backend.close()
+        await self.backend.close()
         self._update_gauges()
 
     # -- turns ---------------------------------------------------------------------
@@ -131,15 +115,13 @@ class SandboxManager:
         try:
             async with self._turns.hold(thread_id):
                 lease = self.backend.turn_lease(thread_id)
-                if lease is not None:
-                    async for note in lease.acquire():
-                        yield Status(phase="queued", message=note)
+                async for note in lease.acquire():
+                    yield Status(phase="queued", message=note)
                 try:
                     async for event in events:
                         yield event
                 finally:
-                    if lease is not None:
-                        self._release_later(lease)
+                    self._release_later(lease)
         finally:
             self._slots.changed()  # this sandbox may now be idle: queued threads can evict it
 
@@ -205,30 +187,18 @@ class SandboxManager:
             await self._retire(thread_id, "died", locked=True)
         started = time.monotonic()
         info = await self.backend.find(thread_id)
-        kind = "adopted" if info else "cold"
         async for status in self._slots.admit():
             yield status
         try:
             if info is None:
                 yield Status(phase="starting", message="Starting a sandbox for this thread...")
                 info = await self.backend.start(thread_id)
-            # A warm claim comes with its kernel connected and the thread's files restored.
-            warm: Session | None = info.extra.pop(WARM_SESSION, None)
-            session: Session
-            if warm is not None:
-                kind, session = "warm", warm
-            else:
-                alive = functools.partial(self.backend.alive, info)
-                session = self._connect(info.connection, alive, self.config.max_output_bytes)
+            if info.kind != "warm":  # a warm claim comes with its kernel started and files restored
                 yield Status(phase="restoring", message="Restoring this thread's files...")
-                # An adopted sandbox still has its files; a new one restores them while its kernel starts.
-                waits: list[Awaitable[object]] = [session.start(self.config.start_timeout)]
-                if kind == "cold":
-                    waits.append(self.backend.restore(info, user))
-                await asyncio.gather(*waits)
+            session = await self.backend.ready(info, user, self._dialer)
         except BaseException:
             self._slots.release()
-            if info is not None and kind == "cold":
+            if info is not None and info.kind != "adopted":
                 await self.backend.stop(info)
             raise
         self._live[thread_id] = Live(info, session, user)
@@ -236,7 +206,7 @@ class SandboxManager:
         # The first probe pins the kernel this session talks to (a pod relaunches a kernel that
         # exits): made now, a kernel that dies in the first turn is never mistaken for this one.
         await asyncio.gather(self.backend.touch(info), self.backend.alive(info))
-        self.metrics.start_seconds.labels(kind).observe(time.monotonic() - started)
+        self.metrics.start_seconds.labels(info.kind).observe(time.monotonic() - started)
         yield Status(phase="ready", message="Sandbox ready.")
 
     def _idle_lru(self) -> str | None:

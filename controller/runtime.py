@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from fastapi import APIRouter
 
@@ -32,7 +33,7 @@ from controller.threads import RecentRecords
 class Runtime:
     settings: Settings
     store: ThreadStore
-    backend: Backend
+    backend: Backend[Any]
     manager: SandboxManager
     agent: Agent
     metrics: Metrics
@@ -89,7 +90,7 @@ def build_store(settings: Settings) -> ThreadStore:
     return store
 
 
-def build_backend(settings: Settings, store: ThreadStore, quotas: Quotas) -> Backend:
+def build_backend(settings: Settings, store: ThreadStore, quotas: Quotas) -> Backend[Any]:
     if settings.backend == "kubernetes":
         from controller.backends.kubernetes import KubernetesBackend  # the client loads only when used
 

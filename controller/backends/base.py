@@ -1,40 +1,45 @@
 """The backend interface: where a thread's sandbox (a kernel plus a workspace) runs.
 
 Two implementations: ``local`` (a kernel process per thread) and ``kubernetes``
-(a pod per thread). The manager never knows which one it talks to.
+(a pod per thread), and an in-tree fake (``fake.py``) for tests. The manager never knows
+which one it talks to.
 Every backend can find a thread's sandbox from durable state alone (a file on
 disk, a pod label), so a restarted controller adopts what is running.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, TypeVar
 
 from controller.events import Event
 from controller.metrics import Metrics
 from controller.workspace import PersistResult
-
-# SandboxInfo.extra key: a KernelSession already connected and ready (a warm claim), which
-# the manager takes over instead of dialling the kernel and restoring files itself.
-WARM_SESSION = "warm_session"
 
 
 class SandboxStartError(Exception):
     """The sandbox could not be started; the message says why."""
 
 
+# cold: started for this turn; warm: claimed ready-made; adopted: found already running
+Kind = Literal["cold", "warm", "adopted"]
+
+
 @dataclass
 class SandboxInfo:
+    """What every backend knows of a sandbox; each backend's subclass adds its own handles
+    (a pid, a pod's UID and IP), typed, which only that backend reads."""
+
     thread_id: str
     name: str
     connection: dict[str, Any]
     created: float
     last_active: float
     workspace: Path | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    kind: Kind = "cold"
 
 
 AliveProbe = Callable[[], Awaitable[bool]]
@@ -56,8 +61,29 @@ class Session(Protocol):
     def close(self) -> None: ...
 
 
-# How the manager connects to a sandbox: (connection info, liveness probe, output cap).
+# How to connect to a sandbox's kernel: (connection info, liveness probe, output cap).
 Connect = Callable[[dict[str, Any], AliveProbe, int], Session]
+
+
+@dataclass(frozen=True)
+class Dialer:
+    """The manager's way to a ready kernel session, handed to ``Backend.ready``."""
+
+    connect: Connect
+    max_output: int
+    start_timeout: float
+
+    async def ready(
+        self, info: SandboxInfo, alive: AliveProbe, restore: Callable[[], Awaitable[int]] | None
+    ) -> Session:
+        """A started session; ``restore`` (a new sandbox's files) runs while its kernel starts."""
+        session = self.connect(info.connection, alive, self.max_output)
+        try:
+            await asyncio.gather(session.start(self.start_timeout), *([restore()] if restore else []))
+        except BaseException:
+            session.close()
+            raise
+        return session
 
 
 class TurnLease(Protocol):
@@ -70,10 +96,24 @@ class TurnLease(Protocol):
     async def release(self) -> None: ...
 
 
-class Backend(Protocol):
+class NoLease:
+    """For a backend whose sandboxes only this process reaches: the manager's own lock suffices."""
+
+    async def acquire(self) -> AsyncIterator[str]:
+        return
+        yield  # an async generator that yields nothing
+
+    async def release(self) -> None:
+        return None
+
+
+Info = TypeVar("Info", bound=SandboxInfo)
+
+
+class Backend(Protocol[Info]):
+    """Where sandboxes run. Every method is every backend's: the manager never asks which it holds."""
+
     name: str
-    # Kubernetes pods outlive a controller restart and get adopted; local kernels do not.
-    keep_on_shutdown: bool
 
     @property
     def isolation(self) -> str:
@@ -85,42 +125,48 @@ class Backend(Protocol):
         """False when code in one sandbox could reach another's (an explicit operator choice)."""
         ...
 
-    async def start(self, thread_id: str) -> SandboxInfo: ...
+    async def open(self, metrics: Metrics) -> None:
+        """Before the first turn: background work (the warm pool), leftovers of a crash handled."""
 
-    async def find(self, thread_id: str) -> SandboxInfo | None: ...
+    async def close(self) -> None:
+        """After the last turn."""
 
-    async def list(self) -> list[SandboxInfo]: ...
+    async def start(self, thread_id: str) -> Info:
+        """A new sandbox for the thread (``kind`` cold, or warm when claimed ready-made)."""
+        ...
 
-    async def alive(self, info: SandboxInfo) -> bool: ...
+    async def find(self, thread_id: str) -> Info | None:
+        """The thread's running sandbox (``kind`` adopted), from durable state alone."""
 
-    async def stop(self, info: SandboxInfo) -> None: ...
+    async def list(self) -> list[Info]: ...
 
-    async def restore(self, info: SandboxInfo, user: str | None) -> int:
-        """Bring the thread's stored files into the sandbox workspace; returns the count."""
+    async def ready(self, info: Info, user: str | None, dialer: Dialer) -> Session:
+        """A session to the sandbox's started kernel, with a new sandbox's files restored."""
+        ...
 
-    async def persist(self, info: SandboxInfo, user: str | None) -> PersistResult:
+    async def alive(self, info: Info) -> bool: ...
+
+    async def stop(self, info: Info) -> None: ...
+
+    async def release(self, info: Info) -> None:
+        """This controller is stopping: stop the sandbox, or leave it running for the next one."""
+
+    async def persist(self, info: Info, user: str | None) -> PersistResult:
         """Upload what changed in the workspace since the last sync."""
+        ...
 
-    async def write_file(self, info: SandboxInfo, name: str, data: bytes) -> None:
+    async def write_file(self, info: Info, name: str, data: bytes) -> None:
         """Put an already-stored upload into the live workspace."""
 
-    async def died_of(self, info: SandboxInfo) -> str | None:
+    async def died_of(self, info: Info) -> str | None:
         """Why a kernel that died did, when the backend knows for sure (a memory limit)."""
 
-    async def touch(self, info: SandboxInfo) -> None:
+    async def touch(self, info: Info) -> None:
         """Record activity durably, so idle reaping survives a controller restart."""
 
-    def turn_lease(self, thread_id: str) -> TurnLease | None:
-        """None when only this process can reach the thread's sandbox (its own lock suffices)."""
+    def turn_lease(self, thread_id: str) -> TurnLease:
+        """Orders the thread's turns across replicas (``NoLease`` where only one process can)."""
+        ...
 
-    async def record(self, info: SandboxInfo, reason: str, message: str, warning: bool = False) -> None:
+    async def record(self, info: Info, reason: str, message: str, warning: bool = False) -> None:
         """Tell operators what happened to a sandbox, where they look for it (log, pod events)."""
-
-
-@runtime_checkable
-class Lifecycle(Protocol):
-    """Optional for a backend: background work (the Kubernetes warm pool) run with the manager."""
-
-    async def open(self, metrics: Metrics) -> None: ...
-
-    async def close(self) -> None: ...

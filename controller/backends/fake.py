@@ -3,7 +3,8 @@
 Code "runs" through a script, an async function of the code that yields events and can wait
 on test-controlled signals, so tests of ordering, queueing, eviction, reaping, persist
 failures and dead kernels are exact and fast. ``FakeBackend.connect`` is the manager's
-``connect``: ``SandboxManager(fake, config, metrics, connect=fake.connect)``.
+``connect``: ``SandboxManager(fake, config, metrics, connect=fake.connect)``. A controller
+restart is played by a new manager on the same backend: what it still holds is adopted.
 
 Every backend operation is appended to ``log`` as ``(operation, thread_id)``, so a test can
 assert what happened and in which order (persist before stop, evict before start).
@@ -12,15 +13,25 @@ assert what happened and in which order (persist before stop, evict before start
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-from controller.backends.base import AliveProbe, SandboxInfo, SandboxStartError, TurnLease
+from controller.backends.base import (
+    AliveProbe,
+    Dialer,
+    NoLease,
+    SandboxInfo,
+    SandboxStartError,
+    Session,
+    TurnLease,
+)
 from controller.events import Done, Error, Event, Stream
 from controller.kernel import RESTART_NOTE
+from controller.metrics import Metrics
 from controller.workspace import PersistResult
 
 Script = Callable[[str], AsyncIterator[Event]]
@@ -85,7 +96,6 @@ class FakeSession:
 
 class FakeBackend:
     name = "fake"
-    keep_on_shutdown = False
     isolation = "none: the fake backend runs no code"
     isolated = True
 
@@ -99,9 +109,16 @@ class FakeBackend:
         self.persist_error: Exception | None = None
         self.death_cause: str | None = None
         self.lease: Callable[[str], TurnLease] | None = None
+        self.keep_on_release = False  # True: sandboxes outlive the manager, as pods do
 
     def connect(self, connection: dict[str, Any], alive: AliveProbe, max_output: int) -> FakeSession:
         return FakeSession(self, self.sandboxes[connection["thread_id"]])
+
+    async def open(self, metrics: Metrics) -> None:
+        self.log.append(("open", ""))
+
+    async def close(self) -> None:
+        self.log.append(("close backend", ""))
 
     async def start(self, thread_id: str) -> SandboxInfo:
         self.log.append(("start", thread_id))
@@ -114,10 +131,14 @@ class FakeBackend:
 
     async def find(self, thread_id: str) -> SandboxInfo | None:
         sandbox = self.sandboxes.get(thread_id)
-        return sandbox.info if sandbox else None
+        return replace(sandbox.info, kind="adopted") if sandbox else None
 
     async def list(self) -> list[SandboxInfo]:
-        return [s.info for s in self.sandboxes.values()]
+        return [replace(s.info, kind="adopted") for s in self.sandboxes.values()]
+
+    async def ready(self, info: SandboxInfo, user: str | None, dialer: Dialer) -> Session:
+        restore = functools.partial(self.restore, info, user) if info.kind == "cold" else None
+        return await dialer.ready(info, functools.partial(self.alive, info), restore)
 
     async def alive(self, info: SandboxInfo) -> bool:
         sandbox = self.sandboxes.get(info.thread_id)
@@ -126,6 +147,10 @@ class FakeBackend:
     async def stop(self, info: SandboxInfo) -> None:
         self.log.append(("stop", info.thread_id))
         self.sandboxes.pop(info.thread_id, None)
+
+    async def release(self, info: SandboxInfo) -> None:
+        if not self.keep_on_release:
+            await self.stop(info)
 
     async def restore(self, info: SandboxInfo, user: str | None) -> int:
         self.log.append(("restore", info.thread_id))
@@ -152,8 +177,8 @@ class FakeBackend:
     async def touch(self, info: SandboxInfo) -> None:
         info.last_active = time.time()
 
-    def turn_lease(self, thread_id: str) -> TurnLease | None:
-        return self.lease(thread_id) if self.lease else None
+    def turn_lease(self, thread_id: str) -> TurnLease:
+        return self.lease(thread_id) if self.lease else NoLease()
 
     async def record(self, info: SandboxInfo, reason: str, message: str, warning: bool = False) -> None:
         self.log.append((f"record {reason}: {message}", info.thread_id))

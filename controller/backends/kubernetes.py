@@ -14,22 +14,22 @@ import asyncio
 import functools
 import logging
 import time
-from typing import Any
 
 from kubernetes import client
 
-from controller.backends.base import WARM_SESSION, SandboxInfo, SandboxStartError, TurnLease
+from controller.backends.base import Dialer, SandboxStartError, Session, TurnLease
+from controller.backends.pod_sandbox import PodSandbox, adopted, pod_ref, pod_sandbox
 from controller.config import Settings, subset
 from controller.k8s import lookup, objects, pods, podstate
 from controller.k8s.api import Kube, StartFailed, load_api_client, starting
 from controller.k8s.claim import claim_bound
-from controller.k8s.connection import for_pod, new_connection
+from controller.k8s.connection import new_connection
 from controller.k8s.events import EventRecorder
 from controller.k8s.lease import ThreadLeases
 from controller.k8s.liveness import Liveness
 from controller.k8s.names import object_name
 from controller.k8s.podcache import PodCache
-from controller.k8s.podserver import PodRef, PodServer, PodServerError
+from controller.k8s.podserver import PodServer, PodServerError
 from controller.k8s.policy import Policies, PolicyConfig
 from controller.k8s.pool import Claimed, PoolSize, WarmPool
 from controller.k8s.sts import PodCredentials
@@ -45,7 +45,6 @@ STALE_SECRET_SECONDS = 120  # an ownerless Secret this old with no pod is a cras
 
 class KubernetesBackend:
     name = "kubernetes"
-    keep_on_shutdown = True  # pods outlive a controller restart; the next one adopts them
     isolated = True
 
     def __init__(
@@ -75,7 +74,7 @@ class KubernetesBackend:
             "a NetworkPolicy, storage credentials for its own prefix only"
         )
 
-    async def died_of(self, info: SandboxInfo) -> None:
+    async def died_of(self, info: PodSandbox) -> None:
         # The pod's entrypoint relaunches a kernel the OOM killer ended, so the pod's status never
         # says OOMKilled; the generic message (which names memory) is all that is known here.
         return None
@@ -98,7 +97,7 @@ class KubernetesBackend:
         self.pod_cache.stop()
         await self.server.close()
 
-    async def start(self, thread_id: str) -> SandboxInfo:
+    async def start(self, thread_id: str) -> PodSandbox:
         if self.pool is not None:
             claimed = await claim_bound(self.pool, self.kube, self.server, self.credentials.mint, thread_id)
             if claimed is not None:
@@ -115,57 +114,66 @@ class KubernetesBackend:
             raise SandboxStartError(str(exc)) from exc
         now = time.time()
         self.liveness.touched(podstate.uid(pod), now)  # created with last-active set
-        return _sandbox(thread_id, pod, connection, now)
+        return pod_sandbox(thread_id, pod, connection, now, "cold")
 
-    def _warm(self, thread_id: str, claimed: Claimed) -> SandboxInfo:
-        info = _sandbox(thread_id, claimed.pod, claimed.connection, time.time())
-        self.liveness.touched(podstate.uid(claimed.pod), info.last_active)  # the claim patch wrote it
+    def _warm(self, thread_id: str, claimed: Claimed) -> PodSandbox:
+        info = pod_sandbox(thread_id, claimed.pod, claimed.connection, time.time(), "warm")
+        self.liveness.touched(info.uid, info.last_active)  # the claim patch wrote it
         claimed.session.alive = functools.partial(self.alive, info)
-        info.extra[WARM_SESSION] = claimed.session
+        info.warm = claimed.session
         return info
 
-    async def find(self, thread_id: str) -> SandboxInfo | None:
+    async def find(self, thread_id: str) -> PodSandbox | None:
         found = await lookup.find(self.kube, self.pod_cache, thread_id)
-        return _adopted(*found) if found else None
+        return adopted(*found) if found else None
 
-    async def list(self) -> list[SandboxInfo]:
+    async def list(self) -> list[PodSandbox]:
         stuck_after = 2 * self.settings.start_timeout + 60
         found = await lookup.running(self.kube, stuck_after, self.stale_secret_seconds)
-        return [_adopted(pod, connection) for pod, connection in found]
+        return [adopted(pod, connection) for pod, connection in found]
 
-    async def alive(self, info: SandboxInfo) -> bool:
-        return await self.liveness.alive(_ref(info), info.extra)
+    async def ready(self, info: PodSandbox, user: str | None, dialer: Dialer) -> Session:
+        if info.warm is not None:  # connected and restored by the claim
+            session, info.warm = info.warm, None
+            return session
+        restore = functools.partial(self.restore, info, user) if info.kind == "cold" else None
+        return await dialer.ready(info, functools.partial(self.alive, info), restore)
 
-    async def touch(self, info: SandboxInfo) -> None:
+    async def alive(self, info: PodSandbox) -> bool:
+        return await self.liveness.alive(pod_ref(info), info.liveness)
+
+    async def touch(self, info: PodSandbox) -> None:
         info.last_active = time.time()
-        await self.liveness.touch(_ref(info), info.last_active)
+        await self.liveness.touch(pod_ref(info), info.last_active)
 
     def turn_lease(self, thread_id: str) -> TurnLease:
         return self.leases.turn(thread_id)
 
-    async def record(self, info: SandboxInfo, reason: str, message: str, warning: bool = False) -> None:
-        await self.events.record(info.name, str(info.extra["uid"]), reason, message, warning)
+    async def record(self, info: PodSandbox, reason: str, message: str, warning: bool = False) -> None:
+        await self.events.record(info.name, info.uid, reason, message, warning)
 
-    async def stop(self, info: SandboxInfo) -> None:
-        uid = str(info.extra["uid"])
-        await pods.delete(self.kube, info.name, uid)
-        await pods.delete_secret(self.kube, info.name, owner_uid=uid)
-        self.liveness.forget(uid)
+    async def release(self, info: PodSandbox) -> None:
+        return None  # pods outlive a controller restart; the next one adopts them
 
-    async def restore(self, info: SandboxInfo, user: str | None) -> int:
+    async def stop(self, info: PodSandbox) -> None:
+        await pods.delete(self.kube, info.name, info.uid)
+        await pods.delete_secret(self.kube, info.name, owner_uid=info.uid)
+        self.liveness.forget(info.uid)
+
+    async def restore(self, info: PodSandbox, user: str | None) -> int:
         alive = functools.partial(self.alive, info)
         try:
-            return await self.server.restore_when_up(_ref(info), self.settings.start_timeout, alive)
+            return await self.server.restore_when_up(pod_ref(info), self.settings.start_timeout, alive)
         except PodServerError as exc:
             raise SandboxStartError(f"could not restore the thread's files: {exc}") from exc
 
-    async def persist(self, info: SandboxInfo, user: str | None) -> PersistResult:
+    async def persist(self, info: PodSandbox, user: str | None) -> PersistResult:
         # A pod cannot list the user's other threads: it asks for their count (k8s/podserver.py).
         count = (
             functools.partial(user_usage, self.store, user, info.thread_id) if user and self.store else None
         )
         try:
-            return await self.server.persist(_ref(info), count)
+            return await self.server.persist(pod_ref(info), count)
         except PodServerError:
             if not await self.alive(info):
                 # A pod being deleted saves its workspace itself on SIGTERM (the contract); there
@@ -174,25 +182,5 @@ class KubernetesBackend:
                 return PersistResult()
             raise
 
-    async def write_file(self, info: SandboxInfo, name: str, data: bytes) -> None:
-        await self.server.write_file(_ref(info), name, data)
-
-
-def _ref(info: SandboxInfo) -> PodRef:
-    return PodRef(info.name, str(info.extra["uid"]), str(info.extra["pod_ip"]), str(info.connection["key"]))
-
-
-def _adopted(pod: dict[str, Any], connection: dict[str, Any]) -> SandboxInfo:
-    return _sandbox(podstate.thread_of(pod), pod, connection, podstate.last_active(pod))
-
-
-def _sandbox(
-    thread_id: str, pod: dict[str, Any], connection: dict[str, Any], last_active: float
-) -> SandboxInfo:
-    """The manager's view of a running pod with an IP, dialled with the kernel key it holds."""
-    ip = podstate.pod_ip(pod)
-    assert ip is not None  # callers pass running pods only
-    name, extra = pod["metadata"]["name"], {"uid": podstate.uid(pod), "pod_ip": ip}
-    return SandboxInfo(
-        thread_id, name, for_pod(connection, ip), podstate.created(pod), last_active, None, extra
-    )
+    async def write_file(self, info: PodSandbox, name: str, data: bytes) -> None:
+        await self.server.write_file(pod_ref(info), name, data)

@@ -10,17 +10,20 @@ code; how the kernel is confined (bubblewrap, limits) is in ``local_sandbox.py``
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import os
 import shutil
 import subprocess
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
-from controller.backends.base import SandboxInfo
+from controller.backends.base import Dialer, NoLease, SandboxInfo, Session
 from controller.backends.bwrap import sandbox_uid
 from controller.backends.local_sandbox import KERNEL_MODULE, Launcher, Prepared, chown_tree, run_parent
+from controller.metrics import Metrics
 from controller.quotas import Quotas
 from controller.stores.base import ThreadStore
 from controller.workspace import PersistResult, WorkspaceSync
@@ -46,9 +49,13 @@ def _clear(*folders: Path) -> None:
         shutil.rmtree(folder, ignore_errors=True)
 
 
+@dataclass(kw_only=True)
+class ProcessSandbox(SandboxInfo):
+    pid: int
+
+
 class LocalBackend:
     name = "local"
-    keep_on_shutdown = False
 
     def __init__(
         self, root: Path, launcher: Launcher, store: ThreadStore, quotas: Quotas, file_ttl_days: float = 0
@@ -72,7 +79,21 @@ class LocalBackend:
     def _dir(self, thread_id: str) -> Path:
         return self.root / thread_id
 
-    async def start(self, thread_id: str) -> SandboxInfo:
+    async def open(self, metrics: Metrics) -> None:
+        """Kernels left by a controller that crashed: nobody can adopt them (the next turn starts
+        fresh), so their files are saved and they are stopped."""
+        for info in await self.list():
+            log.warning("stopping orphaned sandbox %s of thread %s", info.name, info.thread_id)
+            try:
+                await self.persist(info, None)
+            except Exception:
+                log.exception("could not save the files of orphaned sandbox %s", info.name)
+            await self.stop(info)
+
+    async def close(self) -> None:
+        return None
+
+    async def start(self, thread_id: str) -> ProcessSandbox:
         base = self._dir(thread_id)
         run = run_parent(self.root) / thread_id
         prepared = await asyncio.to_thread(self._prepare, thread_id, base, run)
@@ -83,24 +104,25 @@ class LocalBackend:
         # The controller's own copy of the connection: the kernel may rewrite the file in its run folder.
         meta = {"pid": proc.pid, "created": now, "connection": spawned.connection}
         (base / "sandbox.json").write_text(json.dumps(meta))
-        return SandboxInfo(
-            thread_id, f"pid-{proc.pid}", spawned.connection, now, now, base / "workspace", {"pid": proc.pid}
+        return ProcessSandbox(
+            thread_id, f"pid-{proc.pid}", spawned.connection, now, now, base / "workspace", pid=proc.pid
         )
 
-    def _load(self, thread_id: str) -> SandboxInfo | None:
+    def _load(self, thread_id: str) -> ProcessSandbox | None:
         base = self._dir(thread_id)
         try:
             meta = json.loads((base / "sandbox.json").read_text())
             active = (base / "sandbox.json").stat().st_mtime
             pid = int(meta["pid"])
-            return SandboxInfo(
+            return ProcessSandbox(
                 thread_id,
                 f"pid-{pid}",
                 meta["connection"],
                 meta["created"],
                 active,
                 base / "workspace",
-                {"pid": pid},
+                "adopted",
+                pid=pid,
             )
         except (OSError, ValueError, KeyError):
             return None
@@ -110,33 +132,39 @@ class LocalBackend:
         base.mkdir(parents=True)
         return self.launcher.prepare(thread_id, base, run)
 
-    async def find(self, thread_id: str) -> SandboxInfo | None:
+    async def find(self, thread_id: str) -> ProcessSandbox | None:
         info = self._load(thread_id)
         return info if info and await self.alive(info) else None
 
-    async def list(self) -> list[SandboxInfo]:
+    async def list(self) -> list[ProcessSandbox]:
         if not self.root.exists():
             return []
         found = [self._load(p.name) for p in sorted(self.root.iterdir()) if p.is_dir()]
         return [i for i in found if i and await self.alive(i)]
 
-    async def alive(self, info: SandboxInfo) -> bool:
-        pid = int(info.extra["pid"])
-        proc = self._procs.get(pid)
+    async def ready(self, info: ProcessSandbox, user: str | None, dialer: Dialer) -> Session:
+        restore = functools.partial(self.restore, info, user) if info.kind == "cold" else None
+        return await dialer.ready(info, functools.partial(self.alive, info), restore)
+
+    async def alive(self, info: ProcessSandbox) -> bool:
+        proc = self._procs.get(info.pid)
         if proc is not None:
             return proc.poll() is None
-        return _pid_alive(pid)
+        return _pid_alive(info.pid)
 
-    def turn_lease(self, thread_id: str) -> None:
-        return None  # kernels of this backend belong to this process alone
+    def turn_lease(self, thread_id: str) -> NoLease:
+        return NoLease()  # kernels of this backend belong to this process alone
 
-    async def record(self, info: SandboxInfo, reason: str, message: str, warning: bool = False) -> None:
+    async def record(self, info: ProcessSandbox, reason: str, message: str, warning: bool = False) -> None:
         log.log(
             logging.WARNING if warning else logging.INFO, "sandbox %s: %s: %s", info.name, reason, message
         )
 
-    async def stop(self, info: SandboxInfo) -> None:
-        pid = int(info.extra["pid"])
+    async def release(self, info: ProcessSandbox) -> None:
+        await self.stop(info)  # a kernel process does not outlive its controller usefully
+
+    async def stop(self, info: ProcessSandbox) -> None:
+        pid = info.pid
         self.launcher.kill(info.thread_id, pid)
         end = time.monotonic() + STOP_WAIT
         while time.monotonic() < end and await self.alive(info):
@@ -151,14 +179,14 @@ class LocalBackend:
         await asyncio.to_thread(self.launcher.release, info.thread_id)
         await asyncio.to_thread(_clear, self._dir(info.thread_id), Path(info.connection["ip"]).parent)
 
-    async def died_of(self, info: SandboxInfo) -> str | None:
+    async def died_of(self, info: ProcessSandbox) -> str | None:
         """The sandbox's memory cgroup counts the OOM killer's kills."""
         if self.launcher.oom_killed(info.thread_id):
             limit = self.launcher.isolation.limits.memory_bytes
             return f"it ran out of memory (the limit is {limit / 2**20:.0f} MiB per sandbox; THREADBOX_LOCAL_MEMORY_LIMIT)"
         return None
 
-    def _sync(self, info: SandboxInfo, user: str | None) -> WorkspaceSync:
+    def _sync(self, info: ProcessSandbox, user: str | None) -> WorkspaceSync:
         sync = self._syncs.get(info.thread_id)
         if sync is None or sync.root != info.workspace:
             assert info.workspace is not None
@@ -166,24 +194,24 @@ class LocalBackend:
             self._syncs[info.thread_id] = sync
         return sync
 
-    def _give(self, info: SandboxInfo) -> None:
+    def _give(self, info: ProcessSandbox) -> None:
         """Files the controller wrote (as root) must be the sandbox's to change."""
         iso = self.launcher.isolation
         if iso.sandboxed and iso.as_root and info.workspace is not None:
             chown_tree(info.workspace, sandbox_uid(info.thread_id))
 
-    async def restore(self, info: SandboxInfo, user: str | None) -> int:
+    async def restore(self, info: ProcessSandbox, user: str | None) -> int:
         count = await asyncio.to_thread(self._sync(info, user).restore)
         await asyncio.to_thread(self._give, info)
         return count
 
-    async def persist(self, info: SandboxInfo, user: str | None) -> PersistResult:
+    async def persist(self, info: ProcessSandbox, user: str | None) -> PersistResult:
         return await asyncio.to_thread(self._sync(info, user).persist)
 
-    async def write_file(self, info: SandboxInfo, name: str, data: bytes) -> None:
+    async def write_file(self, info: ProcessSandbox, name: str, data: bytes) -> None:
         await asyncio.to_thread(self._sync(info, None).write, name, data)
         await asyncio.to_thread(self._give, info)
 
-    async def touch(self, info: SandboxInfo) -> None:
+    async def touch(self, info: ProcessSandbox) -> None:
         info.last_active = time.time()
         os.utime(self._dir(info.thread_id) / "sandbox.json", (info.last_active, info.last_active))

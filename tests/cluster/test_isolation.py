@@ -85,7 +85,7 @@ def test_sandbox_cannot_reach_other_threads_the_api_other_pods_or_the_host(
     a, b = create_thread(client, "attacker"), create_thread(client, "victim")
     assert stdout(run(client, b, "open('secret.txt', 'w').write('victim data'); print('ok')")) == "ok\n"
     assert client.runtime.store.read_file(b, "secret.txt") == b"victim data"  # it exists to be stolen
-    peer_ip = str(client.runtime.manager._live[b].info.extra["pod_ip"])
+    peer_ip = str(client.runtime.manager._live[b].info.pod_ip)
     with socket.create_connection((peer_ip, 8888), timeout=3):
         pass  # the controller (host) reaches the victim's agent: the probe below is meaningful
     with socket.create_connection((cluster.node_ip, node_listener), timeout=3):

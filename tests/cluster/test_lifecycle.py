@@ -22,7 +22,7 @@ plt.show()
 
 
 def _uid(client: Any, tid: str) -> str:
-    return str(client.runtime.manager._live[tid].info.extra["uid"])
+    return str(client.runtime.manager._live[tid].info.uid)
 
 
 def test_threads_get_their_own_pods_files_and_plots(cluster: Cluster, k8s_api: Any) -> None:

@@ -229,7 +229,7 @@ def test_an_attacker_pod_reads_no_sandbox_kernel_but_a_decoy_one(
                 thread = create_thread(client, f"leak-{len(settings)}-{n}")
                 assert stdout(run(client, thread, f"print({secret!r})")) == secret + "\n"
         # Past the policy (from the host), CurveZMQ still refuses a peer without the keys.
-        pod_ip = str(client.runtime.manager._live[thread].info.extra["pod_ip"])
+        pod_ip = str(client.runtime.manager._live[thread].info.pod_ip)
         with _sniffing(pod_ip) as sub:
             assert stdout(run(client, thread, f"print({secret!r})")) == secret + "\n"
             assert not _heard(sub, secret)

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from kubernetes.client.exceptions import ApiException
 
-from controller.backends.base import WARM_SESSION, SandboxInfo
 from controller.backends.kubernetes import KubernetesBackend
+from controller.backends.pod_sandbox import PodSandbox
 from controller.config import Settings
 from controller.k8s import objects
 from controller.k8s.names import POOL_LABEL, THREAD_LABEL, warm_selector
@@ -141,12 +141,12 @@ def test_a_changed_profile_replaces_stale_warm_pods(cluster: Cluster, k8s_settin
 def test_two_replicas_claiming_at_once_never_share_a_pod(cluster: Cluster, k8s_settings: Any) -> None:
     settings = Settings(**k8s_settings(warm_pool_size=2))
 
-    async def scenario() -> tuple[list[SandboxInfo], list[Metrics]]:
+    async def scenario() -> tuple[list[PodSandbox], list[Metrics]]:
         replicas = [KubernetesBackend(settings) for _ in range(2)]
         metrics = [Metrics() for _ in replicas]
         for backend, m in zip(replicas, metrics, strict=True):
             await backend.open(m)
-        infos: list[SandboxInfo] = []
+        infos: list[PodSandbox] = []
         try:
             for _ in range(360):
                 if all(b.pool is not None and b.pool.ready >= 2 for b in replicas):
@@ -159,9 +159,8 @@ def test_two_replicas_claiming_at_once_never_share_a_pod(cluster: Cluster, k8s_s
             infos = list(await asyncio.gather(*starts))
         finally:
             for info in infos:
-                session = info.extra.pop(WARM_SESSION, None)
-                if session is not None:
-                    session.close()
+                if info.warm is not None:
+                    info.warm.close()
             for backend in replicas:
                 await backend.close()
         # The claim's precondition: a patch carrying a version seen before the claim is refused.
@@ -199,7 +198,7 @@ def test_a_failed_bind_removes_the_claimed_pod_and_falls_back_to_cold(
     settings = Settings(**k8s_settings(warm_pool_size=1))
     metrics = Metrics()
 
-    async def scenario() -> tuple[SandboxInfo, str]:
+    async def scenario() -> tuple[PodSandbox, str]:
         backend = KubernetesBackend(settings)
         await backend.open(metrics)
 
@@ -218,7 +217,7 @@ def test_a_failed_bind_removes_the_claimed_pod_and_falls_back_to_cold(
         return info, warm
 
     info, warm = asyncio.run(asyncio.wait_for(scenario(), 240))
-    assert info.name == "tb-bindfail" and WARM_SESSION not in info.extra
+    assert info.name == "tb-bindfail" and info.kind == "cold" and info.warm is None
     value = metrics.registry.get_sample_value(
         "threadbox_warm_pool_claims_total", {"result": "miss", "reason": "bind_failed"}
     )

@@ -117,7 +117,7 @@ async def _world(rt: Runtime, settings: Any, port: int) -> World:
         "secret": secret,
         "canary": os.environ[CANARY_ENV],
         "controller_pid": os.getpid(),
-        "victim_pid": int(b_info.extra["pid"]),
+        "victim_pid": int(b_info.pid),
         "victim_workspace": str(b_info.workspace),
         "victim_stored": str(data / "store" / "threads" / victim / "files" / "secret-b.txt"),
         "threads_dir": str(data / "store" / "threads"),

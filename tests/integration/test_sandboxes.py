@@ -50,7 +50,7 @@ def test_kernel_env_holds_no_controller_secret(api: Any, monkeypatch: pytest.Mon
 
 
 def _pid(client: Any, tid: str) -> int:
-    return int(client.runtime.manager._live[tid].info.extra["pid"])
+    return int(client.runtime.manager._live[tid].info.pid)
 
 
 def test_killed_kernel_ends_the_turn_and_next_turn_restores(api: Any) -> None:

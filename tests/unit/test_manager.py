@@ -265,3 +265,24 @@ async def test_close_persists_every_live_sandbox_and_stops_it(make: Any) -> None
     await manager.close()
     assert backend.stored["t1"] == {"late.txt": b"data", "after.txt": b"written after the turn"}
     assert backend.sandboxes == {}
+
+
+async def test_a_sandbox_kept_on_release_is_adopted_by_the_next_manager_with_its_kernel(
+    make: Any,
+) -> None:
+    """As pods outlive a controller: the next manager finds the sandbox, restores nothing
+    (its files are there) and counts the start as adopted."""
+    manager, backend = make()
+    backend.keep_on_release = True
+    await collect(manager.run("t1", "write:t1/kept.txt"))
+    await manager.close()
+    assert list(backend.sandboxes) == ["t1"]
+    backend.log.clear()
+    second = SandboxManager(backend, CONFIG, Metrics(), backend.connect)
+    events = await collect(second.run("t1", "again"))
+    assert [e.phase for e in events if isinstance(e, Status)] == ["restoring", "ready"]
+    assert out(events) == "again" and ("restore", "t1") not in backend.log
+    assert [op for op, _ in backend.log].count("start") == 0
+    count = "threadbox_sandbox_start_seconds_count"
+    assert second.metrics.registry.get_sample_value(count, {"kind": "adopted"}) == 1
+    await second.close()
