@@ -83,8 +83,9 @@ class History:
         return trim(list(self._stored(thread_id).values()), self.budget, self.ttl_days)
 
     def append(self, thread_id: str, exchange: Exchange) -> list[Exchange]:
-        """Store one exchange, drop the ones trimming leaves out; returns what is kept."""
-        self._split_legacy(thread_id)
+        """Store one exchange, drop the ones trimming leaves out; returns what is kept.
+
+        A turn loads before it appends, so a legacy record is already split by then."""
         self._put(thread_id, Exchange(exchange.at, scrub(exchange.messages)))
         stored = self._stored(thread_id)
         kept = trim(list(stored.values()), self.budget, self.ttl_days)
