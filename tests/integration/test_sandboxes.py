@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from tests.support.client import create_thread, errors, run, stdout
+from tests.support.poll import until
 
 pytestmark = pytest.mark.integration
 
@@ -104,9 +105,7 @@ def test_shutdown_persists_files_written_after_the_turn(make_settings: Any) -> N
         info = await rt.backend.find("t-late")
         assert info is not None and info.workspace is not None
         late = info.workspace / "late.txt"
-        async with asyncio.timeout(30):  # written by the kernel's timer, after the turn
-            while not late.exists():
-                await asyncio.sleep(0.05)
+        await until(late.exists, 30)  # written by the kernel's timer, after the turn
         await rt.close()
         return [f.name for f in rt.store.list_files("t-late")]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 
@@ -14,3 +15,11 @@ def wait_until(predicate: Callable[[], object], timeout: float, interval: float 
             return True
         time.sleep(interval)
     return bool(predicate())
+
+
+async def until(predicate: Callable[[], object], timeout: float, interval: float = 0.05) -> None:
+    """Return once ``predicate()`` is truthy, yielding to the event loop between checks;
+    TimeoutError after ``timeout`` seconds. ``interval`` 0 re-checks after every loop pass."""
+    async with asyncio.timeout(timeout):
+        while not predicate():
+            await asyncio.sleep(interval)

@@ -17,6 +17,7 @@ from controller.events import Done, Error, Event, FilesChanged, Status, Stream
 from controller.manager import ManagerConfig, SandboxManager
 from controller.metrics import Metrics
 from controller.stores.base import StoreUnavailable
+from tests.support.poll import until
 
 TIMEOUT = 5
 CONFIG = ManagerConfig(
@@ -78,13 +79,6 @@ def make(gates: Gates) -> Callable[..., tuple[SandboxManager, FakeBackend]]:
     return build
 
 
-async def until(condition: Callable[[], bool]) -> None:
-    """Yield to the loop until ``condition`` holds: it is the code's own signal (a count, a gauge)."""
-    async with asyncio.timeout(TIMEOUT):
-        while not condition():
-            await asyncio.sleep(0)
-
-
 def sample(manager: SandboxManager, name: str) -> float | None:
     return manager.metrics.registry.get_sample_value(name)
 
@@ -119,7 +113,7 @@ async def test_turns_of_one_thread_run_in_arrival_order_and_threads_concurrently
     first = asyncio.create_task(collect(manager.run("t1", "wait:a")))
     await gates.reached("wait:a")
     later = [asyncio.create_task(collect(manager.run("t1", f"n{i}"))) for i in range(3)]
-    await until(lambda: manager.turns_waiting("t1") == 3)
+    await until(lambda: manager.turns_waiting("t1") == 3, TIMEOUT, 0)  # the code's own signal
     other = await asyncio.wait_for(collect(manager.run("t2", "other")), TIMEOUT)  # not held up by t1
     assert out(other) == "other"
     gates.gate("a").set()
@@ -144,7 +138,7 @@ async def test_an_agent_turn_keeps_its_thread_between_its_executions(make: Any, 
     a = asyncio.create_task(collect(manager.turn("t1", agent.respond(Turn("t1", message("wait:a", "a2"))))))
     await gates.reached("wait:a")
     b = asyncio.create_task(collect(manager.turn("t1", agent.respond(Turn("t1", message("b1", "b2"))))))
-    await until(lambda: manager.turns_waiting("t1") == 1)
+    await until(lambda: manager.turns_waiting("t1") == 1, TIMEOUT, 0)  # the code's own signal
     gates.gate("a").set()
     await asyncio.wait_for(asyncio.gather(a, b), TIMEOUT)
     assert gates.ran == ["wait:a", "a2", "b1", "b2"]
@@ -167,7 +161,7 @@ async def test_a_full_house_queues_with_its_position_then_evicts_the_idle_lru(
     recent_turn = asyncio.create_task(collect(manager.run("recent", "wait:recent")))
     await gates.reached("wait:recent")
     queued = asyncio.create_task(collect(manager.run("new", "y")))
-    await until(lambda: sample(manager, "threadbox_queue_length") == 1)
+    await until(lambda: sample(manager, "threadbox_queue_length") == 1, TIMEOUT, 0)  # the code's own signal
     gates.gate("recent").set()
     new = await asyncio.wait_for(queued, TIMEOUT)
     assert next((e.phase, e.queue_position) for e in new if isinstance(e, Status)) == ("queued", 1)
