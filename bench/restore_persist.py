@@ -8,7 +8,7 @@ total and eleven small ones of 5% each. Per run, to and from one real MinIO on l
   then each file through MinioStore), beside `mc mirror <prefix> <dir>` of the same objects.
 The order of the two tools alternates run by run. `mc` pays its process start in every run;
 `mc mirror` of an empty directory, measured in the same run, shows how much that is.
-This is the local backend's path; in a pod, the sandbox agent runs the same WorkspaceSync.
+This is the local backend's path; in a pod, the in-pod server runs the same WorkspaceSync.
 
 Usage: uv run python -m bench.restore_persist [--sizes 1 10 100] [--runs 20]
 """

@@ -16,7 +16,7 @@ KERNEL_PORTS = {
     "control_port": 5558,
     "hb_port": 5559,
 }
-AGENT_PORT = 8888
+SERVER_PORT = 8888
 
 
 def new_connection() -> dict[str, Any]:
@@ -54,5 +54,5 @@ def for_pod(connection: dict[str, Any], pod_ip: str) -> dict[str, Any]:
     return {**connection, "ip": pod_ip}
 
 
-def agent_url(pod_ip: str) -> str:
-    return f"http://{pod_ip}:{AGENT_PORT}"
+def server_url(pod_ip: str) -> str:
+    return f"http://{pod_ip}:{SERVER_PORT}"

@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from controller.config import Settings
-from controller.k8s.connection import AGENT_PORT, KERNEL_PORTS
+from controller.k8s.connection import KERNEL_PORTS, SERVER_PORT
 from controller.k8s.names import (
     APP_LABEL,
     CONTAINER_NAME,
@@ -138,7 +138,7 @@ def _container(identity: dict[str, str], cfg: PodConfig) -> dict[str, Any]:
         "image": cfg.image,
         # Never Always: images are imported into the node, there may be no registry at all.
         "imagePullPolicy": "IfNotPresent",
-        "ports": [*ports, {"name": "agent", "containerPort": AGENT_PORT}],
+        "ports": [*ports, {"name": "pod-server", "containerPort": SERVER_PORT}],
         "env": _env(identity, cfg),
         "workingDir": WORKSPACE,
         "resources": {
@@ -163,9 +163,9 @@ def _container(identity: dict[str, str], cfg: PodConfig) -> dict[str, Any]:
             "capabilities": {"drop": ["ALL"]},
             "seccompProfile": {"type": "RuntimeDefault"},
         },
-        # /healthz is the agent's only unauthenticated path (the kubelet has no bearer).
+        # /healthz is the in-pod server's only unauthenticated path (the kubelet has no bearer).
         "readinessProbe": {
-            "httpGet": {"path": "/healthz", "port": AGENT_PORT},
+            "httpGet": {"path": "/healthz", "port": SERVER_PORT},
             "periodSeconds": 1,
             "timeoutSeconds": 2,
             "failureThreshold": 3,
@@ -323,7 +323,7 @@ def sandbox_network_policy(
     """One namespace-wide policy for every sandbox pod.
 
     Ingress: only the controller (pods labelled threadbox-controller in any namespace, or
-    ``controller_cidrs`` when it runs outside the cluster), only to the kernel and agent ports.
+    ``controller_cidrs`` when it runs outside the cluster), only to the kernel and in-pod server ports.
     Sandboxes never reach each other. Egress: cluster DNS, MinIO (``storage`` = peer and port)
     and ``egress_allow_cidrs``; nothing else, so not the API server and not the node.
     """
@@ -347,7 +347,7 @@ def sandbox_network_policy(
         egress.append({"to": [peer], "ports": _tcp(port)})
     if egress_allow_cidrs:
         egress.append({"to": [{"ipBlock": {"cidr": cidr}} for cidr in egress_allow_cidrs]})
-    ingress = [{"from": sources, "ports": _tcp(*KERNEL_PORTS.values(), AGENT_PORT)}]
+    ingress = [{"from": sources, "ports": _tcp(*KERNEL_PORTS.values(), SERVER_PORT)}]
     return _sandbox_policy(NETWORK_POLICY_NAME, namespace, ingress=ingress, egress=egress)
 
 

@@ -1,4 +1,4 @@
-"""The controller's client of the in-pod server (sandbox-image/threadbox_sandbox/agent.py).
+"""The controller's client of the in-pod server (sandbox-image/threadbox_sandbox/server.py).
 
 Every route but ``GET /healthz`` takes the kernel key as its bearer token. The server does
 the pod's file sync: ``/bind`` (a warm pod becomes a thread's), ``/restore``, ``/persist`` and
@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 
 from controller.filenames import NameConflict
-from controller.k8s.connection import agent_url
+from controller.k8s.connection import server_url
 from controller.quotas import Usage, UserQuota
 from controller.workspace import PersistResult
 
@@ -70,13 +70,13 @@ class PodServer:
         headers = {"Authorization": f"Bearer {pod.key}"}
         try:
             resp = await self._client().request(
-                method, agent_url(pod.ip) + path, headers=headers, content=content, json=json
+                method, server_url(pod.ip) + path, headers=headers, content=content, json=json
             )
         except httpx.HTTPError as exc:
-            raise PodServerError(f"the sandbox agent of {pod.name} did not answer: {exc!r}") from exc
+            raise PodServerError(f"the in-pod server of {pod.name} did not answer: {exc!r}") from exc
         if resp.status_code >= 400:
             raise PodServerError(
-                f"the sandbox agent of {pod.name} failed {path}: {resp.status_code} {resp.text[:500]}",
+                f"the in-pod server of {pod.name} failed {path}: {resp.status_code} {resp.text[:500]}",
                 resp.status_code,
                 _sentence(resp),
             )
@@ -85,7 +85,7 @@ class PodServer:
     async def kernel_launch(self, pod_ip: str) -> int | None:
         """The launch number of the pod's running kernel: 0 if none runs, None if it cannot be asked."""
         try:
-            resp = await self._client().get(agent_url(pod_ip) + "/healthz", timeout=2)
+            resp = await self._client().get(server_url(pod_ip) + "/healthz", timeout=2)
             body = resp.json()
         except (httpx.HTTPError, ValueError):
             return None  # not up yet (or unreachable): the pod's state decides

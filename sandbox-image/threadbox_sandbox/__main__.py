@@ -1,7 +1,7 @@
 """``python -m threadbox_sandbox``: the sandbox pod's PID 1 (or tini's only child).
 
 Order: settings -> restore the thread's files -> launch the kernel -> serve the
-agent; on SIGTERM: stop serving, stop the kernel (so nothing writes during the
+in-pod server; on SIGTERM: stop serving, stop the kernel (so nothing writes during the
 final sync), persist, exit 0. A warm pod has no thread yet: it skips the restore,
 and its thread, credentials and files arrive later with POST /bind.
 """
@@ -19,9 +19,9 @@ import time
 from pathlib import Path
 from types import FrameType
 
-from threadbox_sandbox.agent import Workspace, serve
 from threadbox_sandbox.kernel import KernelSupervisor, kernel_env
 from threadbox_sandbox.policy import PolicyNotInForce, probe_target, wait_until_denied
+from threadbox_sandbox.server import Workspace, serve
 from threadbox_sandbox.settings import SettingsError, from_env, load_connection, load_storage
 
 log = logging.getLogger("threadbox_sandbox")
@@ -146,12 +146,12 @@ def main() -> int:
     try:
         server = serve(settings, str(connection["key"]), workspace, kernel)
     except OSError as exc:
-        log.error("cannot listen on %s:%d: %s", settings.agent_host, settings.agent_port, exc)
+        log.error("cannot listen on %s:%d: %s", settings.server_host, settings.server_port, exc)
         kernel.stop()
         return 2
 
     stop.wait()
-    log.info("shutting down: agent, kernel, final persist")
+    log.info("shutting down: pod server, kernel, final persist")
     server.shutdown()
     server.server_close()
     code = kernel.stop()

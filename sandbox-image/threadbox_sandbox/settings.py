@@ -51,8 +51,8 @@ class Settings:
     run_dir: Path
     quotas: Quotas
     file_ttl_days: float
-    agent_host: str
-    agent_port: int
+    server_host: str
+    server_port: int
     max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES
     policy_check_seconds: float | None = None  # None: no policy to prove (not in a pod)
 
@@ -115,8 +115,8 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         file_ttl_days=_float(env, "THREADBOX_FILE_TTL_DAYS"),
         # Not part of the controller's env: the pod always uses 0.0.0.0:8888. Tests that run
         # several entrypoints on one host override them.
-        agent_host=env.get("THREADBOX_AGENT_HOST") or "0.0.0.0",
-        agent_port=_int(env, "THREADBOX_AGENT_PORT", 8888),
+        server_host=env.get("THREADBOX_SERVER_HOST") or "0.0.0.0",
+        server_port=_int(env, "THREADBOX_SERVER_PORT", 8888),
         max_output_bytes=_int(env, "THREADBOX_MAX_OUTPUT_BYTES", DEFAULT_MAX_OUTPUT_BYTES),
         policy_check_seconds=(
             _float(env, "THREADBOX_POLICY_CHECK_SECONDS")

@@ -31,7 +31,7 @@ from jupyter_client.asynchronous.client import AsyncKernelClient
 from minio import Minio
 from minio.error import S3Error
 
-from controller.k8s.connection import AGENT_PORT
+from controller.k8s.connection import SERVER_PORT
 from controller.k8s.podserver import PodRef, PodServer
 from controller.k8s.sts import scoped_credentials, session_policy
 from controller.quotas import UserQuota, user_usage
@@ -164,8 +164,8 @@ def launch(
         "THREADBOX_THREAD_ID": thread_id,
         "THREADBOX_SECRETS_DIR": str(secrets_dir),
         "THREADBOX_WORKSPACE": str(tmp / "workspace"),
-        "THREADBOX_AGENT_HOST": "127.0.0.1",
-        "THREADBOX_AGENT_PORT": str(port),
+        "THREADBOX_SERVER_HOST": "127.0.0.1",
+        "THREADBOX_SERVER_PORT": str(port),
         **env,
     }
     log = tmp / "entrypoint.log"
@@ -179,7 +179,7 @@ def launch(
         )
     return Sandbox(
         proc,
-        f"http://{full_env['THREADBOX_AGENT_HOST']}:{full_env['THREADBOX_AGENT_PORT']}",
+        f"http://{full_env['THREADBOX_SERVER_HOST']}:{full_env['THREADBOX_SERVER_PORT']}",
         connection,
         tmp / "workspace",
         secrets_dir,
@@ -586,7 +586,7 @@ async def _orphans_are_reaped(sb: Sandbox) -> None:
 def pod_address() -> str:
     """A loopback address whose port 8888 is free: the controller's PodServer dials only that port."""
     loopbacks = [f"127.0.0.{n}" for n in range(100, 140)]
-    return free_address(AGENT_PORT, loopbacks) or pytest.fail(f"port {AGENT_PORT} is taken on {loopbacks}")
+    return free_address(SERVER_PORT, loopbacks) or pytest.fail(f"port {SERVER_PORT} is taken on {loopbacks}")
 
 
 def stored(store: MinioStore, tid: str) -> list[str]:
@@ -618,8 +618,8 @@ async def test_persist_holds_what_code_writes_to_the_per_user_quota(
         image_pythonpath,
         tid,
         storage,
-        THREADBOX_AGENT_HOST=ip,
-        THREADBOX_AGENT_PORT=str(AGENT_PORT),
+        THREADBOX_SERVER_HOST=ip,
+        THREADBOX_SERVER_PORT=str(SERVER_PORT),
     )
     sandboxes.append(sb)
     pod, server = PodRef("pod", "uid", ip, sb.token), PodServer(quota)
@@ -719,7 +719,7 @@ async def test_the_image_serves_a_thread_as_its_pod_would(
         *("--mount", tmpfs.format("/workspace"), "--mount", tmpfs.format("/tmp")),
         *("--mount", tmpfs.format("/home/sandbox")),
         *("--env", f"THREADBOX_THREAD_ID={tid}", "--env", "THREADBOX_SECRETS_DIR=/var/run/threadbox"),
-        *("--env", "THREADBOX_WORKSPACE=/workspace", "--env", f"THREADBOX_AGENT_PORT={port}"),
+        *("--env", "THREADBOX_WORKSPACE=/workspace", "--env", f"THREADBOX_SERVER_PORT={port}"),
         sandbox_image,
         name,
     ]

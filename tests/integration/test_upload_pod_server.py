@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from controller.backends.base import SandboxInfo
-from controller.k8s.connection import AGENT_PORT
+from controller.k8s.connection import SERVER_PORT
 from controller.k8s.podserver import PodRef, PodServer
 from devkit.ports import free_address
 from tests.support.client import create_thread, errors, run
@@ -46,7 +46,7 @@ def failing_server() -> Iterator[str]:
     """The address of a server on the in-pod server's port that answers every upload with 500."""
     for ip in LOOPBACKS:
         try:
-            server = ThreadingHTTPServer((ip, AGENT_PORT), DiskFull)
+            server = ThreadingHTTPServer((ip, SERVER_PORT), DiskFull)
         except OSError:
             continue
         thread = threading.Thread(target=server.serve_forever, daemon=True)
@@ -55,14 +55,14 @@ def failing_server() -> Iterator[str]:
         server.shutdown()
         server.server_close()
         return
-    pytest.fail(f"port {AGENT_PORT} is taken on every one of {LOOPBACKS}")
+    pytest.fail(f"port {SERVER_PORT} is taken on every one of {LOOPBACKS}")
 
 
 @pytest.fixture
 def silent_address() -> str:
     """An address where nothing listens on the in-pod server's port (connections are refused)."""
-    taken = f"port {AGENT_PORT} is taken on every one of {LOOPBACKS}"
-    return free_address(AGENT_PORT, LOOPBACKS) or pytest.fail(taken)
+    taken = f"port {SERVER_PORT} is taken on every one of {LOOPBACKS}"
+    return free_address(SERVER_PORT, LOOPBACKS) or pytest.fail(taken)
 
 
 def upload_to_failing_pod(api: Any, monkeypatch: pytest.MonkeyPatch, pod_ip: str) -> tuple[Any, str, Any]:

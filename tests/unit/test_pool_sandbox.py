@@ -13,7 +13,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "sandbox-image"))  # as the image's PYTHONPATH=/opt/threadbox does
 
-from threadbox_sandbox.agent import BindConflict, Workspace  # noqa: E402
+from threadbox_sandbox.server import BindConflict, Workspace  # noqa: E402
 from threadbox_sandbox.settings import SettingsError, from_env, parse_storage  # noqa: E402
 
 STORAGE: dict[str, Any] = {

@@ -22,7 +22,7 @@ def test_defaults_are_the_pod_contracts_paths() -> None:
     s = from_env({"THREADBOX_THREAD_ID": "t-1"})
     assert s.secrets_dir == Path("/var/run/threadbox") and s.workspace == Path("/workspace")
     assert s.home == Path("/home/sandbox") and s.run_dir == Path("/tmp/threadbox")
-    assert (s.agent_host, s.agent_port) == ("0.0.0.0", 8888)
+    assert (s.server_host, s.server_port) == ("0.0.0.0", 8888)
     assert s.quotas == Quotas() and s.file_ttl_days == 0
 
 

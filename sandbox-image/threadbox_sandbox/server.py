@@ -1,4 +1,4 @@
-"""The pod's HTTP agent on port 8888: health, bind, persist, restore and uploads.
+"""The in-pod server on port 8888: health, bind, persist, restore and uploads.
 
 Stdlib only (ThreadingHTTPServer): the image stays lean and user code's
 environment gains no web framework. Every route but ``GET /healthz`` needs
@@ -29,7 +29,7 @@ from controller.workspace import OthersNeeded, PersistResult, WorkspaceSync
 from threadbox_sandbox.kernel import KernelSupervisor
 from threadbox_sandbox.settings import Settings, SettingsError, Storage, load_storage, parse_storage
 
-log = logging.getLogger("threadbox_sandbox.agent")
+log = logging.getLogger("threadbox_sandbox.server")
 
 
 class NotRestored(Exception):
@@ -142,7 +142,7 @@ def persist_request(data: bytes) -> UserQuota | None:
     return None if raw is None else UserQuota.from_json(raw)
 
 
-class AgentServer(ThreadingHTTPServer):
+class SandboxServer(ThreadingHTTPServer):
     daemon_threads = True
 
     def __init__(
@@ -155,7 +155,7 @@ class AgentServer(ThreadingHTTPServer):
 
 
 class Handler(BaseHTTPRequestHandler):
-    server: AgentServer
+    server: SandboxServer
     server_version = "threadbox-sandbox"
 
     def log_message(self, format: str, *args: Any) -> None:
@@ -295,16 +295,16 @@ class Handler(BaseHTTPRequestHandler):
             self._reply(HTTPStatus.SERVICE_UNAVAILABLE, {"error": str(exc)})
         except OSError as exc:
             self._reply(HTTPStatus.INSUFFICIENT_STORAGE, {"error": f"workspace write failed: {exc}"})
-        except Exception as exc:  # settings errors, bugs: report, never kill the agent
-            log.exception("agent action failed")
+        except Exception as exc:  # settings errors, bugs: report, never kill the server
+            log.exception("pod server action failed")
             self._reply(HTTPStatus.INTERNAL_SERVER_ERROR, {"error": f"{type(exc).__name__}: {exc}"})
         else:
             self._reply(HTTPStatus.OK, body)
 
 
-def serve(settings: Settings, token: str, workspace: Workspace, kernel: KernelSupervisor) -> AgentServer:
-    """Bind the agent's port and serve in a background thread; stop with ``shutdown()``."""
-    server = AgentServer((settings.agent_host, settings.agent_port), token, workspace, kernel)
-    threading.Thread(target=server.serve_forever, name="agent-http", daemon=True).start()
-    log.info("agent listening on %s:%d", settings.agent_host, settings.agent_port)
+def serve(settings: Settings, token: str, workspace: Workspace, kernel: KernelSupervisor) -> SandboxServer:
+    """Bind the server's port and serve in a background thread; stop with ``shutdown()``."""
+    server = SandboxServer((settings.server_host, settings.server_port), token, workspace, kernel)
+    threading.Thread(target=server.serve_forever, name="pod-server-http", daemon=True).start()
+    log.info("pod server listening on %s:%d", settings.server_host, settings.server_port)
     return server
