@@ -12,12 +12,11 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any, Literal
 
-from controller.agent.base import Turn
+from controller.agent.base import AgentConfig, Turn
 from controller.agent.history import Exchange, History, messages_of
 from controller.agent.llm import LLMFailed, ToolCall, complete, make_client
 from controller.agent.outputs import ExecutionSummary
 from controller.agent.prompt import system_prompt
-from controller.config import Settings
 from controller.events import Done, Event, Message
 from controller.manager import SandboxManager
 from controller.stores.base import StoredFile, ThreadStore
@@ -58,19 +57,19 @@ class BuiltinAgent:
     name = "builtin"
 
     def __init__(
-        self, settings: Settings, manager: SandboxManager, store: ThreadStore, timeout: float = 120.0
+        self, config: AgentConfig, manager: SandboxManager, store: ThreadStore, timeout: float = 120.0
     ) -> None:
-        self.settings = settings
+        self.config = config
         self.manager = manager
         self.store = store
-        self.client = make_client(settings, timeout)
-        self.history = History(store, HISTORY_KEY, settings.history_token_budget, settings.history_ttl_days)
+        self.client = make_client(config, timeout)
+        self.history = History(store, HISTORY_KEY, config.history_token_budget, config.history_ttl_days)
 
     def respond(self, turn: Turn) -> AsyncIterator[Event]:
         return _TurnRun(self, turn).events()
 
     def files(self, thread_id: str) -> list[StoredFile]:
-        ttl = self.settings.file_ttl_days
+        ttl = self.config.file_ttl_days
         return [f for f in self.store.list_files(thread_id) if not f.expired(ttl)]
 
 
@@ -102,10 +101,10 @@ class _TurnRun:
         past = await asyncio.to_thread(agent.history.load, thread_id)
         files = await asyncio.to_thread(agent.files, thread_id)
         system = {"role": "system", "content": system_prompt(files, self.turn.attachments, TOOL_NAME)}
-        limit = agent.settings.agent_max_steps
+        limit = agent.config.agent_max_steps
         while True:
             reply = await complete(
-                agent.client, agent.settings.llm_model, [system, *messages_of(past), *self.new], [TOOL]
+                agent.client, agent.config.llm_model, [system, *messages_of(past), *self.new], [TOOL]
             )
             self.new.append(reply.message())
             if reply.text:

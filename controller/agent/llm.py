@@ -10,7 +10,7 @@ import openai
 from openai import AsyncOpenAI
 from openai.types.chat import ChatCompletionChunk, ChatCompletionMessageParam, ChatCompletionToolParam
 
-from controller.config import Settings
+from controller.agent.base import AgentConfig
 from controller.events import Error
 
 # A failing model service (rate limit, key, bad request, 5xx) is "llm_failed"; timeouts keep their own kind.
@@ -47,9 +47,9 @@ class LLMFailed(Exception):
         self.error = error
 
 
-def make_client(settings: Settings, timeout: float) -> AsyncOpenAI:
-    key = settings.llm_api_key.get_secret_value() if settings.llm_api_key else "unset"
-    return AsyncOpenAI(base_url=settings.llm_base_url, api_key=key, timeout=timeout, max_retries=2)
+def make_client(config: AgentConfig, timeout: float) -> AsyncOpenAI:
+    key = config.llm_api_key.get_secret_value() if config.llm_api_key else "unset"
+    return AsyncOpenAI(base_url=config.llm_base_url, api_key=key, timeout=timeout, max_retries=2)
 
 
 async def complete(

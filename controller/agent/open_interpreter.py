@@ -23,12 +23,11 @@ from typing import Any, Literal
 
 import openai
 
-from controller.agent.base import Turn
+from controller.agent.base import AgentConfig, Turn
 from controller.agent.history import Exchange, History, messages_of
 from controller.agent.llm import describe
 from controller.agent.outputs import ExecutionSummary
 from controller.agent.prompt import system_prompt
-from controller.config import Settings
 from controller.events import Done, Error, Event, Message
 from controller.manager import SandboxManager
 from controller.stores.base import ThreadStore
@@ -136,7 +135,7 @@ def single_attempt(**params: Any) -> Any:
     yield from litellm.completion(**params)
 
 
-def new_instance(settings: Settings, bridge: KernelBridge) -> Any:
+def new_instance(config: AgentConfig, bridge: KernelBridge) -> Any:
     oi = import_oi().OpenInterpreter(
         auto_run=True,
         offline=True,
@@ -147,9 +146,9 @@ def new_instance(settings: Settings, bridge: KernelBridge) -> Any:
         sync_computer=False,
         loop=False,
     )
-    oi.llm.model = f"openai/{settings.llm_model}"
-    oi.llm.api_base = settings.llm_base_url
-    oi.llm.api_key = settings.llm_api_key.get_secret_value() if settings.llm_api_key else "unset"
+    oi.llm.model = f"openai/{config.llm_model}"
+    oi.llm.api_base = config.llm_base_url
+    oi.llm.api_key = config.llm_api_key.get_secret_value() if config.llm_api_key else "unset"
     oi.llm.supports_functions = True
     oi.llm.supports_vision = False
     oi.llm.vision_renderer = None
@@ -185,12 +184,12 @@ class Instance:
 class OpenInterpreterAgent:
     name = "open-interpreter"
 
-    def __init__(self, settings: Settings, manager: SandboxManager, store: ThreadStore) -> None:
+    def __init__(self, config: AgentConfig, manager: SandboxManager, store: ThreadStore) -> None:
         import_oi()  # fail at startup, not at the first message, if the extra is missing
-        self.settings = settings
+        self.config = config
         self.manager = manager
         self.store = store
-        self.history = History(store, HISTORY_KEY, settings.history_token_budget, settings.history_ttl_days)
+        self.history = History(store, HISTORY_KEY, config.history_token_budget, config.history_ttl_days)
         # One OI instance per thread (OI keeps per-chat state on it), the least recent evicted.
         self._instances: OrderedDict[str, Instance] = OrderedDict()
 
@@ -219,11 +218,11 @@ class OpenInterpreterAgent:
         instance = self._instances.pop(turn.thread_id, None)
         if instance is None:
             bridge = KernelBridge(
-                self.manager, turn.thread_id, turn.user, loop, lambda _: None, self.settings.agent_max_steps
+                self.manager, turn.thread_id, turn.user, loop, lambda _: None, self.config.agent_max_steps
             )
-            instance = Instance(await asyncio.to_thread(new_instance, self.settings, bridge), bridge)
+            instance = Instance(await asyncio.to_thread(new_instance, self.config, bridge), bridge)
         self._instances[turn.thread_id] = instance
-        while len(self._instances) > self.settings.max_sandboxes:
+        while len(self._instances) > self.config.max_sandboxes:
             self._instances.popitem(last=False)
         instance.bridge.user, instance.bridge.loop = turn.user, loop
         instance.bridge.steps = 0
@@ -232,7 +231,7 @@ class OpenInterpreterAgent:
 
     def _prepare(self, oi: Any, turn: Turn) -> None:
         """Load the thread's history from the store (it may have changed replica) and the prompt."""
-        ttl = self.settings.file_ttl_days
+        ttl = self.config.file_ttl_days
         files = [f for f in self.store.list_files(turn.thread_id) if not f.expired(ttl)]
         # OI runs {{...}} in its system message as Python; a file name must not be able to.
         oi.system_message = system_prompt(files, turn.attachments, TOOL_NAME).replace("{{", "{ {")
@@ -253,7 +252,7 @@ class OpenInterpreterAgent:
                     )
                 )
         except Exception as exc:
-            emit(failure(exc, self.settings.llm_base_url or "the default endpoint"))
+            emit(failure(exc, self.config.llm_base_url or "the default endpoint"))
             status = "error"
         finally:
             emit(None)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from controller.agent.base import Agent
+from controller.agent.base import Agent, AgentConfig
 from controller.agent.builtin import BuiltinAgent
 from controller.agent.direct import DirectAgent
 from controller.config import Settings
@@ -19,10 +19,10 @@ def agent_kind(settings: Settings) -> str:
 def build_agent(settings: Settings, manager: SandboxManager, store: ThreadStore) -> Agent:
     kind = agent_kind(settings)
     if kind == "builtin":
-        return BuiltinAgent(settings, manager, store)
+        return BuiltinAgent(AgentConfig.from_settings(settings), manager, store)
     if kind == "open-interpreter":
         # Imported here: the engine is an optional extra and heavy to import.
         from controller.agent.open_interpreter import OpenInterpreterAgent
 
-        return OpenInterpreterAgent(settings, manager, store)
+        return OpenInterpreterAgent(AgentConfig.from_settings(settings), manager, store)
     return DirectAgent(manager)

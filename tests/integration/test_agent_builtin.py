@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from controller.agent.base import Turn
+from controller.agent.base import AgentConfig, Turn
 from controller.agent.builtin import BuiltinAgent
 from controller.events import Done, Error
 from controller.runtime import build_runtime
@@ -127,7 +127,9 @@ def test_llm_errors_end_the_turn_clearly(api: Any, failure: Fail, ename: str, re
 async def test_a_stalled_llm_times_out_instead_of_hanging(make_settings: Any) -> None:
     with fake_llm() as fake:
         runtime = build_runtime(make_settings(**llm_settings(fake)))
-        agent = BuiltinAgent(runtime.settings, runtime.manager, runtime.store, timeout=0.5)
+        agent = BuiltinAgent(
+            AgentConfig.from_settings(runtime.settings), runtime.manager, runtime.store, timeout=0.5
+        )
         fake.add(*[Stall(30)] * 3)
         events = [e async for e in agent.respond(Turn("t" * 32, "hello"))]
     assert [(e.kind, e.ename) for e in events if isinstance(e, Error)] == [("timeout", "LLMTimeout")]
