@@ -25,12 +25,12 @@ import httpx
 import pytest
 
 from devkit.client import bearer
+from devkit.fake_slack import BOT_TOKEN, FakeSlack, serve_fake_slack
 from devkit.minio import MinioServer
+from devkit.slack_events import SIGNING_SECRET, SlackSender, code
 from tests.cluster.conftest import ROOT, Cluster, _run_script, _skip
 from tests.support.client import create_thread, run, stdout
-from tests.support.fake_slack import BOT_TOKEN, FakeSlack, serve_fake_slack
 from tests.support.poll import wait_until
-from tests.support.slack_events import SIGNING_SECRET, SlackSender, code
 from tests.unit.test_chart_static import required_permissions
 
 pytestmark = pytest.mark.cluster

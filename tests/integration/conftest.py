@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from tests.support.fake_slack import FakeSlack, serve_fake_slack
-from tests.support.slack_events import SlackSender, slack_settings
+from devkit.fake_slack import FakeSlack, serve_fake_slack
+from devkit.slack_events import SlackSender, slack_settings
 
 
 @pytest.fixture

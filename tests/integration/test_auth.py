@@ -25,11 +25,11 @@ from controller.auth import create_token, revoke_token
 from controller.cli import main
 from controller.identity import ThreadKey
 from devkit.client import ADMIN_TOKEN, bearer
+from devkit.fake_slack import TEAM_ID, FakeSlack
 from devkit.ports import free_port
 from devkit.procserver import running_controller
+from devkit.slack_events import SlackSender, code, slack_settings
 from tests.support.client import create_thread, run, stdout
-from tests.support.fake_slack import TEAM_ID, FakeSlack
-from tests.support.slack_events import SlackSender, code, slack_settings
 
 pytestmark = pytest.mark.integration
 

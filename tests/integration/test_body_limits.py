@@ -30,8 +30,8 @@ from controller.bodylimit import DEFAULT_LIMIT
 from devkit.client import ADMIN_TOKEN, bearer
 from devkit.ports import free_port
 from devkit.procserver import Controller, running_controller
+from devkit.slack_events import slack_settings
 from tests.support.client import create_thread
-from tests.support.slack_events import slack_settings
 
 pytestmark = pytest.mark.integration
 

@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 
 from devkit.client import api_client
+from devkit.load import HealthPoller, stream
 from devkit.procserver import controller_env, running_controller
 from tests.support.client import create_thread
-from tests.support.load import HealthPoller, stream
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(2400)]
 

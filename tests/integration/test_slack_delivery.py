@@ -10,9 +10,9 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from controller.identity import ThreadKey
-from tests.support.fake_slack import TEAM_ID, FakeSlack
+from devkit.fake_slack import TEAM_ID, FakeSlack
+from devkit.slack_events import SlackSender, code, envelope, new_ts
 from tests.support.poll import wait_until
-from tests.support.slack_events import SlackSender, code, envelope, new_ts
 
 pytestmark = pytest.mark.integration
 

@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 
 from controller.identity import ThreadKey
+from devkit.fake_slack import TEAM_ID, FakeFile, FakeSlack
+from devkit.slack_events import SlackSender, code, slack_settings
 from tests.support.fake_openai import Text, fake_llm, run_python
-from tests.support.fake_slack import TEAM_ID, FakeFile, FakeSlack
-from tests.support.slack_events import SlackSender, code, slack_settings
 
 pytestmark = pytest.mark.integration
 

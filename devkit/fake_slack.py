@@ -4,7 +4,8 @@ The real slack_sdk/slack_bolt clients talk to it through ``base_url``. It stores
 messages and files per channel and thread, records every call, serves
 ``url_private_download`` files (or Slack's HTML login page when the token is
 wrong, as real Slack does), and can inject errors or 429s for the next calls
-of a method. Tests read outcomes through helpers and poll with ``wait_for``.
+of a method. Tests read outcomes through helpers and poll with ``wait_for``; a load
+registers ``watch`` callbacks instead, which every posted or edited message calls.
 """
 
 from __future__ import annotations
@@ -77,6 +78,7 @@ class FakeSlack:
         self._inject: dict[str, list[Injected]] = {}
         self._ids = itertools.count(1)
         self._lock = threading.RLock()
+        self._watchers: list[Callable[[dict[str, Any]], None]] = []
 
     # -- test controls -------------------------------------------------------------
 
@@ -98,6 +100,16 @@ class FakeSlack:
             file = FakeFile(id=f"F{next(self._ids):08d}", name=name, content=content, mimetype=mimetype)
             self.files[file.id] = file
         return file.info(self.url)
+
+    def watch(self, callback: Callable[[dict[str, Any]], None]) -> None:
+        """Call ``callback`` with a copy of each message as it is posted or edited, in the order the
+        fake applied them (under its lock, so the callback must be quick)."""
+        with self._lock:
+            self._watchers.append(callback)
+
+    def _changed(self, message: dict[str, Any]) -> None:
+        for callback in self._watchers:
+            callback(dict(message))
 
     # -- queries -------------------------------------------------------------------
 
@@ -188,6 +200,7 @@ class FakeSlack:
         if p.get("thread_ts"):
             message["thread_ts"] = p["thread_ts"]
         self.messages.append(message)
+        self._changed(message)
         return {"ok": True, "channel": p["channel"], "ts": message["ts"], "message": dict(message)}
 
     def api_chat_update(self, p: dict[str, Any]) -> dict[str, Any]:
@@ -196,6 +209,7 @@ class FakeSlack:
             return {"ok": False, "error": "message_not_found"}
         message["text"] = p.get("text", "")
         message["edits"] += 1
+        self._changed(message)
         return {"ok": True, "channel": message["channel"], "ts": message["ts"], "text": message["text"]}
 
     def api_chat_delete(self, p: dict[str, Any]) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""Helpers for tests that load a controller running in a subprocess (devkit/procserver.py).
+"""Helpers for tests and benchmarks that load a controller running in a subprocess (devkit/procserver.py).
 
 ``HealthPoller`` asks ``/healthz`` on a fixed period from a process of its own and keeps the
 worst latency, so a test can assert the event loop answered throughout.
@@ -55,7 +55,7 @@ class HealthPoller:
 
     def __exit__(self, *_: object) -> None:
         assert self._proc is not None
-        out, _ = self._proc.communicate(input="", timeout=POLL_TIMEOUT + 10)  # EOF stops it
+        out = self._proc.communicate(input="", timeout=POLL_TIMEOUT + 10)[0]  # EOF stops it
         result = json.loads(out)
         self.worst, self.count, self.failures = result["worst"], result["count"], result["failures"]
 

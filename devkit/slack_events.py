@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 from slack_sdk.signature import SignatureVerifier
 
-from tests.support.fake_slack import BOT_TOKEN, BOT_USER_ID, TEAM_ID, FakeSlack
+from devkit.fake_slack import BOT_TOKEN, BOT_USER_ID, TEAM_ID, FakeSlack
 
 SIGNING_SECRET = "test-signing-secret"
 USER = "U0ALICE"
@@ -77,41 +77,51 @@ class SlackSender:
     def deliver(self, body: dict[str, Any], retry: int | None = None) -> httpx.Response:
         return self.post_raw(json.dumps(body).encode(), retry=retry)
 
-    def send(
-        self,
-        kind: str,
-        channel: str,
-        text: str,
-        thread_ts: str | None = None,
-        files: list[dict[str, Any]] | None = None,
-        channel_type: str = "channel",
-        ts: str | None = None,
-    ) -> Sent:
-        """One delivery of a user's message as ``app_mention`` or ``message`` (``kind``)."""
-        ts = ts or new_ts()
-        event: dict[str, Any] = {"type": kind, "user": USER, "text": text, "ts": ts, "channel": channel}
-        event |= {"event_ts": ts, "team": TEAM_ID}
-        if kind == "message":
-            event["channel_type"] = channel_type
-        if thread_ts:
-            event["thread_ts"] = thread_ts
-        if files:
-            event |= {"files": files, "subtype": "file_share"} if kind == "message" else {"files": files}
-        body = envelope(event)
-        return Sent(ts, thread_ts or ts, body["event_id"], body, self.deliver(body))
+    def send(self, kind: str, channel: str, text: str, **options: Any) -> Sent:
+        """One delivery of a user's message as ``app_mention`` or ``message`` (``kind``);
+        ``options`` are ``message_body``'s (thread_ts, files, channel_type, ts)."""
+        body = message_body(kind, channel, text, **options)
+        event = body["event"]
+        return Sent(
+            event["ts"], event.get("thread_ts") or event["ts"], body["event_id"], body, self.deliver(body)
+        )
 
     def mention(self, channel: str, text: str, **kw: Any) -> Sent:
         return self.send("app_mention", channel, f"<@{BOT_USER_ID}> {text}", **kw)
 
 
-def envelope(event: dict[str, Any]) -> dict[str, Any]:
+def message_body(
+    kind: str,
+    channel: str,
+    text: str,
+    thread_ts: str | None = None,
+    files: list[dict[str, Any]] | None = None,
+    channel_type: str = "channel",
+    ts: str | None = None,
+    team: str = TEAM_ID,
+) -> dict[str, Any]:
+    """The Events API body of a user's message as ``app_mention`` or ``message`` (``kind``),
+    for a sender that delivers it more than once."""
+    ts = ts or new_ts()
+    event: dict[str, Any] = {"type": kind, "user": USER, "text": text, "ts": ts, "channel": channel}
+    event |= {"event_ts": ts, "team": team}
+    if kind == "message":
+        event["channel_type"] = channel_type
+    if thread_ts:
+        event["thread_ts"] = thread_ts
+    if files:
+        event |= {"files": files, "subtype": "file_share"} if kind == "message" else {"files": files}
+    return envelope(event, team)
+
+
+def envelope(event: dict[str, Any], team: str = TEAM_ID) -> dict[str, Any]:
     return {
         "token": "legacy-verification-token",
-        "team_id": TEAM_ID,
+        "team_id": team,
         "api_app_id": "A0THREADBOX",
         "event": event,
         "type": "event_callback",
         "event_id": f"Ev{next(_ids):010d}",
         "event_time": int(time.time()),
-        "authorizations": [{"team_id": TEAM_ID, "user_id": BOT_USER_ID, "is_bot": True}],
+        "authorizations": [{"team_id": team, "user_id": BOT_USER_ID, "is_bot": True}],
     }
