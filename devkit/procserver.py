@@ -2,7 +2,7 @@
 
 ``running_controller(env)`` starts ``threadbox serve`` with the given ``THREADBOX_*``
 environment on a free port, waits until ``/healthz`` answers, and yields a handle
-with the base URL and the pid. The process is stopped (SIGTERM, then SIGKILL) on exit.
+with the base URLs and the pid. The process is stopped (SIGTERM, then SIGKILL) on exit.
 ``controller_env`` is the environment of a local-backend controller with its data in a
 given directory.
 """
@@ -31,6 +31,7 @@ class Controller:
     url: str
     pid: int
     log: Path
+    chat_url: str  # the chat webhooks' server (/slack/events), on a port of its own
 
     def rss_bytes(self) -> int:
         return _status_kib(self.pid, "VmRSS") * 1024
@@ -64,10 +65,10 @@ def _status_kib(pid: int, field: str) -> int:
 
 @contextmanager
 def running_controller(env: dict[str, str], log: Path, command: str = "serve") -> Iterator[Controller]:
-    port = free_port()
+    port, chat_port = free_port(), free_port()
     full = {k: v for k, v in os.environ.items() if not k.startswith("THREADBOX_")}
     full.update(env)
-    full.update(THREADBOX_HOST="127.0.0.1", THREADBOX_PORT=str(port), THREADBOX_CHAT_PORT=str(free_port()))
+    full.update(THREADBOX_HOST="127.0.0.1", THREADBOX_PORT=str(port), THREADBOX_CHAT_PORT=str(chat_port))
     with log.open("wb") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "controller.cli", command],
@@ -79,7 +80,7 @@ def running_controller(env: dict[str, str], log: Path, command: str = "serve") -
     url = f"http://127.0.0.1:{port}"
     try:
         wait_answering("the controller", f"{url}/healthz", proc, log, START_TIMEOUT)
-        yield Controller(url, proc.pid, log)
+        yield Controller(url, proc.pid, log, f"http://127.0.0.1:{chat_port}")
     finally:
         for sig in (signal.SIGTERM, signal.SIGKILL):
             if proc.poll() is not None:
