@@ -365,6 +365,7 @@ async def _remove_sandboxes(backend: KubernetesBackend, persist: bool) -> int:
         print(f"thread {info.thread_id}: deleted sandbox {info.name}")
 
     try:
+        await backend.kube.open()  # the API client only: no pod watch, no warm pool
         sandboxes = await backend.list()
         await asyncio.gather(*(remove(info) for info in sandboxes))
         # What list() does not return: warm pods, pods without their Secret, leftovers of a crash.
@@ -375,6 +376,8 @@ async def _remove_sandboxes(backend: KubernetesBackend, persist: bool) -> int:
             file=sys.stderr,
         )
         return 1
+    finally:
+        await backend.close()
     print(f"threadbox cleanup: {len(sandboxes)} sandbox(es) removed from namespace {backend.ns}")
     return 0
 

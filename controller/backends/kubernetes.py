@@ -15,8 +15,6 @@ import functools
 import logging
 import time
 
-from kubernetes import client
-
 from controller.backends.base import Dialer, SandboxStartError, Session, TurnLease
 from controller.backends.pod_sandbox import PodSandbox, adopted, pod_ref, pod_sandbox
 from controller.config import Settings, subset
@@ -47,21 +45,18 @@ class KubernetesBackend:
     name = "kubernetes"
     isolated = True
 
-    def __init__(
-        self, settings: Settings, api: client.ApiClient | None = None, store: ThreadStore | None = None
-    ) -> None:
+    def __init__(self, settings: Settings, store: ThreadStore | None = None) -> None:
         self.settings = settings
         self.store = store  # where per-user quotas count a user's threads; None: the pods keep the last count
         self.ns = settings.sandbox_namespace
         self.pod_config = objects.PodConfig.from_settings(settings)
-        api = api or load_api_client(settings.kubeconfig)
-        self.kube = Kube(api, self.ns)
+        self.kube = Kube(self.ns, functools.partial(load_api_client, settings.kubeconfig))  # open() connects
         self.policies = Policies(self.kube, PolicyConfig.from_settings(settings))
         self.credentials = PodCredentials.from_settings(settings)
         self.server = PodServer(UserQuota(settings.user_max_files, settings.user_max_bytes))
         self.pod_cache = PodCache(self.kube)  # watched between open() and close()
         self.liveness = Liveness(self.kube, self.pod_cache, self.server, min(30.0, settings.idle_timeout / 4))
-        self.leases = ThreadLeases(api, self.ns)
+        self.leases = ThreadLeases(self.kube)
         self.events = EventRecorder(self.kube)
         self.pool: WarmPool | None = None  # runs between open() and close()
         self.stale_secret_seconds: float = STALE_SECRET_SECONDS
@@ -80,6 +75,7 @@ class KubernetesBackend:
         return None
 
     async def open(self, metrics: Metrics) -> None:
+        await self.kube.open()
         await self.policies.ensure_default_deny()
         self.pod_cache.start()
         if self.settings.warm_pool_size:
@@ -94,8 +90,9 @@ class KubernetesBackend:
         if self.pool is not None:
             await self.pool.close()
             self.pool = None
-        self.pod_cache.stop()
+        await self.pod_cache.close()
         await self.server.close()
+        await self.kube.close()
 
     async def start(self, thread_id: str) -> PodSandbox:
         if self.pool is not None:

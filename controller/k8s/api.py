@@ -2,11 +2,14 @@
 
 The policy, in one place:
 
-- Timeout: the official client is blocking, so every request runs in a worker thread
-  (``asyncio.to_thread``) with the same ``REQUEST_TIMEOUT``. A watch, which the server itself
+- Client: kubernetes_asyncio, the official client's generated API on aiohttp, so requests are
+  awaited on the event loop. ``Kube`` owns the one ApiClient of a controller: ``open()`` loads
+  the cluster configuration and makes it, ``close()`` closes its connections.
+- Timeout: every request has the same ``REQUEST_TIMEOUT``. A watch, which the server itself
   ends after its ``timeout_seconds``, gets that long plus ``REQUEST_TIMEOUT``.
 - Reads decode the API's own JSON (``_preload_content=False``): the client's models would hide
-  fields, and the pure helpers in podstate.py see exactly what the API sent.
+  fields, and the pure helpers in podstate.py see exactly what the API sent. With the raw
+  response the client raises nothing on a non-2xx answer: ``_send`` raises its ApiException.
 - Errors: a read answered 404 is None (``read``); a create answered 409 means the object
   exists (``create`` returns None); a delete answered 404 or 409 is done (the object is gone,
   or the precondition names one that is no longer there). Every other failure (``API_ERRORS``)
@@ -18,20 +21,20 @@ The policy, in one place:
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import urllib3
-from kubernetes import client, config, watch
-from kubernetes.client.exceptions import ApiException
-from kubernetes.config.config_exception import ConfigException
+import aiohttp
+from kubernetes_asyncio import client, config
+from kubernetes_asyncio.client.exceptions import ApiException
+from kubernetes_asyncio.config.config_exception import ConfigException
 
-API_ERRORS = (ApiException, urllib3.exceptions.HTTPError, OSError)
+# TimeoutError is asyncio's timeout too (Python 3.11+): a request over REQUEST_TIMEOUT.
+API_ERRORS = (ApiException, aiohttp.ClientError, TimeoutError, OSError)
 REQUEST_TIMEOUT = 30
 
 
@@ -39,13 +42,13 @@ class StartFailed(Exception):
     """A step of a sandbox start failed; the message says which and why, in a sentence."""
 
 
-def load_api_client(kubeconfig: Path | None) -> client.ApiClient:
+async def load_api_client(kubeconfig: Path | None) -> client.ApiClient:
     cfg = client.Configuration()
     try:
         if kubeconfig is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
             config.load_incluster_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
         else:
-            config.load_kube_config(  # type: ignore[no-untyped-call]
+            await config.load_kube_config(
                 config_file=str(kubeconfig) if kubeconfig else None, client_configuration=cfg
             )
     except (ConfigException, OSError) as exc:
@@ -61,7 +64,7 @@ def api_message(exc: BaseException) -> str:
             return f"{exc.status} {json.loads(exc.body or '')['message']}"
         except (TypeError, ValueError, KeyError):
             return f"{exc.status} {exc.reason}"
-    return str(exc)
+    return str(exc) or type(exc).__name__  # a timeout's message is empty
 
 
 @contextlib.contextmanager
@@ -81,26 +84,51 @@ def _delete_options(uid: str | None, resource_version: str | None) -> client.V1D
 
 
 class Kube:
-    """One namespace of the API server, its objects as plain manifests."""
+    """One namespace of the API server, its objects as plain manifests.
 
-    def __init__(self, api: client.ApiClient, namespace: str) -> None:
+    ``connect`` makes the ApiClient; it runs in ``open()``, since loading a kubeconfig and
+    making an aiohttp session both need the event loop. Until then the API groups raise.
+    """
+
+    def __init__(self, namespace: str, connect: Callable[[], Awaitable[client.ApiClient]]) -> None:
         self.ns = namespace
-        self.core = client.CoreV1Api(api)
-        self.net = client.NetworkingV1Api(api)
-        self.coordination = client.CoordinationV1Api(api)
+        self._connect = connect
+        self._api: client.ApiClient | None = None
+
+    async def open(self) -> None:
+        if self._api is None:
+            self._api = await self._connect()
+
+    async def close(self) -> None:
+        api, self._api = self._api, None
+        if api is not None:
+            await api.close()
+
+    @property
+    def api(self) -> client.ApiClient:
+        if self._api is None:
+            raise RuntimeError("the Kubernetes API client is used before Kube.open()")
+        return self._api
+
+    @property
+    def core(self) -> client.CoreV1Api:
+        return client.CoreV1Api(self.api)
+
+    @property
+    def net(self) -> client.NetworkingV1Api:
+        return client.NetworkingV1Api(self.api)
+
+    @property
+    def coordination(self) -> client.CoordinationV1Api:
+        return client.CoordinationV1Api(self.api)
 
     async def get(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> dict[str, Any]:
         """``fn``'s answer, decoded from the API's JSON."""
-        return await asyncio.to_thread(self.get_blocking, fn, *args, **kwargs)
-
-    def get_blocking(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> dict[str, Any]:
-        """``get`` for code already in a worker thread (a watch)."""
-        resp = fn(*args, _preload_content=False, _request_timeout=REQUEST_TIMEOUT, **kwargs)
-        return dict(json.loads(resp.data))
+        return dict(json.loads(await self._send(fn, *args, **kwargs)))
 
     async def call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
         """``fn``, its answer unread: a write whose result nobody needs."""
-        await asyncio.to_thread(fn, *args, _request_timeout=REQUEST_TIMEOUT, **kwargs)
+        await self._send(fn, *args, **kwargs)
 
     async def read(self, fn: Callable[..., Any], name: str, **kwargs: Any) -> dict[str, Any] | None:
         """The named object, or None if it does not exist."""
@@ -131,24 +159,45 @@ class Kube:
             if exc.status not in (404, 409):
                 raise
 
-    def watch(
+    async def watch(
         self, fn: Callable[..., Any], timeout: float, **kwargs: Any
-    ) -> Iterator[tuple[str, dict[str, Any]]]:
+    ) -> AsyncGenerator[tuple[str, dict[str, Any]], None]:
         """The events of one watch request as (type, object as sent), for ``timeout`` seconds.
 
-        Blocking: iterate it in a worker thread. An ERROR event (e.g. a resourceVersion too
-        old) is yielded like any other; the caller lists again.
+        An ERROR event (e.g. a resourceVersion too old) is yielded like any other; the caller
+        lists again. The stream is read here rather than through kubernetes_asyncio's Watch:
+        each Watch makes its own ApiClient (an SSL context, ~45 ms of blocked event loop) to
+        build models nobody reads, and it raises an ERROR event instead of handing it over.
         """
-        w = watch.Watch()  # type: ignore[no-untyped-call]
-        try:
-            for event in w.stream(  # type: ignore[no-untyped-call]
-                fn,
-                self.ns,
-                timeout_seconds=max(1, int(timeout)),
-                _request_timeout=timeout + REQUEST_TIMEOUT,
-                deserialize=False,
-                **kwargs,
-            ):
-                yield str(event["type"]), dict(event["object"])
-        finally:
-            w.stop()  # type: ignore[no-untyped-call]
+        resp = await self._request(
+            fn,
+            self.ns,
+            watch=True,
+            timeout_seconds=max(1, int(timeout)),
+            timeout=timeout + REQUEST_TIMEOUT,
+            **kwargs,
+        )
+        async with resp:
+            async for line in resp.content:
+                if line.strip():
+                    event = json.loads(line)
+                    yield str(event["type"]), dict(event["object"])
+
+    async def _send(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> bytes:
+        resp = await self._request(fn, *args, timeout=REQUEST_TIMEOUT, **kwargs)
+        async with resp:
+            return bytes(await resp.read())
+
+    async def _request(
+        self, fn: Callable[..., Any], *args: Any, timeout: float, **kwargs: Any
+    ) -> aiohttp.ClientResponse:
+        """The raw response of a 2xx answer; any other raises the ApiException the client would."""
+        resp: aiohttp.ClientResponse = await fn(
+            *args, _preload_content=False, _request_timeout=timeout, **kwargs
+        )
+        if not 200 <= resp.status <= 299:
+            async with resp:
+                exc = ApiException(status=resp.status, reason=resp.reason)
+                exc.body, exc.headers = await resp.read(), resp.headers
+            raise exc
+        return resp

@@ -20,8 +20,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from kubernetes import client
-from kubernetes.client.exceptions import ApiException
+from kubernetes_asyncio.client.exceptions import ApiException
 
 from controller.k8s.api import API_ERRORS, Kube, api_message
 from controller.k8s.names import APP_LABEL, MANAGED_BY_LABEL, SANDBOX_APP, THREAD_LABEL
@@ -106,8 +105,8 @@ WAIT_MESSAGE = "Another controller replica is running a turn in this thread; wai
 class ThreadLeases:
     """Makes one TurnLease per turn; holds what every turn shares: the API, namespace and identity."""
 
-    def __init__(self, api: client.ApiClient, namespace: str, identity: str | None = None) -> None:
-        self.kube = Kube(api, namespace)
+    def __init__(self, kube: Kube, identity: str | None = None) -> None:
+        self.kube = kube
         self.identity = identity or replica_identity()
 
     def turn(self, thread_id: str) -> TurnLease:

@@ -52,8 +52,8 @@ class PodCache:
     def start(self) -> None:
         self._watch.start("sandbox-pod-cache")
 
-    def stop(self) -> None:
-        self._watch.stop()
+    async def close(self) -> None:
+        await self._watch.close()
         self.synced = False
 
     def get(self, name: str) -> Pod | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from typing import Any
@@ -87,30 +88,32 @@ async def start(
     try:
         with starting(f"could not create the sandbox pod {name}"):
             await create(kube, pod)
-        return await asyncio.to_thread(_wait_running, kube, name, timeout)
+        return await _wait_running(kube, name, timeout)
     except BaseException:
         # Nobody else knows this pod yet: remove it now, even when the start was cancelled.
         await asyncio.shield(delete_quietly(kube, name))
         raise
 
 
-def _wait_running(kube: Kube, name: str, timeout: float) -> dict[str, Any]:
+async def _wait_running(kube: Kube, name: str, timeout: float) -> dict[str, Any]:
     """Watch the pod until it runs with an IP; fail at once on reasons that will not clear."""
     deadline = time.monotonic() + timeout
     waiting_on = "the pod to be scheduled"
     with starting(f"lost track of the sandbox pod {name}"):
         while (remaining := deadline - time.monotonic()) > 0:
-            for kind, pod in kube.watch(
+            events = kube.watch(
                 kube.core.list_namespaced_pod, remaining, field_selector=f"metadata.name={name}"
-            ):
-                if kind == "DELETED":
-                    raise StartFailed(f"the sandbox pod {name} was deleted while starting")
-                if kind not in ("ADDED", "MODIFIED"):
-                    break  # ERROR (e.g. resource version too old): watch again
-                progress = podstate.start_progress(pod)
-                if progress.error:
-                    raise StartFailed(f"sandbox pod {name}: {progress.error}")
-                if progress.running:
-                    return pod
-                waiting_on = progress.waiting_on
+            )
+            async with contextlib.aclosing(events):
+                async for kind, pod in events:
+                    if kind == "DELETED":
+                        raise StartFailed(f"the sandbox pod {name} was deleted while starting")
+                    if kind not in ("ADDED", "MODIFIED"):
+                        break  # ERROR (e.g. resource version too old): watch again
+                    progress = podstate.start_progress(pod)
+                    if progress.error:
+                        raise StartFailed(f"sandbox pod {name}: {progress.error}")
+                    if progress.running:
+                        return pod
+                    waiting_on = progress.waiting_on
     raise StartFailed(f"the sandbox pod {name} was not running after {timeout:g}s (waiting on {waiting_on})")

@@ -1,25 +1,25 @@
-"""A list-then-watch of labelled pods in a worker thread, each change handed to the event loop.
+"""A list-then-watch of labelled pods, run as an asyncio task that ``PodWatch`` owns.
 
-The official client is blocking, so the watch runs in a daemon thread; what it sees is posted
-to the loop with ``call_soon_threadsafe``, so the cache it feeds is only ever touched there.
+Its handlers run on the event loop, so the cache they feed needs no lock.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from kubernetes.client.exceptions import ApiException
+from kubernetes_asyncio.client.exceptions import ApiException
 
 from controller.k8s.api import API_ERRORS, Kube, api_message
 
 log = logging.getLogger(__name__)
 
-WATCH_SECONDS = 30  # a watch request ends after this; a stopped watch's thread is gone within it
+WATCH_SECONDS = 30  # the server ends a watch request after this; the next one resumes from its version
+RETRY_SECONDS = 1  # after a failed list or watch
 
 
 @dataclass(frozen=True)
@@ -34,52 +34,54 @@ class PodWatch:
         self.kube = kube
         self.selector = selector
         self.handlers = handlers
-        self._stopped = threading.Event()
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._task: asyncio.Task[None] | None = None
 
     def start(self, name: str) -> None:
-        self._loop = asyncio.get_running_loop()
-        threading.Thread(target=self._run, name=name, daemon=True).start()
+        self._task = asyncio.create_task(self._run(), name=name)
 
-    def stop(self) -> None:
-        self._stopped.set()
+    async def close(self) -> None:
+        """Cancel the watch and wait until it has ended."""
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
-    def _run(self) -> None:
-        core = self.kube.core
+    async def _run(self) -> None:
         version: str | None = None
-        while not self._stopped.is_set():
+        while True:
             try:
-                if version is None:
-                    listing = self.kube.get_blocking(
-                        core.list_namespaced_pod, self.kube.ns, label_selector=self.selector
-                    )
-                    version = str(listing["metadata"]["resourceVersion"])
-                    self._post(self.handlers.listed, listing["items"])
-                for kind, pod in self.kube.watch(
-                    core.list_namespaced_pod,
-                    WATCH_SECONDS,
-                    label_selector=self.selector,
-                    resource_version=version,
-                    allow_watch_bookmarks=True,
-                ):
-                    if self._stopped.is_set():
-                        return
-                    if kind == "ERROR":
-                        version = None  # e.g. our version is too old: list again
-                        break
-                    version = str(pod["metadata"]["resourceVersion"])
-                    if kind in ("ADDED", "MODIFIED"):
-                        self._post(self.handlers.changed, pod)
-                    elif kind == "DELETED":
-                        self._post(self.handlers.removed, pod)
-            except RuntimeError:
-                return  # the event loop is closed: nobody is listening any more
+                version = await self._list_and_watch(version)
             except API_ERRORS as exc:
                 if not (isinstance(exc, ApiException) and exc.status == 410):
                     log.warning("pod watch (%s) failed, listing again: %s", self.selector, api_message(exc))
-                    self._stopped.wait(1)
+                    await asyncio.sleep(RETRY_SECONDS)
                 version = None
 
-    def _post(self, fn: Callable[[Any], None], arg: Any) -> None:
-        assert self._loop is not None  # set by start(), before this thread runs
-        self._loop.call_soon_threadsafe(fn, arg)
+    async def _list_and_watch(self, version: str | None) -> str | None:
+        """One watch request (after a listing when ``version`` is None); the version to resume
+        from, or None to list again."""
+        core = self.kube.core
+        if version is None:
+            listing = await self.kube.get(
+                core.list_namespaced_pod, self.kube.ns, label_selector=self.selector
+            )
+            version = str(listing["metadata"]["resourceVersion"])
+            self.handlers.listed(listing["items"])
+        events = self.kube.watch(
+            core.list_namespaced_pod,
+            WATCH_SECONDS,
+            label_selector=self.selector,
+            resource_version=version,
+            allow_watch_bookmarks=True,
+        )
+        async with contextlib.aclosing(events):
+            async for kind, pod in events:
+                if kind == "ERROR":
+                    return None  # e.g. our version is too old: list again
+                version = str(pod["metadata"]["resourceVersion"])
+                if kind in ("ADDED", "MODIFIED"):
+                    self.handlers.changed(pod)
+                elif kind == "DELETED":
+                    self.handlers.removed(pod)
+        return version

@@ -25,7 +25,7 @@ from collections.abc import Awaitable, Callable, Collection, Coroutine, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from kubernetes.client.exceptions import ApiException
+from kubernetes_asyncio.client.exceptions import ApiException
 
 from controller.k8s import objects, pods, podstate
 from controller.k8s.api import API_ERRORS, Kube, api_message

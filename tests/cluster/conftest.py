@@ -23,8 +23,8 @@ import socket
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -210,6 +210,17 @@ def k8s_api(api: Any, k8s_settings: Any) -> Any:
     return start
 
 
+@asynccontextmanager
+async def connected(settings: Settings) -> AsyncIterator[KubernetesBackend]:
+    """A backend with its API client open, for find(), list() and stop() without its watch or pool."""
+    backend = KubernetesBackend(settings)
+    await backend.kube.open()
+    try:
+        yield backend
+    finally:
+        await backend.close()
+
+
 @contextmanager
 def controller(settings: dict[str, Any]) -> Iterator[httpx.Client]:
     """A controller this test can shut down in the middle (the ``api`` fixture stops at teardown)."""
@@ -242,9 +253,9 @@ def stop_sandboxes_after_test(request: pytest.FixtureRequest) -> Iterator[None]:
     )
 
     async def stop_all() -> None:
-        backend = KubernetesBackend(settings)
-        for info in await backend.list():
-            await backend.stop(info)
+        async with connected(settings) as backend:
+            for info in await backend.list():
+                await backend.stop(info)
 
     asyncio.run(stop_all())
     for pod in c.pods():  # dead ones that list() does not return

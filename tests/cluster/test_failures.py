@@ -17,13 +17,12 @@ from typing import Any
 import httpx
 import pytest
 
-from controller.backends.kubernetes import KubernetesBackend
 from controller.config import Settings
 from controller.k8s.lease import WAIT_MESSAGE
 from devkit.client import ADMIN_TOKEN, bearer
 from devkit.ports import free_port
 from devkit.ready import wait_answering
-from tests.cluster.conftest import ROOT, Cluster, _run_script, controller
+from tests.cluster.conftest import ROOT, Cluster, _run_script, connected, controller
 from tests.support.client import create_thread, errors, run, stdout
 
 pytestmark = pytest.mark.cluster
@@ -113,9 +112,9 @@ def test_secret_left_by_a_crash_before_its_pod_is_swept(cluster: Cluster, k8s_se
     )
 
     async def sweep(stale_after: float) -> None:
-        backend = KubernetesBackend(Settings(**k8s_settings()))
-        backend.stale_secret_seconds = stale_after
-        assert await backend.list() == []
+        async with connected(Settings(**k8s_settings())) as backend:
+            backend.stale_secret_seconds = stale_after
+            assert await backend.list() == []
 
     asyncio.run(sweep(stale_after=3600))
     assert [s.metadata.name for s in cluster.secrets()] == [name]  # young: may be a start in progress

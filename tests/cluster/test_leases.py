@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -11,15 +12,21 @@ from typing import Any
 import pytest
 from kubernetes import client, config
 
+from controller.k8s.api import Kube, load_api_client
 from controller.k8s.lease import LEASE_SECONDS, ThreadLeases, lease_body, lease_name
 from tests.cluster.conftest import Cluster
 
 pytestmark = pytest.mark.cluster
 
 
-def _replicas(cluster: Cluster, n: int) -> list[ThreadLeases]:
-    api = config.new_client_from_config(str(cluster.kubeconfig))
-    return [ThreadLeases(api, cluster.namespace, identity=f"replica-{i}") for i in range(n)]
+@contextlib.asynccontextmanager
+async def _replicas(cluster: Cluster, n: int) -> AsyncIterator[list[ThreadLeases]]:
+    kube = Kube(cluster.namespace, functools.partial(load_api_client, cluster.kubeconfig))
+    await kube.open()
+    try:
+        yield [ThreadLeases(kube, identity=f"replica-{i}") for i in range(n)]
+    finally:
+        await kube.close()
 
 
 @contextlib.asynccontextmanager
@@ -43,7 +50,6 @@ def _lease(cluster: Cluster, thread_id: str) -> Any:
 
 
 def test_turns_of_one_thread_never_overlap_across_replicas(cluster: Cluster) -> None:
-    replicas = _replicas(cluster, 5)  # within one replica the manager's own lock orders turns
     inside: list[str] = []
     overlaps: list[tuple[str, ...]] = []
     waits: list[str] = []
@@ -57,7 +63,8 @@ def test_turns_of_one_thread_never_overlap_across_replicas(cluster: Cluster) -> 
             inside.remove(leases.identity)
 
     async def main() -> None:
-        await asyncio.gather(*(turn(r) for r in replicas))
+        async with _replicas(cluster, 5) as replicas:  # within one replica the manager's lock orders turns
+            await asyncio.gather(*(turn(r) for r in replicas))
 
     asyncio.run(main())
     assert overlaps == []
@@ -66,7 +73,6 @@ def test_turns_of_one_thread_never_overlap_across_replicas(cluster: Cluster) -> 
 
 
 def test_a_crashed_holder_is_taken_over_after_the_lease_expires(cluster: Cluster) -> None:
-    (survivor,) = _replicas(cluster, 1)
     stale = datetime.now(UTC) - timedelta(seconds=LEASE_SECONDS + 5)
     body = lease_body("t-lease-crash", cluster.namespace, "crashed-replica", stale, stale)
     coord = client.CoordinationV1Api(config.new_client_from_config(str(cluster.kubeconfig)))
@@ -74,7 +80,7 @@ def test_a_crashed_holder_is_taken_over_after_the_lease_expires(cluster: Cluster
     waits: list[str] = []
 
     async def main() -> str:
-        async with held(survivor, "t-lease-crash", waits):
+        async with _replicas(cluster, 1) as [survivor], held(survivor, "t-lease-crash", waits):
             return str(_lease(cluster, "t-lease-crash").spec.holder_identity)
 
     assert asyncio.run(main()) == "replica-0"
@@ -82,15 +88,15 @@ def test_a_crashed_holder_is_taken_over_after_the_lease_expires(cluster: Cluster
 
 
 def test_a_live_holder_keeps_its_lease(cluster: Cluster) -> None:
-    holder, other = _replicas(cluster, 2)
     waits: list[str] = []
 
     async def main() -> None:
-        async with held(holder, "t-lease-live", waits):
-            contender = asyncio.create_task(_enter(other, waits))
-            await asyncio.sleep(1.5)
-            assert not contender.done()  # still waiting while the holder renews
-        await asyncio.wait_for(contender, 10)
+        async with _replicas(cluster, 2) as [holder, other]:
+            async with held(holder, "t-lease-live", waits):
+                contender = asyncio.create_task(_enter(other, waits))
+                await asyncio.sleep(1.5)
+                assert not contender.done()  # still waiting while the holder renews
+            await asyncio.wait_for(contender, 10)
 
     async def _enter(leases: ThreadLeases, sink: list[str]) -> None:
         async with held(leases, "t-lease-live", sink):
@@ -104,17 +110,17 @@ def test_a_turn_right_after_an_answer_never_waits_for_the_release(cluster: Clust
     """The previous turn's release runs after its answer; the next turn of the same replica may
     find the Lease there, then gone. It must take it without waiting or a "another replica"
     note (it used to poll, half a second, and say so)."""
-    [leases] = _replicas(cluster, 1)
 
     async def back_to_back() -> list[str]:
         notes: list[str] = []
         releasing = []
-        for _ in range(30):
-            lease = leases.turn("t-quick")
-            async for note in lease.acquire():
-                notes.append(note)
-            releasing.append(asyncio.create_task(lease.release()))  # as the manager does
-        await asyncio.gather(*releasing)
+        async with _replicas(cluster, 1) as [leases]:
+            for _ in range(30):
+                lease = leases.turn("t-quick")
+                async for note in lease.acquire():
+                    notes.append(note)
+                releasing.append(asyncio.create_task(lease.release()))  # as the manager does
+            await asyncio.gather(*releasing)
         return notes
 
     assert asyncio.run(asyncio.wait_for(back_to_back(), 120)) == []

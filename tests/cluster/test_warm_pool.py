@@ -18,7 +18,7 @@ from controller.k8s import objects
 from controller.k8s.names import POOL_LABEL, THREAD_LABEL, warm_selector
 from controller.k8s.podserver import PodRef, PodServerError
 from controller.metrics import Metrics
-from tests.cluster.conftest import Cluster, controller
+from tests.cluster.conftest import Cluster, connected, controller
 from tests.support.client import create_thread, run, stdout
 
 pytestmark = pytest.mark.cluster
@@ -76,10 +76,14 @@ def test_pool_fills_without_credentials_a_claim_is_a_hit_and_it_refills(
     assert store.read_file(tid, "out.txt") == b"warm!"
     names = [o.object_name for o in store.client.list_objects(store.bucket, recursive=True)]
     assert names and all(n.startswith(f"threads/{tid}/") for n in names), names
+
     # Found by label like a cold pod; unclaimed warm pods are no thread's sandbox.
-    found = asyncio.run(KubernetesBackend(backend.settings).find(tid))
-    assert found is not None and found.name == pod.metadata.name
-    assert [i.thread_id for i in asyncio.run(KubernetesBackend(backend.settings).list())] == [tid]
+    async def look() -> tuple[str | None, list[str]]:
+        async with connected(backend.settings) as other:
+            found = await other.find(tid)
+            return found and found.name, [i.thread_id for i in await other.list()]
+
+    assert asyncio.run(look()) == (pod.metadata.name, [tid])
 
     _wait_ready(cluster, backend, 2)  # refilled
     assert len(_warm_pods(cluster)) == 2 and pod.metadata.name not in {

@@ -1,20 +1,21 @@
 """The one API-server error policy (controller/k8s/api.py), through the real client over real HTTP.
 
 A small HTTP server answers as the API server does for each case (a Status body with the
-code); the kubernetes client, the worker threads and the JSON decoding are the real ones.
+code); the kubernetes_asyncio client, its aiohttp session and the JSON decoding are the real ones.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, ClassVar
 
 import pytest
-from kubernetes import client
-from kubernetes.client.exceptions import ApiException
+from kubernetes_asyncio import client
+from kubernetes_asyncio.client.exceptions import ApiException
 
 from controller.k8s import pods
 from controller.k8s.api import Kube, StartFailed, starting
@@ -42,7 +43,17 @@ ANSWERS: dict[tuple[str, str], tuple[int, dict[str, Any]]] = {
     ),
     ("DELETE", f"{PODS}/locked"): (403, {"kind": "Status", "code": 403, "message": "pods is forbidden"}),
     ("POST", SECRETS): (403, {"kind": "Status", "code": 403, "message": 'secrets is forbidden: User "x"'}),
+    ("GET", PODS): (403, {"kind": "Status", "code": 403, "message": "pods is forbidden"}),
 }
+
+
+def send_json(handler: BaseHTTPRequestHandler, status: int, payload: dict[str, Any]) -> None:
+    data = json.dumps(payload).encode()
+    handler.send_response(status)
+    handler.send_header("Content-Type", "application/json")
+    handler.send_header("Content-Length", str(len(data)))
+    handler.end_headers()
+    handler.wfile.write(data)
 
 
 class FakeApiServer(BaseHTTPRequestHandler):
@@ -56,12 +67,7 @@ class FakeApiServer(BaseHTTPRequestHandler):
         status, payload = ANSWERS.get(
             (self.command, path), (404, {"kind": "Status", "code": 404, "message": "not found"})
         )
-        data = json.dumps(payload).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        send_json(self, status, payload)
 
     do_GET = do_POST = do_DELETE = _answer
 
@@ -69,20 +75,50 @@ class FakeApiServer(BaseHTTPRequestHandler):
         pass
 
 
-@pytest.fixture
-def kube() -> Iterator[Kube]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), FakeApiServer)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    FakeApiServer.seen = []
-    cfg = client.Configuration()
-    cfg.host = f"http://127.0.0.1:{server.server_address[1]}"
-    api = client.ApiClient(cfg)
+@contextlib.contextmanager
+def serving(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
+    """An HTTP server on a free local port, answered by ``handler``; its base URL."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
     try:
-        yield Kube(api, NS)
+        yield f"http://127.0.0.1:{server.server_address[1]}"
     finally:
-        api.close()
         server.shutdown()
         server.server_close()
+
+
+@contextlib.asynccontextmanager
+async def kube_at(host: str) -> AsyncIterator[Kube]:
+    """An open Kube on a real ApiClient for ``host``, closed after."""
+
+    async def connect() -> client.ApiClient:
+        cfg = client.Configuration()
+        cfg.host = host
+        return client.ApiClient(cfg)
+
+    kube = Kube(NS, connect)
+    await kube.open()
+    try:
+        yield kube
+    finally:
+        await kube.close()
+
+
+def unopened_kube() -> Kube:
+    """For tests that play the API server's part: any API call fails (Kube.open() never ran)."""
+
+    async def connect() -> client.ApiClient:
+        raise AssertionError("this test does not talk to an API server")
+
+    return Kube(NS, connect)
+
+
+@pytest.fixture
+async def kube() -> AsyncIterator[Kube]:
+    FakeApiServer.seen = []
+    with serving(FakeApiServer) as host:
+        async with kube_at(host) as kube:
+            yield kube
 
 
 async def test_a_read_answered_404_is_none_and_a_found_object_is_its_json(kube: Kube) -> None:
@@ -115,16 +151,23 @@ async def test_a_start_step_that_fails_says_which_step_and_what_the_api_said(kub
     assert str(failed.value) == 'could not prepare the sandbox pod tb-x: 403 secrets is forbidden: User "x"'
 
 
+async def test_a_refused_watch_raises_what_the_api_said(kube: Kube) -> None:
+    with pytest.raises(StartFailed, match=r"^lost track: 403 pods is forbidden$"), starting("lost track"):
+        async for _ in kube.watch(kube.core.list_namespaced_pod, 5):
+            pass
+
+
 async def test_an_unreachable_api_server_is_an_api_error_a_start_step_words() -> None:
-    cfg = client.Configuration()
-    cfg.host = "http://127.0.0.1:1"  # nothing listens on port 1
-    cfg.retries = 0
-    api = client.ApiClient(cfg)
-    try:
+    async with kube_at("http://127.0.0.1:1") as kube:  # nothing listens on port 1
         with (
             pytest.raises(StartFailed, match=r"^lost track of the sandbox pod tb-x: "),
             starting("lost track of the sandbox pod tb-x"),
         ):
-            await pods.read(Kube(api, NS), "tb-x")
-    finally:
-        api.close()
+            await pods.read(kube, "tb-x")
+
+
+async def test_the_api_groups_refuse_before_open_and_after_close() -> None:
+    async with kube_at("http://127.0.0.1:1") as kube:
+        assert kube.core.api_client is kube.api
+    with pytest.raises(RuntimeError, match=r"before Kube\.open\(\)"):
+        _ = kube.core

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from kubernetes import client
 
 from controller.k8s import pods
 from controller.k8s.api import Kube
@@ -13,6 +12,7 @@ from controller.k8s.liveness import Liveness
 from controller.k8s.names import CONTAINER_NAME
 from controller.k8s.podcache import PodCache
 from controller.k8s.podserver import PodRef, PodServer
+from tests.unit.test_k8s_api import unopened_kube
 
 
 def pod(phase: str, uid: str = "u-1") -> dict[str, Any]:
@@ -37,7 +37,7 @@ class Api:
 
 @pytest.fixture
 def liveness() -> Liveness:
-    kube = Kube(client.ApiClient(), "ns")
+    kube = unopened_kube()
     return Liveness(kube, PodCache(kube), PodServer(), touch_every=30)
 
 

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from kubernetes import client
-
-from controller.k8s.api import Kube
 from controller.k8s.names import POOL_LABEL, POOL_WARM, THREAD_LABEL, base_labels
 from controller.k8s.podcache import PodCache
 from controller.k8s.podstate import warm
 from controller.k8s.podwatch import Handlers
+from tests.unit.test_k8s_api import unopened_kube
 
 
 def pod(name: str, **labels: str) -> dict[str, Any]:
@@ -30,7 +28,7 @@ class Seen:
 
 
 def cache_and_watch() -> tuple[PodCache, Handlers]:
-    cache = PodCache(Kube(client.ApiClient(), "ns"))  # never started: the test plays the watch
+    cache = PodCache(unopened_kube())  # never started: the test plays the watch
     return cache, cache._watch.handlers
 
 
