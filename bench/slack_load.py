@@ -9,7 +9,8 @@ original, right after its ack, or after the answer. A thread's next message goes
 answer to the previous one shows in the fake (its watch signal, no polling). At the end, once
 the controller's metrics say every delivery was handled and no answer is under way, each
 thread's bot replies must hold its own tokens, each once and in order: mixed / lost /
-duplicated replies are counted, goal 0 / 0 / 0. ``/healthz`` is polled throughout.
+duplicated replies are counted, goal 0 / 0 / 0, and failed turns (an error reply in place of
+the output, e.g. a pod that could not start) apart. ``/healthz`` is polled throughout.
 
 There are more threads than ``--max-sandboxes``, so sandboxes are evicted and restored in the
 middle of threads. Threads are spread over ``--teams`` workspaces: Slack allows about 50
@@ -177,9 +178,10 @@ class Driver:
         self.tally.ack(sender.deliver(body, retry=retry), f"{token} retry={retry}")
 
 
-def judge(index: int, sent: int, replies: list[str]) -> Counter[str]:
-    """One thread's bot replies against the ``sent`` messages it sent. A reply without a token is
-    an error the user was told about (``failed``); a sent turn with neither is ``lost``."""
+def judge(index: int, sent: int, turns: int, replies: list[str]) -> Counter[str]:
+    """One thread's bot replies against the ``sent`` messages (of ``turns``) it sent. A reply
+    without a token is an error the user was told about (``failed``); a sent turn with neither
+    is ``lost``."""
     found = [(int(t), int(n)) for text in replies for t, n in TOKEN_RE.findall(text)]
     own = [turn for thread, turn in found if thread == index]
     missing = [turn for turn in range(sent) if turn not in own]
@@ -192,7 +194,7 @@ def judge(index: int, sent: int, replies: list[str]) -> Counter[str]:
         # an error reply beyond the turns it could stand for answers some turn a second time
         duplicated=len(own) - len(set(own)) + untokened - failed,
         out_of_order=int(own != sorted(own)),
-        unsent=0,
+        unsent=turns - sent,
         replies=len(replies),
     )
 
@@ -206,8 +208,7 @@ def check(fake: FakeSlack, load: Load, tally: Tally) -> dict[str, Any]:
         replies = (
             [m["text"] for m in fake.messages_in_thread(CHANNEL, root) if m.get("bot_id")] if root else []
         )
-        verdict = judge(index, tally.sent[index], replies)
-        verdict["unsent"] = load.turns - tally.sent[index]
+        verdict = judge(index, tally.sent[index], load.turns, replies)
         counts.update(verdict)
         if any(n for key, n in verdict.items() if key != "replies"):
             problems.append(f"thread {index} (root {root or 'none'}): {dict(+verdict)}, replies {replies}")
