@@ -229,17 +229,17 @@ class WarmPool:
         if name is not None:
             self._busy.add(name)
 
-        async def run() -> None:
-            try:
-                await work
-            finally:
-                if name is not None:
-                    self._busy.discard(name)
-                self._changed.set()
+        def finished(task: asyncio.Task[None]) -> None:
+            self._tasks.discard(task)
+            if name is not None:
+                self._busy.discard(name)
+            self._changed.set()
 
-        task = asyncio.create_task(run())
+        # The task runs ``work`` itself: one cancelled before its first step (close() right
+        # after a reconcile) still closes the coroutine, which a wrapper would leave un-awaited.
+        task = asyncio.create_task(work)
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(finished)
 
     def _update_gauges(self) -> None:
         ready = sum(1 for n in self._ready if n in self._cache)
