@@ -302,6 +302,7 @@ def drive(chat_url: str, load: Load, answers: Answers, clients: int) -> Tally:
 
 
 def run(args: argparse.Namespace, load: Load, work: Path) -> dict[str, Any]:
+    source = source_state()  # what the controller subprocess is about to import
     with backend_settings(args.backend, "slack-load", work, **PODS) as base, serve_fake_slack() as fake:
         answers = Answers()
         fake.watch(answers.on_message)
@@ -342,7 +343,7 @@ def run(args: argparse.Namespace, load: Load, work: Path) -> dict[str, Any]:
         },
         "metrics": samples,
         "loop_stalls": stalls[:20],
-        "source": source_state(),
+        "source": source,
         **verdict,
     }
 
