@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+import zmq
 
 from controller.config import Settings
 from controller.runtime import build_runtime
@@ -76,3 +78,14 @@ def minio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
             yield server
     except MinioUnavailable as exc:
         pytest.skip(str(exc))
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Close any ZeroMQ socket a failed test left open, without lingering.
+
+    A context whose sockets are still open blocks forever in ``term()`` when the garbage
+    collector finalises it, and pytest collects at exit: one kernel client left open by a
+    test that timed out kept a whole CI run from ending."""
+    for obj in gc.get_objects():
+        if isinstance(obj, zmq.Socket) and not obj.closed:
+            obj.close(linger=0)

@@ -216,7 +216,13 @@ async def kernel_client(connection: dict[str, Any]) -> AsyncKernelClient:
     kc = AsyncKernelClient()
     kc.load_connection_info(connection)
     kc.start_channels(hb=False)
-    await wait_ready(kc)
+    try:
+        await wait_ready(kc)
+    except BaseException:
+        # Open sockets left to the garbage collector made pytest hang at exit in zmq's
+        # Context.term (seen after this wait timed out in a loaded CI run).
+        kc.stop_channels()
+        raise
     return kc
 
 
