@@ -45,9 +45,21 @@ class TaskSet:
         return len(self._tasks)
 
 
+def stopping() -> bool:
+    """This task was asked to stop, even if the CancelledError never reached its loop.
+
+    On Python 3.11 ``asyncio.wait_for`` returns normally when its awaitable finishes in the
+    same moment the task is cancelled, and a client's timeout can turn the cancellation into a
+    TimeoutError that ``except`` clauses take for a failure; a loop that retried after either
+    never ended (a warm pool's close() waited on it forever in CI). The request stays counted.
+    """
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
+
+
 async def every(seconds: float, work: Callable[[], Awaitable[object]], what: str) -> None:
     """Run ``work`` every ``seconds`` until cancelled; a failed pass is logged and the next one runs."""
-    while True:
+    while not stopping():
         await asyncio.sleep(seconds)
         try:
             await work()

@@ -15,6 +15,7 @@ from typing import Any
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from controller.k8s.api import API_ERRORS, Kube, api_message
+from controller.tasks import stopping
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +50,7 @@ class PodWatch:
 
     async def _run(self) -> None:
         version: str | None = None
-        while True:
+        while not stopping():
             try:
                 version = await self._list_and_watch(version)
             except API_ERRORS as exc:

@@ -35,6 +35,7 @@ from controller.k8s.podcache import PodCache
 from controller.k8s.podwatch import Handlers
 from controller.kernel import KernelSession, KernelUnavailable
 from controller.metrics import Metrics
+from controller.tasks import stopping
 
 log = logging.getLogger(__name__)
 
@@ -193,7 +194,7 @@ class WarmPool:
     # -- reconciling -----------------------------------------------------------------
 
     async def _run(self) -> None:
-        while True:
+        while not stopping():
             self._changed.clear()
             try:
                 await self.prepare()

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import pytest
 
-from controller.tasks import TaskSet
+from controller.tasks import TaskSet, stopping
 
 TIMEOUT = 5
 
@@ -35,3 +36,29 @@ async def test_a_failed_task_is_logged_with_its_owner(caplog: pytest.LogCaptureF
     tasks.spawn(broken())
     await asyncio.wait_for(tasks.drain(), TIMEOUT)
     assert "a background task of Slack answers failed" in caplog.text and "boom" in caplog.text
+
+
+@pytest.mark.parametrize("guarded", [True, False])
+async def test_a_loop_ends_even_when_wait_for_swallows_its_cancellation(guarded: bool) -> None:
+    """Python 3.11's wait_for returns normally if what it waits for finishes as the task is
+    cancelled; a loop that checks stopping() ends anyway (unguarded, the positive control,
+    it goes on)."""
+    changed, waiting = asyncio.Event(), asyncio.Event()
+    passes = 0
+
+    async def loop() -> None:
+        nonlocal passes
+        while not (guarded and stopping()):
+            passes += 1
+            waiting.set()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(changed.wait(), 5)
+            if passes > 2:
+                return  # the unguarded loop went round again after its cancellation
+
+    task = asyncio.create_task(loop())
+    await waiting.wait()
+    changed.set()  # finishes what wait_for waits for, in the same moment as the cancel
+    task.cancel()
+    await asyncio.wait_for(asyncio.gather(task, return_exceptions=True), 5)
+    assert (passes == 1) if guarded else (passes > 2)
