@@ -74,12 +74,14 @@ class Dialer:
     start_timeout: float
 
     async def ready(
-        self, info: SandboxInfo, alive: AliveProbe, restore: Callable[[], Awaitable[int]] | None
+        self, info: SandboxInfo, alive: AliveProbe, restore: Callable[[], Awaitable[int]]
     ) -> Session:
-        """A started session; ``restore`` (a new sandbox's files) runs while its kernel starts."""
+        """A started session; a cold sandbox's ``restore`` (its files) runs while its kernel
+        starts, an adopted one has its files already."""
         session = self.connect(info.connection, alive, self.max_output)
+        restoring = [restore()] if info.kind == "cold" else []
         try:
-            await asyncio.gather(session.start(self.start_timeout), *([restore()] if restore else []))
+            await asyncio.gather(session.start(self.start_timeout), *restoring)
         except BaseException:
             session.close()
             raise

@@ -137,7 +137,7 @@ class FakeBackend:
         return [replace(s.info, kind="adopted") for s in self.sandboxes.values()]
 
     async def ready(self, info: SandboxInfo, user: str | None, dialer: Dialer) -> Session:
-        restore = functools.partial(self.restore, info, user) if info.kind == "cold" else None
+        restore = functools.partial(self.restore, info, user)
         return await dialer.ready(info, functools.partial(self.alive, info), restore)
 
     async def alive(self, info: SandboxInfo) -> bool:

@@ -133,7 +133,7 @@ class KubernetesBackend:
         if info.warm is not None:  # connected and restored by the claim
             session, info.warm = info.warm, None
             return session
-        restore = functools.partial(self.restore, info, user) if info.kind == "cold" else None
+        restore = functools.partial(self.restore, info, user)
         return await dialer.ready(info, functools.partial(self.alive, info), restore)
 
     async def alive(self, info: PodSandbox) -> bool:

@@ -143,7 +143,7 @@ class LocalBackend:
         return [i for i in found if i and await self.alive(i)]
 
     async def ready(self, info: ProcessSandbox, user: str | None, dialer: Dialer) -> Session:
-        restore = functools.partial(self.restore, info, user) if info.kind == "cold" else None
+        restore = functools.partial(self.restore, info, user)
         return await dialer.ready(info, functools.partial(self.alive, info), restore)
 
     async def alive(self, info: ProcessSandbox) -> bool:
