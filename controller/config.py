@@ -22,6 +22,10 @@ if TYPE_CHECKING:
 C = TypeVar("C", bound="DataclassInstance")
 
 DEFAULT_HOME = Path.home() / ".local" / "share" / "threadbox"
+# What each Slack mode needs; OAuth replaces the bot token by the app's credentials.
+SLACK_NEEDS = {"http": ("bot_token", "signing_secret"), "socket": ("bot_token", "app_token")}
+OAUTH_SETTINGS = ("client_id", "client_secret", "scopes", "redirect_uri")
+OAUTH_NEEDS = ("client_id", "client_secret", "scopes", "signing_secret")
 
 
 class Settings(BaseSettings):
@@ -188,8 +192,17 @@ class Settings(BaseSettings):
     slack_update_interval: float = Field(
         default=1.5, gt=0, description="Seconds between streamed message edits."
     )
+    # OAuth installation in many workspaces (slack_mode=http), instead of one bot token.
+    slack_client_id: str | None = Field(default=None, description="OAuth: the Slack app's client id.")
+    slack_client_secret: SecretStr | None = Field(default=None, description="OAuth: its client secret.")
+    slack_scopes: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="OAuth: comma-separated bot scopes asked for at install."
+    )
+    slack_redirect_uri: str | None = Field(
+        default=None, description="OAuth: the redirect URL; unset: the one set in the Slack app."
+    )
 
-    @field_validator("auth_proxy_admins", mode="before")
+    @field_validator("auth_proxy_admins", "slack_scopes", mode="before")
     @classmethod
     def _split_names(cls, value: Any) -> Any:
         return (
@@ -217,14 +230,7 @@ class Settings(BaseSettings):
             ]
             if missing:
                 raise ValueError(f"store=minio needs {', '.join(missing)}")
-        slack_needs = {"http": ("bot_token", "signing_secret"), "socket": ("bot_token", "app_token")}
-        missing = [
-            f"THREADBOX_SLACK_{name.upper()}"
-            for name in slack_needs.get(self.slack_mode, ())
-            if getattr(self, f"slack_{name}") is None
-        ]
-        if missing:
-            raise ValueError(f"slack_mode={self.slack_mode} needs {', '.join(missing)}")
+        self._check_slack()
         if self.chat_port == 0:  # follows --port, so two dev servers on their own ports never collide
             self.chat_port = self.port + 1 if self.port < 65535 else self.port - 1
         if self.chat_port == self.port:
@@ -234,6 +240,26 @@ class Settings(BaseSettings):
         if self.admin_token is not None and len(self.admin_token.get_secret_value()) < 16:
             raise ValueError("THREADBOX_ADMIN_TOKEN must be at least 16 characters")
         return self
+
+    def _check_slack(self) -> None:
+        if self.slack_mode == "off":
+            return
+        oauth = any(getattr(self, f"slack_{name}") for name in OAUTH_SETTINGS)
+        if oauth and self.slack_bot_token is not None:
+            raise ValueError(
+                "set THREADBOX_SLACK_BOT_TOKEN (one workspace) or THREADBOX_SLACK_CLIENT_ID, "
+                "THREADBOX_SLACK_CLIENT_SECRET and THREADBOX_SLACK_SCOPES (OAuth, many workspaces), not both"
+            )
+        if oauth and self.slack_mode != "http":
+            raise ValueError(
+                "OAuth installation (THREADBOX_SLACK_CLIENT_ID) needs THREADBOX_SLACK_MODE=http: "
+                "installers come back to /slack/oauth_redirect on the chat port"
+            )
+        needs = OAUTH_NEEDS if oauth else SLACK_NEEDS[self.slack_mode]
+        missing = [f"THREADBOX_SLACK_{name.upper()}" for name in needs if not getattr(self, f"slack_{name}")]
+        if missing:
+            how = " with OAuth" if oauth else ""
+            raise ValueError(f"slack_mode={self.slack_mode}{how} needs {', '.join(missing)}")
 
     @property
     def effective_reap_interval(self) -> float:

@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 from controller.slack.app import build_app, build_client
 from controller.slack.bot import SlackBot
 from controller.slack.config import HttpEvents, SlackConfig
+from controller.slack.oauth import oauth_router
 from controller.slack.route import events_router
 from controller.slack.service import SlackService
 
@@ -25,9 +26,11 @@ def install(runtime: Runtime) -> SlackService:
     client = build_client(config)
     api_host = urlsplit(config.api_url or "").hostname
     bot = SlackBot(runtime, config, client, frozenset({api_host} if api_host else ()))
-    app = build_app(config, bot)
+    app = build_app(config, bot, runtime.store)
     service = SlackService(app, bot, config.transport)
     if isinstance(config.transport, HttpEvents):
         runtime.chat_routers.append(events_router(app, config.transport.signing_secret, runtime.metrics))
+    if app.oauth_flow is not None:
+        runtime.chat_routers.append(oauth_router(app))
     runtime.services.append((service.start, service.stop))
     return service

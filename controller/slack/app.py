@@ -12,14 +12,16 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 from slack_sdk.web.async_client import AsyncWebClient
 
 from controller.slack.bot import SlackBot
-from controller.slack.config import HttpEvents, SlackConfig
+from controller.slack.config import BotToken, HttpEvents, SlackConfig
+from controller.slack.oauth import oauth_flow
+from controller.stores.base import ThreadStore
 
 RATE_LIMIT_RETRIES = 3
 
 
 def build_client(config: SlackConfig) -> AsyncWebClient:
     return AsyncWebClient(
-        token=config.bot_token,
+        token=config.auth.token if isinstance(config.auth, BotToken) else None,  # OAuth: per event
         retry_handlers=[
             AsyncConnectionErrorRetryHandler(),
             AsyncRateLimitErrorRetryHandler(max_retry_count=RATE_LIMIT_RETRIES),
@@ -28,21 +30,29 @@ def build_client(config: SlackConfig) -> AsyncWebClient:
     )
 
 
-def build_app(config: SlackConfig, bot: SlackBot) -> AsyncApp:
+def build_app(config: SlackConfig, bot: SlackBot, store: ThreadStore) -> AsyncApp:
     http = config.transport if isinstance(config.transport, HttpEvents) else None
+    oauth = (
+        None
+        if isinstance(config.auth, BotToken)
+        else oauth_flow(config.auth, store, bot.client, config.api_url)
+    )
     app = AsyncApp(
         client=bot.client,
         signing_secret=http.signing_secret if http else None,
         # Socket Mode requests come over an authenticated websocket and carry no signature.
         request_verification_enabled=http is not None,
+        oauth_flow=oauth,  # Bolt then authorizes each event with its workspace's stored token
     )
+    if oauth is not None:
+        app.enable_token_revocation_listeners()  # an uninstalled workspace's token leaves the store
 
     @app.event("app_mention")
     async def on_mention(body: dict[str, Any], event: dict[str, Any], context: AsyncBoltContext) -> None:
-        await bot.receive(body, event, context.bot_user_id, is_mention_event=True)
+        await bot.receive(body, event, context.bot_user_id, True, context.client)
 
     @app.event("message")
     async def on_message(body: dict[str, Any], event: dict[str, Any], context: AsyncBoltContext) -> None:
-        await bot.receive(body, event, context.bot_user_id, is_mention_event=False)
+        await bot.receive(body, event, context.bot_user_id, False, context.client)
 
     return app

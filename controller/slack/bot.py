@@ -43,22 +43,27 @@ class SlackBot:
         self.config = config
         self.client = client
         self.buckets = WorkspaceBuckets()
-        downloader = Downloader(config.bot_token, trusted_hosts, config.max_file_bytes)
-        uploads = Uploads(runtime.store, runtime.manager, runtime.quotas)
-        self.attachments = Attachments(uploads, downloader)
+        self.trusted_hosts = trusted_hosts
+        self.uploads = Uploads(runtime.store, runtime.manager, runtime.quotas)
         self._tasks = TaskSet("Slack answers")
         runtime.metrics.slack_answers_running.set_function(lambda: len(self._tasks))
 
     async def receive(
-        self, body: dict[str, Any], event: dict[str, Any], bot_user: str | None, is_mention_event: bool
+        self,
+        body: dict[str, Any],
+        event: dict[str, Any],
+        bot_user: str | None,
+        is_mention_event: bool,
+        client: AsyncWebClient,
     ) -> None:
+        """``client`` is Bolt's for this event: it holds the token of the event's workspace."""
         self.rt.metrics.slack_events.labels(str(event.get("type") or "unknown")).inc()
         team = str(body.get("team_id") or event.get("team") or "")
         msg = parse(event, team, bot_user, is_mention_event)
-        outcome = await self._take(body, msg)
+        outcome = await self._take(body, msg, client)
         self.rt.metrics.slack_handled.labels(outcome).inc()
 
-    async def _take(self, body: dict[str, Any], msg: Inbound | None) -> str:
+    async def _take(self, body: dict[str, Any], msg: Inbound | None, client: AsyncWebClient) -> str:
         """Start answering ``msg`` unless it is not for the bot or another delivery has it."""
         if msg is None or not await self._wanted(msg):
             return "ignored"
@@ -67,7 +72,7 @@ class SlackBot:
         for key in claims:
             if not await asyncio.to_thread(self.rt.store.claim, key):
                 return "duplicate"  # a retry or the other delivery of this message; it is handled there
-        self._tasks.spawn(self._answer(msg, claims))
+        self._tasks.spawn(self._answer(msg, claims, client))
         return "answered"
 
     async def _wanted(self, msg: Inbound) -> bool:
@@ -81,12 +86,12 @@ class SlackBot:
         """Let running turns finish (they persist files) before the manager shuts down."""
         await self._tasks.drain(DRAIN_SECONDS)
 
-    async def _answer(self, msg: Inbound, claims: list[str]) -> None:
+    async def _answer(self, msg: Inbound, claims: list[str], client: AsyncWebClient) -> None:
         reply: SlackReply | None = None
         try:
             name = f"slack {msg.channel} {msg.root_ts}"
             record = await asyncio.to_thread(ensure_thread, self.rt.store, msg.key, name, msg.user)
-            reply = self._reply(msg, record.id)
+            reply = self._reply(msg, record.id, client)
             await self._turn(msg, record, reply)
         except Exception as exc:
             log.exception("Slack turn failed in %s/%s", msg.channel, msg.root_ts)
@@ -100,9 +105,9 @@ class SlackBot:
     def _api_error(self) -> None:
         self.rt.metrics.slack_errors.labels("api_call").inc()
 
-    def _reply(self, msg: Inbound, thread_id: str) -> SlackReply:
+    def _reply(self, msg: Inbound, thread_id: str, client: AsyncWebClient) -> SlackReply:
         return SlackReply(
-            self.client,
+            client,
             msg.channel,
             msg.root_ts,
             self.buckets.for_team(msg.team),
@@ -112,10 +117,14 @@ class SlackBot:
             self._api_error,
         )
 
+    def _attachments(self, token: str | None) -> Attachments:
+        downloader = Downloader(token or "", self.trusted_hosts, self.config.max_file_bytes)
+        return Attachments(self.uploads, downloader)
+
     async def _turn(self, msg: Inbound, record: ThreadRecord, reply: SlackReply) -> None:
         live = self.rt.manager.is_live(record.id)
         await reply.start("Working on it..." if live else "Starting a sandbox for this thread...")
-        received = await self.attachments.receive(record, msg.files)
+        received = await self._attachments(reply.client.token).receive(record, msg.files)
         for problem in received.problems:
             reply.note(problem)
         limit = self.config.max_code_bytes

@@ -33,8 +33,26 @@ class SocketMode:
 
 
 @dataclass(frozen=True)
+class BotToken:
+    """One workspace: every event is answered with this bot token."""
+
+    token: str
+
+
+@dataclass(frozen=True)
+class OAuthApp:
+    """Many workspaces: each installs the app through OAuth, and its bot token is kept in the
+    thread store (controller/slack/installations.py)."""
+
+    client_id: str
+    client_secret: str
+    scopes: tuple[str, ...]
+    redirect_uri: str | None  # None: the one set in the Slack app
+
+
+@dataclass(frozen=True)
 class SlackConfig:
-    bot_token: str
+    auth: BotToken | OAuthApp
     transport: HttpEvents | SocketMode
     api_url: str | None  # None: slack.com; else ending in "/", which slack_sdk's urljoin needs
     reply_mode: Literal["mention", "all"]
@@ -53,7 +71,7 @@ class SlackConfig:
             transport = SocketMode(_required(s.slack_app_token, "SLACK_APP_TOKEN", s.slack_mode))
         url = s.slack_api_url
         return cls(
-            bot_token=_required(s.slack_bot_token, "SLACK_BOT_TOKEN", s.slack_mode),
+            auth=_auth(s),
             transport=transport,
             api_url=url if url is None or url.endswith("/") else url + "/",
             reply_mode=s.slack_reply_mode,
@@ -61,6 +79,13 @@ class SlackConfig:
             max_file_bytes=s.max_file_bytes,
             max_code_bytes=s.max_code_bytes,
         )
+
+
+def _auth(s: Settings) -> BotToken | OAuthApp:
+    if s.slack_client_id is None:
+        return BotToken(_required(s.slack_bot_token, "SLACK_BOT_TOKEN", s.slack_mode))
+    secret = _required(s.slack_client_secret, "SLACK_CLIENT_SECRET", s.slack_mode)
+    return OAuthApp(s.slack_client_id, secret, tuple(s.slack_scopes), s.slack_redirect_uri)
 
 
 def _required(secret: SecretStr | None, name: str, mode: str) -> str:

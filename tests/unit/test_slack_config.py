@@ -6,7 +6,7 @@ import pytest
 from pydantic import SecretStr
 
 from controller.config import Settings
-from controller.slack.config import HttpEvents, SlackConfig, SlackNotConfigured, SocketMode
+from controller.slack.config import BotToken, HttpEvents, SlackConfig, SlackNotConfigured, SocketMode
 
 
 def test_http_mode_carries_its_signing_secret_and_an_api_url_slack_sdk_can_join() -> None:
@@ -17,7 +17,7 @@ def test_http_mode_carries_its_signing_secret_and_an_api_url_slack_sdk_can_join(
         slack_api_url="http://127.0.0.1:9/api",
     )
     config = SlackConfig.from_settings(s)
-    assert config.transport == HttpEvents("sig") and config.bot_token == "xoxb-1"
+    assert config.transport == HttpEvents("sig") and config.auth == BotToken("xoxb-1")
     assert config.api_url == "http://127.0.0.1:9/api/"
 
 
