@@ -2,6 +2,11 @@
 
 The manager decides which sandbox and when; this runs the code, counts it, names a dead
 kernel's cause, and persists the workspace after it, so the files event comes before Done.
+
+The invariant kept: an execution's Done is sent only once every change to the workspace
+that it made is in the store (or the user is told it is not). The sync is skipped only when
+the kernel says the execution changed nothing (sandbox-image's changes.py) and no earlier
+sync failed; a kernel that cannot say is synced.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ class Live:
     info: SandboxInfo
     session: Session
     user: str | None
+    unsaved: bool = False  # the last sync failed: the next execution syncs, changes or not
 
 
 class Executions:
@@ -55,6 +61,10 @@ class Executions:
             raise RuntimeError("the kernel session ended an execution without Done")
         self.metrics.executions.labels(error_kind if error_kind in COUNTED_ERRORS else done.status).inc()
         self.metrics.execution_seconds.observe(done.seconds)
+        if live.session.workspace_changed is False and not live.unsaved:
+            self.metrics.syncs_skipped.inc()
+            yield done
+            return
         files = await self._persist(live)
         if files is not None:
             yield files
@@ -64,6 +74,7 @@ class Executions:
         try:
             result = await self.backend.persist(live.info, live.user)
         except Exception as exc:  # a store outage must not lose the turn's output
+            live.unsaved = True
             self.metrics.persist_errors.inc()
             log.exception("persist failed for thread %s", live.info.thread_id)
             return Error(
@@ -72,6 +83,7 @@ class Executions:
                 evalue=f"Your files could not be saved right now ({plain_reason(exc)}); they are kept in "
                 "the sandbox and saved again after the next message.",
             )
+        live.unsaved = False
         self.metrics.persisted_bytes.inc(result.bytes)
         if not (result.changed or result.deleted or result.refused):
             return None

@@ -30,6 +30,7 @@ import zmq
 import zmq.asyncio
 from jupyter_client.asynchronous.client import AsyncKernelClient
 
+from controller import extensions
 from controller.events import Display, Done, Error, Event, Stream
 from controller.outputcap import DEFAULT_MAX_OUTPUT_BYTES
 
@@ -167,6 +168,7 @@ class KernelSession:
         self.client.load_connection_info(connection)  # type: ignore[arg-type]
         self.alive = alive
         self.last_state = "starting"
+        self.workspace_changed: bool | None = None
         self._drops: zmq.asyncio.Socket | None = None  # IOPub's disconnect events, once asked for
         self._kernel: str | None = None  # the kernel's own session id, from its kernel_info reply
 
@@ -292,7 +294,13 @@ class KernelSession:
         """
         started = time.monotonic()
         try:
-            msg_id = self._send(self.client.execute, code, allow_stdin=False, stop_on_error=True)
+            msg_id = self._send(
+                self.client.execute,
+                code,
+                allow_stdin=False,
+                stop_on_error=True,
+                user_expressions={extensions.CHANGED_KEY: extensions.CHANGED_EXPRESSION},
+            )
         except KernelUnavailable as exc:
             self.last_state = "unresponsive"
             yield Error(
@@ -301,6 +309,7 @@ class KernelSession:
             yield Done(status="error", seconds=time.monotonic() - started)
             return
         self.last_state = "busy"
+        self.workspace_changed = None
         budget = OutputBudget(max_output)
         interrupted_at: float | None = None
         failed = False
@@ -359,6 +368,7 @@ class KernelSession:
             await self._reconnect_iopub()
         self.last_state = "idle"
         reply = reply or await self._reply(msg_id, wait=2)
+        self.workspace_changed = extensions.workspace_changed(reply)
         failed = failed or (reply is not None and reply["content"].get("status") == "error")
         status: Literal["ok", "error", "aborted"] = "error" if failed else "ok"
         if interrupted_at is not None:

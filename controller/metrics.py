@@ -37,6 +37,11 @@ class Metrics:
         self.persisted_bytes = Counter(
             "threadbox_persisted_bytes_total", "Bytes uploaded to the thread store.", registry=r
         )
+        self.syncs_skipped = Counter(
+            "threadbox_syncs_skipped_total",
+            "Executions whose workspace sync was skipped: the kernel said they changed no file.",
+            registry=r,
+        )
         self.persist_errors = Counter(
             "threadbox_persist_errors_total", "Failed attempts to persist a workspace.", registry=r
         )

@@ -50,6 +50,8 @@ class Session(Protocol):
 
     # "starting", "idle", "busy", "dead" or "unresponsive"; the manager retires the last two
     last_state: str
+    # After an execution: whether it changed the workspace, None when the kernel could not say.
+    workspace_changed: bool | None
 
     async def start(self, timeout: float) -> None:
         """Until the kernel answers; raises KernelUnavailable after ``timeout`` seconds."""

@@ -60,6 +60,8 @@ class FakeSession:
         self.backend = backend
         self.sandbox = sandbox
         self.last_state = "starting"
+        self.workspace_changed: bool | None = None
+        self._seen: dict[str, bytes] | None = None  # the files at the last execution's end
 
     async def start(self, timeout: float) -> None:
         self.last_state = "idle"
@@ -67,6 +69,7 @@ class FakeSession:
     async def execute(self, code: str, timeout: float, grace: float, max_output: int) -> AsyncIterator[Event]:
         started, count = time.monotonic(), next(self.backend.counter)
         self.last_state = "busy"
+        self.workspace_changed = None
         events = self.backend.script(code)
         try:
             async with asyncio.timeout(timeout):
@@ -88,6 +91,9 @@ class FakeSession:
             yield Done(status="error", execution_count=count, seconds=time.monotonic() - started)
             return
         self.last_state = "idle"
+        # As the kernel's changes.py answers: against the files at the previous answer.
+        self.workspace_changed = self.sandbox.files != self._seen
+        self._seen = dict(self.sandbox.files)
         yield Done(status="ok", execution_count=count, seconds=time.monotonic() - started)
 
     def close(self) -> None:

@@ -25,7 +25,7 @@ from typing import Any, Literal
 
 from jupyter_client.connect import write_connection_file
 
-from controller import outputcap
+from controller import extensions, outputcap
 from controller.backends import bwrap
 from controller.backends.base import SandboxStartError
 from controller.backends.limits import NICE, Cgroups, Limits, launch_prefix, rlimits
@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 
 KERNEL_MODULE = "ipykernel_launcher"
 RUN_PARENT = Path("/tmp")
-OUTPUT_CAP_INSIDE = "/opt/threadbox/outputcap.py"
+EXTENSIONS_INSIDE = Path("/opt/threadbox")  # where the kernel sees controller/extensions.py's files
 Mode = Literal["auto", "bwrap", "off"]
 
 
@@ -144,9 +144,8 @@ class Launcher:
 
     def prepare(self, thread_id: str, base: Path, run: Path) -> Prepared:
         """Folders, connection file and cgroups of a new kernel. Blocking: run it in a worker thread."""
-        # The output cap stops an honest kernel from even sending what the controller would drop.
-        cap = ((outputcap.SOURCE, OUTPUT_CAP_INSIDE),)
-        layout = bwrap.Layout(base / "workspace", base / "home", run, self.python, cap)
+        files = tuple((extensions.FOLDER / name, str(EXTENSIONS_INSIDE / name)) for name in extensions.NAMES)
+        layout = bwrap.Layout(base / "workspace", base / "home", run, self.python, files)
         uid = bwrap.sandbox_uid(thread_id)
         iso = self.isolation
         if iso.sandboxed:
@@ -155,7 +154,7 @@ class Launcher:
             if iso.as_root:
                 os.chown(run / "kernel.json", uid, uid)  # written 0600 by us, read by the kernel
             kernel = [str(self.python), "-m", KERNEL_MODULE, "-f", f"{bwrap.INSIDE_RUN}/kernel.json"]
-            kernel += outputcap.kernel_args(Path(OUTPUT_CAP_INSIDE))
+            kernel += extensions.kernel_args(EXTENSIONS_INSIDE)
             argv = self._launch(thread_id, bwrap.argv(layout, uid, iso.limits.tmp_bytes, kernel, iso.as_root))
             env, cwd = self._env(bwrap.INSIDE_HOME), None
         else:
@@ -163,7 +162,7 @@ class Launcher:
                 path.mkdir(parents=True, exist_ok=True)
             connection = _connection(run, str(run / "k"))
             argv = [*NICE, str(self.python), "-m", KERNEL_MODULE, "-f", str(run / "kernel.json")]
-            argv += outputcap.kernel_args(outputcap.SOURCE)
+            argv += extensions.kernel_args()
             env, cwd = self._env(str(layout.home)), layout.workspace
         connection["ip"] = str(run / "k")
         return Prepared(argv, env, cwd, connection, run)

@@ -21,14 +21,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from controller import outputcap
+from controller import extensions, outputcap
 
 PR_SET_PDEATHSIG = 1  # from <sys/prctl.h>
 log = logging.getLogger("threadbox_sandbox.kernel")
 
 KERNEL_MODULE = "ipykernel_launcher"
-# The output-cap extension ships beside this file (standalone: the kernel loads it by path).
-OUTPUTCAP = Path(__file__).with_name("outputcap.py")
+# The kernel's extensions ship beside this file (standalone: the kernel loads them by path).
+EXTENSIONS = Path(__file__).parent
 # A kernel that dies within this many seconds of its launch counts as a crash loop: the
 # next launch is delayed (doubling up to MAX_BACKOFF), so a broken image does not spin a core.
 QUICK_EXIT = 5.0
@@ -120,7 +120,7 @@ class KernelSupervisor:
                     KERNEL_MODULE,
                     "-f",
                     str(self.connection_file),
-                    *outputcap.kernel_args(OUTPUTCAP),
+                    *extensions.kernel_args(EXTENSIONS),
                 ],
                 cwd=self.cwd,
                 env=self.env,

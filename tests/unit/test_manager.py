@@ -199,6 +199,16 @@ async def test_a_persist_failure_keeps_the_output_and_says_the_files_wait(make: 
     assert [e.changed for e in events if isinstance(e, FilesChanged)] == [["out.png"]]
 
 
+async def test_an_execution_that_changed_no_file_skips_the_sync(make: Any) -> None:
+    manager, backend = make()
+    await collect(manager.run("t1", "x"))  # the first: the kernel has nothing to compare with
+    await collect(manager.run("t1", "y"))
+    await collect(manager.run("t1", "write:t1/a.csv"))
+    assert [op for op, _ in backend.log if op == "persist"] == ["persist", "persist"]
+    assert sample(manager, "threadbox_syncs_skipped_total") == 1
+    assert backend.stored["t1"] == {"a.csv": b"data"}
+
+
 async def test_a_dead_kernel_ends_the_turn_with_its_cause_and_the_next_turn_starts_fresh(make: Any) -> None:
     manager, backend = make()
     backend.death_cause = "it ran out of memory (limit 2 GiB)"

@@ -1,5 +1,6 @@
-"""The sandbox's output-cap extension, in a real kernel from the lean sandbox env, started with
-exactly the arguments and environment controller/outputcap.py gives a kernel launch."""
+"""The sandbox kernel's extensions (the output cap, the workspace-change answer), in a real kernel
+from the lean sandbox env, started with exactly the arguments and environment that
+controller/extensions.py and controller/outputcap.py give a kernel launch."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ import pytest
 from jupyter_client.blocking.client import BlockingKernelClient
 from jupyter_client.connect import write_connection_file
 
-from controller.outputcap import kernel_args, kernel_env
+from controller.extensions import CHANGED_EXPRESSION, CHANGED_KEY, kernel_args, workspace_changed
+from controller.outputcap import kernel_env
 
 pytestmark = pytest.mark.integration
 
@@ -32,10 +34,12 @@ def kernel(tmp_path: Path, sandbox_python: Path) -> Iterator[BlockingKernelClien
         str(conn_file), transport="ipc", ip=str(tmp_path / "k"), key=os.urandom(16).hex().encode(), **ports
     )
     env = {"PATH": f"{sandbox_python.parent}:/usr/bin:/bin", "HOME": str(tmp_path), **kernel_env(LIMIT)}
+    workspace = tmp_path / "workspace"  # apart from the kernel's log, which changes as it runs
+    workspace.mkdir()
     with (tmp_path / "kernel.log").open("wb") as log:
         proc = subprocess.Popen(
             [str(sandbox_python), "-m", "ipykernel_launcher", "-f", str(conn_file), *kernel_args()],
-            cwd=tmp_path,
+            cwd=workspace,
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -97,3 +101,31 @@ def test_subprocess_output_is_capped_and_nothing_is_left_in_the_namespace(
     names = set(run(kernel, "print(*globals())")["stdout"].split())
     assert "os" in names
     assert not names & {"OutputCap", "load_ipython_extension", "note", "NOTE_ROOM", "ENV", "runpy", "sys"}
+    assert not names & {"Watcher", "listing", "ATTRIBUTE", "EXPRESSION"}
+
+
+def changed(client: BlockingKernelClient, code: str) -> bool | None:
+    """What the kernel answers, after running ``code``, to the controller's question."""
+    reply = client.execute_interactive(
+        code, timeout=60, user_expressions={CHANGED_KEY: CHANGED_EXPRESSION}, output_hook=lambda _: None
+    )
+    return workspace_changed(reply)
+
+
+def test_the_kernel_says_which_cells_changed_the_workspace(kernel: BlockingKernelClient) -> None:
+    assert changed(kernel, "x = 1") is True  # the first answer: nothing to compare with
+    assert changed(kernel, "print(x)") is False
+    assert changed(kernel, "open('a.csv', 'w').write('1')") is True
+    assert changed(kernel, "open('a.csv').read()") is False
+    # Same size, same second: the mtime's nanoseconds or the inode still differ.
+    assert changed(kernel, "import os; open('b', 'w').write('2'); os.replace('b', 'a.csv')") is True
+    assert changed(kernel, "os.makedirs('d/e'); open('d/e/f', 'w').close()") is True
+    assert changed(kernel, "os.remove('d/e/f')") is True
+    assert changed(kernel, "os.symlink('/etc/passwd', 'link')") is True
+    assert changed(kernel, "y = 2") is False
+
+
+def test_no_answer_means_unknown(kernel: BlockingKernelClient) -> None:
+    assert changed(kernel, "1 / 0") is None  # a failed cell evaluates no user expression
+    assert changed(kernel, "get_ipython = None") is None
+    assert workspace_changed(None) is None

@@ -1,0 +1,38 @@
+"""The sandbox kernel's IPython extensions, loaded by path when the kernel starts.
+
+Both are standalone files in sandbox-image/threadbox_sandbox/: ``outputcap.py`` (a cell's
+output is cut inside the kernel) and ``changes.py`` (the kernel says whether a cell changed
+the workspace, so an execution that wrote no file skips the sync). Nothing of them is left in
+the user's namespace. The local backend passes ``kernel_args(folder)`` with the folder where
+the kernel sees the files; the pod's launcher does the same with the sandbox image's copy.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+FOLDER = Path(__file__).resolve().parents[1] / "sandbox-image" / "threadbox_sandbox"
+NAMES = ("outputcap.py", "changes.py")
+# What changes.py answers; asked for in each execute_request's user_expressions.
+CHANGED_KEY = "workspace_changed"
+CHANGED_EXPRESSION = "get_ipython().threadbox_workspace_changed()"
+
+
+def kernel_args(folder: Path = FOLDER) -> list[str]:
+    """IPKernelApp arguments that load every extension from ``folder`` at kernel start."""
+    return [f"--IPKernelApp.exec_lines={_load(folder / name)}" for name in NAMES]
+
+
+def _load(path: Path) -> str:
+    return f"__import__('runpy').run_path({str(path)!r})['load_ipython_extension'](get_ipython())"
+
+
+def workspace_changed(reply: dict[str, Any] | None) -> bool | None:
+    """changes.py's answer in an execute_reply: None when there is none (a failed cell, a
+    kernel without the extension, a user who replaced ``get_ipython``)."""
+    answer = ((reply or {}).get("content") or {}).get("user_expressions", {}).get(CHANGED_KEY)
+    if not isinstance(answer, dict) or answer.get("status") != "ok":
+        return None
+    shown = (answer.get("data") or {}).get("text/plain")
+    return {"True": True, "False": False}.get(shown) if isinstance(shown, str) else None
