@@ -21,6 +21,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlsplit
 
+from devkit.fake_slack_oauth import FakeOAuth, Workspace, auth_test
+
 T = TypeVar("T")
 
 BOT_TOKEN = "xoxb-fake-bot-token"
@@ -75,6 +77,7 @@ class FakeSlack:
         self.files: dict[str, FakeFile] = {}
         self.reactions: list[dict[str, Any]] = []
         self.login_page_always = False
+        self.oauth = FakeOAuth(Workspace(TEAM_ID, "Fake", BOT_TOKEN, BOT_USER_ID, BOT_ID))
         self._inject: dict[str, list[Injected]] = {}
         self._ids = itertools.count(1)
         self._lock = threading.RLock()
@@ -155,8 +158,12 @@ class FakeSlack:
             queued = self._inject.get(method)
             if queued:
                 result = queued.pop(0)
-            elif headers.get("authorization") != f"Bearer {BOT_TOKEN}":
+            elif method == "oauth.v2.access":  # authorized by the app's client id and secret
+                result = Injected(200, self.oauth.access(params, headers))
+            elif (caller := self.oauth.workspace_of(headers)) is None:
                 result = Injected(200, {"ok": False, "error": "invalid_auth"})
+            elif method == "auth.test":
+                result = Injected(200, auth_test(caller))
             else:
                 handler = getattr(self, "api_" + method.replace(".", "_"), None)
                 body = handler(params) if handler else {"ok": False, "error": "unknown_method"}
@@ -170,18 +177,6 @@ class FakeSlack:
 
     def _message(self, channel: str, ts: str) -> dict[str, Any] | None:
         return next((m for m in self.messages if (m["channel"], m["ts"]) == (channel, ts)), None)
-
-    def api_auth_test(self, _: dict[str, Any]) -> dict[str, Any]:
-        return {
-            "ok": True,
-            "url": "https://fake.slack.com/",
-            "team": "Fake",
-            "user": "threadbox",
-            "team_id": TEAM_ID,
-            "user_id": BOT_USER_ID,
-            "bot_id": BOT_ID,
-            "is_enterprise_install": False,
-        }
 
     def api_chat_postMessage(self, p: dict[str, Any]) -> dict[str, Any]:
         if not p.get("channel"):
@@ -276,7 +271,7 @@ class FakeSlack:
             self.calls.append(Call("download", {"path": path}, headers))
             parts = path.split("/")
             file = self.files.get(parts[1]) if len(parts) > 2 else None
-            authorized = headers.get("authorization") == f"Bearer {BOT_TOKEN}"
+            authorized = self.oauth.workspace_of(headers) is not None
             if file is None:
                 return 404, "text/plain", b"not found"
             if self.login_page_always or not authorized:
@@ -316,8 +311,17 @@ def _make_handler(fake: FakeSlack) -> type[BaseHTTPRequestHandler]:
             if path.startswith("files-pri/"):
                 status, ctype, body = fake.download(path, self._headers())
                 self._reply(status, ctype, body)
+            elif path == "oauth/v2/authorize":
+                self._authorize()
             else:
                 self._reply(404, "text/plain", b"not found")
+
+        def _authorize(self) -> None:
+            status, where = fake.oauth.authorize(dict(parse_qsl(urlsplit(self.path).query)))
+            if status == 302:
+                self._reply(status, "text/plain", b"", {"Location": where})
+            else:
+                self._reply(status, "text/plain", where.encode())
 
         def do_POST(self) -> None:
             raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
