@@ -78,6 +78,7 @@ class KubernetesBackend:
         await self.kube.open()
         await self.policies.ensure_default_deny()
         self.pod_cache.start()
+        self.leases.start()
         if self.settings.warm_pool_size:
             size = subset(
                 PoolSize, self.settings, target="warm_pool_size", concurrency="warm_pool_refill_concurrency"
@@ -90,6 +91,7 @@ class KubernetesBackend:
         if self.pool is not None:
             await self.pool.close()
             self.pool = None
+        await self.leases.close()  # gives up the Leases kept after their turns
         await self.pod_cache.close()
         await self.server.close()
         await self.kube.close()

@@ -1,4 +1,5 @@
-"""A list-then-watch of labelled pods, run as an asyncio task that ``PodWatch`` owns.
+"""A list-then-watch of labelled pods (or another kind's objects, given its list method), run
+as an asyncio task that ``PodWatch`` owns.
 
 Its handlers run on the event loop, so the cache they feed needs no lock.
 """
@@ -30,11 +31,22 @@ class Handlers:
     removed: Callable[[dict[str, Any]], None]  # deleted, or no longer matching the selector
 
 
+def pods(kube: Kube) -> Callable[..., Any]:
+    return kube.core.list_namespaced_pod
+
+
 class PodWatch:
-    def __init__(self, kube: Kube, selector: str, handlers: Handlers) -> None:
+    def __init__(
+        self,
+        kube: Kube,
+        selector: str,
+        handlers: Handlers,
+        lister: Callable[[Kube], Callable[..., Any]] = pods,
+    ) -> None:
         self.kube = kube
         self.selector = selector
         self.handlers = handlers
+        self.lister = lister
         self._task: asyncio.Task[None] | None = None
 
     def start(self, name: str) -> None:
@@ -55,22 +67,20 @@ class PodWatch:
                 version = await self._list_and_watch(version)
             except API_ERRORS as exc:
                 if not (isinstance(exc, ApiException) and exc.status == 410):
-                    log.warning("pod watch (%s) failed, listing again: %s", self.selector, api_message(exc))
+                    log.warning("watch (%s) failed, listing again: %s", self.selector, api_message(exc))
                     await asyncio.sleep(RETRY_SECONDS)
                 version = None
 
     async def _list_and_watch(self, version: str | None) -> str | None:
         """One watch request (after a listing when ``version`` is None); the version to resume
         from, or None to list again."""
-        core = self.kube.core
+        list_fn = self.lister(self.kube)
         if version is None:
-            listing = await self.kube.get(
-                core.list_namespaced_pod, self.kube.ns, label_selector=self.selector
-            )
+            listing = await self.kube.get(list_fn, self.kube.ns, label_selector=self.selector)
             version = str(listing["metadata"]["resourceVersion"])
             self.handlers.listed(listing["items"])
         events = self.kube.watch(
-            core.list_namespaced_pod,
+            list_fn,
             WATCH_SECONDS,
             label_selector=self.selector,
             resource_version=version,

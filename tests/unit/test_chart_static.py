@@ -37,6 +37,10 @@ CALL = re.compile(r"\.(" + "|".join(VERBS) + r")_namespaced_(\w+?)\b")
 WATCH = re.compile(
     r"\.(?:stream|watch)\([^)]*?\.list_namespaced_(\w+)", re.S
 )  # .watch: Kube.watch in controller/k8s/api.py
+# A lister handed to PodWatch (controller/k8s/podwatch.py), which lists and watches with it.
+LISTER = re.compile(
+    r"def \w+\(kube: Kube\) -> Callable\[\.\.\., Any\]:\s+return kube\.\w+\.list_namespaced_(\w+)"
+)
 
 
 def exported_metric_names() -> set[str]:
@@ -105,7 +109,7 @@ def required_permissions(sources: list[Path] | None = None) -> set[tuple[str, st
                 f"{path.name}: a call on {kind!r}: add it to RESOURCES and the chart's Role"
             )
             needed.add((*RESOURCES[kind], VERBS[prefix]))
-        for kind in WATCH.findall(text):
+        for kind in WATCH.findall(text) + LISTER.findall(text):
             needed.add((*RESOURCES[kind], "watch"))
     return needed
 

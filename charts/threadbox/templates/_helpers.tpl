@@ -179,7 +179,7 @@ both ways). Plain YAML, so that test can read it. */}}
   verbs: [create, update]
 - apiGroups: [coordination.k8s.io]
   resources: [leases]
-  verbs: [get, create, update, delete]
+  verbs: [get, list, watch, create, update, patch, delete]
 - apiGroups: [""]
   resources: [events]
   verbs: [create]
