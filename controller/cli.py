@@ -338,8 +338,13 @@ def _cleanup(args: argparse.Namespace) -> int:
         )
         return 2
     from controller.backends.kubernetes import KubernetesBackend
+    from controller.k8s.config import KubernetesConfig
 
-    return asyncio.run(_remove_sandboxes(KubernetesBackend(settings), persist=not args.no_persist))
+    return asyncio.run(
+        _remove_sandboxes(
+            KubernetesBackend(KubernetesConfig.from_settings(settings)), persist=not args.no_persist
+        )
+    )
 
 
 async def _remove_sandboxes(backend: KubernetesBackend, persist: bool) -> int:

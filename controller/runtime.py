@@ -93,12 +93,13 @@ def build_store(settings: Settings) -> ThreadStore:
 def build_backend(settings: Settings, store: ThreadStore, quotas: Quotas) -> Backend[Any]:
     if settings.backend == "kubernetes":
         from controller.backends.kubernetes import KubernetesBackend  # the client loads only when used
+        from controller.k8s.config import KubernetesConfig
 
         try:
             require_session_policies(settings)  # pods get STS credentials: prove MinIO confines them
         except StsCheckFailed as exc:
             raise UnsafeConfiguration(str(exc)) from exc
-        return KubernetesBackend(settings, store=store)
+        return KubernetesBackend(KubernetesConfig.from_settings(settings), store=store)
     python = settings.sandbox_python or ensure_sandbox_python()
     sandboxes = settings.data_dir / "sandboxes"
     try:

@@ -17,10 +17,10 @@ import time
 
 from controller.backends.base import Dialer, SandboxStartError, Session, TurnLease
 from controller.backends.pod_sandbox import PodSandbox, adopted, pod_ref, pod_sandbox
-from controller.config import Settings, subset
 from controller.k8s import lookup, objects, pods, podstate
 from controller.k8s.api import Kube, StartFailed, load_api_client, starting
 from controller.k8s.claim import claim_bound
+from controller.k8s.config import KubernetesConfig
 from controller.k8s.connection import new_connection
 from controller.k8s.events import EventRecorder
 from controller.k8s.lease import ThreadLeases
@@ -28,11 +28,10 @@ from controller.k8s.liveness import Liveness
 from controller.k8s.names import object_name
 from controller.k8s.podcache import PodCache
 from controller.k8s.podserver import PodServer, PodServerError
-from controller.k8s.policy import Policies, PolicyConfig
-from controller.k8s.pool import Claimed, PoolSize, WarmPool
-from controller.k8s.sts import PodCredentials
+from controller.k8s.policy import Policies
+from controller.k8s.pool import Claimed, WarmPool
 from controller.metrics import Metrics
-from controller.quotas import UserQuota, user_usage
+from controller.quotas import user_usage
 from controller.stores.base import ThreadStore
 from controller.workspace import PersistResult
 
@@ -45,17 +44,16 @@ class KubernetesBackend:
     name = "kubernetes"
     isolated = True
 
-    def __init__(self, settings: Settings, store: ThreadStore | None = None) -> None:
-        self.settings = settings
+    def __init__(self, config: KubernetesConfig, store: ThreadStore | None = None) -> None:
+        self.config = config
         self.store = store  # where per-user quotas count a user's threads; None: the pods keep the last count
-        self.ns = settings.sandbox_namespace
-        self.pod_config = objects.PodConfig.from_settings(settings)
-        self.kube = Kube(self.ns, functools.partial(load_api_client, settings.kubeconfig))  # open() connects
-        self.policies = Policies(self.kube, PolicyConfig.from_settings(settings))
-        self.credentials = PodCredentials.from_settings(settings)
-        self.server = PodServer(UserQuota(settings.user_max_files, settings.user_max_bytes))
+        self.ns = config.namespace
+        self.kube = Kube(self.ns, functools.partial(load_api_client, config.kubeconfig))  # open() connects
+        self.policies = Policies(self.kube, config.policy)
+        self.credentials = config.credentials
+        self.server = PodServer(config.quota)
         self.pod_cache = PodCache(self.kube)  # watched between open() and close()
-        self.liveness = Liveness(self.kube, self.pod_cache, self.server, min(30.0, settings.idle_timeout / 4))
+        self.liveness = Liveness(self.kube, self.pod_cache, self.server, config.touch_every)
         self.leases = ThreadLeases(self.kube)
         self.events = EventRecorder(self.kube)
         self.pool: WarmPool | None = None  # runs between open() and close()
@@ -63,7 +61,7 @@ class KubernetesBackend:
 
     @property
     def isolation(self) -> str:
-        runtime = self.settings.runtime_class_name or "the cluster's default"
+        runtime = self.config.runtime_class or "the cluster's default"
         return (
             f"a pod per thread (runtime class: {runtime}), non-root, no capabilities, "
             "a NetworkPolicy, storage credentials for its own prefix only"
@@ -79,12 +77,11 @@ class KubernetesBackend:
         await self.policies.ensure_default_deny()
         self.pod_cache.start()
         self.leases.start()
-        if self.settings.warm_pool_size:
-            size = subset(
-                PoolSize, self.settings, target="warm_pool_size", concurrency="warm_pool_refill_concurrency"
-            )
+        if self.config.pool.target:
             prepare = self.policies.ensure_allow
-            self.pool = WarmPool(self.kube, self.pod_cache, self.pod_config, size, metrics, prepare)
+            self.pool = WarmPool(
+                self.kube, self.pod_cache, self.config.pods, self.config.pool, metrics, prepare
+            )
             await self.pool.start()
 
     async def close(self) -> None:
@@ -107,8 +104,8 @@ class KubernetesBackend:
                 await self.policies.ensure_allow()
             storage = await asyncio.to_thread(self.credentials.mint, thread_id)
             secret = objects.sandbox_secret(thread_id, self.ns, connection, storage)
-            body = objects.sandbox_pod(thread_id, self.pod_config, time.time())
-            pod = await pods.start(self.kube, name, secret, body, self.settings.start_timeout)
+            body = objects.sandbox_pod(thread_id, self.config.pods, time.time())
+            pod = await pods.start(self.kube, name, secret, body, self.config.start_timeout)
         except StartFailed as exc:
             raise SandboxStartError(str(exc)) from exc
         now = time.time()
@@ -127,7 +124,7 @@ class KubernetesBackend:
         return adopted(*found) if found else None
 
     async def list(self) -> list[PodSandbox]:
-        stuck_after = 2 * self.settings.start_timeout + 60
+        stuck_after = 2 * self.config.start_timeout + 60
         found = await lookup.running(self.kube, stuck_after, self.stale_secret_seconds)
         return [adopted(pod, connection) for pod, connection in found]
 
@@ -162,7 +159,7 @@ class KubernetesBackend:
     async def restore(self, info: PodSandbox, user: str | None) -> int:
         alive = functools.partial(self.alive, info)
         try:
-            return await self.server.restore_when_up(pod_ref(info), self.settings.start_timeout, alive)
+            return await self.server.restore_when_up(pod_ref(info), self.config.start_timeout, alive)
         except PodServerError as exc:
             raise SandboxStartError(f"could not restore the thread's files: {exc}") from exc
 

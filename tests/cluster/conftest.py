@@ -36,6 +36,7 @@ from kubernetes import client, config
 from controller.api import create_app
 from controller.backends.kubernetes import KubernetesBackend
 from controller.config import Settings
+from controller.k8s.config import KubernetesConfig
 from controller.k8s.names import all_sandboxes_selector
 from controller.runtime import build_runtime
 from devkit.client import ADMIN_TOKEN, bearer
@@ -211,9 +212,10 @@ def k8s_api(api: Any, k8s_settings: Any) -> Any:
 
 
 @asynccontextmanager
-async def connected(settings: Settings) -> AsyncIterator[KubernetesBackend]:
+async def connected(settings: Settings | KubernetesConfig) -> AsyncIterator[KubernetesBackend]:
     """A backend with its API client open, for find(), list() and stop() without its watch or pool."""
-    backend = KubernetesBackend(settings)
+    config = settings if isinstance(settings, KubernetesConfig) else KubernetesConfig.from_settings(settings)
+    backend = KubernetesBackend(config)
     await backend.kube.open()
     try:
         yield backend

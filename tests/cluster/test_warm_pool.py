@@ -15,6 +15,7 @@ from controller.backends.kubernetes import KubernetesBackend
 from controller.backends.pod_sandbox import PodSandbox
 from controller.config import Settings
 from controller.k8s import objects
+from controller.k8s.config import KubernetesConfig
 from controller.k8s.names import POOL_LABEL, THREAD_LABEL, warm_selector
 from controller.k8s.podserver import PodRef, PodServerError
 from controller.metrics import Metrics
@@ -79,7 +80,7 @@ def test_pool_fills_without_credentials_a_claim_is_a_hit_and_it_refills(
 
     # Found by label like a cold pod; unclaimed warm pods are no thread's sandbox.
     async def look() -> tuple[str | None, list[str]]:
-        async with connected(backend.settings) as other:
+        async with connected(backend.config) as other:
             found = await other.find(tid)
             return found and found.name, [i.thread_id for i in await other.list()]
 
@@ -146,7 +147,7 @@ def test_two_replicas_claiming_at_once_never_share_a_pod(cluster: Cluster, k8s_s
     settings = Settings(**k8s_settings(warm_pool_size=2))
 
     async def scenario() -> tuple[list[PodSandbox], list[Metrics]]:
-        replicas = [KubernetesBackend(settings) for _ in range(2)]
+        replicas = [KubernetesBackend(KubernetesConfig.from_settings(settings)) for _ in range(2)]
         metrics = [Metrics() for _ in replicas]
         for backend, m in zip(replicas, metrics, strict=True):
             await backend.open(m)
@@ -203,7 +204,7 @@ def test_a_failed_bind_removes_the_claimed_pod_and_falls_back_to_cold(
     metrics = Metrics()
 
     async def scenario() -> tuple[PodSandbox, str]:
-        backend = KubernetesBackend(settings)
+        backend = KubernetesBackend(KubernetesConfig.from_settings(settings))
         await backend.open(metrics)
 
         async def refuse_bind(pod: PodRef, thread_id: str, storage: dict[str, Any]) -> None:
