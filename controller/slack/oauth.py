@@ -9,11 +9,13 @@ cookie are what stop a forged or replayed redirect, and a refusal is a 4xx page.
 
 from __future__ import annotations
 
+import logging
 from urllib.parse import urljoin
 
 from fastapi import APIRouter, Request, Response
 from slack_bolt.adapter.fastapi.async_handler import AsyncSlackRequestHandler
 from slack_bolt.async_app import AsyncApp
+from slack_bolt.authorization.async_authorize import AsyncInstallationStoreAuthorize
 from slack_bolt.oauth.async_oauth_flow import AsyncOAuthFlow
 from slack_bolt.oauth.async_oauth_settings import AsyncOAuthSettings
 from slack_sdk.web.async_client import AsyncWebClient
@@ -36,6 +38,7 @@ def authorization_url(api_url: str | None) -> str | None:
 def oauth_flow(
     app: OAuthApp, store: ThreadStore, client: AsyncWebClient, api_url: str | None
 ) -> AsyncOAuthFlow:
+    installations = StoreInstallations(store)
     settings = AsyncOAuthSettings(
         client_id=app.client_id,
         client_secret=app.client_secret,
@@ -46,12 +49,27 @@ def oauth_flow(
         redirect_uri_path=REDIRECT_PATH,
         install_page_rendering_enabled=False,  # straight to Slack: the link is the install button
         authorization_url=authorization_url(api_url),
-        installation_store=StoreInstallations(store),
+        installation_store=installations,
         installation_store_bot_only=True,  # threadbox acts as its bot only, never as the installer
         state_store=StoreOAuthStates(store, STATE_SECONDS),
         state_expiration_seconds=STATE_SECONDS,
     )
+    settings.authorize = cached_authorize(app, installations)
     return AsyncOAuthFlow(client=client, settings=settings)
+
+
+def cached_authorize(app: OAuthApp, installations: StoreInstallations) -> AsyncInstallationStoreAuthorize:
+    """Bolt checks an event's token with auth.test before it acks; cached per token, that is one
+    call per workspace and process, not one per event. A reinstall brings a new token, and an
+    uninstalled workspace's token is no longer found in the store to look the cache up with."""
+    return AsyncInstallationStoreAuthorize(
+        logger=logging.getLogger(__name__),
+        installation_store=installations,
+        client_id=app.client_id,
+        client_secret=app.client_secret,
+        bot_only=True,
+        cache_enabled=True,
+    )
 
 
 def oauth_router(app: AsyncApp) -> APIRouter:

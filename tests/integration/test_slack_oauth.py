@@ -117,10 +117,14 @@ def test_two_workspaces_install_and_each_is_answered_with_its_own_token(
         b = mention(ctl, fake, "T0BBB", "CB", code("print('from B', 6 * 9)"))
         replied(fake, "CA", a, "from A 42")
         replied(fake, "CB", b, "from B 54")
+        mention(ctl, fake, "T0AAA", "CA", code("print('again A')"), thread_ts=a)
+        replied(fake, "CA", a, "again A")
         threads = {ThreadKey("slack", "T0AAA", "CA", a).id, ThreadKey("slack", "T0BBB", "CB", b).id}
         assert set(ctl.runtime.store.list_threads()) == threads
     assert tokens_used_in(fake, "CA") == {token_of(fake, "T0AAA")}
     assert tokens_used_in(fake, "CB") == {token_of(fake, "T0BBB")}
+    checks = [c.headers["authorization"] for c in fake.calls_of("auth.test")]
+    assert checks.count(token_of(fake, "T0AAA")) == 2  # at install, then once for both events
 
 
 def test_a_restarted_controller_keeps_both_installations(settings: Any, fake: FakeSlack) -> None:
