@@ -127,19 +127,27 @@ def test_two_workspaces_install_and_each_is_answered_with_its_own_token(
     assert checks.count(token_of(fake, "T0AAA")) == 2  # at install, then once for both events
 
 
-def test_a_restarted_controller_keeps_both_installations(settings: Any, fake: FakeSlack) -> None:
+def test_a_restarted_controller_keeps_both_installations_and_their_own_threads_and_quotas(
+    settings: Any, fake: FakeSlack
+) -> None:
     with controller(settings) as ctl:
         install(ctl, "T0AAA")
         install(ctl, "T0BBB")
     ts = "1700000000.000100"  # the same channel and ts in both workspaces: still two threads
-    with controller(settings) as ctl:  # a new app and runtime over the same store
-        mention(ctl, fake, "T0AAA", "C1", code("print('still A')"), ts=ts)
-        mention(ctl, fake, "T0BBB", "C1", code("print('still B')"), ts=ts)
-        replied(fake, "C1", ts, "still A")
-        replied(fake, "C1", ts, "still B")
+    listing = code("print('csv:', sorted(f for f in __import__('os').listdir('.') if f.endswith('.csv')))")
+    with controller(settings, thread_max_files=1) as ctl:  # a new app and runtime, the same store
+        for team in ("T0AAA", "T0BBB"):  # each thread takes one file: a shared thread would refuse B's
+            attached = fake.add_download(f"{team}.csv", b"x\n1\n")
+            mention(ctl, fake, team, "C1", listing, ts=ts, files=[attached])
+        replied(fake, "C1", ts, "csv: ['T0AAA.csv']")
+        replied(fake, "C1", ts, "csv: ['T0BBB.csv']")
         threads = {ThreadKey("slack", team, "C1", ts).id for team in ("T0AAA", "T0BBB")}
         assert set(ctl.runtime.store.list_threads()) == threads
     assert tokens_used_in(fake, "C1") == {token_of(fake, "T0AAA"), token_of(fake, "T0BBB")}
+    downloads = {
+        c.params["path"].split("/")[-1]: c.headers["authorization"] for c in fake.calls_of("download")
+    }
+    assert downloads == {"T0AAA.csv": token_of(fake, "T0AAA"), "T0BBB.csv": token_of(fake, "T0BBB")}
 
 
 def test_a_replayed_forged_or_cookieless_redirect_is_refused(settings: Any, fake: FakeSlack) -> None:
