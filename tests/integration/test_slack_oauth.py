@@ -17,10 +17,11 @@ import pytest
 
 from controller.identity import ThreadKey
 from controller.runtime import Runtime, build_runtime
+from controller.slack.installations import installation_key
 from devkit.fake_slack import FakeSlack
 from devkit.fake_slack_oauth import CLIENT_ID, CLIENT_SECRET
 from devkit.ports import free_port
-from devkit.slack_events import SIGNING_SECRET, SlackSender, code, message_body
+from devkit.slack_events import SIGNING_SECRET, SlackSender, code, envelope, message_body
 from tests.support.server import serve_runtime
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
@@ -168,12 +169,20 @@ def test_a_replayed_forged_or_cookieless_redirect_is_refused(settings: Any, fake
     assert [w.team_id for w in fake.oauth.installed()] == ["T0FAKE", "T0AAA"]
 
 
-def test_a_workspace_without_an_installation_is_asked_to_reinstall(settings: Any, fake: FakeSlack) -> None:
+def test_an_uninstalled_workspace_is_forgotten_and_asked_to_reinstall(settings: Any, fake: FakeSlack) -> None:
     with controller(settings) as ctl:
         install(ctl, "T0AAA")
-        body = message_body("app_mention", "C9", f"<@U0BOTT0ZZZ> {code('print(1)')}", team="T0ZZZ")
-        answer = SlackSender(ctl.chat, chat=ctl.chat).deliver(body)
-        # Bolt authorizes before the ack, so no listener ran: nothing to wait for.
-        assert answer.status_code == 200 and "reinstall" in answer.text
-        assert ctl.runtime.store.list_threads() == []
+        install(ctl, "T0BBB")
+        sender = SlackSender(ctl.chat, chat=ctl.chat)
+        assert sender.deliver(envelope({"type": "app_uninstalled"}, "T0AAA")).status_code == 200
+        store = ctl.runtime.store
+        gone = installation_key(None, "T0AAA")
+        fake.wait_for(lambda: store.get_state(gone) is None, 30, "the uninstalled workspace's record to go")
+        assert store.get_state(installation_key(None, "T0BBB")) is not None
+        for team in ("T0AAA", "T0ZZZ"):  # uninstalled, and never installed
+            body = message_body("app_mention", "C9", f"<@U0BOT{team}> {code('print(1)')}", team=team)
+            answer = sender.deliver(body)
+            # Bolt authorizes before the ack, so no listener ran: nothing to wait for.
+            assert answer.status_code == 200 and "reinstall" in answer.text
+        assert store.list_threads() == []
     assert not [c for c in fake.calls if "C9" in (c.params.get("channel"), c.params.get("channel_id"))]
