@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 
 _SLACK_ID = re.compile(r"^[A-Z0-9]{1,64}$")
 _STATE = re.compile(r"^[0-9a-f]{32}$")
+STATES = "slack/oauth-states"
 
 
 def installation_key(enterprise_id: str | None, team_id: str | None) -> str:
@@ -93,7 +94,9 @@ class StoreInstallations(AsyncInstallationStore):
 class StoreOAuthStates(AsyncOAuthStateStore):
     """OAuth ``state`` values: issued at /slack/install, consumed once at the redirect, and
     refused after ``expiration_seconds``. A claim in the store makes consumption single-use
-    even when two replicas get the same redirect at once."""
+    even when two replicas get the same redirect at once. Anyone may GET /slack/install, so
+    each issue first deletes the expired states: unused ones never pile up past what one
+    expiry period's requests leave."""
 
     def __init__(
         self, store: ThreadStore, expiration_seconds: float, clock: Callable[[], float] = time.time
@@ -107,9 +110,18 @@ class StoreOAuthStates(AsyncOAuthStateStore):
         return log
 
     async def async_issue(self, *args: Any, **kwargs: Any) -> str:
+        await asyncio.to_thread(self._prune)
         state = secrets.token_hex(16)
         await asyncio.to_thread(self.store.put_state, _state_key(state), {"issued": self.clock()})
         return state
+
+    def _prune(self) -> None:
+        for key, record in self.store.list_state(STATES).items():
+            if self._expired(record):
+                self.store.delete_state(key)
+
+    def _expired(self, record: dict[str, Any]) -> bool:
+        return self.clock() - float(record["issued"]) > self.expiration_seconds
 
     async def async_consume(self, state: str) -> bool:
         if not _STATE.match(state or ""):
@@ -118,8 +130,8 @@ class StoreOAuthStates(AsyncOAuthStateStore):
         if record is None or not await asyncio.to_thread(self.store.claim, f"slack-oauth-state/{state}"):
             return False
         await asyncio.to_thread(self.store.delete_state, _state_key(state))
-        return self.clock() - float(record["issued"]) <= self.expiration_seconds
+        return not self._expired(record)
 
 
 def _state_key(state: str) -> str:
-    return f"slack/oauth-states/{state}"
+    return f"{STATES}/{state}"

@@ -12,7 +12,12 @@ from slack_sdk.oauth.installation_store.models.installation import Installation
 from controller.config import Settings
 from controller.runtime import build_runtime
 from controller.slack.config import OAuthApp, SlackConfig
-from controller.slack.installations import StoreInstallations, StoreOAuthStates, installation_key
+from controller.slack.installations import (
+    STATES,
+    StoreInstallations,
+    StoreOAuthStates,
+    installation_key,
+)
 from controller.slack.oauth import INSTALL_PATH, REDIRECT_PATH, authorization_url
 from controller.stores.local import LocalStore
 
@@ -136,3 +141,17 @@ async def test_a_state_is_good_once_and_only_until_it_expires(tmp_path: Path) ->
     assert not await states.async_consume("0" * 32)  # never issued
     for forged in ("", "../../tokens/x", "A" * 32, "slack/oauth-states/x"):
         assert not await states.async_consume(forged)
+
+
+async def test_unused_states_are_deleted_once_expired(tmp_path: Path) -> None:
+    now = [1000.0]
+    store = LocalStore(tmp_path)
+    states = StoreOAuthStates(store, expiration_seconds=600, clock=lambda: now[0])
+    old = await states.async_issue()
+    now[0] += 300
+    recent = await states.async_issue()
+    now[0] += 301
+    newest = await states.async_issue()  # anyone may ask for a state: the expired one goes
+    assert set(store.list_state(STATES)) == {f"{STATES}/{recent}", f"{STATES}/{newest}"}
+    assert not await states.async_consume(old)
+    assert await states.async_consume(recent)
