@@ -21,6 +21,13 @@ class Status(BaseModel):
     queue_position: int | None = None
 
 
+class Code(BaseModel):
+    """Code an agent is about to run; its output and errors follow (front-ends show a cell)."""
+
+    type: Literal["code"] = "code"
+    code: str
+
+
 class Stream(BaseModel):
     type: Literal["stdout", "stderr"]
     text: str
@@ -39,7 +46,9 @@ class Error(BaseModel):
     """An error in user code or in running it. ``kind`` lets front-ends phrase it."""
 
     type: Literal["error"] = "error"
-    kind: Literal["exception", "timeout", "kernel_died", "sandbox_failed", "quota", "rejected", "llm_failed"]
+    kind: Literal[
+        "exception", "timeout", "stopped", "kernel_died", "sandbox_failed", "quota", "rejected", "llm_failed"
+    ]
     ename: str
     evalue: str
     traceback: list[str] = Field(default_factory=list)
@@ -69,7 +78,7 @@ class Done(BaseModel):
 
 
 Event = Annotated[
-    Status | Stream | Display | Error | FilesChanged | Message | Done, Field(discriminator="type")
+    Status | Code | Stream | Display | Error | FilesChanged | Message | Done, Field(discriminator="type")
 ]
 EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)
 

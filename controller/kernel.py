@@ -271,6 +271,10 @@ class KernelSession:
             dropped = True
         return dropped
 
+    def stop(self) -> None:
+        """Interrupt the running execution the way its timeout would, grace and restart included."""
+        self._stop_requested = True
+
     async def interrupt(self) -> bool:
         """Ask the kernel to interrupt over the control channel; True if it acknowledged."""
         msg = self.client.session.msg("interrupt_request", {})
@@ -310,6 +314,7 @@ class KernelSession:
             return
         self.last_state = "busy"
         self.workspace_changed = None
+        self._stop_requested = False
         budget = OutputBudget(max_output)
         interrupted_at: float | None = None
         failed = False
@@ -318,12 +323,12 @@ class KernelSession:
         dropped = False
         while True:
             now = time.monotonic()
-            if interrupted_at is None and now > started + timeout:
+            if interrupted_at is None and (now > started + timeout or self._stop_requested):
                 await self.interrupt()
                 interrupted_at = now
             elif interrupted_at is not None and now > interrupted_at + grace:
                 self.last_state = "unresponsive"
-                yield _timeout_error(timeout, restarted=True)
+                yield _interrupted_error(timeout, self._stop_requested, restarted=True)
                 yield Done(status="aborted", seconds=now - started)
                 return
             try:
@@ -361,7 +366,7 @@ class KernelSession:
             if isinstance(event, Error):
                 failed = True
                 if interrupted_at is not None and event.ename == "KeyboardInterrupt":
-                    event = _timeout_error(timeout, restarted=False)
+                    event = _interrupted_error(timeout, self._stop_requested, restarted=False)
             for shown in budget.admit(event):
                 yield shown
         if dropped:
@@ -424,7 +429,7 @@ def _died_error() -> Error:
     )
 
 
-def _timeout_error(timeout: float, restarted: bool) -> Error:
+def _interrupted_error(timeout: float, stopped: bool, restarted: bool) -> Error:
     if restarted:
         detail = (
             "the interrupt did not stop it, so the kernel is being restarted: "
@@ -432,6 +437,8 @@ def _timeout_error(timeout: float, restarted: bool) -> Error:
         )
     else:
         detail = "it was interrupted; variables defined before are kept."
+    if stopped:
+        return Error(kind="stopped", ename="Stopped", evalue=f"Stopped on request: {detail}")
     return Error(
         kind="timeout", ename="TimeoutError", evalue=f"Execution timed out after {timeout:g}s: {detail}"
     )

@@ -98,6 +98,14 @@ class SandboxManager:
     def is_live(self, thread_id: str) -> bool:
         return thread_id in self._live
 
+    def interrupt(self, thread_id: str) -> bool:
+        """Stop the thread's running execution as its timeout would; False if none runs here."""
+        live = self._live.get(thread_id)
+        if live is None or live.session.last_state != "busy":
+            return False
+        live.session.stop()
+        return True
+
     def turns_waiting(self, thread_id: str) -> int:
         """Turns of the thread queued in this replica behind the one running."""
         return self._turns.waiting(thread_id)

@@ -17,7 +17,7 @@ from controller.agent.history import Exchange, History, messages_of
 from controller.agent.llm import LLMFailed, ToolCall, complete, make_client
 from controller.agent.outputs import ExecutionSummary
 from controller.agent.prompt import system_prompt
-from controller.events import Done, Event, Message
+from controller.events import Code, Done, Event, Message
 from controller.manager import SandboxManager
 from controller.stores.base import StoredFile, ThreadStore
 
@@ -138,6 +138,7 @@ class _TurnRun:
             )
             return
         summary = ExecutionSummary()
+        yield Code(code=code)
         async for event in self.agent.manager.execute(self.turn.thread_id, code, user=self.turn.user):
             summary.add(event)
             if not isinstance(event, Done):

@@ -9,10 +9,13 @@ import re
 from collections.abc import AsyncIterator
 
 from controller.agent.base import Turn
-from controller.events import Done, Event, Message
+from controller.events import Code, Done, Event, Message
 from controller.manager import SandboxManager
 
-FENCE = re.compile(r"```[ \t]*(?P<lang>[\w+-]*)[^\n]*\n(?P<code>.*?)```", re.DOTALL)
+FENCE = re.compile(r"```(?P<body>.*?)```", re.DOTALL)
+# A first line that is one bare word is the block's language; anything else on it is code, since
+# Slack's composer sends ```x = 1``` and ```(a, b) = 1, 2\nprint(a)``` with no newline after the fence.
+INFO_LINE = re.compile(r"[ \t]*(?P<lang>[\w+-]*)[ \t]*\n")
 RUNNABLE = {"", "python", "py", "python3", "ipython"}
 
 HELP = (
@@ -22,7 +25,13 @@ HELP = (
 
 
 def code_blocks(text: str) -> list[str]:
-    return [m["code"] for m in FENCE.finditer(text) if m["lang"].lower() in RUNNABLE]
+    return [code for lang, code in map(_split, FENCE.finditer(text)) if lang.lower() in RUNNABLE]
+
+
+def _split(block: re.Match[str]) -> tuple[str, str]:
+    body = block["body"]
+    info = INFO_LINE.match(body)
+    return (info["lang"], body[info.end() :]) if info else ("", body)
 
 
 class DirectAgent:
@@ -39,6 +48,7 @@ class DirectAgent:
             return
         last: Done | None = None
         for code in blocks:
+            yield Code(code=code)
             async for event in self.manager.execute(turn.thread_id, code, user=turn.user):
                 if isinstance(event, Done):
                     last = event

@@ -28,7 +28,7 @@ from controller.agent.history import Exchange, History, messages_of
 from controller.agent.llm import describe
 from controller.agent.outputs import ExecutionSummary
 from controller.agent.prompt import system_prompt
-from controller.events import Done, Error, Event, Message
+from controller.events import Code, Done, Error, Event, Message
 from controller.manager import SandboxManager
 from controller.stores.base import ThreadStore
 
@@ -74,6 +74,7 @@ class KernelBridge:
 
     async def _execute(self, code: str) -> str:
         summary = ExecutionSummary()
+        self.emit(Code(code=code))
         async for event in self.manager.execute(self.thread_id, code, user=self.user):
             summary.add(event)
             if not isinstance(event, Done):

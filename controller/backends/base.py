@@ -60,6 +60,9 @@ class Session(Protocol):
         """Output events, then exactly one Done."""
         ...
 
+    def stop(self) -> None:
+        """Interrupt the running execution as its timeout would (a user's Stop)."""
+
     def close(self) -> None: ...
 
 

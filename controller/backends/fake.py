@@ -96,6 +96,9 @@ class FakeSession:
         self._seen = dict(self.sandbox.files)
         yield Done(status="ok", execution_count=count, seconds=time.monotonic() - started)
 
+    def stop(self) -> None:
+        self.backend.log.append(("stop", self.sandbox.info.thread_id))
+
     def close(self) -> None:
         self.backend.log.append(("close", self.sandbox.info.thread_id))
 

@@ -387,6 +387,7 @@ const RENDERERS = {
   status: (turn, ev) => turn.add(h("div", { class: "status" },
     h("span", { class: "phase" }, ev.phase),
     h("span", {}, ev.message + (ev.queue_position ? ` (position ${ev.queue_position} in the queue)` : "")))),
+  code: (turn, ev) => turn.add(h("pre", { class: "code" }, ev.code)),
   stdout: (turn, ev) => turn.appendStream("stdout", ev.text),
   stderr: (turn, ev) => turn.appendStream("stderr", ev.text),
   display: (turn, ev) => turn.add(renderDisplay(ev)),
