@@ -11,8 +11,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 
 from pydantic import Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import NoDecode, SettingsConfigDict
 
+from controller.k8s.placement import PlacementSettings
 from controller.k8s.storage import MIN_CREDENTIAL_SECONDS
 from controller.outputcap import DEFAULT_MAX_OUTPUT_BYTES
 
@@ -28,7 +29,7 @@ OAUTH_SETTINGS = ("client_id", "client_secret", "scopes", "redirect_uri")
 OAUTH_NEEDS = ("client_id", "client_secret", "scopes", "signing_secret")
 
 
-class Settings(BaseSettings):
+class Settings(PlacementSettings):
     model_config = SettingsConfigDict(env_prefix="THREADBOX_", extra="forbid")
 
     # Where things run and live.

@@ -35,6 +35,7 @@ from controller.k8s.names import (
     sandbox_labels,
     warm_labels,
 )
+from controller.k8s.placement import Placement, PullPolicy
 
 SANDBOX_UID = 1000
 SECRETS_DIR = "/var/run/threadbox"
@@ -61,6 +62,8 @@ class PodConfig:
 
     namespace: str
     image: str
+    image_pull_policy: PullPolicy
+    placement: Placement
     cpu_request: str
     cpu_limit: str
     memory_request: str
@@ -81,6 +84,8 @@ class PodConfig:
         return cls(
             namespace=s.sandbox_namespace,
             image=s.sandbox_image,
+            image_pull_policy=s.sandbox_image_pull_policy,
+            placement=Placement.from_settings(s),
             cpu_request=s.sandbox_cpu_request,
             cpu_limit=s.sandbox_cpu_limit,
             memory_request=s.sandbox_memory_request,
@@ -136,8 +141,7 @@ def _container(identity: dict[str, str], cfg: PodConfig) -> dict[str, Any]:
     return {
         "name": CONTAINER_NAME,
         "image": cfg.image,
-        # Never Always: images are imported into the node, there may be no registry at all.
-        "imagePullPolicy": "IfNotPresent",
+        "imagePullPolicy": cfg.image_pull_policy,
         "ports": [*ports, {"name": "pod-server", "containerPort": SERVER_PORT}],
         "env": _env(identity, cfg),
         "workingDir": WORKSPACE,
@@ -219,6 +223,7 @@ def _pod(
             _scratch("home", SCRATCH_SIZE),
         ],
     }
+    spec.update(cfg.placement.spec_fields())
     if cfg.runtime_class_name:
         spec["runtimeClassName"] = cfg.runtime_class_name
     if not cfg.dns:
@@ -230,8 +235,13 @@ def _pod(
         "metadata": {
             "name": name,
             "namespace": cfg.namespace,
-            "labels": labels,
-            "annotations": {LAST_ACTIVE_ANNOTATION: last_active_value(now)},
+            # The platform's labels and annotations never replace threadbox's own, which select
+            # and track the pod.
+            "labels": {**cfg.placement.extra_labels, **labels},
+            "annotations": {
+                **cfg.placement.extra_annotations,
+                LAST_ACTIVE_ANNOTATION: last_active_value(now),
+            },
         },
         "spec": spec,
     }

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 import zmq
+from pydantic import ValidationError
 
 from controller.config import Settings
 from controller.k8s.connection import KERNEL_PORTS, for_pod, new_connection
@@ -21,10 +22,12 @@ from controller.k8s.objects import (
     default_deny_policy,
     ip_peer,
     last_active_patch,
+    profile_hash,
     sandbox_network_policy,
     sandbox_pod,
     sandbox_secret,
     secret_owner_patch,
+    warm_pod,
 )
 
 TID = "api-abcdefghijklmnop"
@@ -142,6 +145,74 @@ def test_pod_image_probe_and_ports() -> None:
     assert c["imagePullPolicy"] == "IfNotPresent"
     assert c["readinessProbe"]["httpGet"] == {"path": "/healthz", "port": 8888}
     assert sorted(p["containerPort"] for p in c["ports"]) == [5555, 5556, 5557, 5558, 5559, 8888]
+
+
+PLACEMENT_ENV = {
+    "THREADBOX_SANDBOX_NODE_SELECTOR": '{"pool": "sandboxes"}',
+    "THREADBOX_SANDBOX_TOLERATIONS": '[{"key": "sandbox", "operator": "Exists", "effect": "NoSchedule"}]',
+    "THREADBOX_SANDBOX_AFFINITY": '{"nodeAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": '
+    '[{"weight": 1, "preference": {"matchExpressions": [{"key": "ssd", "operator": "Exists"}]}}]}}',
+    "THREADBOX_SANDBOX_TOPOLOGY_SPREAD": '[{"maxSkew": 1, "topologyKey": "kubernetes.io/hostname", '
+    '"whenUnsatisfiable": "ScheduleAnyway", "labelSelector": {"matchLabels": {"app.kubernetes.io/name": "threadbox-sandbox"}}}]',
+    "THREADBOX_SANDBOX_PRIORITY_CLASS_NAME": "sandboxes",
+    "THREADBOX_SANDBOX_IMAGE_PULL_SECRETS": '[{"name": "registry"}]',
+    "THREADBOX_SANDBOX_IMAGE_PULL_POLICY": "Always",
+    "THREADBOX_SANDBOX_EXTRA_LABELS": '{"team": "data", "app.kubernetes.io/name": "not-threadbox"}',
+    "THREADBOX_SANDBOX_EXTRA_ANNOTATIONS": '{"cost-center": "42", "threadbox.dev/last-active": "0"}',
+}
+
+
+def test_placement_settings_from_the_environment_reach_the_pod(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in PLACEMENT_ENV.items():
+        monkeypatch.setenv(name, value)
+    p = pod()
+    spec = p["spec"]
+    assert spec["nodeSelector"] == {"pool": "sandboxes"}
+    assert spec["tolerations"] == [{"key": "sandbox", "operator": "Exists", "effect": "NoSchedule"}]
+    [term] = spec["affinity"]["nodeAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
+    assert term["preference"]["matchExpressions"] == [{"key": "ssd", "operator": "Exists"}]
+    [spread] = spec["topologySpreadConstraints"]
+    assert (spread["maxSkew"], spread["topologyKey"]) == (1, "kubernetes.io/hostname")
+    assert spec["priorityClassName"] == "sandboxes"
+    assert spec["imagePullSecrets"] == [{"name": "registry"}]
+    assert container(p)["imagePullPolicy"] == "Always"
+    # The platform's metadata is added; threadbox's own labels and annotation keep their values.
+    assert p["metadata"]["labels"]["team"] == "data"
+    assert p["metadata"]["labels"]["app.kubernetes.io/name"] == "threadbox-sandbox"
+    assert p["metadata"]["annotations"] == {"cost-center": "42", LAST_ACTIVE_ANNOTATION: "1700000000.500"}
+
+
+def test_unset_placement_leaves_the_fields_to_the_cluster_defaults() -> None:
+    spec = pod()["spec"]
+    for field in (
+        "nodeSelector",
+        "tolerations",
+        "affinity",
+        "topologySpreadConstraints",
+        "priorityClassName",
+        "imagePullSecrets",
+    ):
+        assert field not in spec, field
+
+
+def test_a_warm_pod_is_placed_and_its_profile_names_the_placement() -> None:
+    placed = PodConfig.from_settings(settings(sandbox_node_selector={"pool": "sandboxes"}))
+    assert warm_pod("tb-warm-1", placed, now=0)["spec"]["nodeSelector"] == {"pool": "sandboxes"}
+    # A warm pod placed elsewhere is never handed out after the placement changes.
+    assert profile_hash(placed) != profile_hash(PodConfig.from_settings(settings()))
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("sandbox_image_pull_policy", "Sometimes"),
+        ("sandbox_image_pull_secrets", [{"secret": "registry"}]),
+        ("sandbox_node_selector", {"pool": 1}),
+    ],
+)
+def test_malformed_placement_is_refused(name: str, value: Any) -> None:
+    with pytest.raises(ValidationError, match=name):
+        settings(**{name: value})
 
 
 def test_pod_volumes_root_is_read_only_and_writable_dirs_are_bounded_empty_dirs() -> None:
