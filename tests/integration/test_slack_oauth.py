@@ -37,9 +37,9 @@ class Controller:
 
 
 @pytest.fixture
-def settings(make_settings: Any, fake: FakeSlack, minio: Any) -> Iterator[Any]:
+def settings(make_settings: Any, fake: FakeSlack, minio: Any) -> Any:
     store = minio.store()  # a bucket of this test's own, shared by every controller it starts
-    yield lambda **more: make_settings(
+    return lambda **more: make_settings(
         slack_mode="http",
         slack_signing_secret=SIGNING_SECRET,
         slack_client_id=CLIENT_ID,
