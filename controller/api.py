@@ -19,6 +19,7 @@ from controller.bodylimit import install as install_body_limit
 from controller.console import router as console_router
 from controller.events import Event
 from controller.filenames import BadFilename, NameConflict, clean_filename
+from controller.httpmetrics import install as install_http_metrics
 from controller.identity import ThreadKey, is_thread_id
 from controller.nofollow import fd_path
 from controller.quotas import QuotaExceeded
@@ -87,7 +88,8 @@ def create_app(runtime: Runtime) -> FastAPI:
     app.state.auth = Authenticator(runtime.settings, runtime.store)
     _install_error_handlers(app)
     install_body_limit(app, runtime.settings)
-    app.add_middleware(AuthGate, auth=app.state.auth)  # outermost: a 401 before any body is read
+    app.add_middleware(AuthGate, auth=app.state.auth)  # before any body is read: a 401 first
+    install_http_metrics(app, runtime.metrics)
     _add_ops_routes(app, runtime)
     _add_thread_routes(app, runtime)
     _add_file_routes(app, runtime)
@@ -101,6 +103,7 @@ def create_chat_app(runtime: Runtime) -> FastAPI:
     app = FastAPI(title="threadbox chat webhooks", docs_url=None, redoc_url=None, openapi_url=None)
     _install_error_handlers(app)
     install_body_limit(app, runtime.settings)
+    install_http_metrics(app, runtime.metrics)
 
     @app.get("/healthz", tags=["ops"])
     async def healthz() -> dict[str, str]:
@@ -138,7 +141,7 @@ def _add_ops_routes(app: FastAPI, rt: Runtime) -> None:
 
     @app.get("/readyz", tags=["ops"])
     async def readyz() -> dict[str, str]:
-        await _blocking(rt.store.check)
+        await rt.check_storage()
         ready = {"status": "ready", "backend": rt.backend.name, "agent": rt.agent.name}
         ready["isolation"] = rt.backend.isolation
         if not rt.backend.isolated:

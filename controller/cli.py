@@ -218,6 +218,9 @@ def _serve(args: argparse.Namespace) -> int:
     settings = _load(lambda: _settings(args))
     if settings is None:
         return 2
+    from controller.logsetup import configure as configure_logging
+
+    configure_logging(settings, "text" if args.command == "dev" else "json")
     from controller.auth_setup import NO_AUTH, can_authenticate, ensure_dev_token, is_loopback
     from controller.runtime import UnsafeConfiguration, build_runtime, build_store
     from controller.serving import StartFailed, build_servers, serve_both
@@ -246,7 +249,7 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"threadbox: {exc}", file=sys.stderr)
         return 2
     _say_isolation(runtime.backend)
-    api, chat = build_servers(runtime)
+    api, chat = build_servers(runtime, settings.log_level)
     print(
         f"threadbox: API and console on {url} (docs at /docs); "
         f"chat webhooks on http://{settings.host}:{settings.chat_port}",

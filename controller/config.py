@@ -66,6 +66,8 @@ class Settings(PlacementSettings):
         le=65535,
         description="Port of the chat webhooks (/slack/events), apart from the API; 0: the API port + 1.",
     )
+    log_format: Literal["json", "text"] | None = None  # unset: json for `serve`, text for `dev`
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     # Authentication of the API and console (README "Authentication").
     admin_token: SecretStr | None = Field(

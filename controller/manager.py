@@ -34,6 +34,7 @@ from controller.keyedlock import KeyedLock
 from controller.metrics import Metrics
 from controller.stores.base import StoreError
 from controller.tasks import TaskSet, every
+from controller.turncontext import TurnScope
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +121,8 @@ class SandboxManager:
         Waits for the thread's earlier turns, here and (Lease) in other replicas; queued
         meanwhile, it says so. ``events`` starts only once the turn is held.
         """
+        scope = TurnScope(thread_id, self.metrics)
+        failed = False
         try:
             async with self._turns.hold(thread_id):
                 lease = self.backend.turn_lease(thread_id)
@@ -127,10 +130,15 @@ class SandboxManager:
                     yield Status(phase="queued", message=note)
                 try:
                     async for event in events:
+                        scope.saw(event)
                         yield event
                 finally:
                     self._release_later(lease)
+        except Exception:
+            failed = True
+            raise
         finally:
+            scope.end(failed)
             self._slots.changed()  # this sandbox may now be idle: queued threads can evict it
 
     def run(
@@ -204,7 +212,9 @@ class SandboxManager:
             if info.kind != "warm":  # a warm claim comes with its kernel started and files restored
                 yield Status(phase="restoring", message="Restoring this thread's files...")
             session = await self.backend.ready(info, user, self._dialer)
-        except BaseException:
+        except BaseException as exc:
+            if isinstance(exc, Exception):
+                self.metrics.start_failures.labels(info.kind if info is not None else "cold").inc()
             self._slots.release()
             if info is not None and info.kind != "adopted":
                 await self.backend.stop(info)

@@ -6,16 +6,45 @@ The Grafana dashboard may name only metrics defined here.
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+import platform
+from importlib.metadata import PackageNotFoundError, version
+
+from prometheus_client import (
+    GC_COLLECTOR,
+    PLATFORM_COLLECTOR,
+    PROCESS_COLLECTOR,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+)
 
 START_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 1.5, 2, 3, 5, 10, 20, 30, 60)
 LAG_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+# Up to the longest timeout an /execute may ask for (3600 s), past the 120 s default.
+LONG_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900, 3600)
+HTTP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 120)
+LLM_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120)
+CLAIM_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
+
+
+def build_version() -> str:
+    try:
+        return version("threadbox")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown"
 
 
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
+        # The process, platform and GC collectors of the default registry, which this one replaces.
+        for collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
+            r.register(collector)
+        Gauge(
+            "threadbox_build_info", "Always 1; the labels say what runs.", ["version", "python"], registry=r
+        ).labels(build_version(), platform.python_version()).set(1)
         self.live = Gauge("threadbox_sandboxes_live", "Sandboxes currently running.", registry=r)
         self.queue = Gauge("threadbox_queue_length", "Turns waiting for a free sandbox slot.", registry=r)
         self.start_seconds = Histogram(
@@ -29,7 +58,69 @@ class Metrics:
             "threadbox_executions_total", "Code executions by final status.", ["status"], registry=r
         )
         self.execution_seconds = Histogram(
-            "threadbox_execution_seconds", "Wall time of one code execution.", registry=r
+            "threadbox_execution_seconds",
+            "Wall time of one code execution.",
+            buckets=LONG_BUCKETS,
+            registry=r,
+        )
+        self.start_failures = Counter(
+            "threadbox_sandbox_start_failures_total",
+            "Sandboxes that failed to start: for a turn by kind (cold, warm, adopted), or pool (a warm pod).",
+            ["kind"],
+            registry=r,
+        )
+        self.turns = Counter(
+            "threadbox_turns_total",
+            "Turns once ended, by front-end and status: ok, error, aborted (stopped or cut off) or failed.",
+            ["frontend", "status"],
+            registry=r,
+        )
+        self.turn_errors = Counter(
+            "threadbox_turn_errors_total",
+            "Error events of turns, by front-end and kind (exception, timeout, kernel_died, llm_failed...).",
+            ["frontend", "kind"],
+            registry=r,
+        )
+        self.turn_seconds = Histogram(
+            "threadbox_turn_seconds",
+            "From a turn's arrival (queueing included) to its end, by front-end.",
+            ["frontend"],
+            buckets=LONG_BUCKETS,
+            registry=r,
+        )
+        self.http_requests = Counter(
+            "threadbox_http_requests_total",
+            "HTTP requests answered, by method, route template and status code.",
+            ["method", "route", "status"],
+            registry=r,
+        )
+        self.http_seconds = Histogram(
+            "threadbox_http_request_seconds",
+            "From a request's arrival to its response's last byte (a stream's whole turn), by method and route.",
+            ["method", "route"],
+            buckets=HTTP_BUCKETS,
+            registry=r,
+        )
+        self.llm_requests = Counter(
+            "threadbox_llm_requests_total",
+            "Chat completions asked of the language model, by result: ok or the error (timeout, unreachable...).",
+            ["result"],
+            registry=r,
+        )
+        self.llm_seconds = Histogram(
+            "threadbox_llm_request_seconds",
+            "Wall time of one streamed chat completion, retries included.",
+            buckets=LLM_BUCKETS,
+            registry=r,
+        )
+        self.llm_tokens = Counter(
+            "threadbox_llm_tokens_total",
+            "Tokens the language model reported, by type: prompt or completion.",
+            ["type"],
+            registry=r,
+        )
+        self.storage_up = Gauge(
+            "threadbox_storage_up", "1 if the last check of the thread store succeeded, else 0.", registry=r
         )
         self.reaped = Counter(
             "threadbox_sandboxes_reaped_total", "Sandboxes stopped, by reason.", ["reason"], registry=r
@@ -58,6 +149,13 @@ class Metrics:
             "threadbox_warm_pool_claims_total",
             "Attempts to claim a warm sandbox: result hit or miss; reason says why a miss fell back to a cold start.",
             ["result", "reason"],
+            registry=r,
+        )
+        self.pool_claim_seconds = Histogram(
+            "threadbox_warm_pool_claim_seconds",
+            "Time to claim and bind a warm sandbox, by result: hit or miss.",
+            ["result"],
+            buckets=CLAIM_BUCKETS,
             registry=r,
         )
         self.loop_lag = Histogram(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,10 +24,13 @@ from controller.manager import ManagerConfig, SandboxManager
 from controller.metrics import Metrics
 from controller.quotas import Quotas
 from controller.sandbox_env import ensure_sandbox_python
-from controller.stores.base import ThreadStore
+from controller.stores.base import StoreUnavailable, ThreadStore
 from controller.stores.local import LocalStore
 from controller.stores.minio import MinioStore
+from controller.tasks import TaskSet, every
 from controller.threads import RecentRecords
+
+STORAGE_PROBE_SECONDS = 10.0
 
 
 @dataclass
@@ -50,10 +54,13 @@ class Runtime:
     loopwatch: LoopWatch | None = None
     # Records read from the store, for this replica's live threads while storage is down.
     recent_threads: RecentRecords = field(default_factory=RecentRecords)
+    _probes: TaskSet = field(default_factory=lambda: TaskSet("storage checks"))
 
     async def start(self) -> None:
         self.loopwatch = LoopWatch(self.metrics.loop_lag)
         await self.loopwatch.start()
+        await self._probe_storage()
+        self._probes.spawn(every(STORAGE_PROBE_SECONDS, self._probe_storage, "a storage check"))
         await self.manager.start()
         for start, _ in self.services:
             await start()
@@ -63,8 +70,23 @@ class Runtime:
         for _, stop in reversed(self.services):
             await stop()
         await self.manager.close()
+        await self._probes.drain(timeout=0)
         if self.loopwatch is not None:
             await self.loopwatch.close()
+
+    async def check_storage(self) -> None:
+        """Raise StoreUnavailable unless the store answers; ``threadbox_storage_up`` says which."""
+        try:
+            await asyncio.to_thread(self.store.check)
+        except StoreUnavailable:
+            self.metrics.storage_up.set(0)
+            raise
+        self.metrics.storage_up.set(1)
+
+    async def _probe_storage(self) -> None:
+        # Between readiness probes too, so the gauge is fresh on every scrape.
+        with contextlib.suppress(StoreUnavailable):
+            await self.check_storage()
 
 
 class UnsafeConfiguration(Exception):

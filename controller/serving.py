@@ -25,8 +25,15 @@ def build_servers(runtime: Runtime, log_level: str = "info") -> tuple[uvicorn.Se
     def server(app: FastAPI, port: int, lifespan: Literal["on", "off"]) -> uvicorn.Server:
         # proxy_headers off: the trusted-proxy check needs the real peer address, which uvicorn
         # would otherwise replace with X-Forwarded-For from any local connection.
+        # log_config None: uvicorn's loggers go to the root handler (controller/logsetup.py).
         config = uvicorn.Config(
-            app, host=settings.host, port=port, log_level=log_level, lifespan=lifespan, proxy_headers=False
+            app,
+            host=settings.host,
+            port=port,
+            log_level=log_level,
+            log_config=None,
+            lifespan=lifespan,
+            proxy_headers=False,
         )
         return uvicorn.Server(config)
 

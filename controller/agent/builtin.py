@@ -103,8 +103,9 @@ class _TurnRun:
         system = {"role": "system", "content": system_prompt(files, self.turn.attachments, TOOL_NAME)}
         limit = agent.config.agent_max_steps
         while True:
+            messages = [system, *messages_of(past), *self.new]
             reply = await complete(
-                agent.client, agent.config.llm_model, [system, *messages_of(past), *self.new], [TOOL]
+                agent.client, agent.config.llm_model, messages, [TOOL], agent.manager.metrics
             )
             self.new.append(reply.message())
             if reply.text:

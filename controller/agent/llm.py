@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import time
 from dataclasses import dataclass, field
 from typing import Any, Final, cast
 
@@ -12,10 +14,12 @@ from openai.types.chat import ChatCompletionChunk, ChatCompletionMessageParam, C
 
 from controller.agent.base import AgentConfig
 from controller.events import Error
+from controller.metrics import Metrics
 
 # A failing model service (rate limit, key, bad request, 5xx) is "llm_failed"; timeouts keep their own kind.
 LLM_ERROR_KIND: Final = "llm_failed"
 MAX_DETAIL = 300
+_CAPITAL = re.compile(r"(?<=[a-z])(?=[A-Z])")
 
 
 @dataclass
@@ -53,26 +57,47 @@ def make_client(config: AgentConfig, timeout: float) -> AsyncOpenAI:
 
 
 async def complete(
-    client: AsyncOpenAI, model: str, messages: list[dict[str, Any]], tools: list[dict[str, Any]]
+    client: AsyncOpenAI,
+    model: str,
+    messages: list[dict[str, Any]],
+    tools: list[dict[str, Any]],
+    metrics: Metrics,
 ) -> Reply:
-    """Stream one completion and assemble it; raises LLMFailed with a clear error."""
+    """Stream one completion and assemble it; raises LLMFailed with a clear error. Counted,
+    timed and its tokens added up in ``metrics``."""
+    started = time.monotonic()
+    result = "ok"
     try:
         stream = await client.chat.completions.create(
             model=model,
             messages=cast(list[ChatCompletionMessageParam], messages),
             tools=cast(list[ChatCompletionToolParam], tools),
             stream=True,
+            stream_options={"include_usage": True},
         )
         async with stream:
-            return await _assemble(stream)
+            return await _assemble(stream, metrics)
     except (openai.APIError, httpx.HTTPError) as exc:
-        raise LLMFailed(describe(exc, str(client.base_url))) from exc
+        error = describe(exc, str(client.base_url))
+        result = _result(error.ename)
+        raise LLMFailed(error) from exc
+    finally:
+        metrics.llm_requests.labels(result).inc()
+        metrics.llm_seconds.observe(time.monotonic() - started)
 
 
-async def _assemble(stream: openai.AsyncStream[ChatCompletionChunk]) -> Reply:
+def _result(ename: str) -> str:
+    """``LLMRateLimited`` -> ``rate_limited``: the error's name as a label value."""
+    return _CAPITAL.sub("_", ename.removeprefix("LLM")).lower()
+
+
+async def _assemble(stream: openai.AsyncStream[ChatCompletionChunk], metrics: Metrics) -> Reply:
     text: list[str] = []
     calls: dict[int, ToolCall] = {}
     async for chunk in stream:
+        if chunk.usage:  # the last chunk, asked for with include_usage
+            metrics.llm_tokens.labels("prompt").inc(chunk.usage.prompt_tokens)
+            metrics.llm_tokens.labels("completion").inc(chunk.usage.completion_tokens)
         for choice in chunk.choices or ():
             delta = choice.delta
             if delta.content:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -27,6 +28,16 @@ async def claim_bound(
     pool: WarmPool, kube: Kube, server: PodServer, mint: Mint, thread_id: str
 ) -> Claimed | None:
     """A warm pod of the thread's now, with its credentials and files; None on a miss (counted)."""
+    started = time.monotonic()
+    claimed = await _claim_and_bind(pool, kube, server, mint, thread_id)
+    result = "miss" if claimed is None else "hit"
+    pool.metrics.pool_claim_seconds.labels(result).observe(time.monotonic() - started)
+    return claimed
+
+
+async def _claim_and_bind(
+    pool: WarmPool, kube: Kube, server: PodServer, mint: Mint, thread_id: str
+) -> Claimed | None:
     # Scoped credentials take a MinIO round trip: mint them while the claim patch is in flight.
     storage = asyncio.ensure_future(asyncio.to_thread(mint, thread_id)) if pool.ready else None
     claimed = await pool.claim(thread_id)

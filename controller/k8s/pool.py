@@ -265,6 +265,7 @@ class WarmPool:
             raise
         except API_ERRORS as exc:
             log.warning("could not create warm pod %s: %s", name, api_message(exc))
+            self.metrics.start_failures.labels("pool").inc()
             await pods.delete_quietly(self.kube, name)
             await asyncio.sleep(1)  # no tight loop of failing creates (quota, API down)
         finally:

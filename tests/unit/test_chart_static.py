@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from prometheus_client import Counter, Histogram
 
 from controller.metrics import Metrics
 
@@ -45,15 +44,12 @@ LISTER = re.compile(
 
 def exported_metric_names() -> set[str]:
     """What /metrics can show: counters as ``<name>_total``, histograms as bucket/sum/count."""
-    names = set()
-    for collector in list(Metrics().registry._collector_to_names):
-        if isinstance(collector, Counter):
-            names.add(collector._name + "_total")
-        elif isinstance(collector, Histogram):
-            names |= {collector._name + suffix for suffix in ("_bucket", "_sum", "_count")}
-        else:
-            names.add(collector._name)
-    return names
+    suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count")}
+    return {
+        family.name + suffix
+        for family in Metrics().registry.collect()
+        for suffix in suffixes.get(family.type, ("",))
+    }
 
 
 def dashboard_exprs() -> list[str]:
