@@ -195,6 +195,7 @@ class Settings(PlacementSettings):
     slack_update_interval: float = Field(
         default=1.5, gt=0, description="Seconds between streamed message edits."
     )
+    slack_streaming: bool = True  # chat.startStream/appendStream/stopStream; false: chat.update only
     # OAuth installation in many workspaces (slack_mode=http), instead of one bot token.
     slack_client_id: str | None = Field(default=None, description="OAuth: the Slack app's client id.")
     slack_client_secret: SecretStr | None = Field(default=None, description="OAuth: its client secret.")

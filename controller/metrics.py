@@ -193,7 +193,19 @@ class Metrics:
         )
         self.slack_errors = Counter(
             "threadbox_slack_errors_total",
-            "Failures talking to Slack or answering a turn, by kind: api_call, turn_failed.",
+            "Failures talking to Slack or answering a turn, by kind: api_call, turn_failed, stream_refused.",
             ["kind"],
+            registry=r,
+        )
+        self.slack_feedback = Counter(
+            "threadbox_slack_feedback_total",
+            "Feedback buttons pressed on Slack answers, by value: good, bad.",
+            ["value"],
+            registry=r,
+        )
+        self.slack_stops = Counter(
+            "threadbox_slack_stops_total",
+            "Stop buttons pressed, by outcome: stopped (here), requested (through the store), refused.",
+            ["outcome"],
             registry=r,
         )

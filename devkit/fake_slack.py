@@ -4,7 +4,9 @@ The real slack_sdk/slack_bolt clients talk to it through ``base_url``. It stores
 messages and files per channel and thread, records every call, serves
 ``url_private_download`` files (or Slack's HTML login page when the token is
 wrong, as real Slack does), and can inject errors or 429s for the next calls
-of a method. Tests read outcomes through helpers and poll with ``wait_for``; a load
+of a method. Streamed messages (``chat.startStream`` returns the ``ts`` that
+``appendStream``/``stopStream`` take) keep their chunks in order; ``refuse_streaming``
+makes all three answer an error, as a workspace without streaming does. Tests read outcomes through helpers and poll with ``wait_for``; a load
 registers ``watch`` callbacks instead, which every posted or edited message calls.
 """
 
@@ -29,6 +31,7 @@ BOT_TOKEN = "xoxb-fake-bot-token"
 TEAM_ID = "T0FAKE"
 BOT_USER_ID = "U0BOT"
 BOT_ID = "B0BOT"
+STREAM_METHODS = ("chat.startStream", "chat.appendStream", "chat.stopStream")
 LOGIN_PAGE = b"<!DOCTYPE html><html><head><title>Slack</title></head><body>Sign in to Slack</body></html>"
 
 
@@ -76,6 +79,8 @@ class FakeSlack:
         self.messages: list[dict[str, Any]] = []
         self.files: dict[str, FakeFile] = {}
         self.reactions: list[dict[str, Any]] = []
+        self.ephemeral: list[dict[str, Any]] = []
+        self.streaming_refused: str | None = None
         self.login_page_always = False
         self.oauth = FakeOAuth(Workspace(TEAM_ID, "Fake", BOT_TOKEN, BOT_USER_ID, BOT_ID))
         self._inject: dict[str, list[Injected]] = {}
@@ -88,6 +93,10 @@ class FakeSlack:
     def fail(self, method: str, error: str = "internal_error", times: int = 1, status: int = 200) -> None:
         """The next ``times`` calls of ``method`` answer ``{"ok": false, "error": error}``."""
         self._queue(method, [Injected(status, {"ok": False, "error": error})] * times)
+
+    def refuse_streaming(self, error: str = "not_allowed") -> None:
+        """Every streaming call answers ``error`` from now on (``missing_scope``, ``not_allowed``...)."""
+        self.streaming_refused = error
 
     def rate_limit(self, method: str, times: int = 1, retry_after: int = 1) -> None:
         body = {"ok": False, "error": "ratelimited"}
@@ -129,7 +138,11 @@ class FakeSlack:
             ]
 
     def text_in_thread(self, channel: str, thread_ts: str) -> str:
-        return "\n".join(m.get("text") or "" for m in self.messages_in_thread(channel, thread_ts))
+        """What a reader sees: message text, a stream's Markdown and its task cards."""
+        return "\n".join(visible(m) for m in self.messages_in_thread(channel, thread_ts))
+
+    def streams_in_thread(self, channel: str, thread_ts: str) -> list[dict[str, Any]]:
+        return [m for m in self.messages_in_thread(channel, thread_ts) if "stream" in m]
 
     def files_in_thread(self, channel: str, thread_ts: str) -> list[FakeFile]:
         with self._lock:
@@ -160,10 +173,14 @@ class FakeSlack:
                 result = queued.pop(0)
             elif method == "oauth.v2.access":  # authorized by the app's client id and secret
                 result = Injected(200, self.oauth.access(params, headers))
+            elif not headers.get("authorization"):
+                result = Injected(200, {"ok": False, "error": "not_authed"})
             elif (caller := self.oauth.workspace_of(headers)) is None:
                 result = Injected(200, {"ok": False, "error": "invalid_auth"})
             elif method == "auth.test":
                 result = Injected(200, auth_test(caller))
+            elif method in STREAM_METHODS and self.streaming_refused:
+                result = Injected(200, {"ok": False, "error": self.streaming_refused})
             else:
                 handler = getattr(self, "api_" + method.replace(".", "_"), None)
                 body = handler(params) if handler else {"ok": False, "error": "unknown_method"}
@@ -190,6 +207,7 @@ class FakeSlack:
             "text": p.get("text", ""),
             "user": BOT_USER_ID,
             "bot_id": BOT_ID,
+            "blocks": _blocks(p),
             "edits": 0,
         }
         if p.get("thread_ts"):
@@ -198,11 +216,18 @@ class FakeSlack:
         self._changed(message)
         return {"ok": True, "channel": p["channel"], "ts": message["ts"], "message": dict(message)}
 
+    def api_chat_postEphemeral(self, p: dict[str, Any]) -> dict[str, Any]:
+        if not (p.get("channel") and p.get("user")):
+            return {"ok": False, "error": "invalid_arguments"}
+        self.ephemeral.append(dict(p))
+        return {"ok": True, "message_ts": self._ts()}
+
     def api_chat_update(self, p: dict[str, Any]) -> dict[str, Any]:
         message = self._message(p.get("channel", ""), p.get("ts", ""))
         if message is None:
             return {"ok": False, "error": "message_not_found"}
         message["text"] = p.get("text", "")
+        message["blocks"] = _blocks(p)
         message["edits"] += 1
         self._changed(message)
         return {"ok": True, "channel": message["channel"], "ts": message["ts"], "text": message["text"]}
@@ -213,6 +238,51 @@ class FakeSlack:
             return {"ok": False, "error": "message_not_found"}
         self.messages.remove(message)
         return {"ok": True, "channel": message["channel"], "ts": message["ts"]}
+
+    # -- streaming: https://docs.slack.dev/reference/methods/chat.startStream (and append, stop)
+
+    def api_chat_startStream(self, p: dict[str, Any]) -> dict[str, Any]:
+        channel, thread_ts = p.get("channel"), p.get("thread_ts")
+        if not (channel and thread_ts):
+            return {"ok": False, "error": "invalid_arguments"}
+        if channel.startswith(("C", "G")) and not (p.get("recipient_user_id") and p.get("recipient_team_id")):
+            return {"ok": False, "error": "invalid_arguments"}  # required when streaming to channels
+        message = {"type": "message", "channel": channel, "ts": self._ts(), "thread_ts": thread_ts}
+        message |= {"text": "", "user": BOT_USER_ID, "bot_id": BOT_ID, "edits": 0, "blocks": []}
+        message |= {"stream": "streaming", "chunks": [], "tasks": {}}
+        message["display_mode"] = p.get("task_display_mode") or "timeline"
+        self.messages.append(message)
+        _take_chunks(message, p)
+        self._changed(message)
+        return {"ok": True, "channel": channel, "ts": message["ts"]}
+
+    def api_chat_appendStream(self, p: dict[str, Any]) -> dict[str, Any]:
+        message, error = self._streaming(p)
+        if message is None:
+            return {"ok": False, "error": error}
+        _take_chunks(message, p)
+        message["edits"] += 1
+        self._changed(message)
+        return {"ok": True, "channel": message["channel"], "ts": message["ts"]}
+
+    def api_chat_stopStream(self, p: dict[str, Any]) -> dict[str, Any]:
+        message, error = self._streaming(p)
+        if message is None:
+            return {"ok": False, "error": error}
+        _take_chunks(message, p)
+        message |= {"stream": "stopped", "blocks": _blocks(p)}
+        self._changed(message)
+        return {"ok": True, "channel": message["channel"], "ts": message["ts"], "message": dict(message)}
+
+    def _streaming(self, p: dict[str, Any]) -> tuple[dict[str, Any] | None, str]:
+        if not (p.get("channel") and p.get("ts")):
+            return None, "invalid_arguments"
+        message = self._message(p["channel"], p["ts"])
+        if message is None:
+            return None, "message_not_found"
+        if message.get("stream") != "streaming":
+            return None, "message_not_in_streaming_state"
+        return message, ""
 
     def api_conversations_replies(self, p: dict[str, Any]) -> dict[str, Any]:
         found = self.messages_in_thread(p.get("channel", ""), p.get("ts", ""))
@@ -259,11 +329,15 @@ class FakeSlack:
         return {"ok": True}
 
     def api_assistant_threads_setStatus(self, p: dict[str, Any]) -> dict[str, Any]:
-        return (
-            {"ok": True}
-            if p.get("channel_id") and p.get("thread_ts")
-            else {"ok": False, "error": "invalid_arguments"}
-        )
+        if not (p.get("channel_id") and p.get("thread_ts")) or "status" not in p:
+            return {"ok": False, "error": "invalid_arguments"}
+        return {"ok": True}
+
+    def api_assistant_threads_setSuggestedPrompts(self, p: dict[str, Any]) -> dict[str, Any]:
+        prompts = p.get("prompts")
+        if not p.get("channel_id") or not isinstance(prompts, list) or not 0 < len(prompts) <= 4:
+            return {"ok": False, "error": "invalid_arguments"}
+        return {"ok": True}
 
     def download(self, path: str, headers: dict[str, str]) -> tuple[int, str, bytes]:
         """``files-pri/<id>/download/<name>``: the file with the right token, else a login page."""
@@ -277,6 +351,39 @@ class FakeSlack:
             if self.login_page_always or not authorized:
                 return 200, "text/html; charset=utf-8", LOGIN_PAGE
             return 200, file.mimetype, file.content
+
+
+def _blocks(p: dict[str, Any]) -> list[dict[str, Any]]:
+    raw = p.get("blocks") or []
+    return list(json.loads(raw) if isinstance(raw, str) else raw)
+
+
+def _take_chunks(message: dict[str, Any], p: dict[str, Any]) -> None:
+    """A stream's content: ``markdown_text`` is shorthand for one markdown chunk; a task_update
+    with a known id updates that card in place, as Slack's timeline does."""
+    chunks = list(p.get("chunks") or [])
+    if p.get("markdown_text"):
+        chunks.insert(0, {"type": "markdown_text", "text": p["markdown_text"]})
+    for chunk in chunks:
+        if chunk.get("type") == "task_update":
+            task = message["tasks"].setdefault(chunk["id"], {})
+            if not task:
+                message["chunks"].append({"type": "task", "id": chunk["id"]})
+            task.update({k: v for k, v in chunk.items() if k != "type"})
+        else:
+            message["chunks"].append(chunk)
+
+
+def visible(message: dict[str, Any]) -> str:
+    parts = [message.get("text") or ""]
+    for chunk in message.get("chunks", []):
+        if chunk["type"] == "task":
+            task = message["tasks"][chunk["id"]]
+            parts += [task.get("title", ""), task.get("details", ""), task.get("output", "")]
+        else:
+            parts.append(chunk.get("text", ""))
+    parts += [b.get("text", "") for b in message.get("blocks", []) if isinstance(b.get("text"), str)]
+    return "\n".join(p for p in parts if p)
 
 
 def _params(handler: BaseHTTPRequestHandler, raw: bytes) -> dict[str, Any]:

@@ -7,10 +7,11 @@ import json
 import time
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlencode
 
 import httpx
-from slack_sdk.signature import SignatureVerifier
 
+from controller.slack.route import signature_of
 from devkit.fake_slack import BOT_TOKEN, BOT_USER_ID, TEAM_ID, FakeSlack
 
 SIGNING_SECRET = "test-signing-secret"
@@ -57,18 +58,22 @@ class SlackSender:
     ) -> None:
         self.client = client
         self.chat: httpx.Client = chat or client.chat  # type: ignore[attr-defined]
-        self.verifier = SignatureVerifier(secret)
+        self.secret = secret
 
     def post_raw(
-        self, raw: bytes, timestamp: int | None = None, signature: str | None = None, retry: int | None = None
+        self,
+        raw: bytes,
+        timestamp: int | None = None,
+        signature: str | None = None,
+        retry: int | None = None,
+        content_type: str = "application/json",
     ) -> httpx.Response:
+        """Signed over the raw bytes, as Slack signs, so a body that is not UTF-8 can be sent too."""
         stamp = str(int(time.time()) if timestamp is None else timestamp)
         headers = {
-            "Content-Type": "application/json",
+            "Content-Type": content_type,
             "X-Slack-Request-Timestamp": stamp,
-            "X-Slack-Signature": signature
-            or self.verifier.generate_signature(timestamp=stamp, body=raw)
-            or "",
+            "X-Slack-Signature": signature or signature_of(self.secret, stamp, raw),
         }
         if retry is not None:
             headers |= {"X-Slack-Retry-Num": str(retry), "X-Slack-Retry-Reason": "http_timeout"}
@@ -88,6 +93,29 @@ class SlackSender:
 
     def mention(self, channel: str, text: str, **kw: Any) -> Sent:
         return self.send("app_mention", channel, f"<@{BOT_USER_ID}> {text}", **kw)
+
+    def click(
+        self, button: dict[str, Any], channel: str, thread_ts: str, reply_ts: str, user: str = USER
+    ) -> httpx.Response:
+        """A button press on the bot's reply, as Slack's interactivity payload (form-encoded)."""
+        payload = {
+            "type": "block_actions",
+            "user": {"id": user, "team_id": TEAM_ID},
+            "team": {"id": TEAM_ID},
+            "api_app_id": "A0THREADBOX",
+            "channel": {"id": channel},
+            "container": {
+                "type": "message",
+                "message_ts": reply_ts,
+                "channel_id": channel,
+                "thread_ts": thread_ts,
+            },
+            "message": {"ts": reply_ts, "thread_ts": thread_ts},
+            "trigger_id": f"{next(_ids)}.trigger",
+            "actions": [{**button, "block_id": "b", "action_ts": str(time.time())}],
+        }
+        raw = urlencode({"payload": json.dumps(payload)}).encode()
+        return self.post_raw(raw, content_type="application/x-www-form-urlencoded")
 
 
 def message_body(

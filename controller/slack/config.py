@@ -57,6 +57,7 @@ class SlackConfig:
     api_url: str | None  # None: slack.com; else ending in "/", which slack_sdk's urljoin needs
     reply_mode: Literal["mention", "all"]
     update_interval: float
+    streaming: bool
     max_file_bytes: int
     max_code_bytes: int
 
@@ -76,6 +77,7 @@ class SlackConfig:
             api_url=url if url is None or url.endswith("/") else url + "/",
             reply_mode=s.slack_reply_mode,
             update_interval=s.slack_update_interval,
+            streaming=s.slack_streaming,
             max_file_bytes=s.max_file_bytes,
             max_code_bytes=s.max_code_bytes,
         )

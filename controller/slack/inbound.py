@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from controller.identity import ThreadKey
+from controller.slack.layout import unescape
 
 # Plain user messages, messages with files, and thread replies also sent to the channel.
 HANDLED_SUBTYPES = {None, "file_share", "thread_broadcast"}
@@ -73,7 +74,7 @@ def clean_text(text: str, bot_user: str | None) -> str:
     """Drop the bot's own mention and undo Slack's escaping of ``& < >`` (code needs them)."""
     if bot_user:
         text = _MENTION.sub(lambda m: "" if m["user"] == bot_user else m[0], text)
-    return text.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&").strip()
+    return unescape(text).strip()
 
 
 def answer_rule(

@@ -63,7 +63,7 @@ def _render(part: _Part) -> str:
 def describe_error(error: Error) -> str:
     if error.kind == "exception":
         return f"Your code raised `{error.ename}: {error.evalue}`"
-    if error.kind in ("timeout", "kernel_died"):
+    if error.kind in ("timeout", "stopped", "kernel_died"):
         return error.evalue
     prefix = {
         "quota": "A quota was reached",

@@ -76,9 +76,9 @@ def test_mention_and_message_events_for_one_message_run_it_once(slack: SlackSend
 
 
 def test_a_retry_after_a_failed_first_delivery_is_answered_once(slack: SlackSender, fake: FakeSlack) -> None:
-    fake.fail("chat.postMessage", "internal_error", times=1)
+    fake.fail("assistant.threads.setStatus", "internal_error", times=1)  # the turn's first call
     sent = slack.mention("C3", COUNTING)
-    fake.wait_for(lambda: fake.calls_of("chat.postMessage"), 30, "the failed first post")
+    fake.wait_for(lambda: fake.calls_of("assistant.threads.setStatus"), 30, "the failed first call")
     assert wait_until(lambda: settled(slack), 60)  # the failed answer has released its claims
 
     assert slack.deliver(sent.body, retry=1).status_code == 200
@@ -116,17 +116,16 @@ def test_forged_stale_and_malformed_requests_are_rejected_before_anything_runs(
         headers={"X-Slack-Request-Timestamp": "soon", "X-Slack-Signature": "v0=1"},
     )
     assert nonsense_stamp.status_code == 401
-    for malformed in (b"{not json", b"[1, 2]", b"payload=%7Bnope"):
-        assert slack.post_raw(malformed).status_code == 400
+    for malformed in (b"{not json", b"[1, 2]", b"payload=%7Bnope", b'{"text": "caf\xe9"}'):
+        assert slack.post_raw(malformed).status_code == 400  # validly signed, not UTF-8 at the end
     _assert_nothing_happened(slack, fake, ThreadKey("slack", TEAM_ID, "C4", ts).id)
     scrape = slack.client.get("/metrics").text
-    assert 'threadbox_slack_acks_total{outcome="rejected"} 6.0' in scrape
+    assert 'threadbox_slack_acks_total{outcome="rejected"} 7.0' in scrape
     assert "threadbox_slack_events_total{" not in scrape  # nothing reached the listeners
 
 
-def test_a_failed_streaming_edit_is_counted_and_the_reply_still_lands(
-    slack: SlackSender, fake: FakeSlack
-) -> None:
+def test_a_failed_edit_is_counted_and_the_reply_still_lands(slack: SlackSender, fake: FakeSlack) -> None:
+    fake.refuse_streaming()
     fake.fail("chat.update", "internal_error", times=1)
     sent = slack.mention("C5", code("import time\nprint('first')\ntime.sleep(2)\nprint('second')"))
     fake.wait_for(lambda: "second" in fake.text_in_thread("C5", sent.ts), 60, "the final edit")

@@ -112,9 +112,10 @@ def test_ten_threads_at_once_each_get_their_own_results(slack: SlackSender, fake
 def test_rate_limited_posts_and_edits_are_retried_and_the_reply_lands(
     slack: SlackSender, fake: FakeSlack
 ) -> None:
+    fake.refuse_streaming()  # the chat.update path
     fake.rate_limit("chat.postMessage", times=1, retry_after=1)
     fake.rate_limit("chat.update", times=1, retry_after=1)
-    sent = slack.mention("C4", code("print('through', 6 * 7)"))
+    sent = slack.mention("C4", code("import time\nprint('posted')\ntime.sleep(1)\nprint('through', 6 * 7)"))
     wait_text(fake, "C4", sent.ts, "through 42")
     assert [c.status for c in fake.calls_of("chat.postMessage")] == [429, 200]
     assert [c.status for c in fake.calls_of("chat.update")][:2] == [429, 200]
@@ -133,6 +134,7 @@ def test_a_login_page_instead_of_the_file_is_explained_in_the_thread(
 
 
 def test_long_output_is_split_and_very_long_output_is_attached(slack: SlackSender, fake: FakeSlack) -> None:
+    fake.refuse_streaming()  # the chat.update path; streamed, a card shows the tail
     medium = slack.mention("C6", code("for i in range(120):\n    print(f'{i:04d} ' + 'y' * 50)"))
     huge = slack.mention("C6", code("for i in range(4000):\n    print(f'{i:05d} ' + 'z' * 40)"))
 
@@ -179,7 +181,7 @@ def test_mention_mode_answers_dms_and_mentions_only(api: Any, fake: FakeSlack) -
     wait_text(fake, "D1", dm.ts, "dm 2")
 
     root = slack.mention("C8", code("y = 5"))
-    wait_text(fake, "C8", root.ts, "Done, no output.")
+    wait_text(fake, "C8", root.ts, "Ran code")
     unmentioned = slack.send("message", "C8", code("print('unasked', y)"), thread_ts=root.ts)
     asked = slack.mention("C8", code("print('asked', y * 2)"), thread_ts=root.ts)
     assert unmentioned.response.status_code == asked.response.status_code == 200
