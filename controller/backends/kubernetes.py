@@ -18,10 +18,11 @@ import time
 from controller.backends.base import Dialer, SandboxStartError, Session, TurnLease
 from controller.backends.pod_sandbox import PodSandbox, adopted, pod_ref, pod_sandbox
 from controller.k8s import lookup, objects, pods, podstate
-from controller.k8s.api import Kube, StartFailed, load_api_client, starting
+from controller.k8s.api import Kube, load_api_client, starting
 from controller.k8s.claim import claim_bound
 from controller.k8s.config import KubernetesConfig
 from controller.k8s.connection import new_connection
+from controller.k8s.errors import StartFailed
 from controller.k8s.events import EventRecorder
 from controller.k8s.lease import ThreadLeases
 from controller.k8s.liveness import Liveness

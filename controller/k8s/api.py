@@ -33,13 +33,11 @@ from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.exceptions import ApiException
 from kubernetes_asyncio.config.config_exception import ConfigException
 
+from controller.k8s.errors import StartFailed
+
 # TimeoutError is asyncio's timeout too (Python 3.11+): a request over REQUEST_TIMEOUT.
 API_ERRORS = (ApiException, aiohttp.ClientError, TimeoutError, OSError)
 REQUEST_TIMEOUT = 30
-
-
-class StartFailed(Exception):
-    """A step of a sandbox start failed; the message says which and why, in a sentence."""
 
 
 async def load_api_client(kubeconfig: Path | None) -> client.ApiClient:

@@ -9,7 +9,8 @@ from collections.abc import Callable
 from typing import Any
 
 from controller.k8s import objects, pods, podstate
-from controller.k8s.api import API_ERRORS, Kube, StartFailed
+from controller.k8s.api import API_ERRORS, Kube
+from controller.k8s.errors import StartFailed
 from controller.k8s.podserver import PodRef, PodServer, PodServerError
 from controller.k8s.pool import Claimed, WarmPool
 

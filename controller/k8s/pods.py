@@ -9,7 +9,8 @@ import time
 from typing import Any
 
 from controller.k8s import objects, podstate
-from controller.k8s.api import API_ERRORS, Kube, StartFailed, api_message, starting
+from controller.k8s.api import API_ERRORS, Kube, api_message, starting
+from controller.k8s.errors import StartFailed
 
 log = logging.getLogger(__name__)
 

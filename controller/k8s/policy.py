@@ -9,7 +9,8 @@ from typing import Any
 
 from controller.config import Settings
 from controller.k8s import objects
-from controller.k8s.api import Kube, StartFailed
+from controller.k8s.api import Kube
+from controller.k8s.errors import StartFailed
 from controller.k8s.names import NETWORK_POLICY_NAME
 from controller.k8s.storage import split_endpoint
 

@@ -17,7 +17,7 @@ from minio.credentials.providers import AssumeRoleProvider
 from pydantic import SecretStr
 
 from controller.config import Settings
-from controller.k8s.api import StartFailed
+from controller.k8s.errors import StartFailed
 from controller.k8s.storage import MIN_CREDENTIAL_SECONDS, credential_seconds, pod_storage
 from controller.stores.minio import thread_prefix
 

@@ -18,7 +18,8 @@ from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from controller.k8s import pods
-from controller.k8s.api import Kube, StartFailed, starting
+from controller.k8s.api import Kube, starting
+from controller.k8s.errors import StartFailed
 
 pytestmark = pytest.mark.timeout(60)
 

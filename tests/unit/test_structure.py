@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -90,3 +92,13 @@ def test_the_kubernetes_facade_and_every_class_stay_small() -> None:
         if isinstance(node, ast.ClassDef) and (node.end_lineno or 0) - node.lineno + 1 > MAX_CLASS_LINES
     ]
     assert big == []
+
+
+def test_the_kubernetes_client_loads_only_with_the_kubernetes_backend() -> None:
+    """kubernetes_asyncio costs about 60 MB of RSS and seconds of import: a controller on the
+    local backend (threadbox dev) must not pay for it (sts.py once pulled it in through k8s/api.py)."""
+    probe = "import sys, controller.runtime, controller.api, controller.cli; print('kubernetes_asyncio' in sys.modules)"
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert out.stdout.strip() == "False"
