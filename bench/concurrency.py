@@ -18,11 +18,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import BACKENDS, backend_settings, machine, summary, table, turn, write
+from bench.common import BACKENDS, backend_settings, goal, machine, summary, table, turn, write
 from controller.config import Settings
 from controller.runtime import Runtime, build_runtime
 
 CODE = "import time; time.sleep(1)"
+GOAL = 1.5  # the most threads' warm wall p50 over one thread's (issue 12)
 
 
 async def wall(rt: Runtime, ids: list[str]) -> float:
@@ -74,7 +75,12 @@ def report(data: dict[str, Any]) -> str:
         "cold wall incl. start (s)",
         "cold / 1 thread",
     ]
-    return table(headers, rows)
+    goals = []
+    for backend, results in data["backends"].items():
+        one, most = results[min(results, key=int)], max(results, key=int)
+        ratio = results[most]["warm_s"]["p50"] / one["warm_s"]["p50"]
+        goals.append(goal(f"{backend}: {most} threads' warm wall p50 / 1 thread's", ratio, GOAL, "x"))
+    return table(headers, rows) + "\n\n" + "\n".join(goals)
 
 
 def main() -> None:

@@ -44,6 +44,9 @@ from devkit.ports import free_port
 
 CODE = "print(1)"
 WARMUP = 5
+# manager p50 / direct p50. A pod's kernel answers over the pod network, and its turn keeps
+# what a local one skips (the liveness cache, a pod's touch); issue 12 asked for 1.3x there.
+GOALS = {"local": 1.1, "kubernetes": 1.3}
 
 
 async def direct(kc: AsyncKernelClient) -> None:
@@ -225,7 +228,7 @@ def report(results: dict[str, Any]) -> str:
         goal(
             f"{backend}: manager p50 / direct p50",
             r["paths"]["manager"]["p50"] / r["paths"]["direct"]["p50"],
-            1.1,
+            GOALS[backend],
             "x",
         )
         for backend, r in results["backends"].items()

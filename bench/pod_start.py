@@ -154,9 +154,8 @@ def kernel_start(core: Any, s: Settings) -> float:
     return float(log.split()[-1])
 
 
-async def sandbox_ready(rt: Runtime, thread_id: str, kind: str = "cold") -> float:
+async def time_to_ready(rt: Runtime, thread_id: str) -> float:
     """Time from the manager's acquire to the 'ready' status (kernel answered, files restored)."""
-    before = started_as(rt, kind)
     started = time.perf_counter()
     took = None
     async for event in rt.manager.run(thread_id, "1"):
@@ -164,16 +163,19 @@ async def sandbox_ready(rt: Runtime, thread_id: str, kind: str = "cold") -> floa
             took = time.perf_counter() - started
     if took is None:
         raise RuntimeError(f"no sandbox became ready for {thread_id}")
+    return took
+
+
+async def sandbox_ready(rt: Runtime, thread_id: str, kind: str = "cold") -> float:
+    """``time_to_ready``, checked to be a start of that ``kind``."""
+    before = started_as(rt, kind)
+    took = await time_to_ready(rt, thread_id)
     if started_as(rt, kind) != before + 1:
         raise RuntimeError(f"{thread_id} did not get a {kind} sandbox (an empty pool?)")
     return took
 
 
 async def roundtrip(rt: Runtime, thread_id: str) -> float:
-    # The previous turn's Lease is released after its answer; a person's next message comes
-    # after that (bench/exec_roundtrip.py waits the same way). A turn racing that release
-    # waited about 0.5 s here: see bench/README.md.
-    await asyncio.gather(*rt.manager._releasing)
     started = time.perf_counter()
     async for _ in rt.manager.run(thread_id, "print(1)"):
         pass

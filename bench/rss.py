@@ -1,9 +1,9 @@
-"""Memory: the controller at 0 / 50 / 100 live threads, and one idle sandbox, beside bare kernels.
+"""Memory: the controller at 0 / 50 / 100 / 200 live threads, and one idle sandbox, beside bare kernels.
 
 - controller: `threadbox serve` (local backend) in a child process; live threads are made over
   its HTTP API (each runs `1`). Its own RSS and PSS only, never its kernels', sampled 20 times
   0.1 s apart at each level. Baseline: the same venv's bare `python -c pass`-like interpreter.
-- idle local sandbox: each of those 100 kernels' process trees (it ran `1`, then idles);
+- idle local sandbox: each of those kernels' process trees (it ran `1`, then idles);
   baseline: bare `python -m ipykernel_launcher` processes from the same lean env, started
   directly and run `1` the same way, measured while the controller's kernels are still alive.
 - idle sandbox pod: the pod's processes (entrypoint with its agent, kernel, pause) summed, and
@@ -11,7 +11,7 @@
   baseline: bare pods of the same image running only `python -m ipykernel_launcher`.
 RSS counts shared pages (libraries) in every process; PSS splits them between sharers.
 
-Usage: uv run python -m bench.rss [--threads 50 100] [--pods 20] [--bare 20] [--no-kubernetes]
+Usage: uv run python -m bench.rss [--threads 50 100 200] [--pods 20] [--bare 20] [--no-kubernetes]
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ from devkit.procserver import Controller, controller_env, running_controller
 MB = 1e6
 SAMPLES = 20
 SETTLE = 5.0  # seconds for a kernel that just answered to finish its post-start work
+CONTROLLER_GOAL_MB = 200  # at the most live threads measured (issue 12: 200)
 
 
 def memory(pids: list[int]) -> dict[str, float]:
@@ -260,7 +261,9 @@ def report(data: dict[str, Any]) -> str:
     counts = sorted(data["controller"], key=int)
     grown = data["controller"][counts[-1]]["rss_mb"]["p50"] - data["controller"][counts[0]]["rss_mb"]["p50"]
     per_thread = f"Controller RSS per live thread: {grown / int(counts[-1]):.2f} MB ({counts[0]} to {counts[-1]} threads)."
-    goals = [
+    most = data["controller"][counts[-1]]["rss_mb"]["p50"]
+    goals = [goal(f"controller at {counts[-1]} live threads: RSS p50", most, CONTROLLER_GOAL_MB, " MB")]
+    goals += [
         goal(f"{SANDBOXES[key]}: RSS p95", s["rss_mb"]["p95"], 100, " MB")
         for key, s in data["sandbox"].items()
         if not key.startswith("bare")
@@ -281,7 +284,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--threads", type=int, nargs="+", default=[50, 100])
+    parser.add_argument("--threads", type=int, nargs="+", default=[50, 100, 200])
     parser.add_argument("--bare", type=int, default=20, help="bare local kernels for the baseline")
     parser.add_argument("--pods", type=int, default=20, help="sandbox pods, and as many bare kernel pods")
     parser.add_argument("--no-kubernetes", action="store_true")

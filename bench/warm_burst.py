@@ -1,0 +1,152 @@
+"""Warm claims for new threads in a burst: 20 threads' first messages at once, on the real cluster.
+
+A controller with a warm pool of ``--burst`` pods (runc, tiny requests so they fit on this
+2-core node) waits until the pool is full, then ``--burst`` new threads acquire a sandbox at
+the same moment; each claim is timed from the manager's acquire to its "ready" status (the
+claim patch, scoped storage credentials, the bind through the in-pod server, the kernel
+already connected). The threads are stopped, the pool refills, and the next burst starts.
+
+Baselines from the same run, between bursts:
+- a lone claim: one new thread while the pool is full and nothing else runs;
+- one API server round trip: a GET of one warm pod, the least any claim must pay.
+
+Needs the cluster (hack/cluster/up) and the image (hack/build-sandbox-image.sh).
+Usage: uv run python -m bench.warm_burst [--burst 20] [--bursts 5] [--lone 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.cluster import describe, k8s_settings
+from bench.common import goal, machine, percentile, summary, table, write
+from bench.pod_start import started_as, time_to_ready
+from controller.backends.kubernetes import KubernetesBackend
+from controller.runtime import Runtime, build_runtime
+
+FILL_TIMEOUT = 600
+GOALS_MS = {"p50": 40, "p99": 150}  # a claim in a burst (issue 12)
+
+
+def pool_of(rt: Runtime) -> Any:
+    backend = rt.backend
+    if not isinstance(backend, KubernetesBackend) or backend.pool is None:
+        raise RuntimeError("the benchmark needs the Kubernetes backend with a warm pool")
+    return backend.pool
+
+
+async def pool_full(rt: Runtime, size: int) -> None:
+    deadline = time.monotonic() + FILL_TIMEOUT
+    while pool_of(rt).ready < size:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the warm pool did not fill to {size} in {FILL_TIMEOUT} s")
+        await asyncio.sleep(0.05)
+
+
+async def api_round_trip(rt: Runtime) -> float:
+    backend = rt.backend
+    assert isinstance(backend, KubernetesBackend)
+    kube = backend.kube
+    listing = await kube.get(kube.core.list_namespaced_pod, kube.ns, limit=1)
+    name = listing["items"][0]["metadata"]["name"]
+    started = time.perf_counter()
+    await kube.read(kube.core.read_namespaced_pod, name)
+    return time.perf_counter() - started
+
+
+async def claims(rt: Runtime, ids: list[str]) -> list[float]:
+    before = started_as(rt, "warm")
+    took = await asyncio.gather(*(time_to_ready(rt, tid) for tid in ids))
+    if started_as(rt, "warm") != before + len(ids):
+        raise RuntimeError(
+            f"{len(ids) - started_as(rt, 'warm') + before:.0f} of {len(ids)} claims missed the pool"
+        )
+    await asyncio.gather(*(rt.manager.stop_thread(tid) for tid in ids))
+    return list(took)
+
+
+async def measure(rt: Runtime, burst: int, bursts: int, lone: int) -> dict[str, list[float]]:
+    times: dict[str, list[float]] = {"burst": [], "lone": [], "api": []}
+    await rt.start()
+    try:
+        await pool_full(rt, burst)
+        await claims(rt, ["warmup"])  # first use: policy, connections
+        for b in range(bursts):
+            for i in range(lone // bursts or 1):
+                await pool_full(rt, burst)
+                times["api"].append(await api_round_trip(rt))
+                times["lone"] += await claims(rt, [f"lone-{b}-{i}"])
+            await pool_full(rt, burst)
+            times["burst"] += await claims(rt, [f"burst-{b}-{i}" for i in range(burst)])
+            print(
+                f"  burst {b + 1}/{bursts}: p50 {percentile(times['burst'][-burst:], 0.5) * 1000:.0f} ms, "
+                f"max {max(times['burst'][-burst:]) * 1000:.0f} ms",
+                flush=True,
+            )
+    finally:
+        await rt.close()
+    return times
+
+
+ROWS = {
+    "burst": "warm claim in a burst, new thread, acquire -> ready",
+    "lone": "baseline: a lone warm claim, new thread",
+    "api": "baseline: one API server round trip (GET of a pod)",
+}
+
+
+def report(data: dict[str, Any]) -> str:
+    r = data["results"]
+    rows = [
+        [label, r[key]["n"], *(f"{r[key][k] * 1000:.1f}" for k in ("p50", "p95", "p99", "max"))]
+        for key, label in ROWS.items()
+    ]
+    burst = r["burst"]
+    return "\n\n".join(
+        [
+            f"Cluster: {data['cluster']}. {data['bursts']} bursts of {data['burst']} claims, a pool of "
+            f"{data['burst']} runc pods. p95 and p99 are nearest-rank.",
+            table(["what", "n", "p50 (ms)", "p95 (ms)", "p99 (ms)", "max (ms)"], rows),
+            "\n".join(
+                goal(f"claim in a burst: {q}", burst[q] * 1000, ms, " ms") for q, ms in GOALS_MS.items()
+            ),
+        ]
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--burst", type=int, default=20, help="claims at once, and the pool's size")
+    parser.add_argument("--bursts", type=int, default=5)
+    parser.add_argument("--lone", type=int, default=10, help="lone claims in all, spread between bursts")
+    parser.add_argument("--no-save", action="store_true", help="print only; do not write bench/results")
+    args = parser.parse_args()
+    pods = {"sandbox_cpu_request": "10m", "sandbox_memory_request": "64Mi"}
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        k8s_settings(
+            "warm-burst", Path(tmp), warm_pool_size=args.burst, max_sandboxes=args.burst + 1, **pods
+        ) as settings,
+    ):
+        times = asyncio.run(measure(build_runtime(settings), args.burst, args.bursts, args.lone))
+    results = {key: {**summary(v), "p99": percentile(v, 0.99)} for key, v in times.items()}
+    data: dict[str, Any] = {
+        "machine": machine(),
+        "cluster": describe(),
+        "burst": args.burst,
+        "bursts": args.bursts,
+        "results": results,
+        "times": times,
+    }
+    write("warm_burst", "Warm claims in a burst", data, report(data), save=not args.no_save)
+
+
+if __name__ == "__main__":
+    main()
