@@ -221,16 +221,11 @@ def _serve(args: argparse.Namespace) -> int:
     from controller.logsetup import configure as configure_logging
 
     configure_logging(settings, "text" if args.command == "dev" else "json")
-    from controller.auth_setup import NO_AUTH, can_authenticate, ensure_dev_token, is_loopback
-    from controller.runtime import UnsafeConfiguration, build_runtime, build_store
+    from controller.auth_setup import NO_AUTH, ensure_dev_token, is_loopback
+    from controller.runtime import UnsafeConfiguration, build_runtime, connect_store
     from controller.serving import StartFailed, build_servers, serve_both
-    from controller.stores.base import StoreUnavailable
 
-    try:
-        store = build_store(settings)
-    except StoreUnavailable as exc:
-        print(f"threadbox: {exc}; not starting", file=sys.stderr)
-        return 2
+    store = connect_store(settings)  # not prepared here: the runtime waits for it, never exits
     url = f"http://{settings.host}:{settings.port}"
     if args.command == "dev":
         token = ensure_dev_token(store, settings.data_dir, getpass.getuser())
@@ -240,7 +235,7 @@ def _serve(args: argparse.Namespace) -> int:
             f"  web console: {url}/#token={token}",
             file=sys.stderr,
         )
-    elif not is_loopback(settings.host) and not can_authenticate(settings, store):
+    elif not is_loopback(settings.host) and not _can_authenticate(settings, store):
         print(NO_AUTH.format(host=settings.host), file=sys.stderr)
         return 2
     try:
@@ -266,6 +261,19 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"threadbox: {exc} (see the error above); stopped", file=sys.stderr)
         return 1
     return 0
+
+
+def _can_authenticate(settings: Settings, store: ThreadStore) -> bool:
+    """False only when nobody can be let in; a store it cannot ask yet gives the benefit of the
+    doubt, since every request still needs a token."""
+    from controller.auth_setup import can_authenticate
+    from controller.stores.base import StoreUnavailable
+
+    try:
+        return can_authenticate(settings, store)
+    except StoreUnavailable as exc:
+        print(f"threadbox: cannot look for API tokens yet ({exc}); serving anyway", file=sys.stderr)
+        return True
 
 
 def _say_isolation(backend: Backend[Any]) -> None:

@@ -18,12 +18,13 @@ from controller.backends.limits import Limits
 from controller.backends.local import LocalBackend
 from controller.backends.local_sandbox import Isolation, IsolationUnavailable, Launcher, decide
 from controller.config import Settings, subset
-from controller.k8s.sts_check import StsCheckFailed, require_session_policies
+from controller.k8s.sts_check import require_session_policies
 from controller.loopwatch import LoopWatch
 from controller.manager import ManagerConfig, SandboxManager
 from controller.metrics import Metrics
 from controller.quotas import Quotas
 from controller.sandbox_env import ensure_sandbox_python
+from controller.storage import GatedStore, StorageGate
 from controller.stores.base import StoreUnavailable, ThreadStore
 from controller.stores.local import LocalStore
 from controller.stores.minio import MinioStore
@@ -42,6 +43,8 @@ class Runtime:
     agent: Agent
     metrics: Metrics
     quotas: Quotas
+    # Prepares the store and says whether it can serve (/readyz); ``store`` is gated by it.
+    storage: StorageGate
     # Front-ends plug in here: chat webhook routes (served on the chat port, apart from the
     # API), and (start, stop) pairs run with the app.
     chat_routers: list[APIRouter] = field(default_factory=list)
@@ -59,6 +62,7 @@ class Runtime:
     async def start(self) -> None:
         self.loopwatch = LoopWatch(self.metrics.loop_lag)
         await self.loopwatch.start()
+        await self.storage.start()  # never fails: an unready store is retried in the background
         await self._probe_storage()
         self._probes.spawn(every(STORAGE_PROBE_SECONDS, self._probe_storage, "a storage check"))
         await self.manager.start()
@@ -70,6 +74,7 @@ class Runtime:
         for _, stop in reversed(self.services):
             await stop()
         await self.manager.close()
+        await self.storage.close()
         await self._probes.drain(timeout=0)
         if self.loopwatch is not None:
             await self.loopwatch.close()
@@ -97,19 +102,40 @@ def quotas_from(settings: Settings) -> Quotas:
     return subset(Quotas, settings)
 
 
-def build_store(settings: Settings) -> ThreadStore:
+def connect_store(settings: Settings) -> ThreadStore:
+    """The configured store, without a request to it: the runtime prepares it (storage.py)."""
     if settings.store == "local":
         return LocalStore(settings.data_dir / "store")
     assert settings.minio_endpoint and settings.minio_access_key and settings.minio_secret_key
-    store = MinioStore.connect(
+    return MinioStore.connect(
         settings.minio_endpoint,
         settings.minio_access_key,
         settings.minio_secret_key.get_secret_value(),
         settings.minio_bucket,
         settings.minio_secure,
     )
-    store.ensure_bucket()
+
+
+def build_store(settings: Settings) -> ThreadStore:
+    """The store, prepared now (for one-shot commands): StoreUnavailable if it cannot be."""
+    store = connect_store(settings)
+    preparation(settings, store, session_policies=False)()
     return store
+
+
+def preparation(settings: Settings, store: ThreadStore, session_policies: bool = True) -> Callable[[], None]:
+    """What makes the store ready to serve: MinIO's bucket, made if missing; with the Kubernetes
+    backend, the proof that MinIO confines the credentials sandbox pods get (StsCheckFailed)."""
+
+    def prepare() -> None:
+        if isinstance(store, MinioStore):
+            store.ensure_bucket()
+        else:
+            store.check()
+        if session_policies and settings.backend == "kubernetes":
+            require_session_policies(settings)
+
+    return prepare
 
 
 def build_backend(settings: Settings, store: ThreadStore, quotas: Quotas) -> Backend[Any]:
@@ -117,10 +143,6 @@ def build_backend(settings: Settings, store: ThreadStore, quotas: Quotas) -> Bac
         from controller.backends.kubernetes import KubernetesBackend  # the client loads only when used
         from controller.k8s.config import KubernetesConfig
 
-        try:
-            require_session_policies(settings)  # pods get STS credentials: prove MinIO confines them
-        except StsCheckFailed as exc:
-            raise UnsafeConfiguration(str(exc)) from exc
         return KubernetesBackend(KubernetesConfig.from_settings(settings), store=store)
     python = settings.sandbox_python or ensure_sandbox_python()
     sandboxes = settings.data_dir / "sandboxes"
@@ -164,13 +186,15 @@ def check_local_exposure(settings: Settings, isolation: Isolation) -> None:
 
 
 def build_runtime(settings: Settings, store: ThreadStore | None = None) -> Runtime:
-    store = store or build_store(settings)
+    raw = store or connect_store(settings)
+    storage = StorageGate(raw, preparation(settings, raw))
+    store = GatedStore(raw, storage)
     quotas = quotas_from(settings)
     metrics = Metrics()
     backend = build_backend(settings, store, quotas)
     manager = SandboxManager(backend, ManagerConfig.from_settings(settings), metrics)
     agent = build_agent(settings, manager, store)
-    runtime = Runtime(settings, store, backend, manager, agent, metrics, quotas)
+    runtime = Runtime(settings, store, backend, manager, agent, metrics, quotas, storage)
     if settings.slack_mode != "off":
         from controller.slack import install as install_slack  # Slack's libraries load only when used
 

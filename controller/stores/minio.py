@@ -72,7 +72,9 @@ class MinioStore:
     def _call(self, fn: Callable[[], T]) -> T:
         try:
             return fn()
-        except S3Error:
+        except S3Error as exc:
+            if exc.code == "NoSuchBucket":  # MinIO restarted empty: a 503 until the bucket is made again
+                raise self._no_bucket() from exc
             raise
         except (urllib3.exceptions.HTTPError, OSError) as exc:
             raise self._unavailable(exc) from exc
@@ -80,13 +82,22 @@ class MinioStore:
     def _unavailable(self, exc: Exception) -> StoreUnavailable:
         return StoreUnavailable(f"MinIO at {self.client._base_url.host} is unavailable: {exc}")
 
+    def _no_bucket(self) -> StoreUnavailable:
+        return StoreUnavailable(f"MinIO bucket {self.bucket!r} does not exist")
+
     def ensure_bucket(self) -> None:
-        if not self._call(lambda: self.client.bucket_exists(self.bucket)):
+        if self._call(lambda: self.client.bucket_exists(self.bucket)):
+            return
+        try:
             self._call(lambda: self.client.make_bucket(self.bucket))
+        except S3Error as exc:
+            if exc.code == "BucketAlreadyOwnedByYou":  # another replica made it in between
+                return
+            raise StoreUnavailable(f"{self._no_bucket()} and could not be made ({exc.code})") from exc
 
     def check(self) -> None:
         if not self._call(lambda: self.client.bucket_exists(self.bucket)):
-            raise StoreUnavailable(f"MinIO bucket {self.bucket!r} does not exist")
+            raise self._no_bucket()
 
     def list_threads(self) -> list[str]:
         objs = self._call(lambda: list(self.client.list_objects(self.bucket, prefix="threads/")))

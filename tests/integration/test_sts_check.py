@@ -3,27 +3,27 @@ against the real MinIO that CI builds.
 
 Its positive control stands in for a MinIO that ignores session policies: the check is handed
 the caller's own unscoped keys instead of a minted STS credential, which is what such a MinIO
-would in effect hand a sandbox, and must report every escape and refuse to start.
+would in effect hand a sandbox, and must report every escape and keep the controller unready.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import secrets
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
 from minio import Minio, MinioAdmin
 from minio.credentials.providers import StaticProvider
 
-from controller.cli import main
 from controller.config import Settings
 from controller.k8s import sts_check
 from controller.k8s.sts import scoped_credentials
 from controller.k8s.sts_check import Escape, StsCheckFailed, probe, require_session_policies
-from controller.runtime import UnsafeConfiguration, build_runtime
+from controller.runtime import preparation
+from controller.storage import GatedStore, StorageGate, StorageNotReady
 from devkit.minio import MinioServer
 from devkit.ports import free_port
 
@@ -90,48 +90,39 @@ def test_an_unscoped_credential_escapes_every_way_and_is_cleaned_up(
     assert service_accounts(minio, caller[0]) == []  # the one it made was deleted again
 
 
-def serve_kubernetes(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, **minio_env: str) -> int:
-    """`threadbox serve` with the kubernetes backend: its exit code. It stops before the
-    backend exists when start-up fails, so no cluster is needed."""
-    env = {"BACKEND": "kubernetes", "STORE": "minio", "DATA_DIR": str(tmp_path)}
-    for name, value in (env | minio_env).items():
-        monkeypatch.setenv(f"THREADBOX_{name}", value)
-    return main(["serve", "--port", str(free_port())])
+def first_try(minio: MinioServer, settings: Settings) -> tuple[StorageGate, GatedStore]:
+    """The controller's storage gate after its start-up try (the backend needs no cluster for it)."""
+    store = minio.store(settings.minio_bucket)
+    gate = StorageGate(store, preparation(settings, store))
+
+    async def start_and_stop() -> None:
+        await gate.start()
+        await gate.close()
+
+    asyncio.run(start_and_stop())
+    return gate, GatedStore(store, gate)
 
 
-def test_controller_refuses_to_start_when_session_policies_are_not_enforced(
-    minio: MinioServer,
-    bucket: str,
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
-    tmp_path: Path,
+def test_storage_stays_unready_while_session_policies_are_not_enforced(
+    minio: MinioServer, bucket: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # The minting seam, replaced for the whole start-up path. Root keys, as the cluster tests
     # give the controller: the bucket user may not call GetBucketLocation, which the store's
-    # start-up bucket check needs.
+    # bucket check needs.
     root = (minio.access_key, minio.secret_key)
     monkeypatch.setattr(sts_check, "scoped_credentials", lambda *_a, **_kw: unscoped(root)(""))
-    exit_code = serve_kubernetes(
-        monkeypatch,
-        tmp_path,
-        MINIO_ENDPOINT=minio.endpoint,
-        MINIO_ACCESS_KEY=root[0],
-        MINIO_SECRET_KEY=root[1],
-        MINIO_BUCKET=bucket,
-    )
-    assert exit_code == 2
-    err = capsys.readouterr().err
-    assert (
-        f"threadbox: MinIO at {minio.endpoint} does not enforce STS session policies: "
+    gate, store = first_try(minio, k8s_settings(minio, bucket, root))
+    reason = gate.reason or ""
+    assert reason.startswith(
+        f"MinIO at {minio.endpoint} does not enforce STS session policies: "
         "a credential scoped to threads/_sts-probe-"
-    ) in err
-    assert (
-        "and list objects outside threads/_sts-probe-" in err
-        and "and create a service account for itself; "
-        "upgrade MinIO (see GHSA-jjjj-jwhf-8rgr) before serving sandboxes\n"
-        in err
     )
-    assert "Traceback" not in err
+    assert "and list objects outside threads/_sts-probe-" in reason and reason.endswith(
+        "and create a service account for itself; "
+        "upgrade MinIO (see GHSA-jjjj-jwhf-8rgr) before serving sandboxes"
+    )
+    with pytest.raises(StorageNotReady):  # so no request reaches a sandbox (a 503 with the reason)
+        store.list_threads()
     assert objects(minio, bucket) == []
     assert service_accounts(minio, root[0]) == []
 
@@ -151,27 +142,14 @@ def test_a_credential_that_cannot_use_its_own_prefix_proves_nothing(
     assert objects(minio, bucket) == []
 
 
-def test_unreachable_minio_stops_start_with_a_sentence(minio: MinioServer, bucket: str) -> None:
-    endpoint = f"127.0.0.1:{free_port()}"  # nothing listens there
-    settings = k8s_settings(minio, bucket, ("user", "secret"), minio_endpoint=endpoint)
-    with pytest.raises(UnsafeConfiguration) as failed:
-        build_runtime(settings, store=minio.store(bucket))
-    message = str(failed.value)
-    assert message.startswith(
-        f"MinIO at {endpoint} is unreachable, so its STS session policies cannot be checked: "
-    )
-    assert "Connection refused" in message
-
-
-def test_serve_with_unreachable_minio_says_so_in_a_sentence(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+def test_unreachable_sts_keeps_the_controller_unready_with_a_sentence(
+    minio: MinioServer, bucket: str
 ) -> None:
     endpoint = f"127.0.0.1:{free_port()}"  # nothing listens there
-    exit_code = serve_kubernetes(
-        monkeypatch, tmp_path, MINIO_ENDPOINT=endpoint, MINIO_ACCESS_KEY="user", MINIO_SECRET_KEY="secret"
+    gate, _ = first_try(minio, k8s_settings(minio, bucket, ("user", "secret"), minio_endpoint=endpoint))
+    reason = gate.reason or ""
+    assert not gate.ready
+    assert reason.startswith(
+        f"MinIO at {endpoint} is unreachable, so its STS session policies cannot be checked: "
     )
-    assert exit_code == 2
-    err = capsys.readouterr().err
-    assert err.startswith(f"threadbox: MinIO at {endpoint} is unavailable: ")
-    assert "Connection refused" in err and err.endswith("; not starting\n")
-    assert "Traceback" not in err
+    assert "Connection refused" in reason
