@@ -184,3 +184,24 @@ def test_skaffold_names_existing_files_and_sets_the_images_it_builds() -> None:
     assert (
         dev["minio"]["sandboxPeer"]["podSelector"]["matchLabels"].items() <= labels.items()
     )  # sandboxes reach it
+
+
+def test_the_controller_image_carries_the_sandbox_libraries_and_no_uv() -> None:
+    """controller/agent/prompt.py lists requirements.in found beside the requirements.txt that
+    requirements_file() looks for in the package: the image must put both there, and its tag
+    (the build script's hash) must change with them."""
+    dockerfile = (ROOT / "Dockerfile.controller").read_text()
+    assert (
+        "COPY sandbox-image/requirements.in sandbox-image/requirements.txt controller/_sandbox/" in dockerfile
+    )
+    sandbox_env = (ROOT / "controller" / "sandbox_env.py").read_text()
+    assert 'here / "_sandbox" / "requirements.txt"' in sandbox_env
+    assert (
+        'requirements_file().with_name("requirements.in")'
+        in (ROOT / "controller" / "agent" / "prompt.py").read_text()
+    )
+    script = (ROOT / "hack" / "build-controller-image.sh").read_text()
+    assert "sandbox-image/requirements.in sandbox-image/requirements.txt" in script
+    syncs = [line for line in dockerfile.splitlines() if "uv sync" in line]
+    assert len(syncs) == 2 and all("--no-install-package uv" in line for line in syncs)
+    assert "COPY --from=build /opt/threadbox /opt/threadbox" in dockerfile  # not /opt/uv
