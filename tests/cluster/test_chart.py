@@ -23,6 +23,8 @@ from typing import Any
 
 import httpx
 import pytest
+import yaml
+from kubernetes import client
 
 from devkit.client import bearer
 from devkit.fake_slack import BOT_TOKEN, FakeSlack, serve_fake_slack
@@ -39,6 +41,9 @@ CHART = ROOT / "charts" / "threadbox"
 SANDBOX_REPO = "localhost/threadbox-sandbox"
 UPGRADE_TAG = "chart-upgrade"  # the session's sandbox image under a second name
 ADMIN_TOKEN = "tbx_" + secrets.token_urlsafe(24)  # auth.adminToken of the release
+PULL_SECRET = "tb-registry"  # made in the sandbox namespace once the chart created it
+TOLERATION = {"key": "threadbox.dev/sandboxes", "operator": "Exists", "effect": "NoSchedule"}
+TEAM_LABEL = {"threadbox.dev/team": "platform"}
 
 
 def tool(cluster: Cluster, *args: str, check: bool = True, stdin: str | None = None) -> str:
@@ -69,6 +74,8 @@ class Release:
     bucket: str
     service_account: str
     runtime_class: str | None
+    node: str
+    priority_class: str
 
     def helm(self, *args: str, check: bool = True) -> str:
         return tool(self.cluster, "helm", *args, "-n", self.namespace, check=check)
@@ -121,6 +128,38 @@ class Release:
         )
 
 
+def _placement(node: str, priority_class: str) -> dict[str, Any]:
+    """Every placement value, pinning pods to the one node: a nodeSelector that matches it, a
+    toleration, a required node affinity, a spread constraint and a priority class."""
+    hostname = "kubernetes.io/hostname"
+    return {
+        "nodeSelector": {hostname: node},
+        "tolerations": [TOLERATION],
+        "affinity": {
+            "nodeAffinity": {
+                "requiredDuringSchedulingIgnoredDuringExecution": {
+                    "nodeSelectorTerms": [
+                        {
+                            "matchExpressions": [
+                                {"key": "kubernetes.io/os", "operator": "In", "values": ["linux"]}
+                            ]
+                        }
+                    ]
+                }
+            }
+        },
+        "topologySpreadConstraints": [
+            {
+                "maxSkew": 1,
+                "topologyKey": hostname,
+                "whenUnsatisfiable": "ScheduleAnyway",
+                "labelSelector": {"matchLabels": TEAM_LABEL},
+            }
+        ],
+        "priorityClassName": priority_class,
+    }
+
+
 def _values(
     cluster: Cluster,
     controller_image: str,
@@ -128,16 +167,29 @@ def _values(
     bucket: str,
     fake_url: str,
     runtime_class: str | None,
+    placement: dict[str, Any],
 ) -> dict[str, Any]:
     repo, tag = controller_image.rsplit(":", 1)
     sandbox_repo, sandbox_tag = cluster.image.rsplit(":", 1)
     return {
+        # The images built here, never the chart's registry defaults.
         "image": {"repository": repo, "tag": tag, "pullPolicy": "Never"},
-        "controller": {"idleTimeout": 3600, "startTimeout": 120, "resources": {"requests": {"cpu": "50m"}}},
+        "controller": {
+            "idleTimeout": 3600,
+            "startTimeout": 120,
+            "resources": {"requests": {"cpu": "50m"}},
+            "podLabels": TEAM_LABEL,
+            **placement,
+        },
         "sandbox": {
             "createNamespace": True,
             "runtimeClassName": runtime_class or "",
-            "image": {"repository": sandbox_repo, "tag": sandbox_tag},
+            "image": {"repository": sandbox_repo, "tag": sandbox_tag, "pullPolicy": "Never"},
+            "imagePullSecrets": [{"name": PULL_SECRET}],
+            "podLabels": TEAM_LABEL,
+            "podAnnotations": {"threadbox.dev/cost-center": "ci"},
+            "prePuller": {"enabled": True},
+            **placement,
             "resources": {
                 "requests": {"cpu": "100m", "memory": "128Mi"},
                 "limits": {"cpu": "1", "memory": "1Gi"},
@@ -177,11 +229,18 @@ def release(
     ns, sandbox_ns, name = f"tb-chart-{suffix}", f"tb-chart-{suffix}-sb", "tb"
     bucket = cluster_minio.store().bucket
     values = tmp_path_factory.mktemp("chart") / "values.json"
+    [node] = [n.metadata.name for n in cluster.core.list_node().items]
+    scheduling = client.SchedulingV1Api(cluster.core.api_client)
+    priority = f"tb-chart-{suffix}"
     with serve_fake_slack(host=cluster.node_ip) as fake:
+        placement = _placement(node, priority)
         values.write_text(
-            json.dumps(_values(cluster, controller_image, cluster_minio, bucket, fake.url, runtime_class))
+            json.dumps(
+                _values(cluster, controller_image, cluster_minio, bucket, fake.url, runtime_class, placement)
+            )
         )
         cluster.core.create_namespace({"metadata": {"name": ns}})
+        scheduling.create_priority_class({"metadata": {"name": priority}, "value": 100})
         rel = Release(
             cluster,
             name,
@@ -193,6 +252,8 @@ def release(
             bucket,
             f"{name}-threadbox",
             runtime_class,
+            node,
+            priority,
         )
         try:
             rel.kubectl(
@@ -203,11 +264,16 @@ def release(
                 "install", name, str(CHART), "-f", str(values),
                 "--set", f"sandbox.namespace={sandbox_ns}", "--wait", "--timeout", "4m",
             )  # fmt: skip
+            rel.kubectl(
+                "-n", sandbox_ns, "create", "secret", "docker-registry", PULL_SECRET,
+                "--docker-server=registry.example.com", "--docker-username=ci", "--docker-password=unused",
+            )  # fmt: skip
             yield rel
         finally:
             rel.helm("uninstall", name, "--wait", "--timeout", "4m", check=False)
             for gone in (ns, sandbox_ns):
                 rel.kubectl("delete", "namespace", gone, "--ignore-not-found", "--wait=false", check=False)
+            scheduling.delete_priority_class(priority)
             subprocess.run([*ctr_images(cluster), "rm", f"{SANDBOX_REPO}:{UPGRADE_TAG}"], capture_output=True)
 
 
@@ -233,17 +299,20 @@ def test_lint_passes_and_the_schema_rejects_a_typo(cluster: Cluster, tmp_path: P
 
 def test_rendered_manifests_pass_server_side_validation(cluster: Cluster) -> None:
     ns = f"tb-chart-dry-{secrets.token_hex(3)}"
-    cluster.core.create_namespace({"metadata": {"name": ns}})
+    for name in (ns, f"{ns}-sb"):  # the sandbox namespace is the chart's to create, but not in a dry run
+        cluster.core.create_namespace({"metadata": {"name": name}})
     try:
         rendered = tool(
             cluster, "helm", "template", "dry", str(CHART), "-n", ns,
             "--set", "minio.endpoint=minio.minio.svc:9000,minio.accessKey=a,minio.secretKey=b",
             "--set", "slack.mode=http,slack.botToken=xoxb-1,slack.signingSecret=s",
-            "--set", "podDisruptionBudget.enabled=true,networkPolicy.enabled=true",
-            "--set", "ingress.enabled=true,ingress.host=chat.example.com",
+            "--set", "podDisruptionBudget.enabled=true,networkPolicy.enabled=true,controller.replicas=2",
+            "--set", "ingress.enabled=true,ingress.host=chat.example.com,sandbox.createNamespace=false",
+            "--set", f"sandbox.namespace={ns}-sb",
         )  # fmt: skip
-        out = tool(cluster, "kubectl", "apply", "--dry-run=server", "-n", ns, "-f", "-", stdin=rendered)
+        out = tool(cluster, "kubectl", "apply", "--dry-run=server", "-f", "-", stdin=rendered)
         for kind in (
+            "daemonset.apps/dry-threadbox-prepuller",
             "ingress.networking",
             "service/dry-threadbox-chat",
             "deployment.apps",
@@ -255,7 +324,38 @@ def test_rendered_manifests_pass_server_side_validation(cluster: Cluster) -> Non
         ):
             assert f"{kind}" in out and "(server dry run)" in out, (kind, out)
     finally:
-        cluster.core.delete_namespace(ns)
+        for name in (ns, f"{ns}-sb"):
+            cluster.core.delete_namespace(name)
+
+
+def _render(cluster: Cluster, *sets: str, check: bool = True) -> list[dict[str, Any]]:
+    args = [a for s in ("minio.endpoint=m:9000", *sets) for a in ("--set", s)]
+    out = tool(cluster, "helm", "template", "r", str(CHART), "-n", "rel", *args, check=check)
+    return [d for d in yaml.safe_load_all(out) if d]
+
+
+def test_defaults_sandboxes_in_their_own_namespace_one_replica_no_budget_no_metadata_egress(
+    cluster: Cluster,
+) -> None:
+    docs = _render(cluster)
+    kinds = {(d["kind"], d["metadata"]["name"]): d for d in docs}
+    assert ("PodDisruptionBudget", "r-threadbox") not in kinds  # one replica drains freely
+    assert kinds[("Namespace", "rel-sandboxes")]  # its own, never the release's
+    deployment = kinds[("Deployment", "r-threadbox")]["spec"]["template"]["spec"]
+    env = {e["name"]: e.get("value") for e in deployment["containers"][0]["env"]}
+    assert env["THREADBOX_SANDBOX_NAMESPACE"] == "rel-sandboxes"
+    version = yaml.safe_load((CHART / "Chart.yaml").read_text())["appVersion"]
+    assert deployment["containers"][0]["image"].endswith(f"threadbox-controller:{version}")
+    assert env["THREADBOX_SANDBOX_IMAGE"].endswith(f"threadbox-sandbox:{version}")
+    prepuller = kinds[("DaemonSet", "r-threadbox-prepuller")]
+    assert prepuller["metadata"]["namespace"] == "rel-sandboxes"
+    egress = kinds[("NetworkPolicy", "r-threadbox")]["spec"]["egress"]
+    blocks = [peer["ipBlock"] for rule in egress for peer in rule.get("to", []) if "ipBlock" in peer]
+    assert blocks and all("169.254.169.254/32" in b["except"] for b in blocks if b["cidr"] == "0.0.0.0/0")
+    assert "PodDisruptionBudget" in {d["kind"] for d in _render(cluster, "controller.replicas=2")}
+    out = tool(cluster, "helm", "template", "r", str(CHART), "-n", "rel", "--set", "minio.endpoint=m:9000",
+               "--set", "sandbox.namespace=rel", check=False)  # fmt: skip
+    assert "sandbox.namespace must differ from the release namespace" in out
 
 
 # -- the installed release ------------------------------------------------------------------
@@ -275,6 +375,15 @@ def test_install_brings_the_controller_to_ready_and_helm_test_passes(release: Re
     assert container.security_context.read_only_root_filesystem
     assert pod.spec.security_context.run_as_user == 10001
     assert httpx.get(release.url() + "/readyz", timeout=10).json()["backend"] == "kubernetes"
+    # What the LLM is told is preinstalled comes with the image; uv does not.
+    probe = (
+        "import importlib.util; from controller.agent.prompt import preinstalled_libraries as p;"
+        "print(','.join(p())); print(importlib.util.find_spec('uv'))"
+    )
+    libraries, uv = release.kubectl(
+        "-n", release.namespace, "exec", name, "--", "python", "-c", probe
+    ).split()
+    assert {"numpy", "pandas", "matplotlib"} <= set(libraries.split(",")) and uv == "None"
     # Sandboxes are admitted under "restricted", and denied all traffic before the first exists.
     sandbox_ns = release.cluster.core.read_namespace(release.sandbox_namespace)
     assert sandbox_ns.metadata.labels["pod-security.kubernetes.io/enforce"] == "restricted"
@@ -343,6 +452,61 @@ def test_slack_mention_is_answered_by_a_sandbox_pod_of_the_in_cluster_controller
     [pod] = release.sandbox_pods()
     assert pod.status.phase == "Running"
     assert pod.spec.runtime_class_name == release.runtime_class
+
+
+def _assert_placed(spec: Any, release: Release) -> None:
+    """A pod spec (the client's model) with the release's placement, scheduled onto the node."""
+    assert spec.node_selector == {"kubernetes.io/hostname": release.node}
+    tolerations = [{"key": t.key, "operator": t.operator, "effect": t.effect} for t in spec.tolerations]
+    assert TOLERATION in tolerations
+    [term] = (
+        spec.affinity.node_affinity.required_during_scheduling_ignored_during_execution.node_selector_terms
+    )
+    assert term.match_expressions[0].key == "kubernetes.io/os"
+    [spread] = spec.topology_spread_constraints
+    assert (spread.topology_key, spread.label_selector.match_labels) == ("kubernetes.io/hostname", TEAM_LABEL)
+    assert spec.priority_class_name == release.priority_class and spec.priority == 100
+    assert spec.node_name == release.node
+
+
+def test_sandbox_and_controller_pods_land_where_the_values_place_them(release: Release) -> None:
+    with release.api(read=180) as http:
+        tid = create_thread(http, "placed")
+        assert stdout(run(http, tid, "print('placed')")) == "placed\n"
+    [pod] = release.sandbox_pods(tid)
+    _assert_placed(pod.spec, release)
+    scheduled = {c.type: c.status for c in pod.status.conditions}
+    assert scheduled["PodScheduled"] == "True" and pod.status.phase == "Running"
+    assert [s.name for s in pod.spec.image_pull_secrets] == [PULL_SECRET]
+    assert pod.spec.containers[0].image_pull_policy == "Never"
+    assert (
+        pod.metadata.labels.items() >= {**TEAM_LABEL, "app.kubernetes.io/name": "threadbox-sandbox"}.items()
+    )
+    assert pod.metadata.annotations["threadbox.dev/cost-center"] == "ci"
+    [controller] = release.controller_pods()
+    _assert_placed(release.cluster.core.read_namespaced_pod(controller, release.namespace).spec, release)
+
+
+def test_the_pre_puller_keeps_the_sandbox_image_on_the_eligible_node(release: Release) -> None:
+    [daemonset] = (
+        client.AppsV1Api(release.cluster.core.api_client)
+        .list_namespaced_daemon_set(
+            release.sandbox_namespace, label_selector="app.kubernetes.io/name=threadbox-prepuller"
+        )
+        .items
+    )
+    assert daemonset.status.desired_number_scheduled == daemonset.status.number_ready == 1
+    [pod] = release.cluster.core.list_namespaced_pod(
+        release.sandbox_namespace, label_selector="app.kubernetes.io/name=threadbox-prepuller"
+    ).items
+    assert pod.spec.node_name == release.node and pod.status.phase == "Running"
+    assert pod.spec.node_selector == {"kubernetes.io/hostname": release.node}
+    [container] = pod.spec.containers
+    assert container.image == release.cluster.image and container.image_pull_policy == "Never"
+    assert container.resources.requests == {"cpu": "1m", "memory": "8Mi"}
+    assert container.security_context.read_only_root_filesystem
+    assert [s.name for s in pod.spec.image_pull_secrets] == [PULL_SECRET]
+    assert pod.spec.automount_service_account_token is False
 
 
 CONTROLLER_PROBE = r"""

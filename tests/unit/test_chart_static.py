@@ -1,10 +1,12 @@
-"""Checks of the chart and dashboard that need no cluster (tests/cluster/test_chart.py installs the
-chart for real; skaffold.yaml and manifests/: test_skaffold.py)."""
+"""Checks of the chart, dashboard and skaffold config that need no cluster (tests/cluster/test_chart.py
+installs the chart for real)."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -153,6 +155,69 @@ def test_schema_knows_every_value_and_the_defaults_satisfy_it() -> None:
             assert set(defaults[key]) <= set(sub["properties"]), key
     assert schema["additionalProperties"] is False
     assert defaults["slack"]["mode"] == "off"  # a string: YAML 1.1 would read a bare off as false
+
+
+def test_skaffold_names_existing_files_and_sets_the_images_it_builds() -> None:
+    config = yaml.safe_load((ROOT / "skaffold.yaml").read_text())
+    assert config["apiVersion"].startswith("skaffold/v4beta")
+    artifacts = config["build"]["artifacts"]
+    for artifact in artifacts:
+        assert (ROOT / artifact.get("context", ".") / artifact["docker"]["dockerfile"]).is_file()
+    for path in config["manifests"]["rawYaml"]:
+        assert (ROOT / path).is_file(), path
+    [release] = config["deploy"]["helm"]["releases"]
+    assert (ROOT / release["chartPath"] / "Chart.yaml").is_file()
+    for path in release["valuesFiles"]:
+        assert (ROOT / path).is_file(), path
+    templates = json.dumps(release["setValueTemplates"])
+    for artifact in artifacts:
+        key = re.sub(r"[^A-Za-z0-9]", "_", artifact["image"])
+        assert f"IMAGE_REPO_{key}" in templates and f"IMAGE_TAG_{key}" in templates, key
+    dev = yaml.safe_load((ROOT / "manifests" / "dev-values.yaml").read_text())
+    assert set(dev) <= set(values())
+    kind = yaml.safe_load((ROOT / "manifests" / "kind-config.yaml").read_text())
+    assert kind["kind"] == "Cluster" and kind["networking"]["podSubnet"]
+    minio = next(
+        d
+        for d in yaml.safe_load_all((ROOT / "manifests" / "minio.yaml").read_text())
+        if d["kind"] == "Deployment"
+    )
+    labels = minio["spec"]["template"]["metadata"]["labels"]
+    assert (
+        dev["minio"]["sandboxPeer"]["podSelector"]["matchLabels"].items() <= labels.items()
+    )  # sandboxes reach it
+
+
+def _chart_readme() -> Any:
+    """hack/chart-readme.py as a module (its name is no identifier)."""
+    spec = importlib.util.spec_from_file_location("chart_readme", ROOT / "hack" / "chart-readme.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclass looks its module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_chart_readme_is_generated_from_the_current_values() -> None:
+    readme = _chart_readme()
+    assert (CHART / "README.md").read_text() == readme.render(), "run hack/chart-readme.py"
+    _, rows = readme.parse((CHART / "values.yaml").read_text())
+    by_key = {row.key: row for row in rows}
+    # Leaves carry their defaults; a comment lands on the key under it.
+    assert by_key["sandbox.prePuller.enabled"].default == "true"
+    assert "appVersion" in by_key["sandbox.image.tag"].description
+    assert by_key["minio"].default == "" and "Required" in by_key["minio"].description
+
+
+def test_image_tags_default_to_the_app_version_and_no_default_is_a_local_image() -> None:
+    defaults = values()
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    assert chart["kubeVersion"] and chart["sources"] and chart["maintainers"]
+    for image in (defaults["image"], defaults["sandbox"]["image"]):
+        assert image["tag"] == ""  # the templates fall back to .Chart.AppVersion
+        assert not image["repository"].startswith("localhost/")
+    helpers = (CHART / "templates" / "_helpers.tpl").read_text()
+    assert helpers.count("tag | default .Chart.AppVersion") == 2
 
 
 def test_the_controller_image_carries_the_sandbox_libraries_and_no_uv() -> None:

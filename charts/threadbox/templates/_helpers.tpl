@@ -42,12 +42,44 @@ app.kubernetes.io/component: controller
 {{- end }}
 {{- end }}
 
+{{/* Never the release namespace: the controller's Role there (Secrets included) would cover
+its own namespace. */}}
 {{- define "threadbox.sandboxNamespace" -}}
-{{- default .Release.Namespace .Values.sandbox.namespace }}
+{{- $ns := .Values.sandbox.namespace | default (printf "%s-sandboxes" .Release.Namespace) }}
+{{- if eq $ns .Release.Namespace }}
+{{- fail "sandbox.namespace must differ from the release namespace: the controller's rights over Secrets there would cover its own" }}
+{{- end }}
+{{- $ns }}
 {{- end }}
 
 {{- define "threadbox.image" -}}
 {{ .Values.image.repository }}:{{ .Values.image.tag | default .Chart.AppVersion }}
+{{- end }}
+
+{{- define "threadbox.sandboxImage" -}}
+{{ .Values.sandbox.image.repository }}:{{ .Values.sandbox.image.tag | default .Chart.AppVersion }}
+{{- end }}
+
+{{/* The placement fields of a pod spec, from a values section (controller or sandbox). */}}
+{{- define "threadbox.placement" -}}
+{{- range $field := list "nodeSelector" "tolerations" "affinity" "topologySpreadConstraints" }}
+{{- with index $ $field }}
+{{ $field }}:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end }}
+{{- with .priorityClassName }}
+priorityClassName: {{ . }}
+{{- end }}
+{{- end }}
+
+{{/* A node-wide egress CIDR never reaches the cloud metadata service (credentials of the node). */}}
+{{- define "threadbox.ipBlock" -}}
+{{- if eq . "0.0.0.0/0" }}
+- ipBlock: {cidr: {{ . }}, except: [169.254.169.254/32]}
+{{- else }}
+- ipBlock: {cidr: {{ . }}}
+{{- end }}
 {{- end }}
 
 {{/* The bootstrap admin token the chart keeps in its Secret: auth.adminToken, else (with no
@@ -112,7 +144,17 @@ args: list root NAME section keyValue valueName */}}
 - {name: THREADBOX_START_TIMEOUT, value: {{ $v.controller.startTimeout | quote }}}
 - {name: THREADBOX_EXEC_TIMEOUT, value: {{ $v.controller.execTimeout | quote }}}
 - {name: THREADBOX_SANDBOX_NAMESPACE, value: {{ include "threadbox.sandboxNamespace" . | quote }}}
-- {name: THREADBOX_SANDBOX_IMAGE, value: {{ printf "%s:%s" $v.sandbox.image.repository $v.sandbox.image.tag | quote }}}
+- {name: THREADBOX_SANDBOX_IMAGE, value: {{ include "threadbox.sandboxImage" . | quote }}}
+- {name: THREADBOX_SANDBOX_IMAGE_PULL_POLICY, value: {{ $v.sandbox.image.pullPolicy | quote }}}
+{{- with $v.sandbox.priorityClassName }}
+- {name: THREADBOX_SANDBOX_PRIORITY_CLASS_NAME, value: {{ . | quote }}}
+{{- end }}
+{{- $placement := dict "NODE_SELECTOR" $v.sandbox.nodeSelector "TOLERATIONS" $v.sandbox.tolerations "AFFINITY" $v.sandbox.affinity "TOPOLOGY_SPREAD" $v.sandbox.topologySpreadConstraints "IMAGE_PULL_SECRETS" $v.sandbox.imagePullSecrets "EXTRA_LABELS" $v.sandbox.podLabels "EXTRA_ANNOTATIONS" $v.sandbox.podAnnotations }}
+{{- range $name, $value := $placement }}
+{{- with $value }}
+- {name: THREADBOX_SANDBOX_{{ $name }}, value: {{ toJson . | quote }}}
+{{- end }}
+{{- end }}
 - {name: THREADBOX_SANDBOX_CPU_REQUEST, value: {{ $v.sandbox.resources.requests.cpu | quote }}}
 - {name: THREADBOX_SANDBOX_MEMORY_REQUEST, value: {{ $v.sandbox.resources.requests.memory | quote }}}
 - {name: THREADBOX_SANDBOX_CPU_LIMIT, value: {{ $v.sandbox.resources.limits.cpu | quote }}}
