@@ -7,7 +7,7 @@ The structured settings are the Kubernetes fields' own JSON (the chart passes it
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any, Literal
 
 from pydantic import Field
@@ -67,16 +67,8 @@ class Placement:
 
     @classmethod
     def from_settings(cls, s: PlacementSettings) -> Placement:
-        return cls(
-            node_selector=s.sandbox_node_selector,
-            tolerations=s.sandbox_tolerations,
-            affinity=s.sandbox_affinity,
-            topology_spread=s.sandbox_topology_spread,
-            priority_class_name=s.sandbox_priority_class_name,
-            image_pull_secrets=s.sandbox_image_pull_secrets,
-            extra_labels=s.sandbox_extra_labels,
-            extra_annotations=s.sandbox_extra_annotations,
-        )
+        """Each field from the setting of its name with the sandbox_ prefix."""
+        return cls(**{f.name: getattr(s, f"sandbox_{f.name}") for f in fields(cls)})
 
     def spec_fields(self) -> dict[str, Any]:
         """The pod spec's placement fields; an unset one is left out, so the API's default holds."""
