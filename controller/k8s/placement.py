@@ -72,7 +72,7 @@ class Placement:
 
     def spec_fields(self) -> dict[str, Any]:
         """The pod spec's placement fields; an unset one is left out, so the API's default holds."""
-        fields = {
+        spec = {
             "nodeSelector": self.node_selector,
             "tolerations": self.tolerations,
             "affinity": self.affinity,
@@ -80,4 +80,4 @@ class Placement:
             "priorityClassName": self.priority_class_name,
             "imagePullSecrets": self.image_pull_secrets,
         }
-        return {key: value for key, value in fields.items() if value}
+        return {key: value for key, value in spec.items() if value}
