@@ -1,8 +1,8 @@
 """Kubernetes pieces of the pod-per-thread backend, one responsibility per module.
 
 Pure builders and readers never talk to the API server, so every field can be unit-tested
-without a cluster: ``objects`` (pod, Secret, policies), ``names``, ``podstate``,
-``connection`` and ``storage``. The modules doing I/O all call the API server through
+without a cluster: ``objects`` (pod, Secret, policies), ``placement`` (where pods may run),
+``names``, ``podstate``, ``connection`` and ``storage``. The modules doing I/O all call the API server through
 ``api.Kube`` (one timeout, one error policy): ``pods`` (a pod and its Secret), ``policy``
 (NetworkPolicies), ``lookup`` (finding sandboxes), ``cleanup``, ``liveness``, ``events``,
 ``lease`` (turn Leases), ``podwatch`` and ``pool`` (the warm pool), ``claim`` (a warm pod for
