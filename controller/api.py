@@ -7,32 +7,35 @@ import contextlib
 from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any
 
-from fastapi import Body, FastAPI, File, Form, HTTPException, Request, UploadFile
+from fastapi import Body, FastAPI, File, Form, HTTPException, Query, Request, UploadFile
+from fastapi import Path as FastApiPath
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
 
 from controller.agent.base import Turn
-from controller.auth import Authenticator, AuthGate, Caller, Principal
+from controller.apidocs import FILE_BODY, NDJSON, NEXT_PAGE, WHY, ErrorOut, document, errors, streams
+from controller.auth import Authenticator, AuthGate, Caller
 from controller.bodylimit import install as install_body_limit
 from controller.console import router as console_router
 from controller.events import Event
 from controller.filenames import BadFilename, NameConflict, clean_filename
 from controller.httpmetrics import install as install_http_metrics
-from controller.identity import ThreadKey, is_thread_id
+from controller.identity import ThreadKey
+from controller.lookup import find_thread as _thread
+from controller.lookup import list_page
 from controller.nofollow import fd_path
 from controller.quotas import QuotaExceeded
 from controller.runtime import Runtime
 from controller.stores.base import NotInStore, StoredFile, StoreUnavailable
-from controller.streaming import detached, ndjson, sse
-from controller.threads import ThreadRecord, ensure_thread, get_thread, list_threads
+from controller.streaming import detached, ndjson, sse, with_keepalives
+from controller.threads import ThreadRecord, ensure_thread
 from controller.uploads import NotInSandbox, Uploads
 
-NDJSON = "application/x-ndjson"
-BODY_LIMIT_RESPONSE: dict[int | str, dict[str, Any]] = {
-    413: {"description": "Over the code size limit, or a body over the route's limit (refused unread)."}
-}
+ThreadRef = Annotated[
+    str, FastApiPath(description="The thread's id, or the name of one of the caller's threads.")
+]
 
 
 class ThreadCreate(BaseModel):
@@ -87,6 +90,7 @@ def create_app(runtime: Runtime) -> FastAPI:
     app.state.runtime = runtime
     app.state.auth = Authenticator(runtime.settings, runtime.store)
     _install_error_handlers(app)
+    document(app)
     install_body_limit(app, runtime.settings)
     app.add_middleware(AuthGate, auth=app.state.auth)  # before any body is read: a 401 first
     install_http_metrics(app, runtime.metrics)
@@ -139,7 +143,7 @@ def _add_ops_routes(app: FastAPI, rt: Runtime) -> None:
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/readyz", tags=["ops"])
+    @app.get("/readyz", tags=["ops"], responses={503: {"model": ErrorOut, "description": WHY[503]}})
     async def readyz() -> dict[str, str]:
         await rt.check_storage()
         ready = {"status": "ready", "backend": rt.backend.name, "agent": rt.agent.name}
@@ -153,42 +157,12 @@ def _add_ops_routes(app: FastAPI, rt: Runtime) -> None:
         return Response(generate_latest(rt.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 
-def _visible(record: ThreadRecord, who: Principal) -> bool:
-    """Admins see every thread; a user only the API threads they own (never chat threads)."""
-    return who.admin or (record.source == "api" and record.user == who.user)
-
-
-async def _read_thread(rt: Runtime, thread_id: str) -> ThreadRecord | None:
-    """The thread's record from the store; while the store is down, the one this replica read
-    last, and only for a thread whose sandbox is live here."""
-    try:
-        record: ThreadRecord | None = await _blocking(get_thread, rt.store, thread_id)
-    except StoreUnavailable:
-        recent = rt.recent_threads.get(thread_id)
-        if recent is None or not rt.manager.is_live(thread_id):
-            raise
-        return recent
-    if record is None:
-        rt.recent_threads.forget(thread_id)  # deleted, maybe by another replica
-    else:
-        rt.recent_threads.remember(record)
-    return record
-
-
-async def _thread(rt: Runtime, thread_id: str, who: Principal) -> ThreadRecord:
-    record = await _read_thread(rt, thread_id) if is_thread_id(thread_id) else None
-    # Someone else's thread answers exactly like a missing one, so ids cannot be probed.
-    if record is None or not _visible(record, who):
-        raise HTTPException(404, f"No thread {thread_id!r}. Create it with POST /threads first.")
-    return record
-
-
 def _stream(request: Request, events: AsyncIterator[Event]) -> StreamingResponse:
     use_sse = "text/event-stream" in request.headers.get("accept", "")
     encode, media = (sse, "text/event-stream") if use_sse else (ndjson, NDJSON)
 
     async def body() -> AsyncIterator[bytes]:
-        async for event in detached(events, request.app.state.runtime.manager.turns):
+        async for event in with_keepalives(detached(events, request.app.state.runtime.manager.turns)):
             yield encode(event)
 
     return StreamingResponse(body(), media_type=media)
@@ -198,11 +172,22 @@ def _add_thread_routes(app: FastAPI, rt: Runtime) -> None:
     def out(record: ThreadRecord) -> ThreadOut:
         return ThreadOut(**record.model_dump(), live=rt.manager.is_live(record.id))
 
-    @app.get("/threads", tags=["threads"])
-    async def threads(who: Caller) -> list[ThreadOut]:
-        return [out(r) for r in await _blocking(list_threads, rt.store) if _visible(r, who)]
+    @app.get("/threads", tags=["threads"], responses={200: NEXT_PAGE})
+    async def threads(
+        who: Caller,
+        response: Response,
+        limit: Annotated[int, Query(ge=1, le=200, description="Threads per page.")] = 100,
+        cursor: Annotated[
+            str | None, Query(max_length=64, description="Where to go on: the previous page's `Link`.")
+        ] = None,
+    ) -> list[ThreadOut]:
+        """The threads the caller sees, in id order, a page at a time."""
+        page = await list_page(rt, who, cursor, limit)
+        if page.after:
+            response.headers["Link"] = f'</threads?limit={limit}&cursor={page.after}>; rel="next"'
+        return [out(r) for r in page.threads]
 
-    @app.post("/threads", tags=["threads"], status_code=201, responses=BODY_LIMIT_RESPONSE)
+    @app.post("/threads", tags=["threads"], status_code=201, responses=errors(400, 403))
     async def create(body: ThreadCreate, who: Caller) -> ThreadOut:
         owner = body.user or who.user
         if owner != who.user and not who.admin:
@@ -212,51 +197,58 @@ def _add_thread_routes(app: FastAPI, rt: Runtime) -> None:
         return out(await _blocking(ensure_thread, rt.store, key, body.name, owner))
 
     @app.get("/threads/{thread_id}", tags=["threads"])
-    async def show(thread_id: str, who: Caller) -> ThreadOut:
+    async def show(thread_id: ThreadRef, who: Caller) -> ThreadOut:
         return out(await _thread(rt, thread_id, who))
 
     @app.delete("/threads/{thread_id}", tags=["threads"], status_code=204)
-    async def delete(thread_id: str, who: Caller) -> Response:
-        await _thread(rt, thread_id, who)
-        await rt.manager.stop_thread(thread_id)
-        await _blocking(rt.store.delete_thread, thread_id)
-        rt.recent_threads.forget(thread_id)
+    async def delete(thread_id: ThreadRef, who: Caller) -> Response:
+        record = await _thread(rt, thread_id, who)
+        await rt.manager.stop_thread(record.id)
+        await _blocking(rt.store.delete_thread, record.id)
+        rt.recent_threads.forget(record.id)
         return Response(status_code=204)
 
     @app.post(
         "/threads/{thread_id}/execute",
         tags=["threads"],
-        responses={
-            200: {"description": "A stream of events, NDJSON or SSE (Accept: text/event-stream)."},
-            **BODY_LIMIT_RESPONSE,
-        },
+        response_class=StreamingResponse,
+        responses=streams(400),
     )
-    async def execute(thread_id: str, body: ExecuteIn, request: Request, who: Caller) -> StreamingResponse:
+    async def execute(
+        thread_id: ThreadRef, body: ExecuteIn, request: Request, who: Caller
+    ) -> StreamingResponse:
+        """Run code; its events stream as NDJSON, or as SSE with `Accept: text/event-stream`."""
         record = await _thread(rt, thread_id, who)
         size = len(body.code.encode())
         if size > rt.settings.max_code_bytes:
             raise HTTPException(
                 413, f"The code is {size} bytes, over the {rt.settings.max_code_bytes} limit."
             )
-        return _stream(request, rt.manager.run(thread_id, body.code, record.user, body.timeout))
+        return _stream(request, rt.manager.run(record.id, body.code, record.user, body.timeout))
 
-    @app.post("/threads/{thread_id}/messages", tags=["threads"], responses=BODY_LIMIT_RESPONSE)
+    @app.post(
+        "/threads/{thread_id}/messages",
+        tags=["threads"],
+        response_class=StreamingResponse,
+        responses=streams(400),
+    )
     async def message(
-        thread_id: str, request: Request, body: Annotated[MessageIn, Body()], who: Caller
+        thread_id: ThreadRef, request: Request, body: Annotated[MessageIn, Body()], who: Caller
     ) -> StreamingResponse:
+        """Give the agent a message; the turn's events stream as from `execute`."""
         record = await _thread(rt, thread_id, who)
         if len(body.text.encode()) > rt.settings.max_code_bytes:
             raise HTTPException(413, f"The message is over the {rt.settings.max_code_bytes}-byte limit.")
         return _stream(
-            request, rt.manager.turn(thread_id, rt.agent.respond(Turn(thread_id, body.text, record.user)))
+            request, rt.manager.turn(record.id, rt.agent.respond(Turn(record.id, body.text, record.user)))
         )
 
 
 def _add_file_routes(app: FastAPI, rt: Runtime) -> None:
     @app.get("/threads/{thread_id}/files", tags=["files"])
-    async def files(thread_id: str, who: Caller) -> list[FileOut]:
-        await _thread(rt, thread_id, who)
-        stored: list[StoredFile] = await _blocking(rt.store.list_files, thread_id)
+    async def files(thread_id: ThreadRef, who: Caller) -> list[FileOut]:
+        record = await _thread(rt, thread_id, who)
+        stored: list[StoredFile] = await _blocking(rt.store.list_files, record.id)
         ttl = rt.settings.file_ttl_days
         return [FileOut(**vars(f)) for f in stored if not f.expired(ttl)]
 
@@ -266,17 +258,10 @@ def _add_file_routes(app: FastAPI, rt: Runtime) -> None:
         "/threads/{thread_id}/files",
         tags=["files"],
         status_code=201,
-        responses={
-            400: {"description": "The name is unsafe (traversal, control characters, reserved)."},
-            409: {"description": "A stored or live file, folder or link is in the way of the name."},
-            413: {"description": "Over a size limit or quota; over-long bodies are refused unread."},
-            502: {
-                "description": "Stored, but the live sandbox did not take it (it has it from its next start)."
-            },
-        },
+        responses=errors(400, 409, 502),
     )
     async def upload(
-        thread_id: str,
+        thread_id: ThreadRef,
         who: Caller,
         file: Annotated[UploadFile, File(description="The file's bytes.")],
         name: Annotated[
@@ -298,12 +283,17 @@ def _add_file_routes(app: FastAPI, rt: Runtime) -> None:
             raise HTTPException(502, f"{exc}.") from exc
         return FileOut(**vars(stored))
 
-    @app.get("/threads/{thread_id}/files/{name:path}", tags=["files"], response_class=Response)
-    async def download(thread_id: str, name: str, who: Caller) -> Response:
-        await _thread(rt, thread_id, who)
+    @app.get(
+        "/threads/{thread_id}/files/{name:path}",
+        tags=["files"],
+        response_class=Response,
+        responses={200: FILE_BODY, **errors(400)},
+    )
+    async def download(thread_id: ThreadRef, name: str, who: Caller) -> Response:
+        record = await _thread(rt, thread_id, who)
         try:
             clean = clean_filename(name)
-            data = await _blocking(rt.store.read_file, thread_id, clean)
+            data = await _blocking(rt.store.read_file, record.id, clean)
         except BadFilename as exc:
             raise HTTPException(400, f"Bad filename: {exc}.") from exc
         except NotInStore as exc:

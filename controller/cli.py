@@ -6,20 +6,19 @@ import argparse
 import asyncio
 import gc
 import getpass
-import json
 import os
 import sys
 import time
 from collections.abc import Callable, Sequence
+from importlib.metadata import version
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import httpx
 from pydantic import ValidationError
 
-from controller.auth_setup import client_token
+from controller.client import EXIT_CODES, UNREACHABLE, run_client
 from controller.config import Settings
-from controller.events import Display, Done, Error, FilesChanged, Message, Status, Stream, parse_event
 
 if TYPE_CHECKING:
     from controller.backends.base import Backend
@@ -29,17 +28,24 @@ if TYPE_CHECKING:
 
 DEFAULT_SERVER = os.environ.get("THREADBOX_SERVER", "http://127.0.0.1:8600")
 
-EPILOG = """\
+EPILOG = (
+    """\
 examples:
   threadbox dev                                  # API + web console on http://127.0.0.1:8600
   threadbox run -t demo 'print(6 * 7)'           # run code in thread "demo" of a running server
   threadbox run -t demo -f analysis.py
   threadbox upload -t demo data.csv
-  threadbox threads
+  threadbox threads --json
   threadbox token create --user alice            # an API token for alice (shown once)
 
-Every setting is also an environment variable THREADBOX_<NAME> (see the README's table).
+A thread (-t) is named by its name or its id. The client commands (run, upload, threads) talk
+to --server, default $THREADBOX_SERVER, else http://127.0.0.1:8600, with --token, default
+$THREADBOX_TOKEN. Every setting is also an environment variable THREADBOX_<NAME> (see the
+README's table).
+
 """
+    + EXIT_CODES
+)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -49,6 +55,7 @@ def _parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    p.add_argument("--version", action="version", version=f"threadbox {version('threadbox')}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     for name, help_ in (
@@ -153,10 +160,13 @@ def _server_args(p: argparse.ArgumentParser) -> None:
         "--token",
         help="API token (default: $THREADBOX_TOKEN, else the dev token of `threadbox dev` for a loopback server)",
     )
+    p.add_argument("--json", action="store_true", help="print JSON (for run, each event as a line of NDJSON)")
 
 
 def _client_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("-t", "--thread", default="cli", help="thread name (default: cli); created if new")
+    p.add_argument(
+        "-t", "--thread", default="cli", help="thread name or id (default: cli); a new name is created"
+    )
     _server_args(p)
 
 
@@ -174,13 +184,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             print(ensure_sandbox_python())
             return 0
-        return _client(args)
+        return run_client(args)
     except httpx.ConnectError:
         print(
             f"threadbox: cannot reach the server at {args.server}; is `threadbox dev` running?",
             file=sys.stderr,
         )
-        return 2
+        return UNREACHABLE
     except KeyboardInterrupt:
         return 130
 
@@ -396,74 +406,6 @@ async def _remove_sandboxes(backend: KubernetesBackend, persist: bool) -> int:
         await backend.close()
     print(f"threadbox cleanup: {len(sandboxes)} sandbox(es) removed from namespace {backend.ns}")
     return 0
-
-
-def _client(args: argparse.Namespace) -> int:
-    token = client_token(args.token, args.server)
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    with httpx.Client(base_url=args.server, headers=headers, timeout=httpx.Timeout(10, read=None)) as http:
-        if args.command == "threads":
-            for t in _ok(http.get("/threads")).json():
-                print(f"{t['id']}  {'live' if t['live'] else 'idle':4}  {t['name']}")
-            return 0
-        thread = _ok(http.post("/threads", json={"name": args.thread})).json()
-        if args.command == "upload":
-            with args.path.open("rb") as fh:
-                files = {"file": (args.name or args.path.name, fh)}
-                stored = _ok(http.post(f"/threads/{thread['id']}/files", files=files)).json()
-            print(f"uploaded {stored['name']} ({stored['size']} bytes) to thread {args.thread}")
-            return 0
-        code = args.file.read_text() if args.file else args.code
-        if not code:
-            print("threadbox run: give code as an argument or a file with -f", file=sys.stderr)
-            return 2
-        body = {"code": code, "timeout": args.timeout}
-        with http.stream("POST", f"/threads/{thread['id']}/execute", json=body) as resp:
-            _ok(resp, stream=True)
-            return _print_stream(resp.iter_lines())
-
-
-def _ok(resp: httpx.Response, stream: bool = False) -> httpx.Response:
-    if resp.is_success:
-        return resp
-    if stream:
-        resp.read()
-    try:
-        detail = resp.json().get("detail", resp.text)
-    except json.JSONDecodeError:
-        detail = resp.text
-    print(f"threadbox: server said {resp.status_code}: {detail}", file=sys.stderr)
-    raise SystemExit(1)
-
-
-def _print_stream(lines: Any) -> int:
-    status = "error"
-    for line in lines:
-        if not line:
-            continue
-        event = parse_event(line)
-        if isinstance(event, Stream):
-            (sys.stdout if event.type == "stdout" else sys.stderr).write(event.text)
-        elif isinstance(event, Display):
-            text = event.data.get("text/plain", "")
-            extra = [m for m in event.data if m != "text/plain"]
-            print(text + (f"  [{', '.join(extra)}]" if extra else ""))
-        elif isinstance(event, Error):
-            print("\n".join(event.traceback) or f"{event.ename}: {event.evalue}", file=sys.stderr)
-        elif isinstance(event, (Status, Message)):
-            print(
-                f"[{event.phase}] {event.message}" if isinstance(event, Status) else event.text,
-                file=sys.stderr,
-            )
-        elif isinstance(event, FilesChanged):
-            for name in event.changed:
-                print(f"[saved] {name}", file=sys.stderr)
-            for name, why in event.refused.items():
-                print(f"[not saved] {name}: {why}", file=sys.stderr)
-        elif isinstance(event, Done):
-            status = event.status
-        sys.stdout.flush()
-    return 0 if status == "ok" else 1
 
 
 if __name__ == "__main__":

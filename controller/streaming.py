@@ -5,6 +5,9 @@ short before its files are persisted, so the producer never depends on the consu
 being there. While the reader is there, a small queue between them makes a slow reader
 slow the producer down (and, through ZeroMQ, the kernel) instead of piling events up in
 the controller; once the reader has gone, the turn runs on and its events are dropped.
+
+Over HTTP, a silent stretch (a 120 s cell that prints nothing) is filled with keepalives, so
+proxies that cut idle connections (nginx's 60 s ``proxy_read_timeout``) leave the stream open.
 """
 
 from __future__ import annotations
@@ -12,7 +15,10 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, Field, RootModel
 
 from controller.events import Event
 from controller.tasks import TaskSet
@@ -20,10 +26,23 @@ from controller.tasks import TaskSet
 log = logging.getLogger(__name__)
 
 QUEUE_EVENTS = 64
+KEEPALIVE_SECONDS = 15.0
+SSE_KEEPALIVE = b": keepalive\n\n"  # a comment, which EventSource skips
 _END = object()
 
 
-async def detached(events: AsyncIterator[Event], owner: TaskSet) -> AsyncIterator[Event]:
+class Keepalive(BaseModel):
+    """Sent on an NDJSON stream after ``KEEPALIVE_SECONDS`` without an event; clients skip it.
+    An SSE stream sends a comment line instead, which EventSource ignores."""
+
+    type: Literal["keepalive"] = "keepalive"
+
+
+class StreamEvent(RootModel[Annotated[Event | Keepalive, Field(discriminator="type")]]):
+    """One line of an NDJSON turn stream, or the ``data`` of one SSE event."""
+
+
+async def detached(events: AsyncIterator[Event], owner: TaskSet) -> AsyncGenerator[Event, None]:
     """Yield ``events`` from a task of ``owner`` until it ends (SandboxManager.close drains them)."""
     queue: asyncio.Queue[object] = asyncio.Queue(QUEUE_EVENTS)
     reader_gone = False
@@ -57,9 +76,36 @@ async def detached(events: AsyncIterator[Event], owner: TaskSet) -> AsyncIterato
                 queue.get_nowait()
 
 
-def ndjson(event: Event) -> bytes:
+async def with_keepalives(events: AsyncGenerator[Event, None]) -> AsyncIterator[Event | Keepalive]:
+    """``events``, with a Keepalive after each KEEPALIVE_SECONDS without one.
+
+    The next event is awaited in a task that a timeout never cancels, so no event is lost and
+    ``events`` is not finalised by a timeout."""
+    pending = asyncio.ensure_future(anext(events))
+    try:
+        while True:
+            done, _ = await asyncio.wait({pending}, timeout=KEEPALIVE_SECONDS)
+            if not done:
+                yield Keepalive()
+                continue
+            try:
+                event = pending.result()
+            except StopAsyncIteration:
+                return
+            yield event
+            pending = asyncio.ensure_future(anext(events))
+    finally:
+        if pending.done():
+            await events.aclose()
+        else:  # closing a generator mid-step is refused; cancelling the step ends it instead
+            pending.cancel()
+
+
+def ndjson(event: Event | Keepalive) -> bytes:
     return event.model_dump_json().encode() + b"\n"
 
 
-def sse(event: Event) -> bytes:
+def sse(event: Event | Keepalive) -> bytes:
+    if isinstance(event, Keepalive):
+        return SSE_KEEPALIVE
     return f"event: {event.type}\ndata: {json.dumps(event.model_dump())}\n\n".encode()

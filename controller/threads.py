@@ -46,14 +46,10 @@ def get_thread(store: ThreadStore, thread_id: str) -> ThreadRecord | None:
     return ThreadRecord.model_validate(meta) if meta else None
 
 
-def list_threads(store: ThreadStore) -> list[ThreadRecord]:
-    records = (get_thread(store, tid) for tid in store.list_threads())
-    return sorted((r for r in records if r), key=lambda r: r.created)
-
-
 class RecentRecords:
     """The thread records this replica read last, at most ``limit`` of them, so that a thread
-    whose sandbox is live here stays usable while storage is down.
+    whose sandbox is live here stays usable while storage is down, and a listing of threads
+    reads from the store only the records it has not read yet (a record never changes).
 
     The store stays the truth: a record is remembered only from a read that found it, and
     forgotten once a read finds the thread gone. Callers still check the caller's right to it.

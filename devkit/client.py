@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterable
+from typing import Any
+
 import httpx
 
 # The bootstrap admin token (THREADBOX_ADMIN_TOKEN) of every controller devkit and the test
@@ -11,6 +15,12 @@ ADMIN_TOKEN = "tbx_test-admin-token-for-the-api-fixture"
 
 def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
+
+
+def stream_events(lines: Iterable[str]) -> list[dict[str, Any]]:
+    """The events of an NDJSON turn stream, without the keepalives that only hold it open."""
+    events = (json.loads(line) for line in lines if line)
+    return [e for e in events if e["type"] != "keepalive"]
 
 
 def api_client(url: str) -> httpx.Client:

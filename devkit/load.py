@@ -13,6 +13,8 @@ from typing import Any
 
 import httpx
 
+from devkit.client import stream_events
+
 POLL_PERIOD = 0.15
 # A request that takes this long counts as "no answer"; the worst latency records it.
 POLL_TIMEOUT = 10.0
@@ -64,4 +66,4 @@ def stream(client: httpx.Client, thread_id: str, code: str) -> list[dict[str, An
     """Every event of one execute turn, read line by line (memory stays small for huge streams)."""
     with client.stream("POST", f"/threads/{thread_id}/execute", json={"code": code}) as resp:
         resp.raise_for_status()
-        return [json.loads(line) for line in resp.iter_lines() if line]
+        return stream_events(resp.iter_lines())

@@ -1,6 +1,6 @@
 """A task card per code execution in a streamed reply: running, then complete or error.
 
-The card shows the code and the tail of its output. A running card's output is a
+The card shows the code and the tail of its output, as much as one message would hold. A running card's output is a
 preview, refreshed at most every ``PREVIEW_SECONDS``: its final output comes when it
 completes, and refreshing at every edit would cost as many calls as ``chat.update`` did.
 Output longer than the card shows is attached in full when the turn ends.
@@ -16,8 +16,8 @@ from controller.slack.blocks import defuse
 
 PREVIEW_SECONDS = 10.0
 CODE_LINES = 15
-OUTPUT_LINES = 15
-MAX_CHARS = 1500
+OUTPUT_LINES = 50
+MAX_CHARS = 3500  # as one chat.update message (controller/slack/layout.py)
 
 Status = Literal["in_progress", "complete", "error"]
 TITLES = {"in_progress": "Running code", "complete": "Ran code", "error": "The code stopped with an error"}

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import httpx
+
+from devkit.client import stream_events
 
 
 def chat(client: httpx.Client, thread_id: str, text: str) -> list[dict[str, Any]]:
     """Send a message and return every event of the reply's NDJSON stream."""
     with client.stream("POST", f"/threads/{thread_id}/messages", json={"text": text}) as resp:
         resp.raise_for_status()
-        return [json.loads(line) for line in resp.iter_lines() if line]
+        return stream_events(resp.iter_lines())
 
 
 def upload(client: httpx.Client, thread_id: str, name: str, data: bytes) -> None:

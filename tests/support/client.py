@@ -4,10 +4,11 @@ The bootstrap admin token and its header are in devkit.client."""
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import httpx
+
+from devkit.client import stream_events
 
 
 def create_thread(client: httpx.Client, name: str, user: str | None = None) -> str:
@@ -20,7 +21,7 @@ def run(client: httpx.Client, thread_id: str, code: str, **body: Any) -> list[di
     """Execute code and return every event of the NDJSON stream."""
     with client.stream("POST", f"/threads/{thread_id}/execute", json={"code": code, **body}) as resp:
         resp.raise_for_status()
-        return [json.loads(line) for line in resp.iter_lines() if line]
+        return stream_events(resp.iter_lines())
 
 
 def stdout(events: list[dict[str, Any]]) -> str:

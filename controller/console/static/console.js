@@ -384,6 +384,7 @@ async function* ndjson(body) {
 }
 
 const RENDERERS = {
+  keepalive: () => {}, // only holds the stream open through a silent cell
   status: (turn, ev) => turn.add(h("div", { class: "status" },
     h("span", { class: "phase" }, ev.phase),
     h("span", {}, ev.message + (ev.queue_position ? ` (position ${ev.queue_position} in the queue)` : "")))),
