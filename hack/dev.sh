@@ -41,8 +41,8 @@ uv_for_the_user
 step "providing bubblewrap, which sandboxes each thread's kernel"
 # Exit 3 means "not here": threadbox dev then runs kernels unsandboxed on loopback and says so.
 "$ROOT/hack/install-bwrap.sh" >/dev/null || [[ $? -eq 3 ]]
-[[ "$URL" == "http://127.0.0.1:8600" ]] || printf '    export THREADBOX_SERVER=%s   # for the CLI\n' "$URL" >&2
 step "starting threadbox dev: open the console link it prints, $URL/#token=... (Ctrl-C stops it)"
 step "then, in another terminal: uv run threadbox run -t demo 'print(1)'"
+[[ "$URL" == "http://127.0.0.1:8600" ]] || printf '    (first: export THREADBOX_SERVER=%s)\n' "$URL" >&2
 cd "$ROOT"
 exec "${UV[@]}" run --frozen threadbox dev "$@"
