@@ -14,7 +14,9 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
 
+from controller import kernelstate
 from controller.agent.base import Turn
+from controller.allow import install as install_allow
 from controller.apidocs import FILE_BODY, NDJSON, NEXT_PAGE, WHY, ErrorOut, document, errors, streams
 from controller.auth import Authenticator, AuthGate, Caller
 from controller.bodylimit import install as install_body_limit
@@ -59,6 +61,10 @@ class FileOut(BaseModel):
     modified: float
 
 
+class StateForgotten(BaseModel):
+    stopped: bool = Field(description="A running sandbox was stopped (its files saved, not its variables).")
+
+
 class ExecuteIn(BaseModel):
     code: str = Field(description="Python source to run in the thread's kernel.")
     timeout: float | None = Field(
@@ -90,6 +96,7 @@ def create_app(runtime: Runtime) -> FastAPI:
     app.state.runtime = runtime
     app.state.auth = Authenticator(runtime.settings, runtime.store)
     _install_error_handlers(app)
+    install_allow(app)
     document(app)
     install_body_limit(app, runtime.settings)
     app.add_middleware(AuthGate, auth=app.state.auth)  # before any body is read: a 401 first
@@ -207,6 +214,14 @@ def _add_thread_routes(app: FastAPI, rt: Runtime) -> None:
         await _blocking(rt.store.delete_thread, record.id)
         rt.recent_threads.forget(record.id)
         return Response(status_code=204)
+
+    @app.delete("/threads/{thread_id}/state", tags=["threads"])
+    async def forget_state(thread_id: str, who: Caller) -> StateForgotten:
+        """Forget the thread's kept variables: its next message starts a fresh kernel (files stay)."""
+        await _thread(rt, thread_id, who)
+        stopped = await rt.manager.forget_state(thread_id)
+        await _blocking(rt.store.delete_blob, thread_id, kernelstate.BLOB)
+        return StateForgotten(stopped=stopped)
 
     @app.post(
         "/threads/{thread_id}/execute",

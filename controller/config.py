@@ -109,6 +109,16 @@ class Settings(PlacementSettings):
     user_max_bytes: int = Field(default=2 * 2**30, ge=0)
     file_ttl_days: float = Field(default=0, ge=0, description="Files older than this are expired.")
 
+    # Kernel variables kept across sandboxes (saved at teardown, loaded at the next start).
+    keep_state: bool = Field(
+        default=True, description="Save a stopping sandbox's variables; load them at the thread's next start."
+    )
+    state_max_bytes: int = Field(
+        default=256 * 2**20,
+        ge=0,
+        description="Most bytes of saved variables per thread (within thread_max_bytes); above it none are kept.",
+    )
+
     # MinIO (store=minio).
     minio_endpoint: str | None = None
     minio_access_key: str | None = None

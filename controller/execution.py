@@ -41,6 +41,7 @@ class Executions:
         self.metrics = metrics
         self.grace = grace
         self.max_output = max_output
+        self.state_cap: int | None = None  # kernel variables are kept, up to this many bytes
 
     async def run(self, live: Live, code: str, timeout: float) -> AsyncIterator[Event]:
         """The kernel's events, then the files it changed (or why they were not saved), then Done."""
@@ -88,6 +89,39 @@ class Executions:
         if not (result.changed or result.deleted or result.refused):
             return None
         return FilesChanged(changed=result.changed, deleted=result.deleted, refused=result.refused)
+
+    async def before_stop(self, info: SandboxInfo, user: str | None, reason: str) -> str:
+        """Save what a stopping sandbox holds (variables, then files); how it went, for the stop
+        record. Never raises. ``released``: the sandbox goes on running without this controller."""
+        if reason == "died":
+            return "its kernel died, so nothing more was saved"
+        kept = await self._keep_state(info) if reason not in ("deleted", "forget", "released") else ""
+        if await self.persist_quietly(info, user):
+            return "its files were saved" + kept
+        return "its files could NOT be saved (see the controller log)" + kept
+
+    async def _keep_state(self, info: SandboxInfo) -> str:
+        if self.state_cap is None:
+            return ""
+        try:
+            saved = await self.backend.save_state(info, self.state_cap)
+        except Exception as exc:  # the files must still be saved, and the sandbox stopped
+            log.warning("the variables of thread %s were not saved: %s", info.thread_id, exc)
+            return "; its variables could NOT be saved (see the controller log)"
+        if saved.over_cap:
+            log.warning("the variables of thread %s were not saved: %s", info.thread_id, saved.describe())
+        return f"; {saved.describe()}"
+
+    async def load_state(self, info: SandboxInfo) -> str | None:
+        """In a new sandbox, before the first turn: the line that tells the user what came back
+        (an adopted sandbox's kernel still holds its own variables)."""
+        if self.state_cap is None or info.kind == "adopted":
+            return None
+        try:
+            return await self.backend.load_state(info)
+        except Exception as exc:
+            log.warning("the saved variables of thread %s were not loaded: %s", info.thread_id, exc)
+            return f"Kernel state: the saved variables could not be loaded ({plain_reason(exc)})."
 
     async def persist_quietly(self, info: SandboxInfo, user: str | None) -> bool:
         """Before a sandbox stops: logged and counted on failure, never raised."""

@@ -1,8 +1,9 @@
 """The sandbox kernel's IPython extensions, loaded by path when the kernel starts.
 
-Both are standalone files in sandbox-image/threadbox_sandbox/: ``outputcap.py`` (a cell's
-output is cut inside the kernel) and ``changes.py`` (the kernel says whether a cell changed
-the workspace, so an execution that wrote no file skips the sync). Nothing of them is left in
+All are standalone files in sandbox-image/threadbox_sandbox/: ``outputcap.py`` (a cell's
+output is cut inside the kernel), ``changes.py`` (the kernel says whether a cell changed
+the workspace, so an execution that wrote no file skips the sync) and ``state.py`` (the kernel
+saves and loads its variables, see controller/kernelstate.py). Nothing of them is left in
 the user's namespace. The local backend passes ``kernel_args(folder)`` with the folder where
 the kernel sees the files; the pod's launcher does the same with the sandbox image's copy.
 """
@@ -13,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 FOLDER = Path(__file__).resolve().parents[1] / "sandbox-image" / "threadbox_sandbox"
-NAMES = ("outputcap.py", "changes.py")
+NAMES = ("outputcap.py", "changes.py", "state.py")
 # What changes.py answers; asked for in each execute_request's user_expressions.
 CHANGED_KEY = "workspace_changed"
 CHANGED_EXPRESSION = "get_ipython().threadbox_workspace_changed()"

@@ -50,6 +50,8 @@ class ManagerConfig:
     interrupt_grace: float
     max_output_bytes: int
     start_timeout: float
+    keep_state: bool = False
+    state_max_bytes: int = 0
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ManagerConfig:
@@ -64,6 +66,7 @@ class SandboxManager:
         self.config = config
         self._dialer = Dialer(connect, config.max_output_bytes, config.start_timeout)
         self._executions = Executions(backend, metrics, config.interrupt_grace, config.max_output_bytes)
+        self._executions.state_cap = config.state_max_bytes if config.keep_state else None
         self.metrics = metrics
         self._live: dict[str, Live] = {}
         self._turns = KeyedLock()
@@ -87,7 +90,8 @@ class SandboxManager:
                 live = self._live.pop(thread_id, None)
                 if live is None:
                     continue
-                await self._executions.persist_quietly(live.info, live.user)
+                reason = "released" if self.backend.keep_on_release else "shutdown"
+                await self._executions.before_stop(live.info, live.user, reason)
                 live.session.close()
                 await self.backend.release(live.info)
         await self._releasing.drain()
@@ -224,6 +228,8 @@ class SandboxManager:
         # The first probe pins the kernel this session talks to (a pod relaunches a kernel that
         # exits): made now, a kernel that dies in the first turn is never mistaken for this one.
         await asyncio.gather(self.backend.touch(info), self.backend.alive(info))
+        if note := await self._executions.load_state(info):
+            yield Status(phase="restoring", message=note)
         self.metrics.start_seconds.labels(info.kind).observe(time.monotonic() - started)
         yield Status(phase="ready", message="Sandbox ready.")
 
@@ -238,27 +244,23 @@ class SandboxManager:
     async def _evict(self, thread_id: str) -> None:
         await self._retire(thread_id, "evicted")
 
-    async def _retire(self, thread_id: str, reason: str, locked: bool = False) -> None:
-        """Persist and stop a thread's sandbox. ``locked``: the caller holds the thread's lock."""
+    async def _retire(self, thread_id: str, reason: str, locked: bool = False) -> bool:
+        """Persist and stop a thread's sandbox; False if none runs here. ``locked``: lock held."""
         lock = contextlib.nullcontext() if locked else self._sandboxes.hold(thread_id)
         async with lock:
             live = self._live.pop(thread_id, None)
             if live is None:
-                return
+                return False
             live.session.close()
             try:
                 await self._shut(live.info, live.user, reason)
             finally:  # a slot kept by a failed stop would queue new threads forever
                 self._slots.release()
+        return True
 
     async def _shut(self, info: SandboxInfo, user: str | None, reason: str) -> None:
         """Persist (unless the sandbox died), say so where operators look, and stop it."""
-        if reason == "died":
-            saved = "its kernel died, so nothing more was saved"
-        elif await self._executions.persist_quietly(info, user):
-            saved = "its files were saved"
-        else:
-            saved = "its files could NOT be saved (see the controller log)"
+        saved = await self._executions.before_stop(info, user, reason)
         await self.backend.record(info, "SandboxStopped", f"Stopped ({reason}); {saved}.", reason == "died")
         await self.backend.stop(info)
         self.metrics.reaped.labels(reason).inc()
@@ -290,6 +292,11 @@ class SandboxManager:
         info = await self.backend.find(thread_id)
         if info is not None:
             await self.backend.stop(info)
+
+    async def forget_state(self, thread_id: str) -> bool:
+        """Stop the thread's sandbox here, saving its files but not its variables; False if none ran."""
+        async with self._turns.hold(thread_id):
+            return await self._retire(thread_id, "forget")
 
     async def write_file(self, thread_id: str, name: str, data: bytes) -> None:
         """Copy an already-stored file into the live sandbox, if there is one."""

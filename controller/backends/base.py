@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Literal, Protocol, TypeVar
 
 from controller.events import Event
+from controller.kernelstate import Saved
 from controller.metrics import Metrics
 from controller.workspace import PersistResult
 
@@ -121,6 +122,8 @@ class Backend(Protocol[Info]):
     """Where sandboxes run. Every method is every backend's: the manager never asks which it holds."""
 
     name: str
+    # ``release`` leaves sandboxes running for the next controller (their kernels keep their variables)
+    keep_on_release: bool
 
     @property
     def isolation(self) -> str:
@@ -164,6 +167,15 @@ class Backend(Protocol[Info]):
 
     async def write_file(self, info: Info, name: str, data: bytes) -> None:
         """Put an already-stored upload into the live workspace."""
+
+    async def save_state(self, info: Info, cap: int) -> Saved:
+        """Have the kernel save its variables (at most ``cap`` bytes) to the thread's storage,
+        from inside the sandbox (controller/kernelstate.py); raises StateError if it did not."""
+        ...
+
+    async def load_state(self, info: Info) -> str | None:
+        """Load the thread's saved variables in a new sandbox's kernel; the line for the user."""
+        ...
 
     async def died_of(self, info: Info) -> str | None:
         """Why a kernel that died did, when the backend knows for sure (a memory limit)."""

@@ -31,6 +31,7 @@ from controller.backends.base import (
 )
 from controller.events import Done, Error, Event, Stream
 from controller.kernel import RESTART_NOTE
+from controller.kernelstate import Saved
 from controller.metrics import Metrics
 from controller.workspace import PersistResult
 
@@ -179,6 +180,14 @@ class FakeBackend:
 
     async def write_file(self, info: SandboxInfo, name: str, data: bytes) -> None:
         self.sandboxes[info.thread_id].files[name] = data
+
+    async def save_state(self, info: SandboxInfo, cap: int) -> Saved:
+        self.log.append(("save state", info.thread_id))
+        return Saved(cap=cap)
+
+    async def load_state(self, info: SandboxInfo) -> str | None:
+        self.log.append(("load state", info.thread_id))
+        return None
 
     async def died_of(self, info: SandboxInfo) -> str | None:
         return self.death_cause

@@ -31,6 +31,7 @@ from controller.k8s.podcache import PodCache
 from controller.k8s.podserver import PodServer, PodServerError
 from controller.k8s.policy import Policies
 from controller.k8s.pool import Claimed, WarmPool
+from controller.kernelstate import Saved
 from controller.metrics import Metrics
 from controller.quotas import user_usage
 from controller.stores.base import ThreadStore
@@ -44,6 +45,7 @@ STALE_SECRET_SECONDS = 120  # an ownerless Secret this old with no pod is a cras
 class KubernetesBackend:
     name = "kubernetes"
     isolated = True
+    keep_on_release = True
 
     def __init__(self, config: KubernetesConfig, store: ThreadStore | None = None) -> None:
         self.config = config
@@ -150,7 +152,7 @@ class KubernetesBackend:
         await self.events.record(info.name, info.uid, reason, message, warning)
 
     async def release(self, info: PodSandbox) -> None:
-        return None  # pods outlive a controller restart; the next one adopts them
+        return None  # pods outlive a controller restart (keep_on_release); the next one adopts them
 
     async def stop(self, info: PodSandbox) -> None:
         await pods.delete(self.kube, info.name, info.uid)
@@ -178,6 +180,12 @@ class KubernetesBackend:
                 log.warning("sandbox %s is gone; its files were saved by its own shutdown", info.name)
                 return PersistResult()
             raise
+
+    async def save_state(self, info: PodSandbox, cap: int) -> Saved:
+        return await self.server.save_state(pod_ref(info), cap)
+
+    async def load_state(self, info: PodSandbox) -> str | None:
+        return await self.server.load_state(pod_ref(info))
 
     async def write_file(self, info: PodSandbox, name: str, data: bytes) -> None:
         await self.server.write_file(pod_ref(info), name, data)

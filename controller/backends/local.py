@@ -19,10 +19,13 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from controller import kernelstate
 from controller.backends.base import Dialer, NoLease, SandboxInfo, Session
 from controller.backends.bwrap import sandbox_uid
 from controller.backends.local_sandbox import KERNEL_MODULE, Launcher, Prepared, chown_tree, run_parent
+from controller.kernelstate import Saved
 from controller.metrics import Metrics
 from controller.quotas import Quotas
 from controller.stores.base import ThreadStore
@@ -56,6 +59,7 @@ class ProcessSandbox(SandboxInfo):
 
 class LocalBackend:
     name = "local"
+    keep_on_release = False
 
     def __init__(
         self, root: Path, launcher: Launcher, store: ThreadStore, quotas: Quotas, file_ttl_days: float = 0
@@ -207,6 +211,19 @@ class LocalBackend:
 
     async def persist(self, info: ProcessSandbox, user: str | None) -> PersistResult:
         return await asyncio.to_thread(self._sync(info, user).persist)
+
+    async def save_state(self, info: ProcessSandbox, cap: int) -> Saved:
+        return await asyncio.to_thread(self._save_state, info.thread_id, info.connection, cap)
+
+    def _save_state(self, thread_id: str, connection: dict[str, Any], cap: int) -> Saved:
+        room = kernelstate.room(self.store, thread_id, self.quotas, cap)
+        return kernelstate.save(connection, self.store, thread_id, self._dir(thread_id) / "home", room)
+
+    async def load_state(self, info: ProcessSandbox) -> str | None:
+        home = self._dir(info.thread_id) / "home"
+        if not await asyncio.to_thread(kernelstate.fetch, self.store, info.thread_id, home):
+            return None
+        return await asyncio.to_thread(kernelstate.load, info.connection)
 
     async def write_file(self, info: ProcessSandbox, name: str, data: bytes) -> None:
         await asyncio.to_thread(self._sync(info, None).write, name, data)

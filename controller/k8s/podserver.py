@@ -20,6 +20,7 @@ import httpx
 
 from controller.filenames import NameConflict
 from controller.k8s.connection import server_url
+from controller.kernelstate import Saved
 from controller.quotas import Usage, UserQuota
 from controller.workspace import PersistResult
 
@@ -135,6 +136,15 @@ class PodServer:
         return await self.request(
             pod, "POST", "/persist", json={"user_quota": asdict(user)} if user else None
         )
+
+    async def save_state(self, pod: PodRef, cap: int) -> Saved:
+        """The pod's kernel saves its variables to the thread's storage (controller/kernelstate.py)."""
+        return Saved.of(await self.request(pod, "POST", "/state/save", json={"max_bytes": cap}), cap)
+
+    async def load_state(self, pod: PodRef) -> str | None:
+        """The pod fetches the thread's saved variables and its kernel loads them: the user's line."""
+        note = (await self.request(pod, "POST", "/state/load"))["note"]
+        return str(note) if note else None
 
     async def write_file(self, pod: PodRef, name: str, data: bytes) -> None:
         try:

@@ -91,6 +91,19 @@ class ThreadStore(Protocol):
 
     def delete_thread(self, thread_id: str) -> None: ...
 
+    # Opaque bytes of the thread that are not its files (its kernel's saved variables): under
+    # the thread's prefix, so a sandbox's scoped credentials reach its own and no other's.
+    # ``key`` is a state key (check_state_key).
+    def put_blob(self, thread_id: str, key: str, source: Path) -> int:
+        """Store ``source``'s bytes; returns their size."""
+        ...
+
+    def download_blob(self, thread_id: str, key: str, out: BinaryIO) -> None:
+        """Write the bytes to ``out``; NotInStore before writing anything if there are none."""
+
+    def delete_blob(self, thread_id: str, key: str) -> None:
+        """Gone already is fine."""
+
     def claim(self, key: str) -> bool:
         """Atomically create marker ``key``; True for the one caller that created it.
 

@@ -139,6 +139,26 @@ class LocalStore:
             if index.pop(name, None) is not None:
                 self._save_index(thread_id, index)
 
+    def _blob(self, thread_id: str, key: str) -> Path:
+        return self._thread(thread_id) / "blobs" / check_state_key(key)
+
+    def put_blob(self, thread_id: str, key: str, source: Path) -> int:
+        dest = self._blob(thread_id, key)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        _replace_with(dest, partial(shutil.copyfile, source))
+        return dest.stat().st_size
+
+    def download_blob(self, thread_id: str, key: str, out: BinaryIO) -> None:
+        try:
+            fh = self._blob(thread_id, key).open("rb")
+        except FileNotFoundError:
+            raise NotInStore(f"no {key} in thread {thread_id}") from None
+        with fh:
+            shutil.copyfileobj(fh, out, COPY_CHUNK)
+
+    def delete_blob(self, thread_id: str, key: str) -> None:
+        self._blob(thread_id, key).unlink(missing_ok=True)
+
     def delete_thread(self, thread_id: str) -> None:
         shutil.rmtree(self._thread(thread_id), ignore_errors=True)
 

@@ -179,7 +179,10 @@ class MinioStore:
     def download_file(self, thread_id: str, name: str, out: BinaryIO) -> None:
         # Not fget_object: it HEADs every object first, which a restore (sizes already listed)
         # does not need.
-        with self._object(thread_id, f"files/{name}") as resp:
+        self._download(thread_id, f"files/{name}", out)
+
+    def _download(self, thread_id: str, rel: str, out: BinaryIO) -> None:
+        with self._object(thread_id, rel) as resp:
             try:
                 shutil.copyfileobj(resp, out, COPY_CHUNK)
             except urllib3.exceptions.HTTPError as exc:  # not OSError: that is the local disk
@@ -191,6 +194,18 @@ class MinioStore:
     def delete_file(self, thread_id: str, name: str) -> None:
         key = f"{thread_prefix(thread_id)}files/{name}"
         self._call(lambda: self.client.remove_object(self.bucket, key))
+
+    def put_blob(self, thread_id: str, key: str, source: Path) -> int:
+        name = f"{thread_prefix(thread_id)}blobs/{check_state_key(key)}"
+        self._call(lambda: self.client.fput_object(self.bucket, name, str(source)))
+        return source.stat().st_size
+
+    def download_blob(self, thread_id: str, key: str, out: BinaryIO) -> None:
+        self._download(thread_id, f"blobs/{check_state_key(key)}", out)
+
+    def delete_blob(self, thread_id: str, key: str) -> None:
+        name = f"{thread_prefix(thread_id)}blobs/{check_state_key(key)}"
+        self._call(lambda: self.client.remove_object(self.bucket, name))
 
     def delete_thread(self, thread_id: str) -> None:
         objs = self._call(

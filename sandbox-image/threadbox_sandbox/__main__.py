@@ -1,8 +1,9 @@
 """``python -m threadbox_sandbox``: the sandbox pod's PID 1 (or tini's only child).
 
 Order: settings -> restore the thread's files -> launch the kernel -> serve the
-in-pod server; on SIGTERM: stop serving, stop the kernel (so nothing writes during the
-final sync), persist, exit 0. A warm pod has no thread yet: it skips the restore,
+in-pod server; on SIGTERM: stop serving, have the kernel save its variables (when the
+controller keeps state), stop the kernel (so nothing writes during the final sync),
+persist, exit 0. A warm pod has no thread yet: it skips the restore,
 and its thread, credentials and files arrive later with POST /bind.
 """
 
@@ -18,6 +19,7 @@ import threading
 import time
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 from threadbox_sandbox.kernel import KernelSupervisor, kernel_env
 from threadbox_sandbox.policy import PolicyNotInForce, probe_target, wait_until_denied
@@ -27,6 +29,9 @@ from threadbox_sandbox.settings import SettingsError, from_env, load_connection,
 log = logging.getLogger("threadbox_sandbox")
 
 RESTORE_ATTEMPTS = 3
+# A kernel busy with a long cell answers late or never: the grace period (about 30 s) must
+# still cover the final persist of the files.
+SIGTERM_STATE_TIMEOUT = 15.0
 
 
 def _reexec_under_tini() -> None:
@@ -76,6 +81,18 @@ def _restore(workspace: Workspace) -> None:
             log.info("restored %d file(s) into %s", count, workspace.settings.workspace)
             return
     log.error("could not restore the thread's files; persist is refused until POST /restore succeeds")
+
+
+def _keep_state(workspace: Workspace, kernel: dict[str, Any]) -> None:
+    """Save the kernel's variables before it stops, if the controller asked this sandbox to."""
+    if workspace.state_cap is None:
+        return
+    try:
+        saved = workspace.save_state(kernel, None, SIGTERM_STATE_TIMEOUT)
+    except Exception as exc:  # the files must still be saved
+        log.warning("kernel state not saved: %s", exc)
+        return
+    log.info("kernel state: %s", saved.describe())
 
 
 def _seed_matplotlib_cache(home: Path) -> None:
@@ -154,6 +171,7 @@ def main() -> int:
     log.info("shutting down: pod server, kernel, final persist")
     server.shutdown()
     server.server_close()
+    _keep_state(workspace, server.kernel_connection())
     code = kernel.stop()
     log.info("kernel stopped (exit %s)", code)
     if workspace.thread_id is None:

@@ -1,4 +1,4 @@
-"""The in-pod server on port 8888: health, bind, persist, restore and uploads.
+"""The in-pod server on port 8888: health, bind, persist, restore, uploads and kernel state.
 
 Stdlib only (ThreadingHTTPServer): the image stays lean and user code's
 environment gains no web framework. Every route but ``GET /healthz`` needs
@@ -21,7 +21,9 @@ from urllib.parse import unquote, urlsplit
 
 from minio.error import S3Error
 
+from controller import kernelstate
 from controller.filenames import BadFilename, NameConflict, clean_filename
+from controller.kernelstate import Saved, StateError
 from controller.quotas import QuotaExceeded, Usage, UserQuota
 from controller.stores.base import StoreError
 from controller.stores.minio import MinioStore
@@ -64,6 +66,7 @@ class Workspace:
         self._bound: Storage | None = None  # from POST /bind, until the Secret mount catches up
         self._sync: WorkspaceSync | None = None
         self._user: UserQuota | None = None  # the last per-user quota the controller sent
+        self.state_cap: int | None = None  # the last cap for kept state the controller sent
         self.restored = False
 
     def _load_storage(self) -> Storage:
@@ -125,6 +128,29 @@ class Workspace:
                 user = replace(self._user, others=self._last_others() or Usage())  # never counted: 0
             return self._current().persist(user)
 
+    def save_state(
+        self, kernel: dict[str, Any], cap: int | None, timeout: float = kernelstate.TIMEOUT
+    ) -> Saved:
+        """The kernel saves its variables to the thread's storage. ``cap`` None (the SIGTERM
+        save): the last cap the controller sent, which also says the controller keeps state."""
+        with self._lock:
+            self.state_cap = self.state_cap if cap is None else cap
+            if self.state_cap is None or self.thread_id is None:
+                raise StateError("this sandbox was never asked to keep its kernel's state")
+            store = self._current().store
+            room = kernelstate.room(store, self.thread_id, self.settings.quotas, self.state_cap)
+            return kernelstate.save(kernel, store, self.thread_id, self.settings.home, room, timeout)
+
+    def load_state(self, kernel: dict[str, Any], cap: int) -> str | None:
+        """Fetch the thread's saved variables and have the kernel load them; the user's line."""
+        with self._lock:
+            self.state_cap = cap
+            assert self.thread_id is not None  # _current() refuses an unbound workspace first
+            store = self._current().store
+            if not kernelstate.fetch(store, self.thread_id, self.settings.home):
+                return None
+        return kernelstate.load(kernel)
+
     def _last_others(self) -> Usage | None:
         return self._user.others if self._user is not None else None
 
@@ -152,6 +178,10 @@ class SandboxServer(ThreadingHTTPServer):
         self.token = token.encode()
         self.workspace = workspace
         self.kernel = kernel
+
+    def kernel_connection(self) -> dict[str, Any]:
+        """How this pod reaches its own kernel (bound to every address)."""
+        return {**self.kernel.connection, "ip": "127.0.0.1"}
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -207,6 +237,8 @@ class Handler(BaseHTTPRequestHandler):
             self._guarded(lambda: {"restored": self.server.workspace.restore()})
         elif route == "/bind":
             self._bind()
+        elif route in ("/state/save", "/state/load"):
+            self._state(route)
         else:
             self._reply(HTTPStatus.NOT_FOUND, {"error": "no such route"})
 
@@ -221,6 +253,22 @@ class Handler(BaseHTTPRequestHandler):
             self._reply(HTTPStatus.BAD_REQUEST, {"error": f"bad persist request: {exc}"})
             return
         self._guarded(lambda: asdict(self.server.workspace.persist(user)))
+
+    def _state(self, route: str) -> None:
+        """The body is ``{"max_bytes": n}``: the cap on the kernel's saved variables."""
+        size = self._content_length()
+        if size is None:
+            return
+        try:
+            cap = int(json.loads(self.rfile.read(size))["max_bytes"])
+        except (ValueError, KeyError, TypeError) as exc:
+            self._reply(HTTPStatus.BAD_REQUEST, {"error": f"bad state request: {exc}"})
+            return
+        workspace, kernel = self.server.workspace, self.server.kernel_connection()
+        if route == "/state/save":
+            self._guarded(lambda: asdict(workspace.save_state(kernel, cap)))
+        else:
+            self._guarded(lambda: {"note": workspace.load_state(kernel, cap)})
 
     def _bind(self) -> None:
         size = self._content_length()
@@ -283,7 +331,7 @@ class Handler(BaseHTTPRequestHandler):
         """Run a workspace action and map its failures to statuses the controller can act on."""
         try:
             body = action()
-        except (NotRestored, BindConflict, NameConflict) as exc:
+        except (NotRestored, BindConflict, NameConflict, StateError) as exc:
             self._reply(HTTPStatus.CONFLICT, {"error": str(exc)})
         except OthersNeeded as exc:  # the controller counts them and asks again
             self._reply(HTTPStatus.PRECONDITION_REQUIRED, {"error": str(exc)})

@@ -290,3 +290,57 @@ async def test_a_sandbox_kept_on_release_is_adopted_by_the_next_manager_with_its
     count = "threadbox_sandbox_start_seconds_count"
     assert second.metrics.registry.get_sample_value(count, {"kind": "adopted"}) == 1
     await second.close()
+
+
+# -- kept kernel state ----------------------------------------------------------------
+
+
+def state_calls(backend: FakeBackend, thread_id: str) -> list[str]:
+    return [
+        op for op, tid in backend.log if tid == thread_id and op in ("save state", "persist", "load state")
+    ]
+
+
+async def test_a_reaped_sandbox_saves_its_variables_before_its_files_and_the_next_start_loads_them(
+    make: Any,
+) -> None:
+    manager, backend = make(idle_timeout=0.0, keep_state=True, state_max_bytes=1000)
+    await collect(manager.run("t", "x"))
+    assert state_calls(backend, "t") == [
+        "load state",
+        "persist",
+    ]  # a new kernel: nothing saved yet, said nothing
+    assert await manager.reap_once() == ["t"]
+    assert state_calls(backend, "t")[2:] == ["save state", "persist"]
+    events = await collect(manager.run("t", "y"))
+    assert state_calls(backend, "t")[4:] == ["load state", "persist"] and done(events).status == "ok"
+    assert [e.message for e in events if isinstance(e, Status)][-1] == "Sandbox ready."
+
+
+async def test_no_save_when_the_kernel_died_when_forgotten_or_when_turned_off(make: Any) -> None:
+    manager, backend = make(keep_state=True, state_max_bytes=1000)
+    await collect(manager.run("died", "die"))
+    assert "save state" not in state_calls(backend, "died")
+    await collect(manager.run("forget", "x"))
+    assert await manager.forget_state("forget") is True and await manager.forget_state("forget") is False
+    assert (
+        "save state" not in state_calls(backend, "forget") and state_calls(backend, "forget")[-1] == "persist"
+    )
+    off, backend = make(idle_timeout=0.0)
+    await collect(off.run("off", "x"))
+    await off.reap_once()
+    assert state_calls(backend, "off") == ["persist", "persist"]
+    await manager.close()
+    await off.close()
+
+
+async def test_shutdown_saves_variables_only_where_the_sandbox_stops(make: Any) -> None:
+    manager, backend = make(keep_state=True, state_max_bytes=1000)
+    await collect(manager.run("t", "x"))
+    await manager.close()
+    assert state_calls(backend, "t")[-2:] == ["save state", "persist"]
+    manager, backend = make(keep_state=True, state_max_bytes=1000)
+    backend.keep_on_release = True  # as pods do: the kernel keeps its variables itself
+    await collect(manager.run("t", "x"))
+    await manager.close()
+    assert state_calls(backend, "t")[-2:] == ["persist", "persist"]
