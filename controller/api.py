@@ -216,11 +216,11 @@ def _add_thread_routes(app: FastAPI, rt: Runtime) -> None:
         return Response(status_code=204)
 
     @app.delete("/threads/{thread_id}/state", tags=["threads"])
-    async def forget_state(thread_id: str, who: Caller) -> StateForgotten:
+    async def forget_state(thread_id: ThreadRef, who: Caller) -> StateForgotten:
         """Forget the thread's kept variables: its next message starts a fresh kernel (files stay)."""
-        await _thread(rt, thread_id, who)
-        stopped = await rt.manager.forget_state(thread_id)
-        await _blocking(rt.store.delete_blob, thread_id, kernelstate.BLOB)
+        record = await _thread(rt, thread_id, who)
+        stopped = await rt.manager.forget_state(record.id)
+        await _blocking(rt.store.delete_blob, record.id, kernelstate.BLOB)
         return StateForgotten(stopped=stopped)
 
     @app.post(
