@@ -175,9 +175,20 @@ async function checkHealth() {
 
 // ---- threads ------------------------------------------------------------
 
+// Every page of GET /threads: each answer's Link header names the next one.
+async function allThreads() {
+  const threads = [];
+  for (let path = "/threads"; path; ) {
+    const resp = await api(path);
+    threads.push(...(await resp.json()));
+    path = /<([^>]+)>;\s*rel="next"/.exec(resp.headers.get("Link") || "")?.[1];
+  }
+  return threads;
+}
+
 async function loadThreads() {
   try {
-    state.threads = await (await api("/threads")).json();
+    state.threads = await allThreads();
   } catch (err) {
     toast(`Could not list threads: ${err.message}`);
     return;
