@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,10 +27,7 @@ from controller.storage import GatedStore, StorageGate
 from controller.stores.base import StoreUnavailable, ThreadStore
 from controller.stores.local import LocalStore
 from controller.stores.minio import MinioStore
-from controller.tasks import TaskSet, every
 from controller.threads import RecentRecords
-
-STORAGE_PROBE_SECONDS = 10.0
 
 
 @dataclass
@@ -57,14 +53,13 @@ class Runtime:
     loopwatch: LoopWatch | None = None
     # Records read from the store, for this replica's live threads while storage is down.
     recent_threads: RecentRecords = field(default_factory=RecentRecords)
-    _probes: TaskSet = field(default_factory=lambda: TaskSet("storage checks"))
 
     async def start(self) -> None:
         self.loopwatch = LoopWatch(self.metrics.loop_lag)
         await self.loopwatch.start()
-        await self.storage.start()  # never fails: an unready store is retried in the background
-        await self._probe_storage()
-        self._probes.spawn(every(STORAGE_PROBE_SECONDS, self._probe_storage, "a storage check"))
+        # Never fails: an unready store is retried in the background, which also keeps the
+        # threadbox_storage_up gauge fresh between readiness probes.
+        await self.storage.start()
         await self.manager.start()
         for start, _ in self.services:
             await start()
@@ -75,7 +70,6 @@ class Runtime:
             await stop()
         await self.manager.close()
         await self.storage.close()
-        await self._probes.drain(timeout=0)
         if self.loopwatch is not None:
             await self.loopwatch.close()
 
@@ -87,11 +81,6 @@ class Runtime:
             self.metrics.storage_up.set(0)
             raise
         self.metrics.storage_up.set(1)
-
-    async def _probe_storage(self) -> None:
-        # Between readiness probes too, so the gauge is fresh on every scrape.
-        with contextlib.suppress(StoreUnavailable):
-            await self.check_storage()
 
 
 class UnsafeConfiguration(Exception):
@@ -186,11 +175,11 @@ def check_local_exposure(settings: Settings, isolation: Isolation) -> None:
 
 
 def build_runtime(settings: Settings, store: ThreadStore | None = None) -> Runtime:
+    metrics = Metrics()
     raw = store or connect_store(settings)
-    storage = StorageGate(raw, preparation(settings, raw))
+    storage = StorageGate(raw, preparation(settings, raw), observe=metrics.storage_up.set)
     store = GatedStore(raw, storage)
     quotas = quotas_from(settings)
-    metrics = Metrics()
     backend = build_backend(settings, store, quotas)
     manager = SandboxManager(backend, ManagerConfig.from_settings(settings), metrics)
     agent = build_agent(settings, manager, store)

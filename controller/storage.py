@@ -53,9 +53,11 @@ class StorageGate:
         prepare: Callable[[], None],
         backoff: Backoff = Backoff(),
         recheck: float = 10.0,
+        observe: Callable[[bool], object] = lambda _up: None,
     ) -> None:
         self.store = store
         self._prepare = prepare
+        self._observe = observe  # told each try's outcome (the threadbox_storage_up gauge)
         self.backoff = backoff
         self.recheck = recheck  # seconds between checks while ready
         self.prepared = False
@@ -97,8 +99,10 @@ class StorageGate:
         try:
             await asyncio.to_thread(step)
         except Exception as exc:  # any failure means not ready; the watch must outlive it
+            self._observe(False)
             self._failed(str(exc) or type(exc).__name__)
             return
+        self._observe(True)
         if not self.ready:
             log.info("storage is ready")
         self.prepared, self.reason = True, None

@@ -34,6 +34,15 @@ def readyz(url: str) -> httpx.Response:
     return httpx.get(f"{url}/readyz", timeout=10)
 
 
+def storage_up(url: str) -> str:
+    [line] = [
+        x
+        for x in httpx.get(f"{url}/metrics", timeout=10).text.splitlines()
+        if x.startswith("threadbox_storage_up ")
+    ]
+    return line.split()[1]
+
+
 def test_a_controller_started_before_minio_waits_and_becomes_ready_by_itself(
     tmp_path: Path, sandbox_python: Path
 ) -> None:
@@ -49,6 +58,7 @@ def test_a_controller_started_before_minio_waits_and_becomes_ready_by_itself(
         not_ready = readyz(ctl.url)
         assert not_ready.status_code == 503
         assert f"storage is not ready yet (MinIO at {endpoint} is unavailable" in not_ready.json()["detail"]
+        assert storage_up(ctl.url) == "0.0"
         refused = client.post("/threads", json={"name": "early"})
         assert refused.status_code == 503, refused.text
         assert refused.json()["detail"].startswith("Storage is unavailable, nothing was changed: ")
@@ -62,6 +72,7 @@ def test_a_controller_started_before_minio_waits_and_becomes_ready_by_itself(
         with running_minio(tmp_path / "minio", port=port, password=password):
             assert wait_until(lambda: readyz(ctl.url).status_code == 200, timeout=30), readyz(ctl.url).text
             assert Minio(endpoint, ROOT_USER, password, secure=False).bucket_exists("late")
+            assert storage_up(ctl.url) == "1.0"
             thread = create_thread(client, "late")
             assert stdout(run(client, thread, "print(6 * 7)")) == "42\n"
         assert "Traceback" not in ctl.log.read_text()

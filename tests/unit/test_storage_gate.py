@@ -26,6 +26,10 @@ class Switchable(LocalStore):
     prepared = 0
     tries = 0
 
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.outcomes: list[bool] = []  # each try's, as the gate reports them
+
     def prepare(self) -> None:
         self.check()
         self.prepared += 1
@@ -44,7 +48,7 @@ def store(tmp_path: Path) -> Switchable:
 
 @pytest.fixture
 async def gate(store: Switchable) -> AsyncIterator[StorageGate]:
-    gate = StorageGate(store, store.prepare, QUICK, recheck=0.01)
+    gate = StorageGate(store, store.prepare, QUICK, recheck=0.01, observe=store.outcomes.append)
     yield gate
     await gate.close()
 
@@ -65,6 +69,7 @@ async def test_a_store_down_at_start_is_refused_with_the_reason_until_it_comes(
     store.down = False
     await until(lambda: gate.ready, timeout=5)
     assert gate.reason is None and gated.list_threads() == []
+    assert store.outcomes[0] is False and store.outcomes[-1] is True
 
 
 async def test_calls_pass_before_start_and_an_outage_after_preparation_is_the_stores_own(
