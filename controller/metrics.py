@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import platform
 from importlib.metadata import PackageNotFoundError, version
+from typing import get_args
 
 from prometheus_client import (
     GC_COLLECTOR,
@@ -19,6 +20,8 @@ from prometheus_client import (
     Histogram,
 )
 
+from controller.events import Error
+
 START_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 1.5, 2, 3, 5, 10, 20, 30, 60)
 LAG_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 # Up to the longest timeout an /execute may ask for (3600 s), past the 120 s default.
@@ -26,6 +29,9 @@ LONG_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900
 HTTP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 120)
 LLM_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120)
 CLAIM_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
+FRONTENDS = ("api", "slack")  # the sources of thread ids (controller/identity.py)
+TURN_STATUSES = ("ok", "error", "aborted", "failed")
+START_KINDS = ("cold", "warm", "adopted", "pool")
 
 
 def build_version() -> str:
@@ -81,6 +87,7 @@ class Metrics:
             ["frontend", "kind"],
             registry=r,
         )
+        self._zero_turn_series()
         self.turn_seconds = Histogram(
             "threadbox_turn_seconds",
             "From a turn's arrival (queueing included) to its end, by front-end.",
@@ -209,3 +216,14 @@ class Metrics:
             ["outcome"],
             registry=r,
         )
+
+    def _zero_turn_series(self) -> None:
+        # Series that exist from the start, at 0: a counter's first increment is then a rise
+        # that rate() and the alerts see, not the first sample of a new series.
+        for frontend in FRONTENDS:
+            for status in TURN_STATUSES:
+                self.turns.labels(frontend, status)
+            for kind in get_args(Error.model_fields["kind"].annotation):
+                self.turn_errors.labels(frontend, kind)
+        for kind in START_KINDS:
+            self.start_failures.labels(kind)

@@ -27,7 +27,7 @@ step "lint: ruff, formatting, mypy (strict)"
 provide bubblewrap ./hack/install-bwrap.sh
 provide minio ./hack/install-minio.sh
 provide chromium ./hack/install-browser.sh
-provide promtool ./hack/install-promtool.sh
+provide prometheus ./hack/install-prometheus.sh
 # The cluster tests would do these themselves; doing them here shows their progress.
 # A cold cluster build takes most of an hour on 2 cores; cached, `up` takes about a minute.
 if [[ " $* " != *"not cluster"* ]]; then

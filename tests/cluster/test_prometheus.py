@@ -1,0 +1,157 @@
+"""Issue 16 acceptance: a real Prometheus (Debian's package, hack/install-prometheus.sh) scrapes a
+controller with the Kubernetes backend and a warm pool, with the chart's scrape job
+(charts/threadbox/prometheus/scrape.yaml) and alerts (prometheus/alerts.yaml).
+
+After a scripted set of turns (a warm hit, a warm miss, ok, an exception, a timeout, an LLM
+answer, a deleted thread, refused requests), every dashboard panel's query has data. Then two
+faults: the warm pool cannot refill (a ResourceQuota of 0 pods, its pod deleted), and MinIO
+stops; each alert written for them fires.
+
+What differs from production, on purpose:
+- The controller runs on the host, as in the other cluster tests, so the scrape job keeps the
+  chart's name, path and labels but finds its target in static_configs, labelled as the job's
+  relabeling labels a Service's endpoints (namespace, job), instead of kubernetes_sd_configs.
+- The rules' ``for:`` durations are cut to 5 s in the test's copy and scrapes and rule
+  evaluations run every second, so the alerts fire within the test's two minutes.
+- The Slack row's panels are only checked to be valid queries: Slack is not scripted here
+  (tests/integration/test_slack_*.py cover its metrics).
+- It runs once, under runc: metrics and alerts do not depend on the sandbox runtime.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+
+from devkit.minio import MinioServer, MinioUnavailable, running_minio
+from tests.cluster.conftest import Cluster, _skip
+from tests.support.agent import chat
+from tests.support.client import create_thread, run
+from tests.support.fake_openai import FakeOpenAI, Text, fake_llm
+from tests.support.poll import wait_until
+from tests.support.prometheus import ALERTS, CHART, SCRAPE, Prometheus, running
+
+pytestmark = pytest.mark.cluster
+
+JOB_NAMESPACE = "threadbox-e2e"  # the namespace label the chart's relabeling would give
+SHORT_FOR = "5s"
+SYSTEM_ROWS = ("Slack",)  # rows whose metrics no scripted turn here produces
+
+
+@pytest.fixture(scope="module")
+def runtime_class() -> None:
+    """Once, under the cluster's default runtime (runc), not once per runtime."""
+    return None
+
+
+@pytest.fixture(scope="module")
+def cluster_minio(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[MinioServer]:
+    """A MinIO of this module's own: the test stops it."""
+    try:
+        with running_minio(tmp_path_factory.mktemp("minio") / "data", host=cluster.node_ip) as server:
+            yield server
+    except MinioUnavailable as exc:
+        _skip(str(exc))
+
+
+@pytest.fixture
+def llm() -> Iterator[FakeOpenAI]:
+    with fake_llm() as fake:
+        yield fake
+
+
+def prometheus_config(target: str, workdir: Path) -> dict[str, Any]:
+    job = yaml.safe_load(SCRAPE.read_text())
+    del job["kubernetes_sd_configs"], job["relabel_configs"]
+    job["scrape_interval"] = "1s"
+    job["static_configs"] = [{"targets": [target], "labels": {"namespace": JOB_NAMESPACE}}]
+    rules = yaml.safe_load(ALERTS.read_text())
+    for group in rules["groups"]:
+        for rule in group["rules"]:
+            rule["for"] = SHORT_FOR
+    (workdir / "alerts.yaml").write_text(yaml.safe_dump(rules))
+    return {
+        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+        "rule_files": ["alerts.yaml"],
+        "scrape_configs": [job],
+    }
+
+
+def panel_queries() -> list[tuple[str, str, str]]:
+    """(row, panel, query) for every target, with the dashboard's variables filled in."""
+    out, row = [], ""
+    for panel in json.loads((CHART / "dashboards" / "threadbox.json").read_text())["panels"]:
+        if panel["type"] == "row":
+            row = panel["title"]
+            continue
+        for target in panel["targets"]:
+            expr = target["expr"].replace("$__rate_interval", "1m").replace("$namespace", JOB_NAMESPACE)
+            out.append((row, panel["title"], expr.replace("$job", "threadbox")))
+    return out
+
+
+def script_turns(client: httpx.Client, cluster: Cluster, llm: FakeOpenAI) -> str:
+    """Every kind of turn the dashboard shows; returns the warm-claimed thread's id."""
+    backend = client.runtime.backend  # type: ignore[attr-defined]
+    cluster.wait("a ready warm pod", lambda: backend.pool is not None and backend.pool.ready >= 1, 120)
+    hit = create_thread(client, "hit")
+    assert run(client, hit, "print(1)")[-1]["status"] == "ok"
+    miss = create_thread(client, "miss")  # the pool is refilling: a cold start
+    assert run(client, miss, "print(2)")[-1]["status"] == "ok"
+    assert run(client, hit, "1/0")[-1]["status"] == "error"
+    timed_out = run(client, hit, "import time; time.sleep(30)", timeout=1)
+    assert any(e.get("kind") == "timeout" for e in timed_out), timed_out
+    llm.add(Text("Hello from the model."))
+    assert chat(client, hit, "hi")[-1]["status"] == "ok"
+    assert client.delete(f"/threads/{miss}").status_code == 204
+    assert client.get("/threads/api-aaaaaaaaaaaaaaaa").status_code == 404
+    assert httpx.get(client.base_url.join("/threads")).status_code == 401
+    sample = client.runtime.metrics.registry.get_sample_value  # type: ignore[attr-defined]
+    assert sample("threadbox_warm_pool_claims_total", {"result": "hit", "reason": "claimed"}) == 1
+    assert sample("threadbox_warm_pool_claims_total", {"result": "miss", "reason": "empty"}) == 1
+    return hit
+
+
+def starve_the_pool(cluster: Cluster) -> None:
+    """No pod may be created in the sandbox namespace, and the warm pod is deleted."""
+    quota = {"metadata": {"name": "no-pods"}, "spec": {"hard": {"pods": "0"}}}
+    cluster.core.create_namespaced_resource_quota(cluster.namespace, quota)
+    cluster.core.delete_collection_namespaced_pod(cluster.namespace, label_selector="threadbox.dev/pool=warm")
+
+
+def fired(prom: Prometheus, *alerts: str, timeout: float = 60) -> None:
+    if not wait_until(lambda: set(alerts) <= prom.firing(), timeout, interval=1):
+        raise AssertionError(f"{alerts} not all firing after {timeout:g}s: {prom.firing()}")
+
+
+def test_every_panel_has_data_and_each_alert_fires_in_its_fault(
+    cluster: Cluster, cluster_minio: MinioServer, k8s_api: Any, llm: FakeOpenAI, tmp_path: Path
+) -> None:
+    client = k8s_api(warm_pool_size=1, agent="builtin", llm_base_url=llm.base_url, llm_api_key="test")
+    target = re.sub(r"^https?://", "", str(client.base_url).rstrip("/"))
+    with running(prometheus_config(target, tmp_path), tmp_path) as prom:
+        hit = script_turns(client, cluster, llm)
+        try:
+            starve_the_pool(cluster)
+            fired(prom, "ThreadboxWarmPoolEmpty", "ThreadboxSandboxStartFailures")
+        finally:
+            cluster.core.delete_namespaced_resource_quota("no-pods", cluster.namespace)
+        cluster_minio.process.terminate()
+        cluster_minio.process.wait(timeout=20)
+        assert client.get("/readyz").status_code == 503
+        saved = run(client, hit, "open('kept.txt', 'w').write('x')")
+        assert any(e.get("ename") == "PersistFailed" for e in saved), saved
+        fired(prom, "ThreadboxStorageUnreachable", "ThreadboxPersistFailures", "ThreadboxTurnErrorRatio")
+        empty = [
+            (row, title, expr)
+            for row, title, expr in panel_queries()
+            if not prom.query(expr) and row not in SYSTEM_ROWS
+        ]
+    assert empty == [], f"panels without data: {empty}"
