@@ -12,6 +12,7 @@ from typing import Any
 
 import yaml
 
+from controller.config import Settings
 from controller.metrics import Metrics
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -239,3 +240,18 @@ def test_the_controller_image_carries_the_sandbox_libraries_and_no_uv() -> None:
     syncs = [line for line in dockerfile.splitlines() if "uv sync" in line]
     assert len(syncs) == 2 and all("--no-install-package uv" in line for line in syncs)
     assert "COPY --from=build /opt/threadbox /opt/threadbox" in dockerfile  # not /opt/uv
+
+
+def test_every_setting_the_chart_sets_is_one_the_controller_reads() -> None:
+    """A misspelt THREADBOX_* name in the templates would be ignored; Settings forbids only unknown
+    fields it is given, and environment variables are never given to it by name."""
+    # NOTES.txt is left out: it shows the CLI's own THREADBOX_TOKEN.
+    templates = "".join(
+        p.read_text() for p in (CHART / "templates").iterdir() if p.suffix in (".yaml", ".tpl")
+    )
+    named = set(re.findall(r"THREADBOX_([A-Z_]*[A-Z])(?![A-Z_{])", templates))
+    looped = re.search(r"\$placement := dict (.+?) }}", templates)
+    assert looped, "the placement settings' loop in _helpers.tpl"
+    named |= {f"SANDBOX_{key}" for key in re.findall(r'"([A-Z_]+)"', looped[1])}
+    assert {"SANDBOX_NODE_SELECTOR", "SANDBOX_EXTRA_ANNOTATIONS", "SANDBOX_IMAGE_PULL_POLICY"} <= named
+    assert named - {field.upper() for field in Settings.model_fields} == set()
