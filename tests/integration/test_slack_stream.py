@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from controller.identity import ThreadKey
+from controller.slack.actions import STOP_POLL_SECONDS, stop_key
 from devkit.fake_slack import TEAM_ID, FakeSlack
 from devkit.slack_events import SlackSender, code, envelope, slack_settings
 from tests.support.fake_openai import Text, fake_llm, run_python
@@ -165,6 +166,25 @@ def test_stop_interrupts_a_busy_loop_for_the_owner_only(api: Any, fake: FakeSlac
     follow = slack.send("message", "C4", code("print('x is still', x)"), thread_ts=sent.ts)
     fake.wait_for(lambda: "x is still 1" in fake.text_in_thread("C4", sent.ts), 60, "the follow-up")
     assert follow.response.status_code == 200
+
+
+@pytest.mark.timeout(120)
+def test_a_stop_pressed_on_another_replica_reaches_the_turn_through_the_store(
+    api: Any, fake: FakeSlack
+) -> None:
+    slack = SlackSender(api(**slack_settings(fake)))
+    sent = slack.mention("C8", code("while True: pass"))
+    button, _ = stop_button(fake, "C8", sent.ts)
+    thread_id, _, turn = button["value"].partition(":")
+    assert turn == sent.ts
+    runtime = slack.client.runtime  # type: ignore[attr-defined]
+    # What the other replica's handler writes when the turn does not run there.
+    runtime.store.put_state(stop_key(thread_id), {"turn": turn, "at": time.time()})
+    asked = time.monotonic()
+    card = finished(fake, "C8", sent.ts)["tasks"]["cell-1"]
+    assert card["status"] == "error" and "Stopped on request" in card["output"]
+    assert time.monotonic() - asked < STOP_POLL_SECONDS + runtime.settings.interrupt_grace + 3
+    assert runtime.store.get_state(stop_key(thread_id)) is None  # taken, so the next turn runs
 
 
 def test_feedback_is_counted_and_kept_with_the_turn(api: Any, fake: FakeSlack) -> None:
