@@ -118,7 +118,7 @@ class Executions:
         if self.state_cap is None or info.kind == "adopted":
             return None
         try:
-            return await self.backend.load_state(info)
+            return await self.backend.load_state(info, self.state_cap)
         except Exception as exc:
             log.warning("the saved variables of thread %s were not loaded: %s", info.thread_id, exc)
             return f"Kernel state: the saved variables could not be loaded ({plain_reason(exc)})."

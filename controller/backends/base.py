@@ -173,8 +173,9 @@ class Backend(Protocol[Info]):
         from inside the sandbox (controller/kernelstate.py); raises StateError if it did not."""
         ...
 
-    async def load_state(self, info: Info) -> str | None:
-        """Load the thread's saved variables in a new sandbox's kernel; the line for the user."""
+    async def load_state(self, info: Info, cap: int) -> str | None:
+        """Load the thread's saved variables in a new sandbox's kernel; the line for the user.
+        ``cap``: what later saves may take (a pod saves by itself on SIGTERM)."""
         ...
 
     async def died_of(self, info: Info) -> str | None:

@@ -185,7 +185,7 @@ class FakeBackend:
         self.log.append(("save state", info.thread_id))
         return Saved(cap=cap)
 
-    async def load_state(self, info: SandboxInfo) -> str | None:
+    async def load_state(self, info: SandboxInfo, cap: int) -> str | None:
         self.log.append(("load state", info.thread_id))
         return None
 

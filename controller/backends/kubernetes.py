@@ -184,8 +184,8 @@ class KubernetesBackend:
     async def save_state(self, info: PodSandbox, cap: int) -> Saved:
         return await self.server.save_state(pod_ref(info), cap)
 
-    async def load_state(self, info: PodSandbox) -> str | None:
-        return await self.server.load_state(pod_ref(info))
+    async def load_state(self, info: PodSandbox, cap: int) -> str | None:
+        return await self.server.load_state(pod_ref(info), cap)
 
     async def write_file(self, info: PodSandbox, name: str, data: bytes) -> None:
         await self.server.write_file(pod_ref(info), name, data)

@@ -219,7 +219,7 @@ class LocalBackend:
         room = kernelstate.room(self.store, thread_id, self.quotas, cap)
         return kernelstate.save(connection, self.store, thread_id, self._dir(thread_id) / "home", room)
 
-    async def load_state(self, info: ProcessSandbox) -> str | None:
+    async def load_state(self, info: ProcessSandbox, cap: int) -> str | None:
         home = self._dir(info.thread_id) / "home"
         if not await asyncio.to_thread(kernelstate.fetch, self.store, info.thread_id, home):
             return None
