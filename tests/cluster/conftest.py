@@ -148,14 +148,16 @@ def node_listener(cluster: Cluster) -> Iterator[int]:
         yield port
 
 
-@pytest.fixture(scope="session")
-def cluster_minio(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[MinioServer]:
+def minio_on_node(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[MinioServer]:
     """MinIO on the node IP: the controller and the pods both reach it there."""
     try:
         with running_minio(tmp_path_factory.mktemp("minio") / "data", host=cluster.node_ip) as server:
             yield server
     except MinioUnavailable as exc:
         _skip(str(exc))
+
+
+cluster_minio = pytest.fixture(scope="session", name="cluster_minio")(minio_on_node)
 
 
 @pytest.fixture(scope="session", params=["runc", "gvisor"])

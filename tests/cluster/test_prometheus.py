@@ -30,8 +30,8 @@ import httpx
 import pytest
 import yaml
 
-from devkit.minio import MinioServer, MinioUnavailable, running_minio
-from tests.cluster.conftest import Cluster, _skip
+from devkit.minio import MinioServer
+from tests.cluster.conftest import Cluster, minio_on_node
 from tests.support.agent import chat
 from tests.support.client import create_thread, run
 from tests.support.fake_openai import FakeOpenAI, Text, fake_llm
@@ -51,14 +51,8 @@ def runtime_class() -> None:
     return None
 
 
-@pytest.fixture(scope="module")
-def cluster_minio(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[MinioServer]:
-    """A MinIO of this module's own: the test stops it."""
-    try:
-        with running_minio(tmp_path_factory.mktemp("minio") / "data", host=cluster.node_ip) as server:
-            yield server
-    except MinioUnavailable as exc:
-        _skip(str(exc))
+# A MinIO of this module's own: the test stops it.
+cluster_minio = pytest.fixture(scope="module", name="cluster_minio")(minio_on_node)
 
 
 @pytest.fixture
