@@ -30,15 +30,9 @@ def test_the_rules_pass_promtool_check_and_every_alert_its_unit_test() -> None:
     assert checked.returncode == 0, checked.stdout + checked.stderr
     tested = promtool("test", "rules", str(RULES_TEST))
     assert tested.returncode == 0 and "SUCCESS" in tested.stdout, tested.stdout + tested.stderr
-    unit_tested = {
-        t["alertname"] for c in yaml.safe_load(RULES_TEST.read_text())["tests"] for t in c["alert_rule_test"]
-    }
-    firing = {
-        t["alertname"]
-        for c in yaml.safe_load(RULES_TEST.read_text())["tests"]
-        for t in c["alert_rule_test"]
-        if t["exp_alerts"]
-    }
+    cases = [t for case in yaml.safe_load(RULES_TEST.read_text())["tests"] for t in case["alert_rule_test"]]
+    unit_tested = {t["alertname"] for t in cases}
+    firing = {t["alertname"] for t in cases if t["exp_alerts"]}
     assert {a["alert"] for a in alerts()} == WANTED == unit_tested == firing
 
 
