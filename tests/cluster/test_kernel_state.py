@@ -1,0 +1,61 @@
+"""Kept kernel state on the real cluster (issue 15): a reaped pod's variables come back in its
+thread's next pod, and another thread's pod cannot read or replace that snapshot."""
+
+from __future__ import annotations
+
+import io
+import json
+from typing import Any
+
+import pytest
+
+from controller.kernelstate import BLOB
+from tests.cluster.conftest import Cluster
+from tests.support.client import create_thread, run, stdout
+
+pytestmark = [pytest.mark.cluster, pytest.mark.timeout(240)]
+
+STEAL = r"""
+import io, json
+from minio import Minio
+st = json.load(open("/var/run/threadbox/storage.json"))
+s3 = Minio(st["endpoint"], st["access_key"], st["secret_key"], session_token=st["session_token"],
+           secure=st["secure"], region="us-east-1")
+key = "threads/VICTIM/blobs/KEY"
+def attempt(fn):
+    try:
+        fn()
+        return "ok"
+    except Exception as exc:
+        return f"{type(exc).__name__}:{getattr(exc, 'code', '')}"
+print(json.dumps({
+    "read": attempt(lambda: s3.get_object(st["bucket"], key).read()),
+    "plant": attempt(lambda: s3.put_object(st["bucket"], key, io.BytesIO(b"evil"), 4)),
+}))
+"""
+
+
+def test_a_reaped_pods_variables_come_back_and_no_other_thread_reaches_them(
+    cluster: Cluster, k8s_api: Any
+) -> None:
+    client = k8s_api(
+        idle_timeout=4, reap_interval=1, sandbox_cpu_request="10m", sandbox_memory_request="64Mi"
+    )
+    victim, thief = create_thread(client, "victim"), create_thread(client, "thief")
+    code = "import socket\nsecret = {'v': 'victim data'}\ntwice = lambda x: 2 * x\nconn = socket.socket()"
+    stdout(run(client, victim, code))
+    # While the victim idles: another thread's pod, with its own scoped credentials, can neither
+    # read the victim's snapshot nor plant one for the victim's next pod to load.
+    res = json.loads(stdout(run(client, thief, STEAL.replace("VICTIM", victim).replace("KEY", BLOB))))
+    assert res == {"read": "S3Error:AccessDenied", "plant": "S3Error:AccessDenied"}
+    cluster.wait("the idle pod to be reaped", lambda: not cluster.pods(victim), timeout=60)
+    snapshot = io.BytesIO()
+    client.runtime.store.download_blob(victim, BLOB, snapshot)  # saved by the pod, in MinIO
+    assert snapshot.getvalue().startswith(b"threadbox-state/1\n")
+
+    events = run(client, victim, "print(secret['v'], twice(21))")
+    assert stdout(events) == "victim data 42\n"
+    notes = [
+        e["message"] for e in events if e["type"] == "status" and e["message"].startswith("Kernel state")
+    ]
+    assert notes == ["Kernel state: restored secret, socket, twice; could not keep conn (socket)."]
