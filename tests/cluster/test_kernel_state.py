@@ -35,6 +35,10 @@ print(json.dumps({
 """
 
 
+def notes(events: list[dict[str, Any]]) -> list[str]:
+    return [e["message"] for e in events if e["type"] == "status" and e["message"].startswith("Kernel state")]
+
+
 def test_a_reaped_pods_variables_come_back_and_no_other_thread_reaches_them(
     cluster: Cluster, k8s_api: Any
 ) -> None:
@@ -59,3 +63,23 @@ def test_a_reaped_pods_variables_come_back_and_no_other_thread_reaches_them(
         e["message"] for e in events if e["type"] == "status" and e["message"].startswith("Kernel state")
     ]
     assert notes == ["Kernel state: restored secret, socket, twice; could not keep conn (socket)."]
+
+
+def test_variables_come_back_in_a_claimed_warm_pod(cluster: Cluster, k8s_api: Any) -> None:
+    client = k8s_api(
+        warm_pool_size=1,
+        idle_timeout=4,
+        reap_interval=1,
+        sandbox_cpu_request="10m",
+        sandbox_memory_request="64Mi",
+    )
+    tid = create_thread(client, "warm")
+    stdout(run(client, tid, "x = 41"))
+    cluster.wait("the idle pod to be reaped", lambda: not cluster.pods(tid), timeout=60)
+    backend = client.runtime.backend
+    cluster.wait("a ready warm pod", lambda: backend.pool is not None and backend.pool.ready >= 1, timeout=90)
+    events = run(client, tid, "print(x + 1)")
+    assert stdout(events) == "42\n"
+    assert notes(events) == ["Kernel state: restored x."]
+    [pod] = cluster.pods(tid)
+    assert pod.metadata.name.startswith("tbw-")  # claimed from the pool, not started cold
