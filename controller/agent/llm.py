@@ -56,6 +56,28 @@ def make_client(config: AgentConfig, timeout: float) -> AsyncOpenAI:
     return AsyncOpenAI(base_url=config.llm_base_url, api_key=key, timeout=timeout, max_retries=2)
 
 
+class LlmCall:
+    """One request to the language model, in the metrics: counted by result and timed when it
+    ends, its tokens added as the model reports them."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+        self.started = time.monotonic()
+        self.result = "ok"
+
+    def tokens(self, prompt: int, completion: int) -> None:
+        self.metrics.llm_tokens.labels("prompt").inc(prompt)
+        self.metrics.llm_tokens.labels("completion").inc(completion)
+
+    def failed(self, error: Error) -> None:
+        # LLMRateLimited -> rate_limited: the error's name as a label value.
+        self.result = _CAPITAL.sub("_", error.ename.removeprefix("LLM")).lower()
+
+    def end(self) -> None:
+        self.metrics.llm_requests.labels(self.result).inc()
+        self.metrics.llm_seconds.observe(time.monotonic() - self.started)
+
+
 async def complete(
     client: AsyncOpenAI,
     model: str,
@@ -65,8 +87,7 @@ async def complete(
 ) -> Reply:
     """Stream one completion and assemble it; raises LLMFailed with a clear error. Counted,
     timed and its tokens added up in ``metrics``."""
-    started = time.monotonic()
-    result = "ok"
+    meter = LlmCall(metrics)
     try:
         stream = await client.chat.completions.create(
             model=model,
@@ -76,28 +97,21 @@ async def complete(
             stream_options={"include_usage": True},
         )
         async with stream:
-            return await _assemble(stream, metrics)
+            return await _assemble(stream, meter)
     except (openai.APIError, httpx.HTTPError) as exc:
         error = describe(exc, str(client.base_url))
-        result = _result(error.ename)
+        meter.failed(error)
         raise LLMFailed(error) from exc
     finally:
-        metrics.llm_requests.labels(result).inc()
-        metrics.llm_seconds.observe(time.monotonic() - started)
+        meter.end()
 
 
-def _result(ename: str) -> str:
-    """``LLMRateLimited`` -> ``rate_limited``: the error's name as a label value."""
-    return _CAPITAL.sub("_", ename.removeprefix("LLM")).lower()
-
-
-async def _assemble(stream: openai.AsyncStream[ChatCompletionChunk], metrics: Metrics) -> Reply:
+async def _assemble(stream: openai.AsyncStream[ChatCompletionChunk], meter: LlmCall) -> Reply:
     text: list[str] = []
     calls: dict[int, ToolCall] = {}
     async for chunk in stream:
         if chunk.usage:  # the last chunk, asked for with include_usage
-            metrics.llm_tokens.labels("prompt").inc(chunk.usage.prompt_tokens)
-            metrics.llm_tokens.labels("completion").inc(chunk.usage.completion_tokens)
+            meter.tokens(chunk.usage.prompt_tokens, chunk.usage.completion_tokens)
         for choice in chunk.choices or ():
             delta = choice.delta
             if delta.content:

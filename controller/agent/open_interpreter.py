@@ -13,6 +13,7 @@ OI is synchronous and full of local-execution paths, so:
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import threading
 import time
@@ -25,11 +26,12 @@ import openai
 
 from controller.agent.base import AgentConfig, Turn
 from controller.agent.history import Exchange, History, messages_of
-from controller.agent.llm import describe
+from controller.agent.llm import LlmCall, describe
 from controller.agent.outputs import ExecutionSummary
 from controller.agent.prompt import system_prompt
 from controller.events import Code, Done, Error, Event, Message
 from controller.manager import SandboxManager
+from controller.metrics import Metrics
 from controller.stores.base import ThreadStore
 
 HISTORY_KEY = "oi_history"
@@ -128,15 +130,27 @@ def refused(language: str) -> dict[str, Any]:
     }
 
 
-def single_attempt(**params: Any) -> Any:
-    """OI's default retries whole streams (duplicating output) and retries with a dummy key."""
+def single_attempt(metrics: Metrics, **params: Any) -> Any:
+    """OI's default retries whole streams (duplicating output) and retries with a dummy key.
+    Counted, timed and its tokens added up in ``metrics``, as the builtin agent's calls are."""
     import litellm
 
     params["num_retries"] = 0
-    yield from litellm.completion(**params)
+    params["stream_options"] = {"include_usage": True}
+    call = LlmCall(metrics)
+    try:
+        for chunk in litellm.completion(**params):
+            if usage := getattr(chunk, "usage", None):
+                call.tokens(usage.prompt_tokens, usage.completion_tokens)
+            yield chunk
+    except Exception as exc:
+        call.failed(failure(exc, str(params.get("api_base"))))
+        raise
+    finally:
+        call.end()
 
 
-def new_instance(config: AgentConfig, bridge: KernelBridge) -> Any:
+def new_instance(config: AgentConfig, bridge: KernelBridge, metrics: Metrics) -> Any:
     oi = import_oi().OpenInterpreter(
         auto_run=True,
         offline=True,
@@ -155,7 +169,7 @@ def new_instance(config: AgentConfig, bridge: KernelBridge) -> Any:
     oi.llm.vision_renderer = None
     oi.llm.context_window = CONTEXT_WINDOW
     oi.llm.max_tokens = MAX_TOKENS
-    oi.llm.completions = single_attempt
+    oi.llm.completions = functools.partial(single_attempt, metrics)
     oi.computer.terminate()
     oi.computer.terminal = refusing_terminal(oi, kernel_language(bridge))
     return oi
@@ -221,7 +235,8 @@ class OpenInterpreterAgent:
             bridge = KernelBridge(
                 self.manager, turn.thread_id, turn.user, loop, lambda _: None, self.config.agent_max_steps
             )
-            instance = Instance(await asyncio.to_thread(new_instance, self.config, bridge), bridge)
+            oi = await asyncio.to_thread(new_instance, self.config, bridge, self.manager.metrics)
+            instance = Instance(oi, bridge)
         self._instances[turn.thread_id] = instance
         while len(self._instances) > self.config.max_sandboxes:
             self._instances.popitem(last=False)

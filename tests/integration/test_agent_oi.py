@@ -50,6 +50,9 @@ def test_open_interpreter_answers_a_csv_question(api: Any) -> None:
     assert "[image]" in json.dumps(fake.requests[1]["messages"])
     stored = json.dumps(client.runtime.store.list_json(thread, "oi_history"))  # type: ignore[attr-defined]
     assert "total amount: 300.0" in stored and "iVBOR" not in stored
+    sample = client.runtime.metrics.registry.get_sample_value  # type: ignore[attr-defined]
+    assert sample("threadbox_llm_requests_total", {"result": "ok"}) == 2
+    assert sample("threadbox_llm_tokens_total", {"type": "completion"}) >= 2  # as the model reported
 
 
 def test_shell_blocks_never_run_on_the_controller_host(api: Any, tmp_path: Path) -> None:
@@ -85,6 +88,8 @@ def test_open_interpreter_llm_errors_end_the_turn_clearly(api: Any) -> None:
     assert [(e["ename"], "HTTP 500" in e["evalue"]) for e in errors(events)] == [("LLMRequestFailed", True)]
     assert done(events)["status"] == "error"
     assert len(fake.requests) == 1  # no hidden whole-stream retries
+    sample = client.runtime.metrics.registry.get_sample_value  # type: ignore[attr-defined]
+    assert sample("threadbox_llm_requests_total", {"result": "request_failed"}) == 1
 
 
 def test_open_interpreter_stops_at_max_steps(api: Any) -> None:

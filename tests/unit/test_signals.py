@@ -14,7 +14,7 @@ import pytest
 from fastapi import FastAPI
 from pydantic import SecretStr
 
-from controller.agent.llm import _result
+from controller.agent.llm import LlmCall
 from controller.config import Settings
 from controller.events import Done, Error, Event
 from controller.httpmetrics import install
@@ -79,12 +79,22 @@ async def test_http_requests_are_counted_by_route_template_never_raw_path() -> N
     assert THREAD not in exposition and "secret.txt" not in exposition
 
 
-def test_llm_errors_are_labelled_by_kind() -> None:
-    assert [_result(n) for n in ("LLMTimeout", "LLMRateLimited", "LLMFailed")] == [
-        "timeout",
-        "rate_limited",
-        "failed",
-    ]
+def test_llm_calls_are_counted_by_result_with_their_tokens() -> None:
+    metrics = Metrics()
+    for ename in ("LLMTimeout", "LLMRateLimited", None):
+        call = LlmCall(metrics)
+        if ename:
+            call.failed(Error(kind="llm_failed", ename=ename, evalue="v"))
+        else:
+            call.tokens(12, 3)
+        call.end()
+    sample = metrics.registry.get_sample_value
+    results = {
+        r: sample("threadbox_llm_requests_total", {"result": r}) for r in ("timeout", "rate_limited", "ok")
+    }
+    assert results == {"timeout": 1, "rate_limited": 1, "ok": 1}
+    assert sample("threadbox_llm_tokens_total", {"type": "prompt"}) == 12
+    assert sample("threadbox_llm_request_seconds_count") == 3
 
 
 def test_the_front_end_comes_from_the_thread_id() -> None:
