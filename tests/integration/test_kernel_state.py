@@ -139,7 +139,8 @@ def test_another_threads_snapshot_is_out_of_reach(make_settings: Any, tmp_path: 
         stdout(run(client, victim, "secret = 'mine'"))
         assert reaped(client, victim)
         planted = tmp_path / "data" / "store" / "threads" / victim / "blobs" / BLOB
-        assert planted.exists()
+        # No longer live once its retirement began; the snapshot is stored before its kernel stops.
+        assert wait_until(planted.exists, timeout=30)
         thief = create_thread(client, "thief")
         events = run(client, thief, f"import os; print(os.path.exists({str(planted)!r}))")
         assert stdout(events) == "False\n"
