@@ -1,5 +1,5 @@
-"""Checks of the chart, dashboard and skaffold config that need no cluster (tests/cluster/test_chart.py
-installs the chart for real)."""
+"""Checks of the chart and dashboard that need no cluster (tests/cluster/test_chart.py installs the
+chart for real; skaffold.yaml and manifests/: test_skaffold.py)."""
 
 from __future__ import annotations
 
@@ -156,37 +156,6 @@ def test_schema_knows_every_value_and_the_defaults_satisfy_it() -> None:
             assert set(defaults[key]) <= set(sub["properties"]), key
     assert schema["additionalProperties"] is False
     assert defaults["slack"]["mode"] == "off"  # a string: YAML 1.1 would read a bare off as false
-
-
-def test_skaffold_names_existing_files_and_sets_the_images_it_builds() -> None:
-    config = yaml.safe_load((ROOT / "skaffold.yaml").read_text())
-    assert config["apiVersion"].startswith("skaffold/v4beta")
-    artifacts = config["build"]["artifacts"]
-    for artifact in artifacts:
-        assert (ROOT / artifact.get("context", ".") / artifact["docker"]["dockerfile"]).is_file()
-    for path in config["manifests"]["rawYaml"]:
-        assert (ROOT / path).is_file(), path
-    [release] = config["deploy"]["helm"]["releases"]
-    assert (ROOT / release["chartPath"] / "Chart.yaml").is_file()
-    for path in release["valuesFiles"]:
-        assert (ROOT / path).is_file(), path
-    templates = json.dumps(release["setValueTemplates"])
-    for artifact in artifacts:
-        key = re.sub(r"[^A-Za-z0-9]", "_", artifact["image"])
-        assert f"IMAGE_REPO_{key}" in templates and f"IMAGE_TAG_{key}" in templates, key
-    dev = yaml.safe_load((ROOT / "manifests" / "dev-values.yaml").read_text())
-    assert set(dev) <= set(values())
-    kind = yaml.safe_load((ROOT / "manifests" / "kind-config.yaml").read_text())
-    assert kind["kind"] == "Cluster" and kind["networking"]["podSubnet"]
-    minio = next(
-        d
-        for d in yaml.safe_load_all((ROOT / "manifests" / "minio.yaml").read_text())
-        if d["kind"] == "Deployment"
-    )
-    labels = minio["spec"]["template"]["metadata"]["labels"]
-    assert (
-        dev["minio"]["sandboxPeer"]["podSelector"]["matchLabels"].items() <= labels.items()
-    )  # sandboxes reach it
 
 
 def _chart_readme() -> Any:
