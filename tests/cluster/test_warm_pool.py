@@ -107,11 +107,12 @@ def test_restarted_controller_adopts_a_claimed_pod_and_a_returning_thread_gets_i
         assert stdout(run(second, tid, "print(state + 1)")) == "42\n"
         assert _sample(second, "threadbox_sandbox_start_seconds_count", kind="adopted") == 1
         assert [p.metadata.uid for p in cluster.pods(tid)] == [claimed.metadata.uid]
-        # Reaped when idle (files saved), then back: a new warm pod, the files restored at bind.
+        # Reaped when idle (files and variables saved), then back: a new warm pod, the files
+        # restored at bind and the variables before the first turn (issue 15's kept state).
         cluster.wait("the idle pod to be reaped", lambda: not cluster.pods(tid), timeout=60)
         _wait_ready(cluster, second.runtime.backend, 1)
-        events = run(second, tid, "print(open('keep.txt').read(), 'state' in dir())")
-        assert stdout(events) == "kept False\n", events
+        events = run(second, tid, "print(open('keep.txt').read(), state)")
+        assert stdout(events) == "kept 41\n", events
         assert _sample(second, "threadbox_sandbox_start_seconds_count", kind="warm") == 1
         [again] = cluster.pods(tid)
         assert again.metadata.uid != claimed.metadata.uid and again.metadata.name.startswith("tbw-")
