@@ -99,10 +99,19 @@ def _parse(stamp: str | None) -> datetime | None:
         return None
 
 
+def held_by(lease: dict[str, Any]) -> str | None:
+    return (lease.get("spec") or {}).get("holderIdentity")
+
+
+def asked_by(lease: dict[str, Any]) -> str | None:
+    """The replica that asked the holder for the Lease (``WANTED``), if one did."""
+    return (lease["metadata"].get("annotations") or {}).get(WANTED)
+
+
 def free_for(lease: dict[str, Any], holder: str, now: datetime) -> bool:
     """Whether ``holder`` may take this Lease: unheld, already its own, or not renewed in time."""
     spec = lease.get("spec") or {}
-    current = spec.get("holderIdentity")
+    current = held_by(lease)
     if not current or current == holder:
         return True
     renewed = _parse(spec.get("renewTime")) or _parse(spec.get("acquireTime"))
@@ -225,7 +234,7 @@ class ThreadLeases:
         lease = await self.kube.read(
             self.kube.coordination.read_namespaced_lease, lease_name(holding.thread_id)
         )
-        if lease is None or (lease.get("spec") or {}).get("holderIdentity") != self.identity:
+        if lease is None or held_by(lease) != self.identity:
             return False
         holding.version = str(lease["metadata"]["resourceVersion"])
         return True
@@ -237,10 +246,10 @@ class ThreadLeases:
     def _changed(self, lease: dict[str, Any]) -> None:
         meta = lease["metadata"]
         holding = self.held.get((meta.get("labels") or {}).get(THREAD_LABEL, ""))
-        if holding is None or (lease.get("spec") or {}).get("holderIdentity") != self.identity:
+        if holding is None or held_by(lease) != self.identity:
             return
         holding.version = str(meta["resourceVersion"])  # an asker's annotation moved it on
-        if (meta.get("annotations") or {}).get(WANTED) not in (None, self.identity) and not holding.wanted:
+        if asked_by(lease) not in (None, self.identity) and not holding.wanted:
             holding.wanted = True
             if holding.turn is None:  # lingering: give it up now
                 self._dropping.spawn(self.drop(holding.thread_id))
@@ -336,7 +345,7 @@ class TurnLease:
 
     async def _ask(self, lease: dict[str, Any]) -> None:
         """Ask the holder to give the Lease up when its turn ends (it may be only lingering)."""
-        if (lease["metadata"].get("annotations") or {}).get(WANTED) == self.identity:
+        if asked_by(lease) == self.identity:
             return
         patch = {"metadata": {"annotations": {WANTED: self.identity}}}
         try:
