@@ -141,8 +141,16 @@ class SlackReply:
         if not self.streaming:
             await self._messages.flush(self._markdown(), True, [], [feedback_block(self.thread_id)])
             self.final_ts = self._messages.ts[-1]
-        if self._messages.overflow or any(card.cut for card in self._cards):
+        if self._output_cut():
             await self._upload(self.transcript.markdown().encode(), "output.txt", "Full output")
+
+    def _output_cut(self) -> bool:
+        """Whether the thread shows less than the whole output. Only a streamed reply's cards cut
+        it; a reply that fell back shows the whole transcript, though a refused stream call may
+        have rendered (and cut) a card before the fallback."""
+        if self.streaming:
+            return any(card.cut for card in self._cards)
+        return self._messages.overflow
 
     # -- content ---------------------------------------------------------------------------
 
