@@ -104,6 +104,20 @@ class ThreadStore(Protocol):
     def delete_blob(self, thread_id: str, key: str) -> None:
         """Gone already is fine."""
 
+    def blob_size(self, thread_id: str, key: str) -> int | None:
+        """The stored size of the bytes, or None when there are none (quotas count it)."""
+
+    # Copies inside the store (MinIO: server-side), for a fork: the bytes never pass through
+    # the caller, and nothing is ever read as anything but bytes.
+    def copy_file(self, thread_id: str, name: str, to_thread: str) -> StoredFile:
+        """Copy a stored file, with its sha256, to the same name in ``to_thread``; NotInStore
+        if it is gone."""
+        ...
+
+    def copy_blob(self, thread_id: str, key: str, to_thread: str) -> int:
+        """Copy the bytes under ``key`` to ``to_thread``; their size; NotInStore if there are none."""
+        ...
+
     def claim(self, key: str) -> bool:
         """Atomically create marker ``key``; True for the one caller that created it.
 

@@ -159,6 +159,25 @@ class LocalStore:
     def delete_blob(self, thread_id: str, key: str) -> None:
         self._blob(thread_id, key).unlink(missing_ok=True)
 
+    def blob_size(self, thread_id: str, key: str) -> int | None:
+        try:
+            return self._blob(thread_id, key).stat().st_size
+        except FileNotFoundError:
+            return None
+
+    def copy_file(self, thread_id: str, name: str, to_thread: str) -> StoredFile:
+        with self._lock:
+            entry = self._index(thread_id).get(name)
+        if entry is None:
+            raise NotInStore(f"no file {name!r} in thread {thread_id}")
+        return self.put_file(to_thread, name, self._file(thread_id, name), entry["sha256"])
+
+    def copy_blob(self, thread_id: str, key: str, to_thread: str) -> int:
+        try:
+            return self.put_blob(to_thread, key, self._blob(thread_id, key))
+        except FileNotFoundError:
+            raise NotInStore(f"no {key} in thread {thread_id}") from None
+
     def delete_thread(self, thread_id: str) -> None:
         shutil.rmtree(self._thread(thread_id), ignore_errors=True)
 

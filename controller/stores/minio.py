@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import json
 import shutil
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,6 +20,8 @@ from typing import Any, BinaryIO, TypeVar
 
 import urllib3
 from minio import Minio
+from minio.commonconfig import CopySource
+from minio.datatypes import Object
 from minio.deleteobjects import DeleteObject
 from minio.error import S3Error
 from urllib3 import BaseHTTPResponse
@@ -206,6 +209,34 @@ class MinioStore:
     def delete_blob(self, thread_id: str, key: str) -> None:
         name = f"{thread_prefix(thread_id)}blobs/{check_state_key(key)}"
         self._call(lambda: self.client.remove_object(self.bucket, name))
+
+    def blob_size(self, thread_id: str, key: str) -> int | None:
+        try:
+            return self._stat(f"{thread_prefix(thread_id)}blobs/{check_state_key(key)}", key).size or 0
+        except NotInStore:
+            return None
+
+    def copy_file(self, thread_id: str, name: str, to_thread: str) -> StoredFile:
+        source = self._copy(thread_id, f"files/{name}", to_thread)
+        return StoredFile(name, source.size or 0, _sha_from_meta(source.metadata), time.time())
+
+    def copy_blob(self, thread_id: str, key: str, to_thread: str) -> int:
+        return self._copy(thread_id, f"blobs/{check_state_key(key)}", to_thread).size or 0
+
+    def _copy(self, thread_id: str, rel: str, to_thread: str) -> Object:
+        """Server-side copy, metadata included; the source's stat (NotInStore if it is gone)."""
+        source = self._stat(f"{thread_prefix(thread_id)}{rel}", f"{rel!r} in thread {thread_id}")
+        copy = CopySource(self.bucket, source.object_name)
+        self._call(lambda: self.client.copy_object(self.bucket, f"{thread_prefix(to_thread)}{rel}", copy))
+        return source
+
+    def _stat(self, key: str, what: str) -> Object:
+        try:
+            return self._call(lambda: self.client.stat_object(self.bucket, key))
+        except S3Error as exc:
+            if exc.code == "NoSuchKey":
+                raise NotInStore(f"no {what}") from exc
+            raise
 
     def delete_thread(self, thread_id: str) -> None:
         objs = self._call(

@@ -69,6 +69,28 @@ def test_records_in_a_folder_list_in_name_order_and_delete(store: ThreadStore) -
     assert store.get_json("t-1", "history") == {"whole": True}
 
 
+def test_copies_to_another_thread_keep_bytes_and_hashes(store: ThreadStore, tmp_path: Path) -> None:
+    src = tmp_path / "src.bin"
+    src.write_bytes(b"x" * 1000)
+    sha = sha256_file(src)
+    store.put_file("t-1", "dir/a.bin", src, sha)
+    store.put_blob("t-1", "kernel-state", src)
+    assert store.blob_size("t-1", "kernel-state") == 1000 and store.blob_size("t-2", "kernel-state") is None
+    copied = store.copy_file("t-1", "dir/a.bin", "t-2")
+    assert (copied.name, copied.size, copied.sha256) == ("dir/a.bin", 1000, sha)
+    [listed] = store.list_files("t-2")
+    assert (listed.name, listed.size, listed.sha256) == ("dir/a.bin", 1000, sha)
+    assert store.copy_blob("t-1", "kernel-state", "t-2") == 1000
+    assert store.blob_size("t-2", "kernel-state") == 1000
+    store.put_file("t-2", "dir/a.bin", tmp_path / "src.bin", sha)
+    store.delete_file("t-2", "dir/a.bin")  # the copy is the copy's: the original keeps its file
+    assert store.read_file("t-1", "dir/a.bin") == b"x" * 1000
+    with pytest.raises(NotInStore):
+        store.copy_file("t-1", "missing", "t-2")
+    with pytest.raises(NotInStore):
+        store.copy_blob("t-3", "kernel-state", "t-2")
+
+
 def test_unavailable_minio_is_a_clear_error() -> None:
     store = MinioStore.connect("127.0.0.1:9", "x", "y", "bucket")  # port 9: nothing listens
     with pytest.raises(StoreUnavailable, match="unavailable"):
