@@ -21,14 +21,14 @@ import aiohttp
 from slack_sdk.errors import SlackClientError
 from slack_sdk.web.async_client import AsyncWebClient
 
+from controller.chat.throttle import Throttled
+from controller.chat.transcript import Transcript, describe_error, trim_traceback
 from controller.events import Code, Display, Done, Error, Event, FilesChanged, Message, Status, Stream
 from controller.slack.blocks import feedback_block, stop_actions
 from controller.slack.cards import Card
 from controller.slack.ratelimit import TokenBucket
 from controller.slack.status import RUNNING, StatusLine, status_text
 from controller.slack.stream import Recipient, ReplyStream, StreamRefused
-from controller.slack.throttle import Throttled
-from controller.slack.transcript import Transcript, describe_error, trim_traceback
 from controller.slack.updates import UpdatedMessages
 from controller.stores.base import StoreError, ThreadStore
 

@@ -17,7 +17,7 @@ from controller.slack.inbound import answer_rule, clean_text, parse
 from controller.slack.layout import OVERFLOW_NOTE, escape, layout, split_message
 from controller.slack.ratelimit import TokenBucket, WorkspaceBuckets
 from controller.slack.service import SlackService
-from controller.slack.transcript import Transcript, describe_error
+from controller.chat.transcript import Transcript, describe_error
 
 BOT = "U0BOT"
 
