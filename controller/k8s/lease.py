@@ -38,7 +38,7 @@ from controller.k8s.names import (
     THREAD_LABEL,
     all_sandboxes_selector,
 )
-from controller.k8s.podwatch import Handlers, PodWatch
+from controller.k8s.watch import Handlers, ListWatch
 from controller.tasks import TaskSet
 
 log = logging.getLogger(__name__)
@@ -157,7 +157,7 @@ class ThreadLeases:
         self._freed: dict[str, asyncio.Event] = {}  # Lease name -> set when it is deleted
         self._dropping = TaskSet("turn Lease releases")
         self._lingering = TaskSet("turn Leases kept after their turn")
-        self._watch = PodWatch(
+        self._watch = ListWatch(
             kube, all_sandboxes_selector(), Handlers(self._listed, self._changed, self._removed), _leases
         )
 

@@ -17,7 +17,7 @@ from typing import Any
 from controller.k8s import podstate
 from controller.k8s.api import Kube
 from controller.k8s.names import all_sandboxes_selector
-from controller.k8s.podwatch import Handlers, PodWatch
+from controller.k8s.watch import Handlers, ListWatch
 
 Pod = dict[str, Any]
 
@@ -37,7 +37,7 @@ class PodCache:
     def __init__(self, kube: Kube) -> None:
         self._pods: dict[str, Pod] = {}
         self._subscribers: list[_Subscriber] = []
-        self._watch = PodWatch(
+        self._watch = ListWatch(
             kube, all_sandboxes_selector(), Handlers(self._listed, self._changed, self._removed)
         )
         self.synced = False  # a first listing has arrived; until then every read misses

@@ -32,7 +32,7 @@ from controller.k8s.api import API_ERRORS, Kube, api_message
 from controller.k8s.connection import for_pod, from_secret, new_connection
 from controller.k8s.names import PROFILE_LABEL, warm_name
 from controller.k8s.podcache import PodCache
-from controller.k8s.podwatch import Handlers
+from controller.k8s.watch import Handlers
 from controller.kernel import KernelSession, KernelUnavailable
 from controller.metrics import Metrics
 from controller.tasks import stopping

@@ -39,7 +39,7 @@ CALL = re.compile(r"\.(" + "|".join(VERBS) + r")_namespaced_(\w+?)\b")
 WATCH = re.compile(
     r"\.(?:stream|watch)\([^)]*?\.list_namespaced_(\w+)", re.S
 )  # .watch: Kube.watch in controller/k8s/api.py
-# A lister handed to PodWatch (controller/k8s/podwatch.py), which lists and watches with it.
+# A lister handed to ListWatch (controller/k8s/watch.py), which lists and watches with it.
 LISTER = re.compile(
     r"def \w+\(kube: Kube\) -> Callable\[\.\.\., Any\]:\s+return kube\.\w+\.list_namespaced_(\w+)"
 )

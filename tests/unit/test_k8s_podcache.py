@@ -7,7 +7,7 @@ from typing import Any
 from controller.k8s.names import POOL_LABEL, POOL_WARM, THREAD_LABEL, base_labels
 from controller.k8s.podcache import PodCache
 from controller.k8s.podstate import warm
-from controller.k8s.podwatch import Handlers
+from controller.k8s.watch import Handlers
 from tests.unit.test_k8s_api import unopened_kube
 
 

@@ -1,4 +1,4 @@
-"""PodWatch's list-then-watch, through the real client over real HTTP (see test_k8s_api.py).
+"""ListWatch's list-then-watch, through the real client over real HTTP (see test_k8s_api.py).
 
 The server's script: a first listing fails (500), the next lists p1; the watch from it adds p2,
 changes p1, deletes p2, then sends an ERROR (410, the version expired), so the watch lists
@@ -17,8 +17,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from controller.k8s import podwatch
-from controller.k8s.podwatch import Handlers, PodWatch
+from controller.k8s import watch as listwatch
+from controller.k8s.watch import Handlers, ListWatch
 from tests.unit.test_k8s_api import PODS, kube_at, send_json, serving
 
 pytestmark = pytest.mark.timeout(30)
@@ -95,7 +95,7 @@ class Seen:
 
 @pytest.fixture
 async def host(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[str]:
-    monkeypatch.setattr(podwatch, "RETRY_SECONDS", 0)  # the back-off is not what is tested
+    monkeypatch.setattr(listwatch, "RETRY_SECONDS", 0)  # the back-off is not what is tested
     ScriptedApiServer.listings, ScriptedApiServer.watched_from = 0, []
     ScriptedApiServer.release = threading.Event()
     with serving(ScriptedApiServer) as url:
@@ -108,7 +108,7 @@ async def host(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[str]:
 async def test_it_lists_watches_and_lists_again_after_an_error_event(host: str) -> None:
     seen = Seen()
     async with kube_at(host) as kube:
-        watch = PodWatch(kube, "app=x", seen.handlers())
+        watch = ListWatch(kube, "app=x", seen.handlers())
         watch.start("test-pod-watch")
         try:
             await asyncio.wait_for(seen.relisted.wait(), timeout=10)
@@ -127,7 +127,7 @@ async def test_it_lists_watches_and_lists_again_after_an_error_event(host: str) 
 async def test_close_ends_its_task_while_it_watches(host: str) -> None:
     seen = Seen()
     async with kube_at(host) as kube:
-        watch = PodWatch(kube, "app=x", seen.handlers())
+        watch = ListWatch(kube, "app=x", seen.handlers())
         watch.start("test-pod-watch")
         await asyncio.wait_for(seen.relisted.wait(), timeout=10)
         [task] = asyncio.all_tasks() - {asyncio.current_task()}

@@ -1,5 +1,5 @@
-"""A list-then-watch of labelled pods (or another kind's objects, given its list method), run
-as an asyncio task that ``PodWatch`` owns.
+"""A list-then-watch of labelled objects, run as an asyncio task that ``ListWatch`` owns: the
+sandbox pods (podcache.py) and the turn Leases (lease.py), each given its list method.
 
 Its handlers run on the event loop, so the cache they feed needs no lock.
 """
@@ -35,7 +35,7 @@ def pods(kube: Kube) -> Callable[..., Any]:
     return kube.core.list_namespaced_pod
 
 
-class PodWatch:
+class ListWatch:
     def __init__(
         self,
         kube: Kube,
