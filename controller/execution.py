@@ -20,6 +20,7 @@ from controller.backends.base import Backend, SandboxInfo, Session
 from controller.events import Done, Error, Event, FilesChanged
 from controller.kernel import RESTART_NOTE
 from controller.metrics import Metrics
+from controller.usage.figures import add_execution
 from controller.workspace import plain_reason
 
 log = logging.getLogger(__name__)
@@ -62,6 +63,7 @@ class Executions:
             raise RuntimeError("the kernel session ended an execution without Done")
         self.metrics.executions.labels(error_kind if error_kind in COUNTED_ERRORS else done.status).inc()
         self.metrics.execution_seconds.observe(done.seconds)
+        add_execution(done.seconds)
         if live.session.workspace_changed is False and not live.unsaved:
             self.metrics.syncs_skipped.inc()
             yield done
@@ -95,16 +97,16 @@ class Executions:
         record. Never raises. ``released``: the sandbox goes on running without this controller."""
         if reason == "died":
             return "its kernel died, so nothing more was saved"
-        kept = await self._keep_state(info) if reason not in ("deleted", "forget", "released") else ""
+        kept = await self._keep_state(info, user) if reason not in ("deleted", "forget", "released") else ""
         if await self.persist_quietly(info, user):
             return "its files were saved" + kept
         return "its files could NOT be saved (see the controller log)" + kept
 
-    async def _keep_state(self, info: SandboxInfo) -> str:
+    async def _keep_state(self, info: SandboxInfo, user: str | None) -> str:
         if self.state_cap is None:
             return ""
         try:
-            saved = await self.backend.save_state(info, self.state_cap)
+            saved = await self.backend.save_state(info, self.state_cap, user)
         except Exception as exc:  # the files must still be saved, and the sandbox stopped
             log.warning("the variables of thread %s were not saved: %s", info.thread_id, exc)
             return "; its variables could NOT be saved (see the controller log)"

@@ -26,10 +26,10 @@ import zmq
 from jupyter_client.blocking.client import BlockingKernelClient
 
 from controller.nofollow import fd_path, open_regular, place
-from controller.quotas import Quotas
+from controller.quotas import SNAPSHOT, Quotas, Usage, user_usage
 from controller.stores.base import NotInStore, ThreadStore
 
-BLOB = "kernel-state"  # the store key, under the thread's prefix
+BLOB = SNAPSHOT  # the store key, under the thread's prefix
 STATE_FILE = ".threadbox-state"  # in the sandbox's HOME (sandbox-image's state.py writes it)
 SAVE = "get_ipython().threadbox_save_state({cap})"
 LOAD = "get_ipython().threadbox_load_state()"
@@ -124,12 +124,17 @@ def _answer(reply: dict[str, Any]) -> dict[str, Any]:
     return value
 
 
-def room(store: ThreadStore, thread_id: str, quotas: Quotas, cap: int) -> int:
-    """The most a snapshot may take: the cap, and what the thread's byte quota leaves beside its files."""
-    if quotas.thread_max_bytes <= 0:
+def room(store: ThreadStore, thread_id: str, quotas: Quotas, cap: int, user: str | None = None) -> int:
+    """The most a snapshot may take: the cap, and what the thread's byte quota and ``user``'s
+    (counted over their other threads; None: no per-user check, a pod cannot list them) leave
+    beside the thread's files. The snapshot it replaces is not counted."""
+    limits = [quotas.thread_max_bytes] if quotas.thread_max_bytes else []
+    if quotas.user_max_bytes and user:
+        limits.append(quotas.user_max_bytes - user_usage(store, user, thread_id).bytes)
+    if not limits:
         return cap
-    used = sum(f.size for f in store.list_files(thread_id))
-    return max(0, min(cap, quotas.thread_max_bytes - used))
+    files = Usage.of(store.list_files(thread_id)).bytes
+    return max(0, min(cap, *(limit - files for limit in limits)))
 
 
 def save(
@@ -172,8 +177,8 @@ def note(summary: dict[str, Any]) -> str | None:
     if summary.get("over_cap"):
         return (
             "Kernel state: nothing was kept when this sandbox stopped: the variables took more than "
-            f"{_size(int(summary.get('cap', 0)))} (THREADBOX_STATE_MAX_BYTES, or what the thread's "
-            "storage quota leaves)."
+            f"{_size(int(summary.get('cap', 0)))} (THREADBOX_STATE_MAX_BYTES, or what the storage "
+            "quotas leave beside the files)."
         )
     restored = [str(n) for n in summary.get("restored", [])]
     failed = {str(k): str(v) for k, v in dict(summary.get("failed", {})).items()}

@@ -8,6 +8,10 @@ from typing import Any
 
 from controller.stores.base import StoredFile, ThreadStore
 
+# The blob a thread's kernel saves its variables to (controller/kernelstate.py): stored beside
+# the files, so its bytes count against the same byte limits (not as a file).
+SNAPSHOT = "kernel-state"
+
 
 class QuotaExceeded(Exception):
     """A write would break a quota; the message is meant for the end user."""
@@ -22,6 +26,9 @@ class Usage:
     def of(cls, files: Iterable[StoredFile]) -> Usage:
         items = list(files)
         return cls(len(items), sum(f.size for f in items))
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(self.files + other.files, self.bytes + other.bytes)
 
     def replace(self, old_size: int | None, new_size: int) -> Usage:
         if old_size is None:
@@ -71,8 +78,7 @@ class Quotas:
         self.check_file(name, size)
         self.check_thread(name, thread_after)
         if others is not None:
-            both = Usage(others.files + thread_after.files, others.bytes + thread_after.bytes)
-            self.check_user(name, both)
+            self.check_user(name, others + thread_after)
 
     @property
     def per_user(self) -> bool:
@@ -110,14 +116,23 @@ def _count(raw: Mapping[str, Any], key: str) -> int:
     return value
 
 
+def snapshot_usage(store: ThreadStore, thread_id: str) -> Usage:
+    """The bytes of the thread's saved kernel state (no file)."""
+    return Usage(0, store.blob_size(thread_id, SNAPSHOT) or 0)
+
+
+def stored_usage(store: ThreadStore, thread_id: str) -> Usage:
+    """What a thread holds: its files, and the bytes of its saved kernel state."""
+    return Usage.of(store.list_files(thread_id)) + snapshot_usage(store, thread_id)
+
+
 def user_usage(store: ThreadStore, user: str, exclude: str) -> Usage:
     """What ``user`` holds in threads other than ``exclude`` (that one is counted live)."""
     total = Usage()
     for tid in store.list_threads():
         meta = store.get_json(tid, "meta") or {}
         if tid != exclude and meta.get("user") == user:
-            used = Usage.of(store.list_files(tid))
-            total = Usage(total.files + used.files, total.bytes + used.bytes)
+            total += stored_usage(store, tid)
     return total
 
 
@@ -126,6 +141,7 @@ def check_upload(
 ) -> None:
     """Raise QuotaExceeded if storing ``size`` bytes as ``name`` in the thread would break a limit."""
     stored = {f.name: f for f in store.list_files(thread_id)}
-    after = Usage.of(stored.values()).replace(stored[name].size if name in stored else None, size)
+    held = Usage.of(stored.values()) + snapshot_usage(store, thread_id)
+    after = held.replace(stored[name].size if name in stored else None, size)
     others = user_usage(store, user, thread_id) if user and quotas.per_user else None
     quotas.check_write(name, size, after, others)

@@ -27,7 +27,7 @@ from typing import BinaryIO
 
 from controller.filenames import BadFilename, NameConflict, clean_filename
 from controller.nofollow import fd_path, open_regular, place
-from controller.quotas import QuotaExceeded, Quotas, Usage, UserQuota, user_usage
+from controller.quotas import QuotaExceeded, Quotas, Usage, UserQuota, snapshot_usage, user_usage
 from controller.stores.base import NotInStore, StoredFile, ThreadStore
 
 log = logging.getLogger(__name__)
@@ -180,7 +180,8 @@ class WorkspaceSync:
             self.store.delete_file(self.thread_id, name)
             del seen[name]
             result.deleted.append(name)
-        budget = self._budget(Usage(len(seen), sum(s.size for s in seen.values())), user)
+        files = Usage(len(seen), sum(s.size for s in seen.values()))
+        budget = self._budget(files + self._snapshot(user), user)
         for name, raw in sorted(present.items()):
             # One file that cannot be saved never stops the files after it.
             try:
@@ -208,6 +209,12 @@ class WorkspaceSync:
                 result.changed.append(name)
                 result.bytes += st.st_size
         seen[name] = _Seen(st.st_size, st.st_mtime_ns, sha)
+
+    def _snapshot(self, user: UserQuota | None) -> Usage:
+        """The thread's saved kernel state, which counts like files' bytes: asked of the store
+        only when a byte limit applies."""
+        limited = self.quotas.thread_max_bytes or self.quotas.user_max_bytes or (user and user.max_bytes)
+        return snapshot_usage(self.store, self.thread_id) if limited else Usage()
 
     def _budget(self, thread: Usage, user: UserQuota | None) -> _Budget:
         if user is not None:

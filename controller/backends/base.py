@@ -168,9 +168,10 @@ class Backend(Protocol[Info]):
     async def write_file(self, info: Info, name: str, data: bytes) -> None:
         """Put an already-stored upload into the live workspace."""
 
-    async def save_state(self, info: Info, cap: int) -> Saved:
-        """Have the kernel save its variables (at most ``cap`` bytes) to the thread's storage,
-        from inside the sandbox (controller/kernelstate.py); raises StateError if it did not."""
+    async def save_state(self, info: Info, cap: int, user: str | None = None) -> Saved:
+        """Have the kernel save its variables (at most ``cap`` bytes, and what the byte quotas
+        leave: ``user``'s too, when known) to the thread's storage, from inside the sandbox
+        (controller/kernelstate.py); raises StateError if it did not."""
         ...
 
     async def load_state(self, info: Info, cap: int) -> str | None:

@@ -181,7 +181,7 @@ class FakeBackend:
     async def write_file(self, info: SandboxInfo, name: str, data: bytes) -> None:
         self.sandboxes[info.thread_id].files[name] = data
 
-    async def save_state(self, info: SandboxInfo, cap: int) -> Saved:
+    async def save_state(self, info: SandboxInfo, cap: int, user: str | None = None) -> Saved:
         self.log.append(("save state", info.thread_id))
         return Saved(cap=cap)
 

@@ -15,6 +15,7 @@ import functools
 import logging
 import time
 
+from controller import kernelstate
 from controller.backends.base import Dialer, SandboxStartError, Session, TurnLease
 from controller.backends.pod_sandbox import PodSandbox, adopted, pod_ref, pod_sandbox
 from controller.k8s import lookup, objects, pods, podstate
@@ -33,7 +34,7 @@ from controller.k8s.policy import Policies
 from controller.k8s.pool import Claimed, WarmPool
 from controller.kernelstate import Saved
 from controller.metrics import Metrics
-from controller.quotas import user_usage
+from controller.quotas import Quotas, user_usage
 from controller.stores.base import ThreadStore
 from controller.workspace import PersistResult
 
@@ -181,7 +182,12 @@ class KubernetesBackend:
                 return PersistResult()
             raise
 
-    async def save_state(self, info: PodSandbox, cap: int) -> Saved:
+    async def save_state(self, info: PodSandbox, cap: int, user: str | None = None) -> Saved:
+        # The pod applies the thread's byte quota; the user's, over threads its credentials
+        # cannot list, is counted here and sent as a smaller cap.
+        if user and self.store is not None and self.config.quota.max_bytes:
+            quotas = self.config.quota.applied_to(Quotas())
+            cap = await asyncio.to_thread(kernelstate.room, self.store, info.thread_id, quotas, cap, user)
         return await self.server.save_state(pod_ref(info), cap)
 
     async def load_state(self, info: PodSandbox, cap: int) -> str | None:

@@ -212,11 +212,11 @@ class LocalBackend:
     async def persist(self, info: ProcessSandbox, user: str | None) -> PersistResult:
         return await asyncio.to_thread(self._sync(info, user).persist)
 
-    async def save_state(self, info: ProcessSandbox, cap: int) -> Saved:
-        return await asyncio.to_thread(self._save_state, info.thread_id, info.connection, cap)
+    async def save_state(self, info: ProcessSandbox, cap: int, user: str | None = None) -> Saved:
+        return await asyncio.to_thread(self._save_state, info.thread_id, info.connection, cap, user)
 
-    def _save_state(self, thread_id: str, connection: dict[str, Any], cap: int) -> Saved:
-        room = kernelstate.room(self.store, thread_id, self.quotas, cap)
+    def _save_state(self, thread_id: str, connection: dict[str, Any], cap: int, user: str | None) -> Saved:
+        room = kernelstate.room(self.store, thread_id, self.quotas, cap, user)
         return kernelstate.save(connection, self.store, thread_id, self._dir(thread_id) / "home", room)
 
     async def load_state(self, info: ProcessSandbox, cap: int) -> str | None:

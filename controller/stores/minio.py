@@ -225,8 +225,9 @@ class MinioStore:
 
     def _copy(self, thread_id: str, rel: str, to_thread: str) -> Object:
         """Server-side copy, metadata included; the source's stat (NotInStore if it is gone)."""
-        source = self._stat(f"{thread_prefix(thread_id)}{rel}", f"{rel!r} in thread {thread_id}")
-        copy = CopySource(self.bucket, source.object_name)
+        key = f"{thread_prefix(thread_id)}{rel}"
+        source = self._stat(key, f"{rel!r} in thread {thread_id}")
+        copy = CopySource(self.bucket, key)
         self._call(lambda: self.client.copy_object(self.bucket, f"{thread_prefix(to_thread)}{rel}", copy))
         return source
 

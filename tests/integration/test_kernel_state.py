@@ -113,7 +113,7 @@ def test_state_over_the_cap_is_not_saved_and_the_user_is_told(make_settings: Any
         events = run(client, tid, "print('small' in dir(), 'big' in dir())")
         assert state_notes(events) == [
             "Kernel state: nothing was kept when this sandbox stopped: the variables took more than "
-            "100,000 bytes (THREADBOX_STATE_MAX_BYTES, or what the thread's storage quota leaves)."
+            "100,000 bytes (THREADBOX_STATE_MAX_BYTES, or what the storage quotas leave beside the files)."
         ]
         assert stdout(events) == "False False\n"
 

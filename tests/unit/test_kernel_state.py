@@ -63,7 +63,7 @@ def test_over_the_cap_nothing_is_kept_and_a_second_save_with_no_cell_run_is_unch
     assert "big" not in fresh.user_ns and "small" not in fresh.user_ns
     assert note(summary) == (
         "Kernel state: nothing was kept when this sandbox stopped: the variables took more than 1,000 bytes "
-        "(THREADBOX_STATE_MAX_BYTES, or what the thread's storage quota leaves)."
+        "(THREADBOX_STATE_MAX_BYTES, or what the storage quotas leave beside the files)."
     )
 
 

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from controller.quotas import Quotas
+from controller.quotas import SNAPSHOT, Quotas
 from controller.stores.base import StoredFile
 from controller.stores.local import LocalStore
 from controller.workspace import WorkspaceSync
@@ -235,3 +235,15 @@ def test_a_file_swapped_for_a_link_after_the_scan_is_never_read(tmp_path: Path) 
     result = sync.persist()
     assert result.changed == ["a"] and "symbolic link" in result.refused["b"]
     assert [f.name for f in store.list_files("t-1")] == ["a"]
+
+
+def test_saved_kernel_state_takes_from_what_files_may_use(store: LocalStore, tmp_path: Path) -> None:
+    (tmp_path / "state").write_bytes(b"s" * 60)
+    store.put_blob("t-1", SNAPSHOT, tmp_path / "state")
+    ws = tmp_path / "ws"
+    sync = sync_for(store, ws, thread_max_bytes=100)
+    sync.restore()
+    (ws / "fits").write_bytes(b"x" * 40)
+    (ws / "more").write_bytes(b"x" * 1)
+    result = sync.persist()
+    assert result.changed == ["fits"] and "would total" in result.refused["more"]
