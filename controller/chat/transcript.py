@@ -16,7 +16,7 @@ TRACEBACK_LINES = 12
 
 @dataclass
 class _Part:
-    kind: Literal["text", "code"]
+    kind: Literal["text", "code", "cell"]  # cell: code that ran; code: its output
     body: str
 
 
@@ -46,6 +46,10 @@ class Transcript:
         if error.kind == "exception" and error.traceback:
             self.add_code_block(trim_traceback(error.traceback))
 
+    def add_cell(self, code: str) -> None:
+        """Code that runs; its output follows in a block of its own."""
+        self.parts.append(_Part("cell", code))
+
     def add_code_block(self, text: str) -> None:
         self.parts.append(_Part("code", text))
 
@@ -56,6 +60,8 @@ class Transcript:
 def _render(part: _Part) -> str:
     if part.kind == "text":
         return part.body
+    if part.kind == "cell":
+        return f"```python\n{part.body.rstrip()}\n```"
     body = part.body.rstrip("\n") or " "
     return f"```\n{body}\n```"
 

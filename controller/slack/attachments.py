@@ -1,4 +1,6 @@
-"""Files a user attached to a Slack message: downloaded, then taken in by ``controller/uploads.py``.
+"""Files a user attached to a Slack message, as the chat seam's ``Attachment``s: the shared
+pipeline (controller/chat/attachments.py) checks them and takes them in through
+``controller/uploads.py``; this module downloads them.
 
 Slack answers a download without a valid token or the ``files:read`` scope with
 HTTP 200 and its HTML login page, so the body is checked before it is stored.
@@ -8,35 +10,19 @@ elsewhere are followed without it.
 
 from __future__ import annotations
 
-import asyncio
-import tempfile
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 import httpx
 
-from controller.filenames import BadFilename, NameConflict
-from controller.quotas import QuotaExceeded
-from controller.threads import ThreadRecord
-from controller.uploads import NotInSandbox, Uploads
+from controller.chat.base import AttachmentError
 
 MAX_REDIRECTS = 5
 LOGIN_PAGE_HINT = (
     "Slack sent its sign-in page instead of the file, which means the bot lacks the `files:read` "
     "scope (or its token is wrong). Add `files:read` to the Slack app and reinstall it."
 )
-
-
-class AttachmentError(Exception):
-    """The file could not be taken in; the message is meant for the user."""
-
-
-@dataclass
-class Received:
-    names: list[str] = field(default_factory=list)
-    problems: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -82,32 +68,26 @@ def is_login_page(content_type: str, data: bytes, expected_type: str) -> bool:
 
 
 @dataclass(frozen=True)
-class Attachments:
-    uploads: Uploads
+class SlackFile:
+    """One entry of a message event's ``files``."""
+
+    file: dict[str, Any]
     downloader: Downloader
 
-    async def receive(self, record: ThreadRecord, files: list[dict[str, Any]]) -> Received:
-        received = Received()
-        for file in files:
-            label = str(file.get("name") or file.get("id") or "a file")
-            try:
-                received.names.append(await self._receive_one(record, file))
-            except (AttachmentError, BadFilename, NameConflict, QuotaExceeded) as exc:
-                received.problems.append(f"I could not take `{label}`: {exc}")
-            except NotInSandbox as exc:
-                received.problems.append(f"{exc}.")
-        return received
+    @property
+    def label(self) -> str:
+        return str(self.file.get("name") or self.file.get("id") or "a file")
 
-    async def _receive_one(self, record: ThreadRecord, file: dict[str, Any]) -> str:
-        raw = str(file.get("name") or file.get("title") or file.get("id") or "")
-        url = file.get("url_private_download") or file.get("url_private")
+    @property
+    def name(self) -> str:
+        return str(self.file.get("name") or self.file.get("title") or self.file.get("id") or "")
+
+    @property
+    def size(self) -> int:
+        return int(self.file.get("size") or 0)
+
+    async def fetch(self) -> bytes:
+        url = self.file.get("url_private_download") or self.file.get("url_private")
         if not url:
             raise AttachmentError("Slack did not give a download link for it")
-        # Slack's declared size refuses a file over a quota before it is downloaded.
-        name = await self.uploads.check(record, raw, int(file.get("size") or 0))
-        data = await self.downloader.fetch(str(url), str(file.get("mimetype") or ""))
-        with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / "upload"
-            await asyncio.to_thread(path.write_bytes, data)
-            await self.uploads.put(record, name, path)
-        return name
+        return await self.downloader.fetch(str(url), str(self.file.get("mimetype") or ""))

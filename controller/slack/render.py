@@ -11,7 +11,6 @@ files code wrote are uploaded into the thread with ``files_upload_v2``.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import logging
 from collections.abc import Callable
@@ -21,21 +20,21 @@ import aiohttp
 from slack_sdk.errors import SlackClientError
 from slack_sdk.web.async_client import AsyncWebClient
 
+from controller.chat.files import files_to_post
 from controller.chat.throttle import Throttled
 from controller.chat.transcript import Transcript, describe_error, trim_traceback
 from controller.events import Code, Display, Done, Error, Event, FilesChanged, Message, Status, Stream
 from controller.slack.blocks import feedback_block, stop_actions
 from controller.slack.cards import Card
 from controller.slack.ratelimit import TokenBucket
-from controller.slack.status import RUNNING, StatusLine, status_text
+from controller.slack.status import RUNNING, STARTING, WORKING, StatusLine, status_text
 from controller.slack.stream import Recipient, ReplyStream, StreamRefused
 from controller.slack.updates import UpdatedMessages
-from controller.stores.base import StoreError, ThreadStore
+from controller.stores.base import ThreadStore
 
 log = logging.getLogger(__name__)
 
 UPLOAD_LIMIT = 20 * 2**20  # larger files stay in the workspace; Slack threads are no file share
-MAX_UPLOADS = 10
 NO_OUTPUT = "Done, no output."
 
 
@@ -94,11 +93,11 @@ class SlackReply:
     def on_api_error(self) -> None:
         self.hooks.on_api_error()
 
-    async def start(self, status: str, sandbox_live: bool) -> None:
+    async def start(self, sandbox_live: bool) -> None:
         """``sandbox_live``: code runs at once. Otherwise the first card waits until the sandbox
         is ready, so that the status line says "starting", "restoring", "queued" meanwhile."""
         self._sandbox_ready = sandbox_live
-        await self.status.first(status)
+        await self.status.first(WORKING if sandbox_live else STARTING)
         self._started = True
         self._throttle.start()
 
@@ -267,25 +266,7 @@ class SlackReply:
             self.note(f"I could not post `{filename}` here: {exc}")
 
     async def _upload_changed(self, event: FilesChanged) -> None:
-        for name, reason in event.refused.items():
-            self.note(f"`{name}` was not saved: {reason}.")
-        if len(event.changed) > MAX_UPLOADS:
-            self.note(
-                f"{len(event.changed) - MAX_UPLOADS} more changed files are saved in the thread's files."
-            )
-        sizes = {f.name: f.size for f in await asyncio.to_thread(self.store.list_files, self.thread_id)}
-        for name in event.changed[:MAX_UPLOADS]:
-            size = sizes.get(name, 0)
-            if size > UPLOAD_LIMIT:
-                self.note(
-                    f"`{name}` ({size / 2**20:.1f} MiB) is too big to post here; it is saved in the thread's files."
-                )
-                continue
-            try:
-                data = await asyncio.to_thread(self.store.read_file, self.thread_id, name)
-            except StoreError as exc:
-                self.note(f"`{name}` could not be read back from storage ({exc}).")
-                continue
+        async for name, data in files_to_post(self.store, self.thread_id, event, UPLOAD_LIMIT, self.note):
             await self._upload(data, name.rsplit("/", 1)[-1], name)
 
 

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from controller.chat.transcript import Transcript, describe_error
 from controller.config import Settings
 from controller.events import Error
 from controller.runtime import build_runtime
@@ -17,7 +18,6 @@ from controller.slack.inbound import answer_rule, clean_text, parse
 from controller.slack.layout import OVERFLOW_NOTE, escape, layout, split_message
 from controller.slack.ratelimit import TokenBucket, WorkspaceBuckets
 from controller.slack.service import SlackService
-from controller.chat.transcript import Transcript, describe_error
 
 BOT = "U0BOT"
 
