@@ -14,7 +14,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
 
-from controller import kernelstate
+from controller import threadops
 from controller.agent.base import Turn
 from controller.allow import install as install_allow
 from controller.apidocs import FILE_BODY, NDJSON, NEXT_PAGE, WHY, ErrorOut, document, errors, streams
@@ -23,6 +23,7 @@ from controller.bodylimit import install as install_body_limit
 from controller.console import router as console_router
 from controller.events import Event
 from controller.filenames import BadFilename, NameConflict, clean_filename
+from controller.fork import ThreadExists, default_name, fork_record
 from controller.httpmetrics import install as install_http_metrics
 from controller.identity import ThreadKey
 from controller.lookup import find_thread as _thread
@@ -59,6 +60,20 @@ class FileOut(BaseModel):
     size: int
     sha256: str
     modified: float
+
+
+class ForkIn(BaseModel):
+    name: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=200,
+        description="The fork's name (default: the original's, with `-fork-` and a random suffix).",
+    )
+
+
+class ForkOut(ThreadOut):
+    state: bool = Field(description="The fork has the original's variables: its first turn restores them.")
+    note: str = Field(description="What the fork got, and what it did not and why, in one sentence.")
 
 
 class StateForgotten(BaseModel):
@@ -219,9 +234,24 @@ def _add_thread_routes(app: FastAPI, rt: Runtime) -> None:
     async def forget_state(thread_id: ThreadRef, who: Caller) -> StateForgotten:
         """Forget the thread's kept variables: its next message starts a fresh kernel (files stay)."""
         record = await _thread(rt, thread_id, who)
-        stopped = await rt.manager.forget_state(record.id)
-        await _blocking(rt.store.delete_blob, record.id, kernelstate.BLOB)
-        return StateForgotten(stopped=stopped)
+        return StateForgotten(stopped=await threadops.forget_state(rt, record.id))
+
+    @app.post("/threads/{thread_id}/fork", tags=["threads"], status_code=201, responses=errors(409))
+    async def fork(thread_id: ThreadRef, who: Caller, body: ForkIn | None = None) -> ForkOut:
+        """A new thread of the same owner with a copy of this one's files and variables (a live
+        sandbox saves both first); the original is untouched by the fork's turns."""
+        source = await _thread(rt, thread_id, who)
+        owner = source.user or who.user
+        name = body.name if body and body.name else default_name(source.name)
+        target = fork_record(source, ThreadKey("api", owner, "console", name), name, owner)
+        try:
+            forked = await threadops.fork_thread(rt, source, target)
+        except ThreadExists as exc:
+            raise HTTPException(409, f"Fork refused: {exc}.") from exc
+        except QuotaExceeded as exc:
+            raise HTTPException(413, f"Fork refused: {exc}.") from exc
+        rt.recent_threads.remember(forked.record)
+        return ForkOut(**out(forked.record).model_dump(), state=forked.state, note=forked.note)
 
     @app.post(
         "/threads/{thread_id}/execute",

@@ -29,7 +29,8 @@ WHY: dict[int, str] = {
     403: "A user token creating a thread for another user.",
     404: "No such thread (or one the caller may not see), or no such file.",
     409: "The name is both the id of one thread and the name of another of the caller's "
-    "(use the id), or an upload collides with a stored or live file or folder.",
+    "(use the id), an upload collides with a stored or live file or folder, or a fork's name "
+    "is taken.",
     413: "Over a size limit or quota; a body over the route's limit is refused unread.",
     422: "The request does not match the schema.",
     502: "Stored, but the live sandbox did not take it (it has it from its next start).",

@@ -19,6 +19,7 @@ from typing import Any
 from controller.backends.base import Backend, SandboxInfo, Session
 from controller.events import Done, Error, Event, FilesChanged
 from controller.kernel import RESTART_NOTE
+from controller.kernelstate import Saved
 from controller.metrics import Metrics
 from controller.usage.figures import add_execution
 from controller.workspace import plain_reason
@@ -34,6 +35,14 @@ class Live:
     session: Session
     user: str | None
     unsaved: bool = False  # the last sync failed: the next execution syncs, changes or not
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """What a live sandbox saved between two turns, so that a copy of its storage is current."""
+
+    files_saved: bool
+    state_missed: str | None  # None: the store holds its variables as they are; else why not
 
 
 class Executions:
@@ -105,14 +114,43 @@ class Executions:
     async def _keep_state(self, info: SandboxInfo, user: str | None) -> str:
         if self.state_cap is None:
             return ""
-        try:
-            saved = await self.backend.save_state(info, self.state_cap, user)
-        except Exception as exc:  # the files must still be saved, and the sandbox stopped
-            log.warning("the variables of thread %s were not saved: %s", info.thread_id, exc)
+        saved = await self._save_state(info, self.state_cap, user)
+        if isinstance(saved, Exception):
             return "; its variables could NOT be saved (see the controller log)"
+        return f"; {saved.describe()}"
+
+    async def _save_state(self, info: SandboxInfo, cap: int, user: str | None) -> Saved | Exception:
+        """The kernel's save, or why it failed (logged): never raised, as what comes next
+        (saving the files, stopping the sandbox, a fork's copy) must happen all the same."""
+        try:
+            saved = await self.backend.save_state(info, cap, user)
+        except Exception as exc:
+            log.warning("the variables of thread %s were not saved: %s", info.thread_id, exc)
+            return exc
         if saved.over_cap:
             log.warning("the variables of thread %s were not saved: %s", info.thread_id, saved.describe())
-        return f"; {saved.describe()}"
+        return saved
+
+    async def checkpoint(self, live: Live) -> Checkpoint:
+        """Save a live sandbox's variables, then its files, now, between turns (a fork copies
+        them); the sandbox goes on running."""
+        missed = await self._state_now(live)
+        return Checkpoint(await self.persist_quietly(live.info, live.user), missed)
+
+    async def _state_now(self, live: Live) -> str | None:
+        if self.state_cap is None:
+            return "this server does not keep variables (THREADBOX_KEEP_STATE=false)"
+        if live.session.last_state != "idle" or not await self.backend.alive(live.info):
+            return "its kernel is not running"
+        saved = await self._save_state(live.info, self.state_cap, live.user)
+        if isinstance(saved, Exception):
+            return f"its variables could not be saved ({plain_reason(saved)})"
+        if saved.over_cap:
+            return (
+                f"its variables take more than the {saved.cap:,} bytes that "
+                "THREADBOX_STATE_MAX_BYTES and the storage quotas leave them"
+            )
+        return None
 
     async def load_state(self, info: SandboxInfo) -> str | None:
         """In a new sandbox, before the first turn: the line that tells the user what came back

@@ -28,7 +28,7 @@ from controller.admission import Admission
 from controller.backends.base import Backend, Connect, Dialer, SandboxInfo, SandboxStartError, TurnLease
 from controller.config import Settings, subset
 from controller.events import Done, Error, Event, Status
-from controller.execution import Executions, Live
+from controller.execution import Checkpoint, Executions, Live
 from controller.kernel import KernelSession, KernelUnavailable
 from controller.keyedlock import KeyedLock
 from controller.metrics import Metrics
@@ -297,6 +297,15 @@ class SandboxManager:
         """Stop the thread's sandbox here, saving its files but not its variables; False if none ran."""
         async with self._turns.hold(thread_id):
             return await self._retire(thread_id, "forget")
+
+    @contextlib.asynccontextmanager
+    async def between_turns(self, thread_id: str) -> AsyncIterator[Checkpoint | None]:
+        """Hold the thread between two of its turns here (uploads wait too), so that a copy of
+        its storage is of one moment. If its sandbox is live here, its variables and files are
+        saved first and the checkpoint says how that went; None when it is not."""
+        async with self._turns.hold(thread_id), self._sandboxes.hold(thread_id):
+            live = self._live.get(thread_id)
+            yield None if live is None else await self._executions.checkpoint(live)
 
     async def write_file(self, thread_id: str, name: str, data: bytes) -> None:
         """Copy an already-stored file into the live sandbox, if there is one."""

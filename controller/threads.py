@@ -6,7 +6,7 @@ import time
 from collections import OrderedDict
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from controller.identity import ThreadKey
 from controller.stores.base import ThreadStore
@@ -21,6 +21,7 @@ class ThreadRecord(BaseModel):
     thread: str
     user: str | None = None
     created: float
+    forked_from: str | None = Field(default=None, description="The id of the thread this one is a fork of.")
 
 
 def ensure_thread(store: ThreadStore, key: ThreadKey, name: str, user: str | None) -> ThreadRecord:

@@ -1,0 +1,41 @@
+"""What can be done to a thread besides a turn, in one place for the HTTP API and the chat
+front-ends: forget its kept variables, fork it. Each takes the thread's record, found and
+checked by the caller (the API: controller/lookup.py; a chat: the thread it is in)."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+from controller import kernelstate
+from controller.fork import copy_thread, describe
+from controller.runtime import Runtime
+from controller.threads import ThreadRecord
+
+
+async def forget_state(rt: Runtime, thread_id: str) -> bool:
+    """Forget the thread's kept variables: its sandbox here stops (files saved, variables not)
+    and its snapshot is deleted, so its next turn starts a fresh kernel. True if a sandbox
+    was stopped. DELETE /threads/{id}/state, and a chat's "forget state"."""
+    stopped = await rt.manager.forget_state(thread_id)
+    await asyncio.to_thread(rt.store.delete_blob, thread_id, kernelstate.BLOB)
+    return stopped
+
+
+@dataclass(frozen=True)
+class Forked:
+    record: ThreadRecord
+    state: bool  # the fork has the original's variables
+    note: str  # what it got, for the user
+
+
+async def fork_thread(rt: Runtime, source: ThreadRecord, target: ThreadRecord) -> Forked:
+    """Make ``target`` (a new record, ``forked_from`` the source) a copy of ``source``'s files
+    and variables. A sandbox of the source live here saves both first, between its turns,
+    and its next turn waits for the copy; if its variables cannot be saved, the fork gets the
+    files only and the note says why. Raises fork.ThreadExists or QuotaExceeded, nothing
+    written. POST /threads/{id}/fork, and a chat's "fork"."""
+    async with rt.manager.between_turns(source.id) as checkpoint:
+        with_state = rt.settings.keep_state and (checkpoint is None or checkpoint.state_missed is None)
+        copied = await asyncio.to_thread(copy_thread, rt.store, rt.quotas, source, target, with_state)
+    return Forked(target, copied.state, describe(checkpoint, copied))
