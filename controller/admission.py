@@ -18,7 +18,7 @@ class Admission:
         self,
         slots: int,
         idle_victim: Callable[[], str | None],
-        evict: Callable[[str], Awaitable[None]],
+        evict: Callable[[str], Awaitable[object]],
         on_change: Callable[[], None],
     ) -> None:
         self.slots = slots

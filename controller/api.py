@@ -8,7 +8,6 @@ from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any
 
 from fastapi import Body, FastAPI, File, Form, HTTPException, Query, Request, UploadFile
-from fastapi import Path as FastApiPath
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -17,7 +16,17 @@ from pydantic import BaseModel, Field
 from controller import threadops
 from controller.agent.base import Turn
 from controller.allow import install as install_allow
-from controller.apidocs import FILE_BODY, NDJSON, NEXT_PAGE, WHY, ErrorOut, document, errors, streams
+from controller.apidocs import (
+    FILE_BODY,
+    NDJSON,
+    NEXT_PAGE,
+    WHY,
+    ErrorOut,
+    ThreadRef,
+    document,
+    errors,
+    streams,
+)
 from controller.auth import Authenticator, AuthGate, Caller
 from controller.bodylimit import install as install_body_limit
 from controller.console import router as console_router
@@ -35,10 +44,7 @@ from controller.stores.base import NotInStore, StoredFile, StoreUnavailable
 from controller.streaming import detached, ndjson, sse, with_keepalives
 from controller.threads import ThreadRecord, ensure_thread
 from controller.uploads import NotInSandbox, Uploads
-
-ThreadRef = Annotated[
-    str, FastApiPath(description="The thread's id, or the name of one of the caller's threads.")
-]
+from controller.usage.routes import add_usage_routes
 
 
 class ThreadCreate(BaseModel):
@@ -119,6 +125,7 @@ def create_app(runtime: Runtime) -> FastAPI:
     _add_ops_routes(app, runtime)
     _add_thread_routes(app, runtime)
     _add_file_routes(app, runtime)
+    add_usage_routes(app, runtime)
     app.include_router(console_router())
     return app
 

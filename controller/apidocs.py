@@ -4,9 +4,9 @@ streams of turns, so that the schema matches what is sent."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Path
 from pydantic import BaseModel, Field
 
 from controller.streaming import StreamEvent
@@ -15,6 +15,7 @@ NDJSON = "application/x-ndjson"
 SSE = "text/event-stream"
 
 Responses = dict[int | str, dict[str, Any]]
+ThreadRef = Annotated[str, Path(description="The thread's id, or the name of one of the caller's threads.")]
 
 
 class ErrorOut(BaseModel):
@@ -26,7 +27,7 @@ class ErrorOut(BaseModel):
 WHY: dict[int, str] = {
     400: "Malformed JSON, or an unsafe file name (traversal, control characters, reserved).",
     401: "No token, or a wrong or revoked one.",
-    403: "A user token creating a thread for another user.",
+    403: "A user token creating a thread for another user, or asking for another user's or a workspace's usage.",
     404: "No such thread (or one the caller may not see), or no such file.",
     409: "The name is both the id of one thread and the name of another of the caller's "
     "(use the id), an upload collides with a stored or live file or folder, or a fork's name "
@@ -96,7 +97,7 @@ def document(app: FastAPI) -> None:
 def _with_errors(schema: dict[str, Any]) -> dict[str, Any]:
     for path, operations in schema.get("paths", {}).items():
         shared = (*COMMON, *NAMING_A_THREAD) if "{thread_id}" in path else COMMON
-        for operation in operations.values() if path.startswith("/threads") else ():
+        for operation in operations.values() if path.startswith(("/threads", "/usage")) else ():
             answers = operation.setdefault("responses", {})
             for code in shared:
                 answers.setdefault(str(code), {"description": WHY[code]})

@@ -16,6 +16,7 @@ from pydantic_settings import NoDecode, SettingsConfigDict
 from controller.k8s.placement import PlacementSettings
 from controller.k8s.storage import MIN_CREDENTIAL_SECONDS
 from controller.outputcap import DEFAULT_MAX_OUTPUT_BYTES
+from controller.usage.settings import UsageSettings
 
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance
@@ -29,7 +30,7 @@ OAUTH_SETTINGS = ("client_id", "client_secret", "scopes", "redirect_uri")
 OAUTH_NEEDS = ("client_id", "client_secret", "scopes", "signing_secret")
 
 
-class Settings(PlacementSettings):
+class Settings(PlacementSettings, UsageSettings):
     model_config = SettingsConfigDict(env_prefix="THREADBOX_", extra="forbid")
 
     # Where things run and live.

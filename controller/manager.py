@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -35,6 +36,7 @@ from controller.metrics import Metrics
 from controller.stores.base import StoreError
 from controller.tasks import TaskSet, every
 from controller.turncontext import TurnScope
+from controller.usage.accounting import Accounting
 
 log = logging.getLogger(__name__)
 
@@ -71,11 +73,13 @@ class SandboxManager:
         self._live: dict[str, Live] = {}
         self._turns = KeyedLock()
         self._sandboxes = KeyedLock()
-        self._slots = Admission(config.max_sandboxes, self._idle_lru, self._evict, self._update_gauges)
+        evict = functools.partial(self._retire, reason="evicted")
+        self._slots = Admission(config.max_sandboxes, self._idle_lru, evict, self._update_gauges)
         self._reaper = TaskSet("the reaper")
         self._releasing = TaskSet("turn lease releases")
         # Turns detached from their readers (controller/streaming.py): shutdown lets them finish.
         self.turns = TaskSet("turns")
+        self.accounting: Accounting | None = None  # usage and budgets of turns (runtime.py sets it)
 
     async def start(self) -> None:
         # What runs already is adopted lazily by the turn that needs it, and reaped if idle.
@@ -126,6 +130,7 @@ class SandboxManager:
         meanwhile, it says so. ``events`` starts only once the turn is held.
         """
         scope = TurnScope(thread_id, self.metrics)
+        events = self.accounting.turn(thread_id, events) if self.accounting else events
         failed = False
         try:
             async with self._turns.hold(thread_id):
@@ -240,9 +245,6 @@ class SandboxManager:
             if not self._busy(tid) and live.session.last_state == "idle"
         ]
         return min(idle)[1] if idle else None
-
-    async def _evict(self, thread_id: str) -> None:
-        await self._retire(thread_id, "evicted")
 
     async def _retire(self, thread_id: str, reason: str, locked: bool = False) -> bool:
         """Persist and stop a thread's sandbox; False if none runs here. ``locked``: lock held."""

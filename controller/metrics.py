@@ -122,8 +122,27 @@ class Metrics:
         )
         self.llm_tokens = Counter(
             "threadbox_llm_tokens_total",
-            "Tokens the language model reported, by type: prompt or completion.",
+            "Tokens the language model reported, by type: prompt, completion, or cached (the part of prompt "
+            "served from the provider's cache).",
             ["type"],
+            registry=r,
+        )
+        self.llm_cost = Counter(
+            "threadbox_llm_estimated_cost_total",
+            "Estimated cost of the tokens turns used, from THREADBOX_PRICES, in its currency.",
+            registry=r,
+        )
+        self.budget_refusals = Counter(
+            "threadbox_budget_refusals_total",
+            "Turns not run because their user's daily budget was used up, by budget: tokens or exec_seconds.",
+            ["budget"],
+            registry=r,
+        )
+        for budget in ("tokens", "exec_seconds"):  # at 0 from the start, as _zero_turn_series says why
+            self.budget_refusals.labels(budget)
+        self.usage_record_failures = Counter(
+            "threadbox_usage_record_failures_total",
+            "Turns whose usage could not be recorded in the store (the turn itself went on).",
             registry=r,
         )
         self.storage_up = Gauge(

@@ -28,6 +28,7 @@ from controller.stores.base import StoreUnavailable, ThreadStore
 from controller.stores.local import LocalStore
 from controller.stores.minio import MinioStore
 from controller.threads import RecentRecords
+from controller.usage.accounting import Accounting, AccountingConfig
 
 
 @dataclass
@@ -41,6 +42,8 @@ class Runtime:
     quotas: Quotas
     # Prepares the store and says whether it can serve (/readyz); ``store`` is gated by it.
     storage: StorageGate
+    # Usage per turn, thread, user and workspace, and daily budgets; the manager wraps turns in it.
+    accounting: Accounting
     # Front-ends plug in here: chat webhook routes (served on the chat port, apart from the
     # API), and (start, stop) pairs run with the app.
     chat_routers: list[APIRouter] = field(default_factory=list)
@@ -182,8 +185,9 @@ def build_runtime(settings: Settings, store: ThreadStore | None = None) -> Runti
     quotas = quotas_from(settings)
     backend = build_backend(settings, store, quotas)
     manager = SandboxManager(backend, ManagerConfig.from_settings(settings), metrics)
+    manager.accounting = accounting = Accounting(store, metrics, AccountingConfig.from_settings(settings))
     agent = build_agent(settings, manager, store)
-    runtime = Runtime(settings, store, backend, manager, agent, metrics, quotas, storage)
+    runtime = Runtime(settings, store, backend, manager, agent, metrics, quotas, storage, accounting)
     if settings.slack_mode != "off":
         from controller.slack import install as install_slack  # Slack's libraries load only when used
 

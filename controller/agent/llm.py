@@ -15,6 +15,7 @@ from openai.types.chat import ChatCompletionChunk, ChatCompletionMessageParam, C
 from controller.agent.base import AgentConfig
 from controller.events import Error
 from controller.metrics import Metrics
+from controller.usage.figures import add_llm_call
 
 # A failing model service (rate limit, key, bad request, 5xx) is "llm_failed"; timeouts keep their own kind.
 LLM_ERROR_KIND: Final = "llm_failed"
@@ -58,16 +59,25 @@ def make_client(config: AgentConfig, timeout: float) -> AsyncOpenAI:
 
 class LlmCall:
     """One request to the language model, in the metrics: counted by result and timed when it
-    ends, its tokens added as the model reports them."""
+    ends, its tokens added as the model reports them, to the metrics and to the turn's usage."""
 
-    def __init__(self, metrics: Metrics) -> None:
+    def __init__(self, metrics: Metrics, model: str) -> None:
         self.metrics = metrics
+        self.model = model  # as configured, the price table's key (a provider may answer with a dated name)
         self.started = time.monotonic()
         self.result = "ok"
 
-    def tokens(self, prompt: int, completion: int) -> None:
+    def tokens(self, prompt: int, completion: int, cached: int = 0) -> None:
         self.metrics.llm_tokens.labels("prompt").inc(prompt)
         self.metrics.llm_tokens.labels("completion").inc(completion)
+        self.metrics.llm_tokens.labels("cached").inc(cached)
+        add_llm_call(self.model, prompt, completion, cached)
+
+    def usage(self, reported: Any) -> None:
+        """Add a chunk's ``usage`` (the openai SDK's or LiteLLM's; both name the fields alike)."""
+        details = getattr(reported, "prompt_tokens_details", None)
+        cached = getattr(details, "cached_tokens", None) or 0
+        self.tokens(reported.prompt_tokens or 0, reported.completion_tokens or 0, cached)
 
     def failed(self, error: Error) -> None:
         # LLMRateLimited -> rate_limited: the error's name as a label value.
@@ -87,7 +97,7 @@ async def complete(
 ) -> Reply:
     """Stream one completion and assemble it; raises LLMFailed with a clear error. Counted,
     timed and its tokens added up in ``metrics``."""
-    meter = LlmCall(metrics)
+    meter = LlmCall(metrics, model)
     try:
         stream = await client.chat.completions.create(
             model=model,
@@ -111,7 +121,7 @@ async def _assemble(stream: openai.AsyncStream[ChatCompletionChunk], meter: LlmC
     calls: dict[int, ToolCall] = {}
     async for chunk in stream:
         if chunk.usage:  # the last chunk, asked for with include_usage
-            meter.tokens(chunk.usage.prompt_tokens, chunk.usage.completion_tokens)
+            meter.usage(chunk.usage)
         for choice in chunk.choices or ():
             delta = choice.delta
             if delta.content:

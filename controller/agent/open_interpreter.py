@@ -130,18 +130,19 @@ def refused(language: str) -> dict[str, Any]:
     }
 
 
-def single_attempt(metrics: Metrics, **params: Any) -> Any:
+def single_attempt(metrics: Metrics, llm_model: str, **params: Any) -> Any:
     """OI's default retries whole streams (duplicating output) and retries with a dummy key.
-    Counted, timed and its tokens added up in ``metrics``, as the builtin agent's calls are."""
+    Counted, timed and its tokens added up in ``metrics`` and the turn's usage, as the builtin
+    agent's calls are (``params`` names the model with LiteLLM's provider prefix)."""
     import litellm
 
     params["num_retries"] = 0
     params["stream_options"] = {"include_usage": True}
-    call = LlmCall(metrics)
+    call = LlmCall(metrics, llm_model)
     try:
         for chunk in litellm.completion(**params):
             if usage := getattr(chunk, "usage", None):
-                call.tokens(usage.prompt_tokens, usage.completion_tokens)
+                call.usage(usage)
             yield chunk
     except Exception as exc:
         call.failed(failure(exc, str(params.get("api_base"))))
@@ -169,7 +170,7 @@ def new_instance(config: AgentConfig, bridge: KernelBridge, metrics: Metrics) ->
     oi.llm.vision_renderer = None
     oi.llm.context_window = CONTEXT_WINDOW
     oi.llm.max_tokens = MAX_TOKENS
-    oi.llm.completions = functools.partial(single_attempt, metrics)
+    oi.llm.completions = functools.partial(single_attempt, metrics, config.llm_model)
     oi.computer.terminate()
     oi.computer.terminal = refusing_terminal(oi, kernel_language(bridge))
     return oi

@@ -30,10 +30,30 @@ from tests.support.server import serve
 ROLES = {"system", "developer", "user", "assistant", "tool"}
 
 
+@dataclass(frozen=True)
+class Usage:
+    """What a completion reports as its ``usage``; ``cached`` is the part of ``prompt`` the
+    provider's cache served (``prompt_tokens_details.cached_tokens``)."""
+
+    prompt: int = 1
+    completion: int = 1
+    cached: int = 0
+
+    def wire(self) -> dict[str, Any]:
+        return {
+            "prompt_tokens": self.prompt,
+            "completion_tokens": self.completion,
+            "total_tokens": self.prompt + self.completion,
+            "prompt_tokens_details": {"cached_tokens": self.cached, "audio_tokens": 0},
+            "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 0},
+        }
+
+
 @dataclass
 class Step:
     # Only answer if the last message's text contains this; otherwise the test is wrong.
     when: str | None = field(default=None, kw_only=True)
+    usage: Usage = field(default_factory=Usage, kw_only=True)
 
 
 @dataclass
@@ -59,9 +79,9 @@ class Stall(Step):
     seconds: float
 
 
-def run_python(*codes: str, when: str | None = None) -> Tool:
+def run_python(*codes: str, when: str | None = None, usage: Usage | None = None) -> Tool:
     """The built-in agent's tool; several codes make parallel calls."""
-    return Tool([("run_python", {"code": code}) for code in codes], when=when)
+    return Tool([("run_python", {"code": code}) for code in codes], when=when, usage=usage or Usage())
 
 
 def execute(code: str, language: str = "python", when: str | None = None) -> Tool:
@@ -113,6 +133,7 @@ class FakeOpenAI:
         self.script: deque[Step] = deque()
         self.requests: list[dict[str, Any]] = []
         self.problems: list[str] = []
+        self.reported: list[Usage] = []  # every usage sent, in order
         self.url = ""
         self.closing = False
         self._ids = itertools.count(1)
@@ -190,8 +211,12 @@ class FakeOpenAI:
             "created": int(time.time()),
             "model": model,
             "choices": [{"index": 0, "message": message, "finish_reason": finish}],
-            "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+            "usage": self._report(step.usage),
         }
+
+    def _report(self, usage: Usage) -> dict[str, Any]:
+        self.reported.append(usage)
+        return usage.wire()
 
     def _deltas(self, step: Text | Tool) -> Iterator[tuple[dict[str, Any], str | None]]:
         if isinstance(step, Text):
@@ -219,8 +244,8 @@ class FakeOpenAI:
         for delta, finish in self._deltas(step):
             chunk = {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
             yield f"data: {json.dumps(chunk)}\n\n".encode()
-        if usage:
-            totals = {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}
+        if usage:  # the last chunk, with no choices, as the API sends it with include_usage
+            totals = self._report(step.usage)
             yield f"data: {json.dumps({**base, 'choices': [], 'usage': totals})}\n\n".encode()
         yield b"data: [DONE]\n\n"
 

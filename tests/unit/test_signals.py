@@ -82,7 +82,7 @@ async def test_http_requests_are_counted_by_route_template_never_raw_path() -> N
 def test_llm_calls_are_counted_by_result_with_their_tokens() -> None:
     metrics = Metrics()
     for ename in ("LLMTimeout", "LLMRateLimited", None):
-        call = LlmCall(metrics)
+        call = LlmCall(metrics, "gpt-4o-mini")
         if ename:
             call.failed(Error(kind="llm_failed", ename=ename, evalue="v"))
         else:

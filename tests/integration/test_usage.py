@@ -1,0 +1,126 @@
+"""Usage accounting end to end: HTTP API -> built-in agent -> real openai SDK -> fake LLM
+reporting usage, real kernels; the figures through the API, the store and /metrics agree."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from controller.auth import create_token
+from devkit.client import bearer
+from tests.support.agent import chat, done, messages
+from tests.support.client import create_thread, errors, run
+from tests.support.fake_openai import FakeOpenAI, Text, Usage, fake_llm, run_python
+
+pytestmark = pytest.mark.integration
+
+MODEL = "gpt-4o-mini"
+PRICES = {MODEL: {"input": 0.15, "cached": 0.075, "output": 0.6}}
+NOON = dt.datetime(2026, 12, 2, 12, tzinfo=dt.UTC).timestamp()
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.at = NOON
+
+    def __call__(self) -> float:
+        return self.at
+
+
+def llm_client(api: Any, fake: FakeOpenAI, **more: Any) -> httpx.Client:
+    settings = {"agent": "builtin", "llm_base_url": fake.base_url, "llm_api_key": "test", "prices": PRICES}
+    return api(**settings, **more)  # type: ignore[no-any-return]
+
+
+def metric_totals(client: httpx.Client) -> dict[str, float]:
+    """The usage totals /metrics shows (one replica, started for this test)."""
+    samples = {
+        (s.name, s.labels.get("type")): s.value
+        for family in text_string_to_metric_families(client.get("/metrics").text)
+        for s in family.samples
+    }
+    return {
+        "prompt_tokens": samples[("threadbox_llm_tokens_total", "prompt")],
+        "completion_tokens": samples[("threadbox_llm_tokens_total", "completion")],
+        "cached_tokens": samples[("threadbox_llm_tokens_total", "cached")],
+        "execution_seconds": samples[("threadbox_execution_seconds_sum", None)],
+        "estimated_cost": samples[("threadbox_llm_estimated_cost_total", None)],
+    }
+
+
+def test_two_llm_calls_are_recorded_as_reported_and_a_budget_stops_the_third_turn_until_tomorrow(
+    api: Any,
+) -> None:
+    with fake_llm() as fake:
+        client = llm_client(api, fake, budget_tokens_per_day=500)
+        clock = client.runtime.accounting.clock = Clock()  # type: ignore[attr-defined]
+        thread = create_thread(client, "usage")
+        fake.add(
+            run_python("print(6 * 7)", usage=Usage(prompt=100, completion=20, cached=30)),
+            Text("It is 42.", when="42", usage=Usage(prompt=150, completion=10, cached=90)),
+        )
+        assert done(chat(client, thread, "What is 6 times 7?"))["status"] == "ok"
+        reported = list(fake.reported)
+        totals = client.get(f"/threads/{thread}/usage").json()["totals"]
+
+        fake.add(Text("Again.", usage=Usage(prompt=250, completion=30)))  # 560 tokens today: over 500
+        chat(client, thread, "Once more")
+        asked = len(fake.requests)
+        refused = chat(client, thread, "And a third time")
+        asked_after = len(fake.requests)
+        today = client.get("/usage").json()
+
+        clock.at += 86400  # the next UTC day: the budget is whole again
+        fake.add(Text("A new day."))
+        next_day = chat(client, thread, "And a third time")
+
+    assert len(reported) == 2
+    assert totals["llm_calls"] == 2 and totals["executions"] == 1
+    assert totals["prompt_tokens"] == sum(u.prompt for u in reported) == 250
+    assert totals["completion_tokens"] == sum(u.completion for u in reported) == 30
+    assert totals["cached_tokens"] == sum(u.cached for u in reported) == 120
+    assert totals["models"][MODEL]["calls"] == 2
+    assert totals["estimated_cost"] == pytest.approx((130 * 0.15 + 120 * 0.075 + 30 * 0.6) / 1e6)
+
+    [error] = errors(refused)
+    assert asked_after == asked  # the refused turn never reached the model
+    assert (error["kind"], error["ename"]) == ("quota", "BudgetReached")
+    assert "daily token budget (560 of 500 tokens used)" in error["evalue"]
+    assert "resets at 00:00 UTC, in 12 h 0 min" in error["evalue"]
+    assert today["budget"]["tokens_today"] == today["totals"]["total_tokens"] == 560
+    assert today["budget"]["resets_at"] == NOON + 12 * 3600
+    assert messages(next_day) == ["A new day."] and done(next_day)["status"] == "ok"
+
+    both = client.get("/usage", params={"days": 2}).json()
+    assert (both["since"], both["until"]) == ("2026-12-02", "2026-12-03")
+    assert both["totals"]["total_tokens"] == 562 and both["budget"]["tokens_today"] == 2
+    # One replica since it started: /metrics holds what the API sums, with no user in a label.
+    final = client.get(f"/threads/{thread}/usage").json()["totals"]
+    for name, value in metric_totals(client).items():
+        assert value == pytest.approx(final[name]), name
+
+
+def test_an_owner_and_admins_see_usage_and_nobody_else(api: Any) -> None:
+    admin = api()
+    thread = create_thread(admin, "mine")
+    assert done(run(admin, thread, "print(1)"))["status"] == "ok"  # /execute turns count too
+    token, _ = create_token(admin.runtime.store, "bob")  # type: ignore[attr-defined]
+    bob = httpx.Client(base_url=str(admin.base_url), headers=bearer(token))
+
+    mine = admin.get(f"/threads/{thread}/usage").json()["totals"]
+    assert mine["executions"] == 1 and mine["execution_seconds"] > 0 and mine["total_tokens"] == 0
+    workspace = admin.get("/usage", params={"workspace": "admin", "source": "api"}).json()
+    assert workspace["totals"]["executions"] == 1 and workspace["budget"] is None
+    assert admin.get("/usage", params={"user": "bob"}).json()["totals"]["turns"] == 0
+
+    assert bob.get(f"/threads/{thread}/usage").status_code == 404
+    assert bob.get("/usage", params={"user": "admin"}).status_code == 403
+    assert bob.get("/usage", params={"workspace": "admin", "source": "api"}).status_code == 403
+    assert bob.get("/usage").json()["user"] == "bob"
+    lonely = admin.get("/usage", params={"workspace": "admin"})
+    assert lonely.status_code == 422 and "source=" in lonely.json()["detail"]
+    bob.close()
