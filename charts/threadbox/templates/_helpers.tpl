@@ -175,6 +175,8 @@ args: list root NAME section keyValue valueName */}}
 - {name: THREADBOX_USER_MAX_FILES, value: {{ $v.quotas.userMaxFiles | int64 | quote }}}
 - {name: THREADBOX_USER_MAX_BYTES, value: {{ $v.quotas.userMaxBytes | int64 | quote }}}
 - {name: THREADBOX_FILE_TTL_DAYS, value: {{ $v.quotas.fileTtlDays | quote }}}
+- {name: THREADBOX_BUDGET_TOKENS_PER_DAY, value: {{ $v.quotas.budgetTokensPerDay | int64 | quote }}}
+- {name: THREADBOX_BUDGET_EXEC_SECONDS_PER_DAY, value: {{ $v.quotas.budgetExecSecondsPerDay | quote }}}
 - {name: THREADBOX_MINIO_ENDPOINT, value: {{ required "minio.endpoint is required (host:port)" $v.minio.endpoint | quote }}}
 - {name: THREADBOX_SANDBOX_MINIO_ENDPOINT, value: {{ default $v.minio.endpoint $v.minio.sandboxEndpoint | quote }}}
 {{- with $v.minio.sandboxPeer }}
@@ -201,6 +203,9 @@ args: list root NAME section keyValue valueName */}}
 - {name: THREADBOX_LLM_BASE_URL, value: {{ . | quote }}}
 {{- end }}
 {{- include "threadbox.secretEnv" (list . "THREADBOX_LLM_API_KEY" $v.agent.llm $v.agent.llm.apiKeyKey $v.agent.llm.apiKey) }}
+{{- with $v.agent.llm.prices }}
+- {name: THREADBOX_PRICES, value: {{ toJson . | quote }}}
+{{- end }}
 {{- with $v.extraEnv }}
 {{ toYaml . }}
 {{- end }}
