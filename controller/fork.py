@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import contextlib
 import secrets
-import time
 from dataclasses import dataclass
 
 from controller.execution import Checkpoint
 from controller.identity import ThreadKey
 from controller.quotas import SNAPSHOT, Quotas, Usage, user_usage
 from controller.stores.base import NotInStore, ThreadStore
-from controller.threads import ThreadRecord, get_thread
+from controller.threads import ThreadRecord, get_thread, new_record
 
 MAX_NAME = 200  # as POST /threads takes
 
@@ -41,17 +40,7 @@ def default_name(name: str) -> str:
 
 
 def fork_record(source: ThreadRecord, key: ThreadKey, name: str, user: str | None) -> ThreadRecord:
-    return ThreadRecord(
-        id=key.id,
-        name=name,
-        source=key.source,
-        workspace=key.workspace,
-        channel=key.channel,
-        thread=key.thread,
-        user=user,
-        created=time.time(),
-        forked_from=source.id,
-    )
+    return new_record(key, name, user, forked_from=source.id)
 
 
 def copy_thread(

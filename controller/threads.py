@@ -28,7 +28,14 @@ def ensure_thread(store: ThreadStore, key: ThreadKey, name: str, user: str | Non
     existing = get_thread(store, key.id)
     if existing is not None:
         return existing
-    record = ThreadRecord(
+    record = new_record(key, name, user)
+    store.put_json(key.id, "meta", record.model_dump())
+    return record
+
+
+def new_record(key: ThreadKey, name: str, user: str | None, forked_from: str | None = None) -> ThreadRecord:
+    """The record of a thread made now (not stored yet)."""
+    return ThreadRecord(
         id=key.id,
         name=name,
         source=key.source,
@@ -37,9 +44,8 @@ def ensure_thread(store: ThreadStore, key: ThreadKey, name: str, user: str | Non
         thread=key.thread,
         user=user,
         created=time.time(),
+        forked_from=forked_from,
     )
-    store.put_json(key.id, "meta", record.model_dump())
-    return record
 
 
 def get_thread(store: ThreadStore, thread_id: str) -> ThreadRecord | None:
