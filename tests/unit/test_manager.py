@@ -344,3 +344,25 @@ async def test_shutdown_saves_variables_only_where_the_sandbox_stops(make: Any) 
     await collect(manager.run("t", "x"))
     await manager.close()
     assert state_calls(backend, "t")[-2:] == ["persist", "persist"]
+
+
+async def test_between_turns_a_live_sandbox_saves_variables_then_files_and_its_next_turn_waits(
+    make: Any, gates: Gates
+) -> None:
+    manager, backend = make(keep_state=True, state_max_bytes=1000)
+    async with manager.between_turns("t") as none:
+        assert none is None  # nothing live here: nothing to save
+    await collect(manager.run("t", "x"))
+    async with manager.between_turns("t") as checkpoint:
+        assert checkpoint is not None and (checkpoint.files_saved, checkpoint.state_missed) == (True, None)
+        assert state_calls(backend, "t")[-2:] == ["save state", "persist"] and manager.is_live("t")
+        later = asyncio.create_task(collect(manager.run("t", "after")))
+        await until(lambda: manager.turns_waiting("t") == 1, TIMEOUT, 0)  # the code's own signal
+        assert "after" not in gates.ran
+    assert out(await asyncio.wait_for(later, TIMEOUT)) == "after"
+    off, _ = make()
+    await collect(off.run("t", "x"))
+    async with off.between_turns("t") as checkpoint:
+        assert checkpoint is not None and "THREADBOX_KEEP_STATE=false" in (checkpoint.state_missed or "")
+    await manager.close()
+    await off.close()
