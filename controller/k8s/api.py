@@ -148,14 +148,18 @@ class Kube:
 
     async def delete(
         self, fn: Callable[..., Any], name: str, uid: str | None = None, resource_version: str | None = None
-    ) -> None:
-        """Delete the object if it is still the one named by ``uid`` / ``resource_version``."""
+    ) -> bool:
+        """Delete the object if it is still the one named by ``uid`` / ``resource_version``;
+        False if it is not (the precondition failed), True if it is deleted or already gone."""
         try:
             body = _delete_options(uid, resource_version) if uid or resource_version else None
             await self.call(fn, name, self.ns, body=body)
         except ApiException as exc:
-            if exc.status not in (404, 409):
+            if exc.status == 409:
+                return False
+            if exc.status != 404:
                 raise
+        return True
 
     async def watch(
         self, fn: Callable[..., Any], timeout: float, **kwargs: Any

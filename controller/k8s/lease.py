@@ -213,19 +213,10 @@ class ThreadLeases:
         An asker's annotation moves the version on; then it is read again, and deleted if still ours."""
         name, coordination = lease_name(holding.thread_id), self.kube.coordination
         for _ in range(GONE_RETRIES):
-            try:
-                await self.kube.call(
-                    coordination.delete_namespaced_lease,
-                    name,
-                    self.kube.ns,
-                    body={"preconditions": {"resourceVersion": holding.version}},
-                )
+            if await self.kube.delete(
+                coordination.delete_namespaced_lease, name, resource_version=holding.version
+            ):
                 return
-            except ApiException as exc:
-                if exc.status == 404:
-                    return
-                if exc.status != 409:
-                    raise
             if not await self.still_mine(holding):
                 return
 
