@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from tests.cluster.conftest import Cluster
+from tests.cluster.probes import pod_s3_script
 from tests.support.client import create_thread, run, stdout
 
 pytestmark = pytest.mark.cluster
@@ -28,24 +29,15 @@ CONTRACT_ENV = {
     "THREADBOX_FILE_TTL_DAYS",
 }
 
-PROBES = r"""
-import io, json, os, socket, ssl, urllib.request
-from minio import Minio, MinioAdmin
+PROBES = pod_s3_script(
+    r"""
+import socket, ssl, urllib.request
+from minio import MinioAdmin
 from minio.credentials.providers import StaticProvider
-
-def attempt(fn):
-    try:
-        fn()
-        return "ok"
-    except Exception as exc:
-        return f"{type(exc).__name__}:{getattr(exc, 'code', '')}"
 
 def connect(host, port):
     return attempt(lambda: socket.create_connection((host, port), timeout=3).close())
 
-st = json.load(open("/var/run/threadbox/storage.json"))
-s3 = Minio(st["endpoint"], st["access_key"], st["secret_key"], session_token=st["session_token"],
-           secure=st["secure"], region="us-east-1")
 other = "threads/OTHER/files/"
 res = {
     "own_put": attempt(lambda: s3.put_object(st["bucket"], st["prefix"] + "probe.txt", io.BytesIO(b"x"), 1)),
@@ -74,6 +66,7 @@ for pid in filter(str.isdigit, os.listdir("/proc")):
         pass
 print(json.dumps(res))
 """
+)
 
 
 def test_sandbox_cannot_reach_other_threads_the_api_other_pods_or_the_host(

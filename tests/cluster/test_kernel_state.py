@@ -11,28 +11,20 @@ import pytest
 
 from controller.kernelstate import BLOB
 from tests.cluster.conftest import Cluster
+from tests.cluster.probes import pod_s3_script
 from tests.support.client import create_thread, run, stdout
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(240)]
 
-STEAL = r"""
-import io, json
-from minio import Minio
-st = json.load(open("/var/run/threadbox/storage.json"))
-s3 = Minio(st["endpoint"], st["access_key"], st["secret_key"], session_token=st["session_token"],
-           secure=st["secure"], region="us-east-1")
+STEAL = pod_s3_script(
+    r"""
 key = "threads/VICTIM/blobs/KEY"
-def attempt(fn):
-    try:
-        fn()
-        return "ok"
-    except Exception as exc:
-        return f"{type(exc).__name__}:{getattr(exc, 'code', '')}"
 print(json.dumps({
     "read": attempt(lambda: s3.get_object(st["bucket"], key).read()),
     "plant": attempt(lambda: s3.put_object(st["bucket"], key, io.BytesIO(b"evil"), 4)),
 }))
 """
+)
 
 
 def notes(events: list[dict[str, Any]]) -> list[str]:
