@@ -131,18 +131,18 @@ class Executions:
             log.warning("the variables of thread %s were not saved: %s", info.thread_id, saved.describe())
         return saved
 
-    async def checkpoint(self, live: Live) -> Checkpoint:
-        """Save a live sandbox's variables, then its files, now, between turns (a fork copies
-        them); the sandbox goes on running."""
-        missed = await self._state_now(live)
-        return Checkpoint(await self.persist_quietly(live.info, live.user), missed)
+    async def checkpoint(self, info: SandboxInfo, user: str | None, idle: bool) -> Checkpoint:
+        """Save a running sandbox's variables, then its files, now, between turns (a fork copies
+        them); the sandbox goes on running. ``idle``: its kernel was last seen waiting for code."""
+        missed = await self._state_now(info, user, idle)
+        return Checkpoint(await self.persist_quietly(info, user), missed)
 
-    async def _state_now(self, live: Live) -> str | None:
+    async def _state_now(self, info: SandboxInfo, user: str | None, idle: bool) -> str | None:
         if self.state_cap is None:
             return "this server does not keep variables (THREADBOX_KEEP_STATE=false)"
-        if live.session.last_state != "idle" or not await self.backend.alive(live.info):
+        if not idle or not await self.backend.alive(info):
             return "its kernel is not running"
-        saved = await self._save_state(live.info, self.state_cap, live.user)
+        saved = await self._save_state(info, self.state_cap, user)
         if isinstance(saved, Exception):
             return f"its variables could not be saved ({plain_reason(saved)})"
         if saved.over_cap:

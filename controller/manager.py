@@ -301,13 +301,30 @@ class SandboxManager:
             return await self._retire(thread_id, "forget")
 
     @contextlib.asynccontextmanager
-    async def between_turns(self, thread_id: str) -> AsyncIterator[Checkpoint | None]:
-        """Hold the thread between two of its turns here (uploads wait too), so that a copy of
-        its storage is of one moment. If its sandbox is live here, its variables and files are
-        saved first and the checkpoint says how that went; None when it is not."""
-        async with self._turns.hold(thread_id), self._sandboxes.hold(thread_id):
-            live = self._live.get(thread_id)
-            yield None if live is None else await self._executions.checkpoint(live)
+    async def between_turns(self, thread_id: str, user: str | None) -> AsyncIterator[Checkpoint | None]:
+        """Hold the thread between two of its turns, as a turn does (here, and through its
+        Lease in other replicas; uploads here wait too), so that a copy of its storage is of
+        one moment. If a sandbox of it runs, its variables and files are saved first and the
+        checkpoint says how that went; None when none runs. ``user``: its owner, for quotas."""
+        async with self._turns.hold(thread_id):
+            lease = self.backend.turn_lease(thread_id)
+            async for _ in lease.acquire():  # queued behind another replica's turn: wait as a turn would
+                pass
+            try:
+                async with self._sandboxes.hold(thread_id):
+                    yield await self._checkpoint(thread_id, user)
+            finally:
+                self._release_later(lease)
+
+    async def _checkpoint(self, thread_id: str, user: str | None) -> Checkpoint | None:
+        live = self._live.get(thread_id)
+        if live is not None:
+            return await self._executions.checkpoint(live.info, live.user, live.session.last_state == "idle")
+        # Running with no turn here since (adopted after a restart, or another replica's pod): its
+        # kernel holds variables newer than any saved.
+        info = await self.backend.find(thread_id)
+        return None if info is None else await self._executions.checkpoint(info, user, idle=True)
+
 
     async def write_file(self, thread_id: str, name: str, data: bytes) -> None:
         """Copy an already-stored file into the live sandbox, if there is one."""

@@ -35,7 +35,7 @@ async def fork_thread(rt: Runtime, source: ThreadRecord, target: ThreadRecord) -
     and its next turn waits for the copy; if its variables cannot be saved, the fork gets the
     files only and the note says why. Raises fork.ThreadExists or QuotaExceeded, nothing
     written. POST /threads/{id}/fork, and a chat's "fork"."""
-    async with rt.manager.between_turns(source.id) as checkpoint:
+    async with rt.manager.between_turns(source.id, source.user) as checkpoint:
         with_state = rt.settings.keep_state and (checkpoint is None or checkpoint.state_missed is None)
         copied = await asyncio.to_thread(copy_thread, rt.store, rt.quotas, source, target, with_state)
     return Forked(target, copied.state, describe(checkpoint, copied))

@@ -350,19 +350,27 @@ async def test_between_turns_a_live_sandbox_saves_variables_then_files_and_its_n
     make: Any, gates: Gates
 ) -> None:
     manager, backend = make(keep_state=True, state_max_bytes=1000)
-    async with manager.between_turns("t") as none:
-        assert none is None  # nothing live here: nothing to save
+    async with manager.between_turns("t", None) as none:
+        assert none is None  # nothing runs: nothing to save
     await collect(manager.run("t", "x"))
-    async with manager.between_turns("t") as checkpoint:
+    async with manager.between_turns("t", None) as checkpoint:
         assert checkpoint is not None and (checkpoint.files_saved, checkpoint.state_missed) == (True, None)
         assert state_calls(backend, "t")[-2:] == ["save state", "persist"] and manager.is_live("t")
         later = asyncio.create_task(collect(manager.run("t", "after")))
         await until(lambda: manager.turns_waiting("t") == 1, TIMEOUT, 0)  # the code's own signal
         assert "after" not in gates.ran
     assert out(await asyncio.wait_for(later, TIMEOUT)) == "after"
+    # A sandbox running with no turn here since (a pod adopted after a restart) is saved too.
+    backend.keep_on_release = True
+    await manager.close()
+    n = len(state_calls(backend, "t"))
+    second = SandboxManager(backend, replace(CONFIG, keep_state=True, state_max_bytes=1000), Metrics())
+    async with second.between_turns("t", "alice") as checkpoint:
+        assert checkpoint is not None and checkpoint.state_missed is None and not second.is_live("t")
+        assert state_calls(backend, "t")[n:] == ["save state", "persist"]
     off, _ = make()
     await collect(off.run("t", "x"))
-    async with off.between_turns("t") as checkpoint:
+    async with off.between_turns("t", None) as checkpoint:
         assert checkpoint is not None and "THREADBOX_KEEP_STATE=false" in (checkpoint.state_missed or "")
-    await manager.close()
+    await second.close()
     await off.close()
