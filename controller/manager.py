@@ -325,7 +325,6 @@ class SandboxManager:
         info = await self.backend.find(thread_id)
         return None if info is None else await self._executions.checkpoint(info, user, idle=True)
 
-
     async def write_file(self, thread_id: str, name: str, data: bytes) -> None:
         """Copy an already-stored file into the live sandbox, if there is one."""
         async with self._sandboxes.hold(thread_id):
