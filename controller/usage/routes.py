@@ -1,4 +1,5 @@
-"""The usage routes: a thread's totals, and a user's or a workspace's over their last days.
+"""The usage routes: a thread's totals, a user's over their last UTC days with today's budgets,
+and (admins) a workspace's.
 
 Owners see their own figures and admins everyone's; a thread the caller may not see answers
 404 as everywhere, another user's or a workspace's figures 403.
@@ -7,24 +8,24 @@ Owners see their own figures and admins everyone's; a thread the caller may not 
 from __future__ import annotations
 
 import datetime as dt
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import FastAPI, HTTPException, Query
+from fastapi import Path as FastApiPath
 from pydantic import BaseModel, Field
 
 from controller.apidocs import ThreadRef, errors
-from controller.auth import Caller, Principal
+from controller.auth import Caller
 from controller.lookup import find_thread
 from controller.runtime import Runtime
+from controller.usage.accounting import Accounting
 from controller.usage.budget import next_midnight, utc_day
-from controller.usage.figures import UsageTotals
+from controller.usage.figures import TurnRecord, UsageTotals
 from controller.usage.ledger import user_key, workspace_key
 
 MAX_DAYS = 92
-
-
-def _name(description: str) -> Any:
-    return Query(min_length=1, max_length=200, description=description)
+Days = Annotated[int, Query(ge=1, le=MAX_DAYS, description="UTC days counted, up to today.")]
+Name = Annotated[str, FastApiPath(min_length=1, max_length=200)]
 
 
 class ThreadUsageOut(BaseModel):
@@ -45,28 +46,30 @@ class BudgetOut(BaseModel):
 
 
 class UsageOut(BaseModel):
-    user: str | None = Field(description="Whose turns, for a user's usage.")
-    source: str | None = Field(description="The front-end of the workspace, for a workspace's usage.")
-    workspace: str | None
     since: dt.date = Field(description="The first UTC day counted.")
     until: dt.date = Field(description="The last UTC day counted: today.")
     totals: UsageTotals
-    budget: BudgetOut | None = Field(description="For a user: today's figures against the daily budgets.")
 
 
-def _owner(who: Principal, user: str | None, workspace: str | None, source: str | None) -> str:
-    """The ledger key the caller asks for, after checking they may see it."""
-    if workspace is None and source is None:
-        if (user or who.user) != who.user and not who.admin:
-            raise HTTPException(403, "Only an admin may see another user's usage.")
-        return user_key(user or who.user)
-    if user is not None or workspace is None or source is None:
-        raise HTTPException(
-            422, "Ask for a user (?user=) or a workspace with its front-end (?workspace=T1&source=slack)."
-        )
-    if not who.admin:
-        raise HTTPException(403, "Only an admin may see a workspace's usage.")
-    return workspace_key(source, workspace)
+class UserUsageOut(UsageOut):
+    user: str
+    budget: BudgetOut = Field(description="Today's figures against the daily budgets.")
+
+
+class WorkspaceUsageOut(UsageOut):
+    source: str = Field(description="The workspace's front-end: slack, api...")
+    workspace: str
+
+
+def _budget(accounting: Accounting, records: list[TurnRecord], today: dt.date) -> BudgetOut:
+    spent = UsageTotals.of(r for r in records if utc_day(r.at) == today)
+    return BudgetOut(
+        tokens_per_day=accounting.budget.tokens_per_day,
+        exec_seconds_per_day=accounting.budget.exec_seconds_per_day,
+        tokens_today=spent.total_tokens,
+        exec_seconds_today=spent.execution_seconds,
+        resets_at=next_midnight(accounting.clock()),
+    )
 
 
 def add_usage_routes(app: FastAPI, rt: Runtime) -> None:
@@ -79,34 +82,40 @@ def add_usage_routes(app: FastAPI, rt: Runtime) -> None:
         return ThreadUsageOut(thread=record.id, totals=await accounting.of_thread(record.id))
 
     @app.get("/usage", tags=["usage"], responses=errors(403))
-    async def usage(
+    async def user_usage(
         who: Caller,
-        user: Annotated[str | None, _name("Whose usage; default: the caller's.")] = None,
-        workspace: Annotated[str | None, _name("A workspace's usage instead (admins only).")] = None,
-        source: Annotated[str | None, _name("The workspace's front-end: slack, api...")] = None,
-        days: Annotated[int, Query(ge=1, le=MAX_DAYS, description="UTC days up to today.")] = 1,
-    ) -> UsageOut:
-        """A user's (or, for admins, a workspace's) usage over the last ``days`` UTC days."""
-        owner = _owner(who, user, workspace, source)
+        user: Annotated[
+            str | None, Query(min_length=1, max_length=200, description="Whose; default: the caller.")
+        ] = None,
+        days: Days = 1,
+    ) -> UserUsageOut:
+        """A user's usage over their last ``days`` UTC days, across their threads, and today's budgets."""
+        user = user or who.user
+        if user != who.user and not who.admin:
+            raise HTTPException(403, "Only an admin may see another user's usage.")
         counted = accounting.days(days)
-        records = await accounting.of_days(owner, counted)
-        budget = None
-        if workspace is None:
-            today = UsageTotals.of(r for r in records if utc_day(r.at) == counted[-1])
-            limits = accounting.budget
-            budget = BudgetOut(
-                tokens_per_day=limits.tokens_per_day,
-                exec_seconds_per_day=limits.exec_seconds_per_day,
-                tokens_today=today.total_tokens,
-                exec_seconds_today=today.execution_seconds,
-                resets_at=next_midnight(accounting.clock()),
-            )
-        return UsageOut(
-            user=(user or who.user) if workspace is None else None,
+        records = await accounting.of_days(user_key(user), counted)
+        return UserUsageOut(
+            user=user,
+            since=counted[0],
+            until=counted[-1],
+            totals=UsageTotals.of(records),
+            budget=_budget(accounting, records, counted[-1]),
+        )
+
+    @app.get("/usage/workspaces/{source}/{workspace}", tags=["usage"], responses=errors(403))
+    async def workspace_usage(
+        source: Name, workspace: Name, who: Caller, days: Days = 1
+    ) -> WorkspaceUsageOut:
+        """A workspace's usage (a Slack team; an API thread's workspace is its owner), for admins."""
+        if not who.admin:
+            raise HTTPException(403, "Only an admin may see a workspace's usage.")
+        counted = accounting.days(days)
+        records = await accounting.of_days(workspace_key(source, workspace), counted)
+        return WorkspaceUsageOut(
             source=source,
             workspace=workspace,
             since=counted[0],
             until=counted[-1],
             totals=UsageTotals.of(records),
-            budget=budget,
         )

@@ -113,14 +113,13 @@ def test_an_owner_and_admins_see_usage_and_nobody_else(api: Any) -> None:
 
     mine = admin.get(f"/threads/{thread}/usage").json()["totals"]
     assert mine["executions"] == 1 and mine["execution_seconds"] > 0 and mine["total_tokens"] == 0
-    workspace = admin.get("/usage", params={"workspace": "admin", "source": "api"}).json()
-    assert workspace["totals"]["executions"] == 1 and workspace["budget"] is None
+    workspace = admin.get("/usage/workspaces/api/admin").json()  # an API thread's workspace: its owner
+    assert workspace["totals"]["executions"] == 1 and "budget" not in workspace
     assert admin.get("/usage", params={"user": "bob"}).json()["totals"]["turns"] == 0
 
     assert bob.get(f"/threads/{thread}/usage").status_code == 404
     assert bob.get("/usage", params={"user": "admin"}).status_code == 403
-    assert bob.get("/usage", params={"workspace": "admin", "source": "api"}).status_code == 403
+    assert bob.get("/usage/workspaces/api/admin").status_code == 403
     assert bob.get("/usage").json()["user"] == "bob"
-    lonely = admin.get("/usage", params={"workspace": "admin"})
-    assert lonely.status_code == 422 and "source=" in lonely.json()["detail"]
+    assert admin.get("/usage", params={"days": 93}).status_code == 422
     bob.close()
