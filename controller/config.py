@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
 
+from controller.chat.handoff_settings import HandoffSettings
 from controller.k8s.placement import PlacementSettings
 from controller.k8s.storage import MIN_CREDENTIAL_SECONDS
 from controller.outputcap import DEFAULT_MAX_OUTPUT_BYTES
@@ -30,7 +31,7 @@ OAUTH_SETTINGS = ("client_id", "client_secret", "scopes", "redirect_uri")
 OAUTH_NEEDS = ("client_id", "client_secret", "scopes", "signing_secret")
 
 
-class Settings(PlacementSettings, UsageSettings):
+class Settings(PlacementSettings, UsageSettings, HandoffSettings):
     model_config = SettingsConfigDict(env_prefix="THREADBOX_", extra="forbid")
 
     # Where things run and live.

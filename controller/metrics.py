@@ -235,6 +235,19 @@ class Metrics:
             ["outcome"],
             registry=r,
         )
+        self.handoffs = Counter(
+            "threadbox_handoffs_total",
+            "Chat threads handed to a person (to=human) or back to the assistant (to=bot), by cause: "
+            "user, keyword, agent, operator, timeout.",
+            ["to", "cause"],
+            registry=r,
+        )
+        self.handoff_messages = Counter(
+            "threadbox_handoff_messages_total",
+            "Messages of handed-off threads, by direction: to_operator (a user's), to_user (an operator's).",
+            ["direction"],
+            registry=r,
+        )
 
     def _zero_turn_series(self) -> None:
         # Series that exist from the start, at 0: a counter's first increment is then a rise

@@ -12,6 +12,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any, Literal
 
+from controller.agent import ask_human
 from controller.agent.base import AgentConfig, Turn
 from controller.agent.history import Exchange, History, messages_of
 from controller.agent.llm import LLMFailed, ToolCall, complete, make_client
@@ -105,7 +106,11 @@ class _TurnRun:
         while True:
             messages = [system, *messages_of(past), *self.new]
             reply = await complete(
-                agent.client, agent.config.llm_model, messages, [TOOL], agent.manager.metrics
+                agent.client,
+                agent.config.llm_model,
+                messages,
+                [TOOL, *ask_human.offered()],
+                agent.manager.metrics,
             )
             self.new.append(reply.message())
             if reply.text:
@@ -130,6 +135,9 @@ class _TurnRun:
                 return
 
     async def _call(self, call: ToolCall) -> AsyncIterator[Event]:
+        if call.name == ask_human.TOOL_NAME:  # runs no code, so it uses no step
+            self.new.append(tool_result(call, ask_human.ask(call.arguments)))
+            return
         # Every call counts, valid or not, so a confused model cannot loop forever.
         self.steps += 1
         code = parse_code(call)

@@ -63,6 +63,18 @@ class Incoming(Generic[OriginT]):
     only_if_active: bool = False
 
 
+@dataclass(frozen=True)
+class OperatorMessage(Generic[OriginT]):
+    """An operator's message in the operator destination's thread ``desk`` (the name
+    ``FrontEnd.to_operator`` gave it): it goes to the user's thread handed over there."""
+
+    desk: str
+    user: str
+    text: str
+    claims: tuple[str, ...]
+    origin: OriginT
+
+
 class Reply(Protocol):
     """One turn's output in the platform's thread. Slack's SlackReply is the model."""
 
@@ -106,3 +118,20 @@ class FrontEnd(Generic[OriginT, ReplyT]):
     def count_error(self, kind: str) -> None:
         """A failure to count: ``turn_failed`` (the turn stopped), ``api_call`` (the
         platform refused a call, even the apology)."""
+
+    # -- operator handoff (controller/chat/desk.py): without a destination, a front-end has none
+
+    operator_destination: str | None = None  # where handed-off threads go (a Slack channel...)
+
+    async def to_operator(self, origin: OriginT, desk: str | None, text: str) -> str:
+        """Post ``text`` in the operator destination: in its thread ``desk``, or a new thread when
+        None. Returns the thread's name, which operator replies carry (``OperatorMessage.desk``)."""
+        raise NotImplementedError
+
+    async def to_user(self, origin: OriginT, record: ThreadRecord, text: str) -> None:
+        """Post ``text`` in the user's thread of ``record``: a notice, or an operator's words."""
+        raise NotImplementedError
+
+    def reply_in(self, origin: OriginT, record: ThreadRecord) -> ReplyT:
+        """A reply in the user's thread of ``record``, for code an operator runs there."""
+        raise NotImplementedError

@@ -1,14 +1,17 @@
 """An in-tree front-end for tests: messages go in as ``Incoming``, and each turn's output is
-recorded as (kind, value) pairs, in order, per thread."""
+recorded as (kind, value) pairs, in order, per thread. With an operator destination
+(``FakeFrontEnd(operators="ops")``) it has handoff: what it posts there is recorded per
+operator thread ("desk") in ``desks``, and its posts in a user's thread as ("said", text)."""
 
 from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass
 
-from controller.chat.base import AttachmentError, FrontEnd, Incoming
+from controller.chat.base import AttachmentError, FrontEnd, Incoming, OperatorMessage
 from controller.events import Event
 from controller.identity import ThreadKey
+from controller.threads import ThreadRecord
 
 
 @dataclass(frozen=True)
@@ -56,10 +59,12 @@ class FakeReply:
 class FakeFrontEnd(FrontEnd[str, FakeReply]):
     """``origin`` is the thread's name; ``fail_start`` makes the platform refuse first calls."""
 
-    def __init__(self) -> None:
+    def __init__(self, operators: str | None = None) -> None:
         self.shown: dict[str, list[tuple[str, object]]] = defaultdict(list)
         self.errors: list[str] = []
         self.fail_start = False
+        self.operator_destination = operators
+        self.desks: dict[str, list[str]] = defaultdict(list)
 
     def message(self, thread: str, text: str, message: str, *files: FakeFile) -> Incoming[str]:
         return Incoming(
@@ -73,8 +78,22 @@ class FakeFrontEnd(FrontEnd[str, FakeReply]):
             attachments=files,
         )
 
+    def operator(self, desk: str, text: str, message: str) -> OperatorMessage[str]:
+        return OperatorMessage(desk, "olga", text, (f"fake-operator/{desk}/{message}",), desk)
+
     def reply(self, msg: Incoming[str], thread_id: str) -> FakeReply:
         return FakeReply(self.shown[msg.origin], self.fail_start)
 
     def count_error(self, kind: str) -> None:
         self.errors.append(kind)
+
+    async def to_operator(self, origin: str, desk: str | None, text: str) -> str:
+        desk = desk or f"desk-{len(self.desks) + 1}"
+        self.desks[desk].append(text)
+        return desk
+
+    async def to_user(self, origin: str, record: ThreadRecord, text: str) -> None:
+        self.shown[record.name].append(("said", text))
+
+    def reply_in(self, origin: str, record: ThreadRecord) -> FakeReply:
+        return FakeReply(self.shown[record.name], self.fail_start)

@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Generic, Literal
 
 from controller.agent.base import Agent, Turn
 from controller.chat.attachments import take_in
 from controller.chat.base import FrontEnd, Incoming, OriginT, ReplyT
+from controller.chat.desk import Desk
+from controller.chat.handoff import HandoffConfig
 from controller.manager import SandboxManager
 from controller.quotas import Quotas
 from controller.stores.base import ThreadStore
@@ -44,10 +46,14 @@ class Pipeline:
     agent: Agent
     quotas: Quotas
     max_code_bytes: int
+    handoff: HandoffConfig = field(default_factory=HandoffConfig)
 
     @classmethod
     def of(cls, rt: Runtime) -> Pipeline:
-        return cls(rt.store, rt.manager, rt.agent, rt.quotas, rt.settings.max_code_bytes)
+        s = rt.settings
+        return cls(
+            rt.store, rt.manager, rt.agent, rt.quotas, s.max_code_bytes, HandoffConfig.from_settings(s)
+        )
 
 
 class Conversations(Generic[OriginT, ReplyT]):
@@ -56,6 +62,7 @@ class Conversations(Generic[OriginT, ReplyT]):
         self.front = front
         self.uploads = Uploads(pipeline.store, pipeline.manager, pipeline.quotas)
         self._tasks = TaskSet(name)
+        self.desk = Desk(pipeline.store, pipeline.manager, pipeline.handoff, front, self._tasks)
 
     def __len__(self) -> int:
         """Turns running now."""
@@ -85,6 +92,8 @@ class Conversations(Generic[OriginT, ReplyT]):
         reply: ReplyT | None = None
         try:
             record = await asyncio.to_thread(ensure_thread, self.p.store, msg.key, msg.name, msg.user)
+            if await self.desk.intercept(msg, record):
+                return  # handed off: a person answers, not the agent
             reply = self.front.reply(msg, record.id)
             await self._turn(msg, record, reply)
         except Exception as exc:
@@ -104,16 +113,22 @@ class Conversations(Generic[OriginT, ReplyT]):
         limit = self.p.max_code_bytes
         if len(msg.text.encode()) > limit:
             reply.note(f"Your message is over the {limit}-byte limit, so I did not run it.")
+            asked = None
         else:
-            await self._run(msg, Turn(record.id, msg.text, record.user, received.names), reply)
+            asked = await self._run(msg, Turn(record.id, msg.text, record.user, received.names), reply)
         await reply.finish()
         await self.front.finished(msg, record, reply)
+        if asked is not None:  # the agent called ask_a_human
+            await self.desk.hand_off(msg.origin, record, "agent", "the assistant", asked)
 
-    async def _run(self, msg: Incoming[OriginT], turn: Turn, reply: ReplyT) -> None:
-        async with self.front.running(msg, turn.thread_id):
-            events = self.p.manager.turn(turn.thread_id, self.p.agent.respond(turn))
-            async for event in detached(events, self.p.manager.turns):
-                await reply.show(event)
+    async def _run(self, msg: Incoming[OriginT], turn: Turn, reply: ReplyT) -> str | None:
+        """The agent's turn; the reason it gave if it asked for a person."""
+        with self.desk.offering() as asked:
+            async with self.front.running(msg, turn.thread_id):
+                events = self.p.manager.turn(turn.thread_id, self.p.agent.respond(turn))
+                async for event in detached(events, self.p.manager.turns):
+                    await reply.show(event)
+        return asked.reason
 
     async def _apologize(self, reply: ReplyT, exc: Exception) -> None:
         reply.note(f"Something went wrong on my side and this turn stopped: {exc}")
