@@ -15,15 +15,15 @@ from __future__ import annotations
 import itertools
 import json
 import threading
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlsplit
 
 from devkit.fake_slack_oauth import FakeOAuth, Workspace, auth_test
+from devkit.threadserve import poll, serving
 
 T = TypeVar("T")
 
@@ -150,13 +150,7 @@ class FakeSlack:
 
     def wait_for(self, check: Callable[[], T | None], timeout: float = 60, what: str = "condition") -> T:
         """Poll ``check`` until it returns something truthy (listeners run after the ack)."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            result = check()
-            if result:
-                return result
-            time.sleep(0.1)
-        raise AssertionError(f"timed out after {timeout}s waiting for {what}; calls: {self.summary()}")
+        return poll(check, timeout, what, self.summary)
 
     def summary(self) -> list[str]:
         with self._lock:
@@ -447,13 +441,6 @@ def _make_handler(fake: FakeSlack) -> type[BaseHTTPRequestHandler]:
 def serve_fake_slack(host: str = "127.0.0.1") -> Iterator[FakeSlack]:
     """``host``: the address to bind, e.g. the node IP so an in-cluster controller reaches it."""
     fake = FakeSlack()
-    server = ThreadingHTTPServer((host, 0), _make_handler(fake))
-    server.daemon_threads = True
-    fake.url = f"http://{host}:{server.server_address[1]}/"
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serving(_make_handler(fake), host) as url:
+        fake.url = url + "/"
         yield fake
-    finally:
-        server.shutdown()
-        server.server_close()

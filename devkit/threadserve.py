@@ -1,0 +1,39 @@
+"""What the stand-ins share: an HTTP server on a free port, in a daemon thread, for the length
+of a ``with``; and waiting for what a test expects them to have seen."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import TypeVar
+
+T = TypeVar("T")
+
+
+@contextmanager
+def serving(handler: type[BaseHTTPRequestHandler], host: str = "127.0.0.1") -> Iterator[str]:
+    """Serve ``handler`` on ``host``; yields the base URL, ``http://host:port`` (no "/")."""
+    server = ThreadingHTTPServer((host, 0), handler)
+    server.daemon_threads = True  # a handler still waiting (a long poll) does not hold up the end
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://{host}:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def poll(check: Callable[[], T | None], timeout: float, what: str, seen: Callable[[], object]) -> T:
+    """Poll ``check`` until it returns something truthy: the controller acts after its answer to
+    the request, and the stand-in has no signal for "done". ``seen`` goes into the failure."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = check()
+        if result:
+            return result
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}; calls: {seen()}")
