@@ -25,6 +25,7 @@ from controller.slack.actions import Actions, stop_value, turn_key
 from controller.slack.attachments import Downloader, SlackFile
 from controller.slack.config import SlackConfig
 from controller.slack.inbound import Inbound, answer_rule, parse
+from controller.slack.operator import desk_name, desk_thread, operator_message, post
 from controller.slack.ratelimit import WorkspaceBuckets
 from controller.slack.render import Hooks, SlackReply
 from controller.slack.stream import Recipient
@@ -57,6 +58,7 @@ class SlackBot(FrontEnd[SlackOrigin, SlackReply]):
         self.trusted_hosts = trusted_hosts
         self.actions = Actions(runtime)
         self._no_streaming: set[str] = set()  # teams whose streaming was refused for good
+        self.operator_destination = config.operator_channel
         self.turns = Conversations(Pipeline.of(runtime), self, "Slack answers")
         runtime.metrics.slack_answers_running.set_function(lambda: len(self.turns))
 
@@ -72,6 +74,10 @@ class SlackBot(FrontEnd[SlackOrigin, SlackReply]):
         self.rt.metrics.slack_events.labels(str(event.get("type") or "unknown")).inc()
         team = str(body.get("team_id") or event.get("team") or "")
         msg = parse(event, team, bot_user, is_mention_event)
+        if msg is not None and msg.channel == self.operator_destination:  # operators, not users
+            taken = await self.turns.desk.take(operator_message(body, msg, SlackOrigin(msg, client)))
+            self.rt.metrics.slack_handled.labels("answered" if taken else "ignored").inc()
+            return
         outcome = await self.turns.take(self._incoming(body, msg, client))
         self.rt.metrics.slack_handled.labels(outcome).inc()
 
@@ -102,17 +108,36 @@ class SlackBot(FrontEnd[SlackOrigin, SlackReply]):
 
     def reply(self, msg: Incoming[SlackOrigin], thread_id: str) -> SlackReply:
         slack = msg.origin.msg
+        to = Recipient(slack.channel, slack.root_ts, slack.user, slack.team)
+        return self._reply(msg.origin.client, to, thread_id, slack.ts)
+
+    def _reply(self, client: AsyncWebClient, to: Recipient, thread_id: str, turn: str) -> SlackReply:
         return SlackReply(
-            msg.origin.client,
-            Recipient(slack.channel, slack.root_ts, slack.user, slack.team),
-            self.buckets.for_team(slack.team),
+            client,
+            to,
+            self.buckets.for_team(to.team),
             self.config.update_interval,
             self.rt.store,
             thread_id,
-            Hooks(partial(self.count_error, "api_call"), partial(self._stream_refused, slack.team)),
-            streaming=self.config.streaming and slack.team not in self._no_streaming,
-            stop=stop_value(thread_id, slack.ts),
+            Hooks(partial(self.count_error, "api_call"), partial(self._stream_refused, to.team)),
+            streaming=self.config.streaming and to.team not in self._no_streaming,
+            stop=stop_value(thread_id, turn),
         )
+
+    # Operator handoff: ``origin`` carries Bolt's client, with the token of the event's workspace.
+
+    async def to_operator(self, origin: SlackOrigin, desk: str | None, text: str) -> str:
+        channel = self.operator_destination
+        assert channel is not None  # the desk calls this only where there is a destination
+        thread_ts = await post(origin.client, channel, desk_thread(desk, channel), text)
+        return desk_name(channel, thread_ts)
+
+    async def to_user(self, origin: SlackOrigin, record: ThreadRecord, text: str) -> None:
+        await post(origin.client, record.channel, record.thread, text)
+
+    def reply_in(self, origin: SlackOrigin, record: ThreadRecord) -> SlackReply:
+        to = Recipient(record.channel, record.thread, record.user or "", record.workspace)
+        return self._reply(origin.client, to, record.id, origin.msg.ts)
 
     @contextlib.asynccontextmanager
     async def running(self, msg: Incoming[SlackOrigin], thread_id: str) -> AsyncIterator[None]:

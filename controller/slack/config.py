@@ -60,6 +60,7 @@ class SlackConfig:
     streaming: bool
     max_file_bytes: int
     max_code_bytes: int
+    operator_channel: str | None = None  # where handed-off threads go; None: no handoff
 
     @classmethod
     def from_settings(cls, s: Settings) -> SlackConfig:
@@ -80,6 +81,7 @@ class SlackConfig:
             streaming=s.slack_streaming,
             max_file_bytes=s.max_file_bytes,
             max_code_bytes=s.max_code_bytes,
+            operator_channel=s.slack_operator_channel,
         )
 
 
