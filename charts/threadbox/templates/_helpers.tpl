@@ -196,6 +196,12 @@ args: list root NAME section keyValue valueName */}}
 {{- if or (eq $v.slack.mode "socket") $v.slack.appToken }}
 {{- include "threadbox.secretEnv" (list . "THREADBOX_SLACK_APP_TOKEN" $v.slack $v.slack.appTokenKey $v.slack.appToken) }}
 {{- end }}
+- {name: THREADBOX_TELEGRAM_MODE, value: {{ $v.telegram.mode | quote }}}
+- {name: THREADBOX_TELEGRAM_API_URL, value: {{ $v.telegram.apiUrl | quote }}}
+{{- include "threadbox.secretEnv" (list . "THREADBOX_TELEGRAM_TOKEN" $v.telegram $v.telegram.tokenKey $v.telegram.token) }}
+{{- if or (eq $v.telegram.mode "webhook") $v.telegram.webhookSecret }}
+{{- include "threadbox.secretEnv" (list . "THREADBOX_TELEGRAM_WEBHOOK_SECRET" $v.telegram $v.telegram.webhookSecretKey $v.telegram.webhookSecret) }}
+{{- end }}
 - {name: THREADBOX_AGENT, value: {{ $v.agent.engine | quote }}}
 - {name: THREADBOX_AGENT_MAX_STEPS, value: {{ $v.agent.maxSteps | quote }}}
 - {name: THREADBOX_LLM_MODEL, value: {{ $v.agent.llm.model | quote }}}
