@@ -65,6 +65,7 @@ def test_two_llm_calls_are_recorded_as_reported_and_a_budget_stops_the_third_tur
         )
         assert done(chat(client, thread, "What is 6 times 7?"))["status"] == "ok"
         reported = list(fake.reported)
+        [stored] = client.runtime.store.list_json(thread, "usage").values()  # type: ignore[attr-defined]
         totals = client.get(f"/threads/{thread}/usage").json()["totals"]
 
         fake.add(Text("Again.", usage=Usage(prompt=250, completion=30)))  # 560 tokens today: over 500
@@ -84,6 +85,12 @@ def test_two_llm_calls_are_recorded_as_reported_and_a_budget_stops_the_third_tur
     assert totals["completion_tokens"] == sum(u.completion for u in reported) == 30
     assert totals["cached_tokens"] == sum(u.cached for u in reported) == 120
     assert totals["models"][MODEL]["calls"] == 2
+    assert stored["models"][MODEL] == {
+        "calls": 2,
+        "prompt": 250,
+        "completion": 30,
+        "cached": 120,
+    }  # one record
     assert totals["estimated_cost"] == pytest.approx((130 * 0.15 + 120 * 0.075 + 30 * 0.6) / 1e6)
 
     [error] = errors(refused)
@@ -123,3 +130,10 @@ def test_an_owner_and_admins_see_usage_and_nobody_else(api: Any) -> None:
     assert bob.get("/usage").json()["user"] == "bob"
     assert admin.get("/usage", params={"days": 93}).status_code == 422
     bob.close()
+    error = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorOut"}}}
+    paths = admin.get("/openapi.json").json()["paths"]
+    for path in ("/usage", "/usage/workspaces/{source}/{workspace}", "/threads/{thread_id}/usage"):
+        answers = paths[path]["get"]["responses"]
+        assert {"401", "422", "503"} <= set(answers) and answers["401"]["content"] == error, path
+    assert {"403"} <= set(paths["/usage"]["get"]["responses"])
+    assert "404" in paths["/threads/{thread_id}/usage"]["get"]["responses"]
