@@ -196,6 +196,13 @@ args: list root NAME section keyValue valueName */}}
 {{- if or (eq $v.slack.mode "socket") $v.slack.appToken }}
 {{- include "threadbox.secretEnv" (list . "THREADBOX_SLACK_APP_TOKEN" $v.slack $v.slack.appTokenKey $v.slack.appToken) }}
 {{- end }}
+{{- with $v.slack.operatorChannel }}
+- {name: THREADBOX_SLACK_OPERATOR_CHANNEL, value: {{ . | quote }}}
+{{- end }}
+- {name: THREADBOX_HANDOFF_TIMEOUT, value: {{ $v.handoff.timeout | quote }}}
+{{- with $v.handoff.keywords }}
+- {name: THREADBOX_HANDOFF_KEYWORDS, value: {{ join "," . | quote }}}
+{{- end }}
 - {name: THREADBOX_TELEGRAM_MODE, value: {{ $v.telegram.mode | quote }}}
 - {name: THREADBOX_TELEGRAM_API_URL, value: {{ $v.telegram.apiUrl | quote }}}
 {{- include "threadbox.secretEnv" (list . "THREADBOX_TELEGRAM_TOKEN" $v.telegram $v.telegram.tokenKey $v.telegram.token) }}
