@@ -11,6 +11,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from controller.auth import create_token
+from controller.usage.figures import Tokens, TurnRecord
+from controller.usage.ledger import Ledger, user_key, workspace_key
 from devkit.client import bearer
 from tests.support.agent import chat, done, messages
 from tests.support.client import create_thread, errors, run
@@ -137,3 +139,22 @@ def test_an_owner_and_admins_see_usage_and_nobody_else(api: Any) -> None:
         assert {"401", "422", "503"} <= set(answers) and answers["401"]["content"] == error, path
     assert {"403"} <= set(paths["/usage"]["get"]["responses"])
     assert "404" in paths["/threads/{thread_id}/usage"]["get"]["responses"]
+
+
+def test_the_ledger_in_minio_keeps_every_replicas_turns_by_day(minio: Any) -> None:
+    store, thread, day = minio.store(), "api-abcdefghijklmnop", dt.date(2026, 12, 2)
+    replicas = [Ledger(store), Ledger(store)]
+    turn = TurnRecord(
+        at=NOON,
+        thread=thread,
+        user="alice",
+        source="api",
+        workspace="alice",
+        models={MODEL: Tokens(prompt=5)},
+    )
+    for ledger in replicas * 2:  # the same moment: each record still has a name of its own
+        ledger.record(turn, day)
+    assert replicas[0].of_thread(thread) == [turn] * 4
+    for owner in (user_key("alice"), workspace_key("api", "alice")):
+        assert len(replicas[1].of_days(owner, [day])) == 4
+        assert replicas[1].of_days(owner, [day + dt.timedelta(days=1)]) == []
