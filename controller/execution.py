@@ -131,9 +131,18 @@ class Executions:
             log.warning("the variables of thread %s were not saved: %s", info.thread_id, saved.describe())
         return saved
 
-    async def checkpoint(self, info: SandboxInfo, user: str | None, idle: bool) -> Checkpoint:
-        """Save a running sandbox's variables, then its files, now, between turns (a fork copies
-        them); the sandbox goes on running. ``idle``: its kernel was last seen waiting for code."""
+    async def checkpoint(self, live: Live | None, thread_id: str, user: str | None) -> Checkpoint | None:
+        """Between two turns of the thread, save the variables, then the files, of its sandbox
+        that runs (a fork copies them), which goes on running; None if none runs."""
+        if live is not None:
+            return await self._checkpoint(live.info, live.user, live.session.last_state == "idle")
+        # Running with no turn here since (adopted after a restart, or another replica's pod):
+        # its kernel holds variables newer than any saved.
+        info = await self.backend.find(thread_id)
+        return None if info is None else await self._checkpoint(info, user, idle=True)
+
+    async def _checkpoint(self, info: SandboxInfo, user: str | None, idle: bool) -> Checkpoint:
+        """``idle``: its kernel was last seen waiting for code."""
         missed = await self._state_now(info, user, idle)
         return Checkpoint(await self.persist_quietly(info, user), missed)
 

@@ -26,15 +26,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from controller.admission import Admission
-from controller.backends.base import Backend, Connect, Dialer, SandboxInfo, SandboxStartError, TurnLease
+from controller.backends.base import Backend, Connect, Dialer, SandboxInfo, SandboxStartError
 from controller.config import Settings, subset
 from controller.events import Done, Error, Event, Status
 from controller.execution import Checkpoint, Executions, Live
 from controller.kernel import KernelSession, KernelUnavailable
-from controller.keyedlock import KeyedLock
 from controller.metrics import Metrics
 from controller.stores.base import StoreError
 from controller.tasks import TaskSet, every
+from controller.threadlocks import ThreadLocks
 from controller.turncontext import TurnScope
 from controller.usage.accounting import Accounting
 
@@ -71,12 +71,10 @@ class SandboxManager:
         self._executions.state_cap = config.state_max_bytes if config.keep_state else None
         self.metrics = metrics
         self._live: dict[str, Live] = {}
-        self._turns = KeyedLock()
-        self._sandboxes = KeyedLock()
+        self._locks = ThreadLocks(backend)
         evict = functools.partial(self._retire, reason="evicted")
         self._slots = Admission(config.max_sandboxes, self._idle_lru, evict, self._update_gauges)
         self._reaper = TaskSet("the reaper")
-        self._releasing = TaskSet("turn lease releases")
         # Turns detached from their readers (controller/streaming.py): shutdown lets them finish.
         self.turns = TaskSet("turns")
         self.accounting: Accounting | None = None  # usage and budgets of turns (runtime.py sets it)
@@ -90,7 +88,7 @@ class SandboxManager:
         await self.turns.drain()
         await self._reaper.drain(timeout=0)  # cancelled at once
         for thread_id in list(self._live):
-            async with self._sandboxes.hold(thread_id):
+            async with self._locks.sandboxes.hold(thread_id):
                 live = self._live.pop(thread_id, None)
                 if live is None:
                     continue
@@ -98,7 +96,7 @@ class SandboxManager:
                 await self._executions.before_stop(live.info, live.user, reason)
                 live.session.close()
                 await self.backend.release(live.info)
-        await self._releasing.drain()
+        await self._locks.drain()
         await self.backend.close()
         self._update_gauges()
 
@@ -117,11 +115,7 @@ class SandboxManager:
 
     def turns_waiting(self, thread_id: str) -> int:
         """Turns of the thread queued in this replica behind the one running."""
-        return self._turns.waiting(thread_id)
-
-    def _busy(self, thread_id: str) -> bool:
-        """A turn runs (between its executions too), or an execution or upload does."""
-        return self._turns.locked(thread_id) or self._sandboxes.locked(thread_id)
+        return self._locks.turns.waiting(thread_id)
 
     async def turn(self, thread_id: str, events: AsyncIterator[Event]) -> AsyncIterator[Event]:
         """Relay ``events`` (an agent's answer, or one execution) as the thread's one turn.
@@ -133,7 +127,7 @@ class SandboxManager:
         events = self.accounting.turn(thread_id, events) if self.accounting else events
         failed = False
         try:
-            async with self._turns.hold(thread_id):
+            async with self._locks.turns.hold(thread_id):
                 lease = self.backend.turn_lease(thread_id)
                 async for note in lease.acquire():
                     yield Status(phase="queued", message=note)
@@ -142,7 +136,7 @@ class SandboxManager:
                         scope.saw(event)
                         yield event
                 finally:
-                    self._release_later(lease)
+                    self._locks.release_later(lease)
         except Exception:
             failed = True
             raise
@@ -160,19 +154,14 @@ class SandboxManager:
         self, thread_id: str, code: str, user: str | None = None, timeout: float | None = None
     ) -> AsyncIterator[Event]:
         """Run ``code`` within the thread's current turn; the last event is always Done."""
-        if not self._turns.locked(thread_id):
+        if not self._locks.turns.locked(thread_id):
             raise RuntimeError(f"execute() outside a turn of thread {thread_id}")
         try:
-            async with self._sandboxes.hold(thread_id):
+            async with self._locks.sandboxes.hold(thread_id):
                 async for event in self._run_code(thread_id, code, user, timeout):
                     yield event
         finally:
             self._slots.changed()
-
-    def _release_later(self, lease: TurnLease) -> None:
-        # The answer need not wait for the API server. A next turn of this thread in this
-        # replica meanwhile finds the Lease still its own and takes it again.
-        self._releasing.spawn(lease.release())
 
     async def _run_code(
         self, thread_id: str, code: str, user: str | None, timeout: float | None
@@ -242,13 +231,13 @@ class SandboxManager:
         idle = [
             (live.info.last_active, tid)
             for tid, live in self._live.items()
-            if not self._busy(tid) and live.session.last_state == "idle"
+            if not self._locks.busy(tid) and live.session.last_state == "idle"
         ]
         return min(idle)[1] if idle else None
 
     async def _retire(self, thread_id: str, reason: str, locked: bool = False) -> bool:
         """Persist and stop a thread's sandbox; False if none runs here. ``locked``: lock held."""
-        lock = contextlib.nullcontext() if locked else self._sandboxes.hold(thread_id)
+        lock = contextlib.nullcontext() if locked else self._locks.sandboxes.hold(thread_id)
         async with lock:
             live = self._live.pop(thread_id, None)
             if live is None:
@@ -274,7 +263,7 @@ class SandboxManager:
         reaped = []
         for thread_id, live in list(self._live.items()):
             idle_for = now - live.info.last_active
-            if self._busy(thread_id) or live.session.last_state != "idle":
+            if self._locks.busy(thread_id) or live.session.last_state != "idle":
                 continue
             if idle_for >= self.config.idle_timeout:
                 await self._retire(thread_id, "idle")
@@ -282,8 +271,8 @@ class SandboxManager:
         for info in await self.backend.list():
             # Running but not ours (adopted after a restart, never used since): same rule.
             if info.thread_id not in self._live and now - info.last_active >= self.config.idle_timeout:
-                async with self._sandboxes.hold(info.thread_id):
-                    if info.thread_id in self._live or self._turns.locked(info.thread_id):
+                async with self._locks.sandboxes.hold(info.thread_id):
+                    if info.thread_id in self._live or self._locks.turns.locked(info.thread_id):
                         continue
                     await self._shut(info, None, "idle")
                     reaped.append(info.thread_id)
@@ -297,37 +286,20 @@ class SandboxManager:
 
     async def forget_state(self, thread_id: str) -> bool:
         """Stop the thread's sandbox here, saving its files but not its variables; False if none ran."""
-        async with self._turns.hold(thread_id):
+        async with self._locks.turns.hold(thread_id):
             return await self._retire(thread_id, "forget")
 
     @contextlib.asynccontextmanager
     async def between_turns(self, thread_id: str, user: str | None) -> AsyncIterator[Checkpoint | None]:
-        """Hold the thread between two of its turns, as a turn does (here, and through its
-        Lease in other replicas; uploads here wait too), so that a copy of its storage is of
-        one moment. If a sandbox of it runs, its variables and files are saved first and the
-        checkpoint says how that went; None when none runs. ``user``: its owner, for quotas."""
-        async with self._turns.hold(thread_id):
-            lease = self.backend.turn_lease(thread_id)
-            async for _ in lease.acquire():  # queued behind another replica's turn: wait as a turn would
-                pass
-            try:
-                async with self._sandboxes.hold(thread_id):
-                    yield await self._checkpoint(thread_id, user)
-            finally:
-                self._release_later(lease)
-
-    async def _checkpoint(self, thread_id: str, user: str | None) -> Checkpoint | None:
-        live = self._live.get(thread_id)
-        if live is not None:
-            return await self._executions.checkpoint(live.info, live.user, live.session.last_state == "idle")
-        # Running with no turn here since (adopted after a restart, or another replica's pod): its
-        # kernel holds variables newer than any saved.
-        info = await self.backend.find(thread_id)
-        return None if info is None else await self._executions.checkpoint(info, user, idle=True)
+        """Hold the thread between two of its turns (ThreadLocks.between_turns), so that a copy
+        of its storage is of one moment. A sandbox of it that runs saves its variables and files
+        first; the checkpoint says how that went (None: none runs). ``user``: its owner."""
+        async with self._locks.between_turns(thread_id):
+            yield await self._executions.checkpoint(self._live.get(thread_id), thread_id, user)
 
     async def write_file(self, thread_id: str, name: str, data: bytes) -> None:
         """Copy an already-stored file into the live sandbox, if there is one."""
-        async with self._sandboxes.hold(thread_id):
+        async with self._locks.sandboxes.hold(thread_id):
             live = self._live.get(thread_id)
             if live is not None:
                 await self.backend.write_file(live.info, name, data)

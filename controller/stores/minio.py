@@ -9,6 +9,8 @@ Non-thread state is ``state/<key>.json``, outside every thread prefix.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import io
 import json
 import shutil
@@ -35,6 +37,10 @@ COPY_CHUNK = 1 << 20  # bytes per read of a download
 
 def thread_prefix(thread_id: str) -> str:
     return f"threads/{thread_id}/"
+
+
+def _blob(thread_id: str, key: str) -> str:
+    return f"{thread_prefix(thread_id)}blobs/{check_state_key(key)}"
 
 
 class MinioStore:
@@ -81,6 +87,15 @@ class MinioStore:
             raise
         except (urllib3.exceptions.HTTPError, OSError) as exc:
             raise self._unavailable(exc) from exc
+
+    def _found(self, fn: Callable[[], T], what: str) -> T:
+        """``fn``'s answer; NotInStore when the object it asks for is not there."""
+        try:
+            return self._call(fn)
+        except S3Error as exc:
+            if exc.code in ("NoSuchKey", "NoSuchBucket"):
+                raise NotInStore(f"no {what}") from exc
+            raise
 
     def _unavailable(self, exc: Exception) -> StoreUnavailable:
         return StoreUnavailable(f"MinIO at {self.client._base_url.host} is unavailable: {exc}")
@@ -163,12 +178,7 @@ class MinioStore:
 
     @contextmanager
     def _object_at(self, key: str, what: str) -> Iterator[BaseHTTPResponse]:
-        try:
-            resp = self._call(lambda: self.client.get_object(self.bucket, key))
-        except S3Error as exc:
-            if exc.code in ("NoSuchKey", "NoSuchBucket"):
-                raise NotInStore(f"no {what}") from exc
-            raise
+        resp = self._found(lambda: self.client.get_object(self.bucket, key), what)
         try:
             yield resp
         finally:
@@ -199,22 +209,20 @@ class MinioStore:
         self._call(lambda: self.client.remove_object(self.bucket, key))
 
     def put_blob(self, thread_id: str, key: str, source: Path) -> int:
-        name = f"{thread_prefix(thread_id)}blobs/{check_state_key(key)}"
-        self._call(lambda: self.client.fput_object(self.bucket, name, str(source)))
+        self._call(lambda: self.client.fput_object(self.bucket, _blob(thread_id, key), str(source)))
         return source.stat().st_size
 
     def download_blob(self, thread_id: str, key: str, out: BinaryIO) -> None:
         self._download(thread_id, f"blobs/{check_state_key(key)}", out)
 
     def delete_blob(self, thread_id: str, key: str) -> None:
-        name = f"{thread_prefix(thread_id)}blobs/{check_state_key(key)}"
-        self._call(lambda: self.client.remove_object(self.bucket, name))
+        self._call(lambda: self.client.remove_object(self.bucket, _blob(thread_id, key)))
 
     def blob_size(self, thread_id: str, key: str) -> int | None:
-        try:
-            return self._stat(f"{thread_prefix(thread_id)}blobs/{check_state_key(key)}", key).size or 0
-        except NotInStore:
-            return None
+        stat = functools.partial(self.client.stat_object, self.bucket, _blob(thread_id, key))
+        with contextlib.suppress(NotInStore):
+            return self._found(stat, key).size or 0
+        return None
 
     def copy_file(self, thread_id: str, name: str, to_thread: str) -> StoredFile:
         source = self._copy(thread_id, f"files/{name}", to_thread)
@@ -225,19 +233,11 @@ class MinioStore:
 
     def _copy(self, thread_id: str, rel: str, to_thread: str) -> Object:
         """Server-side copy, metadata included; the source's stat (NotInStore if it is gone)."""
-        key = f"{thread_prefix(thread_id)}{rel}"
-        source = self._stat(key, f"{rel!r} in thread {thread_id}")
+        key, what = f"{thread_prefix(thread_id)}{rel}", f"{rel!r} in thread {thread_id}"
+        source = self._found(lambda: self.client.stat_object(self.bucket, key), what)
         copy = CopySource(self.bucket, key)
         self._call(lambda: self.client.copy_object(self.bucket, f"{thread_prefix(to_thread)}{rel}", copy))
         return source
-
-    def _stat(self, key: str, what: str) -> Object:
-        try:
-            return self._call(lambda: self.client.stat_object(self.bucket, key))
-        except S3Error as exc:
-            if exc.code == "NoSuchKey":
-                raise NotInStore(f"no {what}") from exc
-            raise
 
     def delete_thread(self, thread_id: str) -> None:
         objs = self._call(

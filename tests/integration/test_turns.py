@@ -40,7 +40,7 @@ def test_two_messages_with_several_blocks_run_one_after_the_other(api: Any) -> N
 
     first = threading.Thread(target=send, args=("a", message(SLOW_FIRST_BLOCK, "order.append('A2')")))
     first.start()
-    assert wait_until(lambda: manager._sandboxes.locked(tid), 60)  # A's first block runs
+    assert wait_until(lambda: manager._locks.sandboxes.locked(tid), 60)  # A's first block runs
     second = threading.Thread(target=send, args=("b", message("order.append('B1')", "order.append('B2')")))
     second.start()
     assert wait_until(lambda: manager.turns_waiting(tid) == 1, 30)  # B is queued behind A
