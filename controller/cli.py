@@ -88,6 +88,10 @@ def _parser() -> argparse.ArgumentParser:
     th = sub.add_parser("threads", help="list the threads of a running server")
     _server_args(th)
     _token_parser(sub)
+    discord = sub.add_parser("discord", help="set up the Discord application (THREADBOX_DISCORD_*)")
+    discord.add_subparsers(dest="action", required=True, metavar="ACTION").add_parser(
+        "register-commands", help="register /run and /ask as the application's global commands"
+    )
 
     sub.add_parser("sandbox-env", help="build the lean sandbox environment and print its python")
 
@@ -179,6 +183,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cleanup(args)
         if args.command == "token":
             return _token(args)
+        if args.command == "discord":
+            return _register_discord_commands()
         if args.command == "sandbox-env":
             from controller.sandbox_env import ensure_sandbox_python
 
@@ -294,6 +300,23 @@ def _say_isolation(backend: Backend[Any]) -> None:
             "controller's secrets; serve only yourself, on loopback",
             file=sys.stderr,
         )
+
+
+def _register_discord_commands() -> int:
+    settings = _load(Settings)
+    if settings is None:
+        return 2
+    if not settings.discord_enabled:
+        print(
+            "threadbox discord: set THREADBOX_DISCORD_APPLICATION_ID, _PUBLIC_KEY and _TOKEN", file=sys.stderr
+        )
+        return 2
+    from controller.discord.commands import register
+    from controller.discord.config import DiscordConfig
+
+    names = asyncio.run(register(DiscordConfig.from_settings(settings)))
+    print(f"threadbox: registered {', '.join('/' + n for n in names)}; Discord shows them within a minute")
+    return 0
 
 
 def _user(value: str) -> str:

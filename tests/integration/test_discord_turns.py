@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from nacl.signing import SigningKey
 
+from controller.cli import main
 from devkit.discord_interactions import DiscordSender, Sent, command_body, discord_settings, sign
 from devkit.fake_discord import UPLOAD_LIMIT, FakeDiscord, serve_fake_discord
 from tests.support.fake_openai import Text, fake_llm, run_python
@@ -202,3 +203,19 @@ def test_rate_limits_are_waited_out_and_large_files_stay_in_the_thread(
     assert [f.filename for f in fake.files_in(thread)] == ["small.txt"]
     assert [c.status for c in fake.calls_of("create_message")][:2] == [429, 200]
     assert [c.status for c in fake.calls_of("edit_message")][:2] == [429, 200]
+
+
+def test_register_commands_puts_run_and_ask_with_their_options(
+    fake: FakeDiscord, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for name, value in discord_settings(fake).items():
+        monkeypatch.setenv(f"THREADBOX_{name.upper()}", str(value))
+    assert main(["discord", "register-commands"]) == 0
+    assert "registered /run, /ask" in capsys.readouterr().out
+    [call] = fake.calls_of("set_commands")
+    assert call.headers["authorization"] == "Bot fake-discord-bot-token"
+    options = {c["name"]: [(o["name"], o["type"], o["required"]) for o in c["options"]] for c in call.body}
+    assert options == {
+        "run": [("code", 3, True), ("file", 11, False)],
+        "ask": [("question", 3, True), ("file", 11, False)],
+    }
