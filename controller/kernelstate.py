@@ -27,7 +27,7 @@ from jupyter_client.blocking.client import BlockingKernelClient
 
 from controller.nofollow import fd_path, open_regular, place
 from controller.quotas import SNAPSHOT, Quotas, Usage, user_usage
-from controller.stores.base import NotInStore, ThreadStore
+from controller.stores.base import NotInStore, StoreError, ThreadStore
 
 BLOB = SNAPSHOT  # the store key, under the thread's prefix
 STATE_FILE = ".threadbox-state"  # in the sandbox's HOME (sandbox-image's state.py writes it)
@@ -156,6 +156,14 @@ def save(
     finally:
         (home / STATE_FILE).unlink(missing_ok=True)  # unlink never follows the link it removes
     return saved
+
+
+def stored(store: ThreadStore, thread_id: str) -> bool:
+    """Whether the thread has saved variables; True when the store cannot say (look anyway)."""
+    try:
+        return store.blob_size(thread_id, BLOB) is not None
+    except StoreError:
+        return True
 
 
 def fetch(store: ThreadStore, thread_id: str, home: Path) -> bool:

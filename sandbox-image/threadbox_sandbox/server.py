@@ -141,12 +141,15 @@ class Workspace:
             room = kernelstate.room(store, self.thread_id, self.settings.quotas, self.state_cap)
             return kernelstate.save(kernel, store, self.thread_id, self.settings.home, room, timeout)
 
-    def load_state(self, kernel: dict[str, Any], cap: int) -> str | None:
-        """Fetch the thread's saved variables and have the kernel load them; the user's line."""
+    def load_state(self, kernel: dict[str, Any], cap: int, stored: bool = True) -> str | None:
+        """Fetch the thread's saved variables and have the kernel load them; the user's line.
+        ``stored`` False: the controller saw no saved variables, so only the cap is kept."""
         with self._lock:
             self.state_cap = cap
             assert self.thread_id is not None  # _current() refuses an unbound workspace first
             store = self._current().store
+            if not stored:
+                return None
             if not kernelstate.fetch(store, self.thread_id, self.settings.home):
                 return None
         return kernelstate.load(kernel)
@@ -255,20 +258,22 @@ class Handler(BaseHTTPRequestHandler):
         self._guarded(lambda: asdict(self.server.workspace.persist(user)))
 
     def _state(self, route: str) -> None:
-        """The body is ``{"max_bytes": n}``: the cap on the kernel's saved variables."""
+        """The body is ``{"max_bytes": n}``, the cap on the kernel's saved variables; a load's
+        may add ``"stored": false`` (nothing to fetch)."""
         size = self._content_length()
         if size is None:
             return
         try:
-            cap = int(json.loads(self.rfile.read(size))["max_bytes"])
-        except (ValueError, KeyError, TypeError) as exc:
+            body = json.loads(self.rfile.read(size))
+            cap, stored = int(body["max_bytes"]), bool(body.get("stored", True))
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
             self._reply(HTTPStatus.BAD_REQUEST, {"error": f"bad state request: {exc}"})
             return
         workspace, kernel = self.server.workspace, self.server.kernel_connection()
         if route == "/state/save":
             self._guarded(lambda: asdict(workspace.save_state(kernel, cap)))
         else:
-            self._guarded(lambda: {"note": workspace.load_state(kernel, cap)})
+            self._guarded(lambda: {"note": workspace.load_state(kernel, cap, stored)})
 
     def _bind(self) -> None:
         size = self._content_length()

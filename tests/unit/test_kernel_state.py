@@ -11,7 +11,9 @@ from typing import Any
 
 import pytest
 
-from controller.kernelstate import Saved, note
+from controller.kernelstate import BLOB, Saved, note, stored
+from controller.stores.base import StoreUnavailable
+from controller.stores.local import LocalStore
 
 IMAGE = Path(__file__).resolve().parents[2] / "sandbox-image"
 sys.path.insert(0, str(IMAGE))  # as the image's PYTHONPATH does
@@ -71,3 +73,19 @@ def test_nothing_saved_says_nothing() -> None:
     assert json.loads(KernelState(kernel()).load()) == {}
     assert note({}) is None
     assert Saved(unchanged=True).describe() == "variables unchanged since the last save"
+
+
+def test_the_controller_says_whether_a_thread_has_saved_variables(tmp_path: Path) -> None:
+    """``stored`` spares a freshly claimed pod the fetch; when the store cannot say, the pod looks."""
+    store = LocalStore(tmp_path / "store")
+    blob = tmp_path / "state"
+    blob.write_bytes(b"pickled")
+    store.put_blob("kept", BLOB, blob)
+    assert stored(store, "kept") is True
+    assert stored(store, "fresh") is False
+
+    class Down(LocalStore):
+        def blob_size(self, thread_id: str, key: str) -> int | None:
+            raise StoreUnavailable("MinIO is down")
+
+    assert stored(Down(tmp_path / "store"), "fresh") is True
