@@ -22,6 +22,9 @@ class HandoffSettings(BaseSettings):
     slack_operator_channel: str | None = Field(
         default=None, description="Slack channel id where handed-off threads go; unset: no handoff."
     )
+    telegram_operator_chat: int | None = Field(
+        default=None, description="Telegram chat id where handed-off threads go; unset: no handoff."
+    )
 
     @field_validator("handoff_keywords", mode="before")
     @classmethod

@@ -24,7 +24,8 @@ from controller.manager import SandboxManager
 from controller.metrics import Metrics
 from controller.quotas import Quotas
 from controller.stores.local import LocalStore
-from controller.threads import ensure_thread
+from controller.telegram.operator import Where, desk_name, desk_root
+from controller.threads import ThreadRecord, ensure_thread
 from tests.unit.test_manager import CONFIG
 
 CONFIG_60 = HandoffConfig(timeout=60, keywords=("refund", "speak to someone"))
@@ -226,3 +227,15 @@ async def test_operator_messages_outside_a_handoff_are_not_sent(tmp_path: Path) 
     await seam.operator(desk, "human", "o4")  # the operator takes it again, in the same desk
     assert said(seam, "t5")[-1] == TO_HUMAN and list(seam.front.desks) == [desk]
     assert not await seam.turns.desk.take(seam.front.operator(desk, "human", "o4"))  # a redelivery
+
+
+def test_telegram_desks_and_places_from_the_thread_key() -> None:
+    def record(thread: str) -> ThreadRecord:
+        return ThreadRecord(
+            id="t", name="t", source="telegram", workspace="1", channel="-100", thread=thread, created=0
+        )
+
+    assert Where.of(record("topic-7")) == Where(-100, 7, None)
+    assert Where.of(record("msg-42")) == Where(-100, None, 42)
+    assert desk_root(desk_name(-5, 9), -5) == 9
+    assert desk_root(desk_name(-6, 9), -5) is None and desk_root(None, -5) is None

@@ -209,6 +209,9 @@ args: list root NAME section keyValue valueName */}}
 {{- if or (eq $v.telegram.mode "webhook") $v.telegram.webhookSecret }}
 {{- include "threadbox.secretEnv" (list . "THREADBOX_TELEGRAM_WEBHOOK_SECRET" $v.telegram $v.telegram.webhookSecretKey $v.telegram.webhookSecret) }}
 {{- end }}
+{{- with $v.telegram.operatorChat }}
+- {name: THREADBOX_TELEGRAM_OPERATOR_CHAT, value: {{ . | quote }}}
+{{- end }}
 - {name: THREADBOX_AGENT, value: {{ $v.agent.engine | quote }}}
 - {name: THREADBOX_AGENT_MAX_STEPS, value: {{ $v.agent.maxSteps | quote }}}
 - {name: THREADBOX_LLM_MODEL, value: {{ $v.agent.llm.model | quote }}}
