@@ -212,6 +212,12 @@ args: list root NAME section keyValue valueName */}}
 {{- with $v.telegram.operatorChat }}
 - {name: THREADBOX_TELEGRAM_OPERATOR_CHAT, value: {{ . | quote }}}
 {{- end }}
+{{- if $v.discord.applicationId }}
+- {name: THREADBOX_DISCORD_APPLICATION_ID, value: {{ $v.discord.applicationId | quote }}}
+- {name: THREADBOX_DISCORD_PUBLIC_KEY, value: {{ required "discord.publicKey is required with discord.applicationId" $v.discord.publicKey | quote }}}
+- {name: THREADBOX_DISCORD_API_URL, value: {{ $v.discord.apiUrl | quote }}}
+{{- include "threadbox.secretEnv" (list . "THREADBOX_DISCORD_TOKEN" $v.discord $v.discord.tokenKey $v.discord.token) }}
+{{- end }}
 - {name: THREADBOX_AGENT, value: {{ $v.agent.engine | quote }}}
 - {name: THREADBOX_AGENT_MAX_STEPS, value: {{ $v.agent.maxSteps | quote }}}
 - {name: THREADBOX_LLM_MODEL, value: {{ $v.agent.llm.model | quote }}}
