@@ -8,17 +8,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-import httpx
 import pytest
 
 from controller.chat.handoff import TO_BOT, TO_HUMAN
-from controller.runtime import build_runtime
 from devkit.fake_slack import FakeSlack
-from devkit.ports import free_port
 from devkit.slack_events import SlackSender, code, message_body, slack_settings
 from tests.integration.test_slack_turns import wait_text as says
 from tests.support.fake_openai import FakeOpenAI, Text, Tool, fake_llm
-from tests.support.server import serve_runtime
+from tests.support.restart import chat_controller, llm_settings
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
@@ -29,18 +26,8 @@ OPERATOR = "U0OLGA"
 @contextmanager
 def controller(make_settings: Any, fake: FakeSlack, llm: FakeOpenAI) -> Iterator[SlackSender]:
     """A controller on the test's data dir (each one started anew reads the same local store)."""
-    settings = make_settings(
-        **slack_settings(fake, slack_operator_channel=OPS),
-        agent="builtin",
-        llm_base_url=llm.base_url,
-        llm_api_key="test",
-        port=free_port(),
-        chat_port=free_port(),
-    )
-    with (
-        serve_runtime(build_runtime(settings)) as (_, chat_url),
-        httpx.Client(base_url=chat_url, timeout=30) as chat,
-    ):
+    settings = slack_settings(fake, slack_operator_channel=OPS)
+    with chat_controller(make_settings, **settings, **llm_settings(llm)) as chat:
         yield SlackSender(chat, chat=chat)
 
 

@@ -9,17 +9,14 @@ from contextlib import contextmanager
 from types import SimpleNamespace
 from typing import Any
 
-import httpx
 import pytest
 
 from controller.chat.handoff import TO_BOT, TO_HUMAN
-from controller.runtime import build_runtime
 from devkit.fake_telegram import FakeTelegram, serve_fake_telegram
-from devkit.ports import free_port
 from devkit.telegram_updates import TelegramSender, telegram_settings
 from tests.integration.test_telegram_turns import GROUP, wait_text
 from tests.support.fake_openai import FakeOpenAI, Text, fake_llm
-from tests.support.server import serve_runtime
+from tests.support.restart import chat_controller, llm_settings
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
@@ -35,18 +32,8 @@ def tg() -> Iterator[FakeTelegram]:
 @contextmanager
 def controller(make_settings: Any, tg: FakeTelegram, llm: FakeOpenAI) -> Iterator[TelegramSender]:
     """A controller on the test's data dir (each one started anew reads the same local store)."""
-    settings = make_settings(
-        **telegram_settings(tg, telegram_operator_chat=OPS),
-        agent="builtin",
-        llm_base_url=llm.base_url,
-        llm_api_key="test",
-        port=free_port(),
-        chat_port=free_port(),
-    )
-    with (
-        serve_runtime(build_runtime(settings)) as (_, chat_url),
-        httpx.Client(base_url=chat_url, timeout=30) as chat,
-    ):
+    settings = telegram_settings(tg, telegram_operator_chat=OPS)
+    with chat_controller(make_settings, **settings, **llm_settings(llm)) as chat:
         yield TelegramSender(SimpleNamespace(chat=chat))  # type: ignore[arg-type]
 
 
