@@ -28,6 +28,11 @@ The contract (``controller/chat/base.py``):
 * Helpers for replies: ``throttle.py`` (edits at most once per interval), ``transcript.py``
   (a turn as Markdown text), ``files.py`` (changed files to post, within a size limit).
 * ``fake.py``: an in-tree front-end that records what a turn showed, for unit tests.
+* Operator handoff (``handoff.py`` decides, ``desk.py`` acts; README "Handing a thread to a
+  person"): before the agent, ``Conversations.desk.intercept`` may hand a thread to a person or
+  forward its message to the operator destination. A front-end with one sets
+  ``operator_destination``, implements ``to_operator``, ``to_user`` and ``reply_in``, and hands
+  replies in its operator threads to ``Conversations.desk.take`` as ``OperatorMessage``s.
 
 Blocking work (the store, files) goes through ``asyncio.to_thread``: the loop never blocks.
 """
