@@ -17,16 +17,17 @@ import itertools
 import json
 import re
 import threading
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.parser import BytesParser
 from email.policy import HTTP
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
+
+from devkit.threadserve import poll, serving
 
 T = TypeVar("T")
 
@@ -161,13 +162,7 @@ class FakeDiscord:
 
     def wait_for(self, check: Callable[[], T | None], timeout: float = 60, what: str = "condition") -> T:
         """Poll ``check`` until it returns something truthy (turns run after the interaction's answer)."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            result = check()
-            if result:
-                return result
-            time.sleep(0.1)
-        raise AssertionError(f"timed out after {timeout}s waiting for {what}; calls: {self.summary()}")
+        return poll(check, timeout, what, self.summary)
 
     def summary(self) -> list[str]:
         with self._lock:
@@ -424,13 +419,6 @@ def _make_handler(fake: FakeDiscord) -> type[BaseHTTPRequestHandler]:
 @contextmanager
 def serve_fake_discord(host: str = "127.0.0.1") -> Iterator[FakeDiscord]:
     fake = FakeDiscord()
-    server = ThreadingHTTPServer((host, 0), _make_handler(fake))
-    server.daemon_threads = True
-    fake.url = f"http://{host}:{server.server_address[1]}"
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serving(_make_handler(fake), host) as url:
+        fake.url = url
         yield fake
-    finally:
-        server.shutdown()
-        server.server_close()

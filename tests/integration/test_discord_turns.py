@@ -15,7 +15,8 @@ from nacl.signing import SigningKey
 from controller.cli import main
 from devkit.discord_interactions import DiscordSender, Sent, command_body, discord_settings, sign
 from devkit.fake_discord import UPLOAD_LIMIT, FakeDiscord, serve_fake_discord
-from tests.support.fake_openai import Text, fake_llm, run_python
+from tests.support import csv_question
+from tests.support.fake_openai import fake_llm
 
 pytestmark = pytest.mark.integration
 
@@ -78,32 +79,20 @@ def test_run_opens_a_thread_and_a_run_in_it_continues_the_sandbox(
 
 
 def test_a_csv_question_through_the_llm_agent(fake: FakeDiscord, api: Any) -> None:
-    analysis = (
-        "import pandas as pd\nimport matplotlib.pyplot as plt\ndf = pd.read_csv('sales.csv')\n"
-        "print('total amount:', df['amount'].sum())\ndf.plot(x='month', y='amount')\nplt.show()\n"
-    )
     with fake_llm() as llm:
-        llm.add(
-            run_python(analysis, when="total"),
-            Text("The total amount is 300.0; the chart shows it by month.", when="total amount: 300.0"),
-        )
-        llm_settings = {"agent": "builtin", "llm_base_url": llm.base_url, "llm_api_key": "test"}
-        discord = DiscordSender(api(**discord_settings(fake, **llm_settings)), fake)
-        csv = b"month,amount\njan,120.5\nfeb,80.25\nmar,99.25\n"
-        file = fake.add_attachment("sales.csv", csv)
+        discord = DiscordSender(api(**discord_settings(fake, **csv_question.script(llm))), fake)
+        file = fake.add_attachment("sales.csv", csv_question.SALES_CSV)
         other = discord.run("print('another thread')", fake.text_channel())
-        sent = discord.ask(
-            "What is the total amount in sales.csv? Plot it by month.", fake.text_channel(), file
-        )
+        sent = discord.ask(csv_question.QUESTION, fake.text_channel(), file)
         thread = thread_of(fake, sent)
-        wait_text(fake, thread, "total amount: 300.0", "The total amount is 300.0", "Files from this turn")
+        wait_text(fake, thread, csv_question.OUTPUT, csv_question.ANSWER, "Files from this turn")
     [posted] = [m for m in fake.messages_in(thread) if m["attachments"]]
     assert posted["content"] == "📎 Files from this turn: `figure-1.png`"
     assert [f.content[:4] for f in fake.files_in(thread)] == [b"\x89PNG"]
     assert "sales.csv" in json.dumps(llm.requests[0])
     runtime = discord.client.runtime  # type: ignore[attr-defined]
     thread_id = next(t for t in thread_ids(discord) if runtime.store.get_json(t, "meta")["thread"] == thread)
-    assert runtime.store.read_file(thread_id, "sales.csv") == csv
+    assert runtime.store.read_file(thread_id, "sales.csv") == csv_question.SALES_CSV
     other_thread = thread_of(fake, other)
     wait_text(fake, other_thread, "another thread")
     assert "total amount" not in fake.text_in(other_thread) and "another thread" not in fake.text_in(thread)
