@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from controller import kernelstate
 from controller.fork import copy_thread, describe
-from controller.runtime import Runtime
 from controller.threads import ThreadRecord
+
+if TYPE_CHECKING:  # runtime.py installs the front-ends that call these: no import cycle
+    from controller.runtime import Runtime
 
 
 async def forget_state(rt: Runtime, thread_id: str) -> bool:
