@@ -235,6 +235,19 @@ class Metrics:
             ["outcome"],
             registry=r,
         )
+        self.discord_interactions = Counter(
+            "threadbox_discord_interactions_total",
+            "Requests to /discord/interactions, by outcome: answered (a turn was started), duplicate "
+            "(a redelivery), ping, unknown (a command threadbox does not know), rejected (bad signature or body).",
+            ["outcome"],
+            registry=r,
+        )
+        self.discord_errors = Counter(
+            "threadbox_discord_errors_total",
+            "Failures answering on Discord, by kind: open_failed (no thread), turn_failed, api_call.",
+            ["kind"],
+            registry=r,
+        )
         self.handoffs = Counter(
             "threadbox_handoffs_total",
             "Chat threads handed to a person (to=human) or back to the assistant (to=bot), by cause: "

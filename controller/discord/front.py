@@ -79,6 +79,7 @@ class DiscordFile:
 class DiscordFront(FrontEnd[Origin, DiscordReply]):
     def __init__(self, runtime: Runtime, config: DiscordConfig) -> None:
         self.store = runtime.store
+        self.metrics = runtime.metrics
         self.config = config
         self._app: hikari.RESTApp | None = None
         self._rest: hikari.api.RESTClient | None = None
@@ -126,6 +127,7 @@ class DiscordFront(FrontEnd[Origin, DiscordReply]):
             channel = await self._open(command)
         except hikari.HTTPError as exc:
             log.exception("could not open a Discord thread for /%s in %s", command.name, command.channel)
+            self.count_error("open_failed")
             await self._tell(command, f"I could not open a thread for this here: {exc}")
             return
         files = [DiscordFile(a, self.config.max_file_bytes) for a in command.attachments]
@@ -154,6 +156,10 @@ class DiscordFront(FrontEnd[Origin, DiscordReply]):
             await self.rest.edit_original(command.application_id, command.token, text)
         except hikari.HTTPError:
             log.exception("could not tell the user either")
+            self.count_error("api_call")
 
     def reply(self, msg: Incoming[Origin], thread_id: str) -> DiscordReply:
         return DiscordReply(self.rest, msg.origin.channel, self.store, thread_id, self.config.update_interval)
+
+    def count_error(self, kind: str) -> None:
+        self.metrics.discord_errors.labels(kind).inc()

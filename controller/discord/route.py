@@ -10,6 +10,7 @@ seconds at most) and the turn runs afterwards, editing the response and posting 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
@@ -26,33 +27,40 @@ from controller.discord.interactions import (
     parse_command,
 )
 from controller.discord.verify import Verifier
+from controller.metrics import Metrics
 
 PATH = "/discord/interactions"
 CHANNEL_MESSAGE, EPHEMERAL = 4, 1 << 6
 UNKNOWN = "threadbox knows `/run <code>` and `/ask <question>`; re-register its commands if you see this."
 
 
-def interactions_router(verifier: Verifier, front: DiscordFront) -> APIRouter:
+def interactions_router(verifier: Verifier, front: DiscordFront, metrics: Metrics) -> APIRouter:
     router = APIRouter(tags=["discord"])
 
     @router.post(PATH, summary="Discord interactions endpoint (signed by Discord).")
     async def discord_interactions(request: Request) -> Response:
-        body = await request.body()
-        if not verifier.verified(body, request.headers):
-            return _refuse(401, "Invalid Discord signature or stale timestamp.")
+        outcome, response = await _answer(await request.body(), request.headers)
+        metrics.discord_interactions.labels(outcome).inc()
+        return response
+
+    async def _answer(body: bytes, headers: Mapping[str, str]) -> tuple[str, Response]:
+        if not verifier.verified(body, headers):
+            return "rejected", _refuse(401, "Invalid Discord signature or stale timestamp.")
         try:
             payload = _payload(body)
             if kind(payload) == PING:
-                return JSONResponse({"type": PONG})
+                return "ping", JSONResponse({"type": PONG})
             if kind(payload) != APPLICATION_COMMAND:
-                return _refuse(400, "threadbox takes application commands only.")
+                return "rejected", _refuse(400, "threadbox takes application commands only.")
             command = parse_command(payload)
         except NotAnInteraction as exc:
-            return _refuse(400, str(exc))
+            return "rejected", _refuse(400, str(exc))
         if command is None:
-            return JSONResponse({"type": CHANNEL_MESSAGE, "data": {"content": UNKNOWN, "flags": EPHEMERAL}})
-        await front.receive(command)  # a duplicate is answered the same, and runs nothing
-        return JSONResponse({"type": DEFERRED_CHANNEL_MESSAGE})
+            return "unknown", JSONResponse(
+                {"type": CHANNEL_MESSAGE, "data": {"content": UNKNOWN, "flags": EPHEMERAL}}
+            )
+        taken = await front.receive(command)  # a duplicate is answered the same, and runs nothing
+        return "answered" if taken else "duplicate", JSONResponse({"type": DEFERRED_CHANNEL_MESSAGE})
 
     return router
 

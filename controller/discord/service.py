@@ -17,6 +17,6 @@ if TYPE_CHECKING:
 def install(runtime: Runtime) -> DiscordFront:
     config = DiscordConfig.from_settings(runtime.settings)
     front = DiscordFront(runtime, config)
-    runtime.chat_routers.append(interactions_router(Verifier(config.public_key), front))
+    runtime.chat_routers.append(interactions_router(Verifier(config.public_key), front, runtime.metrics))
     runtime.services.append((front.start, front.stop))
     return front

@@ -52,6 +52,11 @@ def wait_text(fake: FakeDiscord, channel: str, *needles: str, timeout: float = 9
         raise AssertionError(f"{exc}\nthe channel says:\n{fake.text_in(channel)}") from None
 
 
+def interactions(discord: DiscordSender, outcome: str) -> float:
+    sample = discord.client.runtime.metrics.registry.get_sample_value  # type: ignore[attr-defined]
+    return sample("threadbox_discord_interactions_total", {"outcome": outcome}) or 0.0  # type: ignore[no-any-return]
+
+
 def thread_ids(discord: DiscordSender) -> list[str]:
     return discord.client.runtime.store.list_threads()  # type: ignore[attr-defined,no-any-return]
 
@@ -132,6 +137,7 @@ def test_a_duplicated_interaction_runs_once(discord: DiscordSender, fake: FakeDi
     fake.wait_for(lambda: runtime.store.list_files(thread_id), 30, "runs.txt persisted")
     assert runtime.store.read_file(thread_id, "runs.txt") == b"ran "
     assert len(fake.calls_of("edit_original")) == 1 and len(fake.calls_of("message_thread")) == 1
+    assert [interactions(discord, o) for o in ("answered", "duplicate")] == [1, 2]
 
 
 def test_forged_stale_and_malformed_requests_are_refused_and_run_nothing(
@@ -157,6 +163,7 @@ def test_forged_stale_and_malformed_requests_are_refused_and_run_nothing(
 
     runtime = discord.client.runtime  # type: ignore[attr-defined]
     assert fake.calls == [] and runtime.store.list_threads() == []
+    assert [interactions(discord, o) for o in ("rejected", "ping", "answered")] == [8, 1, 0]
 
 
 def test_oversize_and_over_quota_attachments_get_a_sentence_and_nothing_is_written(
