@@ -12,7 +12,7 @@ import pytest
 from controller.auth import create_token
 from controller.kernelstate import BLOB
 from devkit.client import bearer
-from tests.integration.test_kernel_state import state_notes
+from tests.integration.test_kernel_state import FAST_REAP, reaped, state_notes
 from tests.support.client import create_thread, errors, run, stdout
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
@@ -75,3 +75,20 @@ def test_variables_over_the_quota_are_not_saved_and_the_fork_says_so(api: Any) -
     assert len(saved.getvalue()) < 1000
     events = run(client, fork["id"], "print(small)")
     assert state_notes(events) == [] and [e["ename"] for e in errors(events)] == ["NameError"]
+
+
+def test_variables_over_the_users_quota_are_not_kept_at_reaping_and_the_next_start_says_so(
+    api: Any,
+) -> None:
+    client = api(user_max_bytes=160_000, **FAST_REAP)
+    other = create_thread(client, "other", user="alice")
+    client.post(f"/threads/{other}/files", files={"file": ("f.bin", bytes(100_000))}).raise_for_status()
+    tid = create_thread(client, "big", user="alice")
+    stdout(run(client, tid, "big = bytes(80_000); small = 1"))
+    assert reaped(client, tid)
+    events = run(client, tid, "print('small' in dir())")
+    assert state_notes(events) == [
+        "Kernel state: nothing was kept when this sandbox stopped: the variables took more than "
+        "60,000 bytes (THREADBOX_STATE_MAX_BYTES, or what the storage quotas leave beside the files)."
+    ]
+    assert stdout(events) == "False\n"
