@@ -3,21 +3,30 @@ of a ``with``; and waiting for what a test expects them to have seen."""
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import TypeVar
+from typing import Any, TypeVar
 
 T = TypeVar("T")
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True  # a handler still waiting (a long poll) does not hold up the end
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that hung up first (a cancelled long poll) is no error of the stand-in's."""
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
 
 
 @contextmanager
 def serving(handler: type[BaseHTTPRequestHandler], host: str = "127.0.0.1") -> Iterator[str]:
     """Serve ``handler`` on ``host``; yields the base URL, ``http://host:port`` (no "/")."""
-    server = ThreadingHTTPServer((host, 0), handler)
-    server.daemon_threads = True  # a handler still waiting (a long poll) does not hold up the end
+    server = _Server((host, 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:

@@ -13,12 +13,16 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
-from collections.abc import Callable
+import warnings
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from datetime import timedelta
+from functools import partial
+from typing import Any, TypeVar
 
 from telegram import Bot, Message, ReplyParameters
-from telegram.error import BadRequest, InvalidToken, TelegramError
+from telegram.error import BadRequest, InvalidToken, RetryAfter, TelegramError
+from telegram.warnings import PTBDeprecationWarning
 
 from controller.chat.files import files_to_post
 from controller.chat.throttle import Throttled
@@ -35,6 +39,10 @@ STARTING = "Starting a sandbox…"
 WORKING = "Working on it…"
 NO_OUTPUT = "Done, no output."
 WAITING = ("queued", "starting", "restoring")
+RETRIES = 3  # answers of 429 waited out per call
+MAX_WAIT = 30.0  # seconds; a longer wait fails the call instead
+
+T = TypeVar("T")
 
 
 def pages(text: str) -> list[str]:
@@ -46,6 +54,26 @@ def pages(text: str) -> list[str]:
         out.append(text[:cut])
         text = text[cut:].lstrip("\n")
     return [*out, text]
+
+
+async def patiently(call: Callable[[], Awaitable[T]]) -> T:
+    """``call()``, made again after the wait Telegram asks for when it answers 429 (flood
+    control: about 1 message a second per chat, 20 a minute per group)."""
+    for _ in range(RETRIES):
+        try:
+            return await call()
+        except RetryAfter as exc:
+            if wait_of(exc) > MAX_WAIT:
+                raise
+            await asyncio.sleep(wait_of(exc))
+    return await call()
+
+
+def wait_of(exc: RetryAfter) -> float:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PTBDeprecationWarning)  # an int now, a timedelta in PTB 23
+        wait = exc.retry_after
+    return wait.total_seconds() if isinstance(wait, timedelta) else float(wait)
 
 
 @dataclass(frozen=True)
@@ -145,11 +173,13 @@ class TelegramReply:
         """Make the reply's messages show ``texts``: edit the changed ones, send the new ones."""
         for i, text in enumerate(texts):
             if i >= len(self.sent):
-                message = await self.bot.send_message(self.to.chat_id, text, **self._where())
+                message = await patiently(
+                    partial(self.bot.send_message, self.to.chat_id, text, **self._where())
+                )
                 self.sent.append((message.message_id, text))
                 await asyncio.to_thread(self.hooks.sent, message.message_id)
             elif self.sent[i][1] != text:
-                await self.bot.edit_message_text(text, self.to.chat_id, self.sent[i][0])
+                await patiently(partial(self.bot.edit_message_text, text, self.to.chat_id, self.sent[i][0]))
                 self.sent[i] = (self.sent[i][0], text)
 
     def _where(self) -> dict[str, Any]:
@@ -175,7 +205,9 @@ class TelegramReply:
 
     async def _post(self, send: Callable[..., Any], data: bytes, filename: str) -> None:
         try:
-            message: Message = await send(self.to.chat_id, data, filename=filename, **self._where())
+            message: Message = await patiently(
+                partial(send, self.to.chat_id, data, filename=filename, **self._where())
+            )
         except TelegramError as exc:
             log.warning("posting %s failed: %s", filename, exc)
             self.hooks.on_api_error()

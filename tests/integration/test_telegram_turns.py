@@ -186,3 +186,15 @@ def test_where_drafts_are_refused_the_reply_streams_by_edits(
     wait_text(tg, PRIVATE, update["message"]["message_id"], "first", "second")
     assert tg.calls_of("sendMessageDraft") and tg.drafts == []
     assert tg.calls_of("editMessageText")
+
+
+def test_flood_control_is_waited_out_and_the_reply_lands(sender: TelegramSender, tg: FakeTelegram) -> None:
+    tg.rate_limit("sendMessage", times=1, retry_after=1)
+    tg.rate_limit("editMessageText", times=1, retry_after=1)
+    update = tg.user_says(
+        GROUP, mention=True, code="import time\nprint('one')\ntime.sleep(1)\nprint('two', 6 * 7)"
+    )
+    sender.deliver(update)
+    wait_text(tg, GROUP, update["message"]["message_id"], "one", "two 42")
+    assert [c.status for c in tg.calls_of("sendMessage")][:2] == [429, 200]
+    assert [c.status for c in tg.calls_of("editMessageText")][:2] == [429, 200]
