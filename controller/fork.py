@@ -1,5 +1,5 @@
-"""Forking a thread: a new thread of the same owner with a copy of the original's files and
-saved kernel state (issue 15).
+"""Forking a thread: a new thread of the same owner with a copy of the original's files, saved
+kernel state and agent conversation (issue 15).
 
 The copy is made inside the store (``copy_file``, ``copy_blob``: server-side on MinIO), by the
 controller: the snapshot is only ever bytes here, unpickled by nothing but the fork's own
@@ -14,6 +14,8 @@ import contextlib
 import secrets
 from dataclasses import dataclass
 
+from controller.agent.builtin import HISTORY_KEY as BUILTIN_HISTORY
+from controller.agent.open_interpreter import HISTORY_KEY as OI_HISTORY
 from controller.execution import Checkpoint
 from controller.identity import ThreadKey
 from controller.quotas import SNAPSHOT, Quotas, Usage, user_usage
@@ -21,6 +23,7 @@ from controller.stores.base import NotInStore, ThreadStore
 from controller.threads import ThreadRecord, get_thread, new_record
 
 MAX_NAME = 200  # as POST /threads takes
+HISTORIES = (BUILTIN_HISTORY, OI_HISTORY)  # each agent's conversation: the fork's agent goes on from it
 
 
 class ThreadExists(Exception):
@@ -60,6 +63,7 @@ def copy_thread(
             with contextlib.suppress(NotInStore):  # deleted since the listing: the fork goes without
                 store.copy_file(source.id, f.name, target.id)
         copied = snapshot is not None and _copy_snapshot(store, source.id, target.id)
+        _copy_histories(store, source.id, target.id)
         store.put_json(target.id, "meta", target.model_dump())
     except BaseException:
         store.delete_thread(target.id)
@@ -73,6 +77,16 @@ def _copy_snapshot(store: ThreadStore, source: str, target: str) -> bool:
     except NotInStore:  # forgotten since it was measured
         return False
     return True
+
+
+def _copy_histories(store: ThreadStore, source: str, target: str) -> None:
+    """Each exchange is a JSON record of its own (controller/agent/history.py); an older
+    version's whole history is one record, which the fork's first load splits as any other."""
+    for key in HISTORIES:
+        for name, exchange in store.list_json(source, key).items():
+            store.put_json(target, f"{key}/{name}", exchange)
+        if (whole := store.get_json(source, key)) is not None:
+            store.put_json(target, key, whole)
 
 
 def _check_quotas(store: ThreadStore, quotas: Quotas, target: ThreadRecord, usage: Usage) -> None:

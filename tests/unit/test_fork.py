@@ -18,6 +18,7 @@ def store(tmp_path: Path) -> LocalStore:
     original = ensure_thread(store, ThreadKey("api", "alice", "console", "orig"), "orig", "alice")
     store.put_file(original.id, "a.txt", source, "sha-a")
     store.put_blob(original.id, SNAPSHOT, source)
+    store.put_json(original.id, "history/0001-a", {"at": 1, "messages": [{"role": "user", "content": "hi"}]})
     return store
 
 
@@ -27,12 +28,13 @@ def records(store: LocalStore, name: str = "copy") -> tuple[ThreadRecord, Thread
     return original, fork_record(original, ThreadKey("api", "alice", "console", name), name, "alice")
 
 
-def test_a_fork_copies_files_and_state_and_is_recorded_last(store: LocalStore) -> None:
+def test_a_fork_copies_files_state_and_conversation_and_is_recorded_last(store: LocalStore) -> None:
     original, target = records(store)
     assert copy_thread(store, Quotas(), original, target, with_state=True) == Copied(1, 100, True)
     assert get_thread(store, target.id) == target and target.forked_from == original.id
     assert [(f.name, f.sha256) for f in store.list_files(target.id)] == [("a.txt", "sha-a")]
     assert store.blob_size(target.id, SNAPSHOT) == 100
+    assert store.list_json(target.id, "history") == store.list_json(original.id, "history") != {}
     with pytest.raises(ThreadExists):
         copy_thread(store, Quotas(), original, target, with_state=True)
 
