@@ -122,6 +122,14 @@ class FakeDiscord:
         with self._lock:
             self._inject.setdefault(route, []).extend([Reply(429, body, headers)] * times)
 
+    def refuse(self, route: str, status: int, code: int, message: str, times: int = 1) -> None:
+        """The next ``times`` calls of ``route`` answer Discord's error JSON (e.g. 403, 50013
+        "Missing Permissions" where the bot may not create threads)."""
+        with self._lock:
+            self._inject.setdefault(route, []).extend(
+                [Reply(status, {"message": message, "code": code})] * times
+            )
+
     def add_attachment(self, filename: str, content: bytes, content_type: str = "text/csv") -> dict[str, Any]:
         """A file a user attaches to a command: its entry in ``data.resolved.attachments``."""
         served = Served(self.snowflake(), filename, content, content_type)

@@ -215,3 +215,26 @@ def test_register_commands_puts_run_and_ask_with_their_options(
         "run": [("code", 3, True), ("file", 11, False)],
         "ask": [("question", 3, True), ("file", 11, False)],
     }
+
+
+def test_a_channel_where_no_thread_may_be_opened_gets_a_sentence_and_nothing_runs(
+    discord: DiscordSender, fake: FakeDiscord
+) -> None:
+    fake.refuse("message_thread", 403, 50013, "Missing Permissions")
+    channel = fake.text_channel()
+    sent = discord.run("print('never')", channel)
+    original = fake.interactions[sent.body["token"]]["original"]
+    text = wait_text(fake, channel["id"], "I could not open a thread for this here", "Missing Permissions")
+    assert "print('never')" not in text  # the echo was replaced by the sentence
+    assert [m["id"] for m in fake.messages_in(channel["id"])] == [original]  # the response, edited
+    assert fake.threads_of(channel["id"]) == [] and thread_ids(discord) == []
+    errors = discord.client.runtime.metrics.registry.get_sample_value  # type: ignore[attr-defined]
+    assert errors("threadbox_discord_errors_total", {"kind": "open_failed"}) == 1
+
+
+def test_an_unknown_command_gets_an_ephemeral_sentence(discord: DiscordSender, fake: FakeDiscord) -> None:
+    body = command_body(fake, "run", "print(1)", fake.text_channel())
+    body["data"]["name"] = "weather"
+    answer = discord.deliver(body).json()
+    assert answer["type"] == 4 and answer["data"]["flags"] == 64 and "/run" in answer["data"]["content"]
+    assert interactions(discord, "unknown") == 1 and fake.calls == []
