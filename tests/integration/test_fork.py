@@ -60,13 +60,22 @@ def test_only_who_sees_a_thread_may_fork_it_and_the_copy_counts_in_quotas(api: A
     assert client.get("/threads").json() == before
 
 
-def test_variables_over_the_quota_are_not_saved_and_the_fork_says_so(api: Any) -> None:
-    # Alice's other thread holds 100,000 of her 160,000 bytes: 60,000 are left for variables.
-    client = api(user_max_bytes=160_000)
+NEAR_THE_QUOTA = 160_000  # user_max_bytes for near_the_quota()
+
+
+def near_the_quota(client: Any) -> str:
+    """Alice's thread whose variables (80,000 bytes) take more than the 60,000 of her
+    NEAR_THE_QUOTA that the file of her other thread leaves."""
     other = create_thread(client, "other", user="alice")
     client.post(f"/threads/{other}/files", files={"file": ("f.bin", bytes(100_000))}).raise_for_status()
     tid = create_thread(client, "big", user="alice")
     stdout(run(client, tid, "big = bytes(80_000); small = 1"))
+    return tid
+
+
+def test_variables_over_the_quota_are_not_saved_and_the_fork_says_so(api: Any) -> None:
+    client = api(user_max_bytes=NEAR_THE_QUOTA)
+    tid = near_the_quota(client)
     fork = client.post(f"/threads/{tid}/fork").json()
     assert fork["state"] is False and fork["name"].startswith("big-fork-")
     assert "without variables: its variables take more than the 60,000 bytes" in fork["note"]
@@ -80,11 +89,8 @@ def test_variables_over_the_quota_are_not_saved_and_the_fork_says_so(api: Any) -
 def test_variables_over_the_users_quota_are_not_kept_at_reaping_and_the_next_start_says_so(
     api: Any,
 ) -> None:
-    client = api(user_max_bytes=160_000, **FAST_REAP)
-    other = create_thread(client, "other", user="alice")
-    client.post(f"/threads/{other}/files", files={"file": ("f.bin", bytes(100_000))}).raise_for_status()
-    tid = create_thread(client, "big", user="alice")
-    stdout(run(client, tid, "big = bytes(80_000); small = 1"))
+    client = api(user_max_bytes=NEAR_THE_QUOTA, **FAST_REAP)
+    tid = near_the_quota(client)
     assert reaped(client, tid)
     events = run(client, tid, "print('small' in dir())")
     assert state_notes(events) == [
