@@ -12,7 +12,7 @@ import pytest
 from controller.auth import create_token
 from controller.kernelstate import BLOB
 from devkit.client import bearer
-from tests.integration.test_kernel_state import FAST_REAP, reaped, state_notes
+from tests.integration.test_kernel_state import FAST_REAP, nothing_kept, reaped, state_notes
 from tests.support.client import create_thread, errors, run, stdout
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
@@ -93,8 +93,5 @@ def test_variables_over_the_users_quota_are_not_kept_at_reaping_and_the_next_sta
     tid = near_the_quota(client)
     assert reaped(client, tid)
     events = run(client, tid, "print('small' in dir())")
-    assert state_notes(events) == [
-        "Kernel state: nothing was kept when this sandbox stopped: the variables took more than "
-        "60,000 bytes (THREADBOX_STATE_MAX_BYTES, or what the storage quotas leave beside the files)."
-    ]
+    assert state_notes(events) == [nothing_kept("60,000 bytes")]
     assert stdout(events) == "False\n"

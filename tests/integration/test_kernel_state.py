@@ -67,6 +67,14 @@ def state_notes(events: list[dict[str, Any]]) -> list[str]:
     return [e["message"] for e in events if e["type"] == "status" and e["message"].startswith("Kernel state")]
 
 
+def nothing_kept(cap: str) -> str:
+    """What a start says when the last save kept nothing: the variables took more than ``cap``."""
+    return (
+        "Kernel state: nothing was kept when this sandbox stopped: the variables took more than "
+        f"{cap} (THREADBOX_STATE_MAX_BYTES, or what the storage quotas leave beside the files)."
+    )
+
+
 def reaped(client: httpx.Client, tid: str) -> bool:
     return wait_until(lambda: not client.runtime.manager.is_live(tid), timeout=30)  # type: ignore[attr-defined]
 
@@ -111,10 +119,7 @@ def test_state_over_the_cap_is_not_saved_and_the_user_is_told(make_settings: Any
         stdout(run(client, tid, "big = bytes(200_000); small = 1"))
         assert reaped(client, tid)
         events = run(client, tid, "print('small' in dir(), 'big' in dir())")
-        assert state_notes(events) == [
-            "Kernel state: nothing was kept when this sandbox stopped: the variables took more than "
-            "100,000 bytes (THREADBOX_STATE_MAX_BYTES, or what the storage quotas leave beside the files)."
-        ]
+        assert state_notes(events) == [nothing_kept("100,000 bytes")]
         assert stdout(events) == "False False\n"
 
 
