@@ -238,3 +238,25 @@ def test_an_unknown_command_gets_an_ephemeral_sentence(discord: DiscordSender, f
     answer = discord.deliver(body).json()
     assert answer["type"] == 4 and answer["data"]["flags"] == 64 and "/run" in answer["data"]["content"]
     assert interactions(discord, "unknown") == 1 and fake.calls == []
+
+
+def test_long_output_is_split_under_2000_characters_and_very_long_output_is_attached(
+    discord: DiscordSender, fake: FakeDiscord
+) -> None:
+    medium = thread_of(
+        fake, discord.run("for i in range(60):\n    print(f'{i:04d} ' + 'y' * 40)", fake.text_channel())
+    )
+    huge = thread_of(
+        fake, discord.run("for i in range(4000):\n    print(f'{i:05d} ' + 'z' * 40)", fake.text_channel())
+    )
+
+    wait_text(fake, medium, "0000 ", "0059 ")
+    parts = [m["content"] for m in fake.messages_in(medium)]
+    assert len(parts) == 2  # 60 lines of 46 characters do not fit in one
+    assert all(len(p) <= 2000 and p.count("```") % 2 == 0 for p in parts)
+
+    wait_text(fake, huge, "Files from this turn: `output.txt`", timeout=120)
+    [attached] = fake.files_in(huge)
+    assert b"03999 " + b"z" * 40 in attached.content
+    contents = [m["content"] for m in fake.messages_in(huge)]
+    assert len(contents) == 5 and "output.txt" in contents[3] and all(len(c) <= 2000 for c in contents)
