@@ -5,7 +5,7 @@ The copy is made inside the store (``copy_file``, ``copy_blob``: server-side on 
 controller: the snapshot is only ever bytes here, unpickled by nothing but the fork's own
 sandbox, with its own credentials, at its first start. The fork's record is written last, so
 a copy cut short is never a thread, and is removed. Blocking (store calls): callers use a
-worker thread. ``controller/threadops.py`` first saves a live original (``between_turns``).
+worker thread. ``controller/threadops.py`` first has a running original save (``between_turns``).
 """
 
 from __future__ import annotations

@@ -33,11 +33,12 @@ class Forked:
 
 
 async def fork_thread(rt: Runtime, source: ThreadRecord, target: ThreadRecord) -> Forked:
-    """Make ``target`` (a new record, ``forked_from`` the source) a copy of ``source``'s files
-    and variables. A sandbox of the source live here saves both first, between its turns,
-    and its next turn waits for the copy; if its variables cannot be saved, the fork gets the
-    files only and the note says why. Raises fork.ThreadExists or QuotaExceeded, nothing
-    written. POST /threads/{id}/fork, and a chat's "fork"."""
+    """Make ``target`` (a new record, ``forked_from`` the source) a copy of ``source``'s files,
+    variables and agent conversation. A sandbox of the source that runs (here, adopted, or
+    another replica's pod) saves its variables and files first, between its turns, and its
+    next turn waits for the copy; if its variables cannot be saved, the fork gets no variables
+    and the note says why. Raises fork.ThreadExists or QuotaExceeded, nothing written.
+    POST /threads/{id}/fork, and a chat's "fork" (with a target of its own: fork.fork_record)."""
     async with rt.manager.between_turns(source.id, source.user) as checkpoint:
         with_state = rt.settings.keep_state and (checkpoint is None or checkpoint.state_missed is None)
         copied = await asyncio.to_thread(copy_thread, rt.store, rt.quotas, source, target, with_state)
