@@ -248,6 +248,19 @@ class Metrics:
             ["kind"],
             registry=r,
         )
+        self.telegram_updates = Counter(
+            "threadbox_telegram_updates_total",
+            "Telegram updates (webhook or getUpdates), by outcome: answered (a turn was started), duplicate "
+            "(a redelivered update_id), ignored (not for the bot), rejected (wrong secret token or body).",
+            ["outcome"],
+            registry=r,
+        )
+        self.telegram_errors = Counter(
+            "threadbox_telegram_errors_total",
+            "Failures answering on Telegram, by kind: turn_failed, api_call.",
+            ["kind"],
+            registry=r,
+        )
         self.handoffs = Counter(
             "threadbox_handoffs_total",
             "Chat threads handed to a person (to=human) or back to the assistant (to=bot), by cause: "

@@ -48,6 +48,11 @@ class TelegramBot(FrontEnd[TgOrigin, TelegramReply]):
         self.turns = Conversations(Pipeline.of(runtime), self, "Telegram answers")
 
     async def receive(self, update: dict[str, Any]) -> Outcome:
+        outcome = await self._take(update)
+        self.rt.metrics.telegram_updates.labels(outcome).inc()
+        return outcome
+
+    async def _take(self, update: dict[str, Any]) -> Outcome:
         msg = parse(update, self.me)
         if msg is not None and msg.chat_id == self.operator_chat:  # operators, not users
             return "answered" if await self.turns.desk.take(await self._operator(msg)) else "ignored"
@@ -84,6 +89,9 @@ class TelegramBot(FrontEnd[TgOrigin, TelegramReply]):
 
     async def drain(self) -> None:
         await self.turns.drain()
+
+    def count_error(self, kind: str) -> None:
+        self.rt.metrics.telegram_errors.labels(kind).inc()
 
     def reply(self, msg: Incoming[TgOrigin], thread_id: str) -> TelegramReply:
         tg, root = msg.origin.msg, msg.origin.place.root

@@ -17,6 +17,8 @@ from typing import Any, Protocol
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
+from controller.metrics import Metrics
+
 PATH = "/telegram/webhook"
 SECRET_HEADER = "x-telegram-bot-api-secret-token"
 
@@ -35,19 +37,21 @@ def update_of(body: bytes) -> dict[str, Any] | None:
     return update
 
 
-def webhook_router(bot: Receiver, secret: str) -> APIRouter:
+def webhook_router(bot: Receiver, secret: str, metrics: Metrics) -> APIRouter:
     router = APIRouter(tags=["telegram"])
+
+    def refuse(status: int, detail: str) -> Response:
+        metrics.telegram_updates.labels("rejected").inc()
+        return JSONResponse({"detail": detail}, status_code=status)
 
     @router.post(PATH, summary="Telegram Bot API webhook (carries the secret token).")
     async def telegram_webhook(request: Request) -> Response:
         given = request.headers.get(SECRET_HEADER, "")
         if not hmac.compare_digest(given.encode(), secret.encode()):
-            return JSONResponse(
-                {"detail": "Missing or wrong X-Telegram-Bot-Api-Secret-Token."}, status_code=401
-            )
+            return refuse(401, "Missing or wrong X-Telegram-Bot-Api-Secret-Token.")
         update = update_of(await request.body())
         if update is None:
-            return JSONResponse({"detail": "The request body is not a Telegram Update."}, status_code=400)
+            return refuse(400, "The request body is not a Telegram Update.")
         await bot.receive(update)
         return Response(status_code=200)
 

@@ -86,6 +86,6 @@ def install(runtime: Runtime) -> TelegramService:
     service = TelegramService(runtime)
     secret = runtime.settings.telegram_webhook_secret
     if runtime.settings.telegram_mode == "webhook" and secret is not None:
-        runtime.chat_routers.append(webhook_router(service, secret.get_secret_value()))
+        runtime.chat_routers.append(webhook_router(service, secret.get_secret_value(), runtime.metrics))
     runtime.services.append((service.start, service.stop))
     return service

@@ -41,6 +41,14 @@ def wait_text(tg: FakeTelegram, chat: int, root: int, *needles: str, timeout: fl
     return tg.wait_for(found, timeout, f"{needles} in {chat}/{root}")
 
 
+def updates(sender: TelegramSender, outcome: str) -> float:
+    runtime = sender.client.runtime  # type: ignore[attr-defined]
+    value = runtime.metrics.registry.get_sample_value(
+        "threadbox_telegram_updates_total", {"outcome": outcome}
+    )
+    return float(value or 0)
+
+
 def test_a_mention_runs_code_in_its_reply_chain_and_a_reply_continues_it(
     sender: TelegramSender, tg: FakeTelegram
 ) -> None:
@@ -127,6 +135,7 @@ def test_a_redelivered_update_runs_once(sender: TelegramSender, tg: FakeTelegram
     sender.deliver(later)
     text = wait_text(tg, GROUP, root, "next turn")
     assert text.count("ran once") == 1
+    assert (updates(sender, "answered"), updates(sender, "duplicate")) == (2, 3)
 
 
 def test_a_forged_or_malformed_request_is_refused_and_nothing_runs(
@@ -142,6 +151,7 @@ def test_a_forged_or_malformed_request_is_refused_and_nothing_runs(
     runtime = sender.client.runtime  # type: ignore[attr-defined]
     assert runtime.store.list_threads() == []
     assert [c.method for c in tg.calls] == ["getMe"]
+    assert (updates(sender, "rejected"), updates(sender, "answered")) == (5, 0)  # the 413 is the body limit's
 
 
 def test_an_oversize_or_over_quota_attachment_gets_a_sentence_and_nothing_is_written(
