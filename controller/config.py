@@ -18,6 +18,7 @@ from controller.discord.settings import DiscordSettings
 from controller.k8s.placement import PlacementSettings
 from controller.k8s.storage import MIN_CREDENTIAL_SECONDS
 from controller.outputcap import DEFAULT_MAX_OUTPUT_BYTES
+from controller.telegram.settings import TelegramSettings
 from controller.usage.settings import UsageSettings
 
 if TYPE_CHECKING:
@@ -32,7 +33,7 @@ OAUTH_SETTINGS = ("client_id", "client_secret", "scopes", "redirect_uri")
 OAUTH_NEEDS = ("client_id", "client_secret", "scopes", "signing_secret")
 
 
-class Settings(PlacementSettings, UsageSettings, HandoffSettings, DiscordSettings):
+class Settings(PlacementSettings, UsageSettings, TelegramSettings, HandoffSettings, DiscordSettings):
     model_config = SettingsConfigDict(env_prefix="THREADBOX_", extra="forbid")
 
     # Where things run and live.

@@ -166,6 +166,7 @@ def check_local_exposure(settings: Settings, isolation: Isolation) -> None:
         for what, yes in (
             (f"serving on {settings.host}", not is_loopback(settings.host)),
             (f"Slack ({settings.slack_mode} mode)", settings.slack_mode != "off"),
+            (f"Telegram ({settings.telegram_mode} mode)", settings.telegram_mode != "off"),
             ("Discord", settings.discord_enabled),
         )
         if yes
@@ -193,6 +194,10 @@ def build_runtime(settings: Settings, store: ThreadStore | None = None) -> Runti
         from controller.slack import install as install_slack  # Slack's libraries load only when used
 
         install_slack(runtime)
+    if settings.telegram_mode != "off":
+        from controller.telegram.service import install as install_telegram  # likewise python-telegram-bot
+
+        install_telegram(runtime)
     if settings.discord_enabled:
         from controller.discord.service import install as install_discord  # hikari loads only when used
 
