@@ -158,8 +158,10 @@ def save(
     return saved
 
 
-def stored(store: ThreadStore, thread_id: str) -> bool:
-    """Whether the thread has saved variables; True when the store cannot say (look anyway)."""
+def stored(store: ThreadStore | None, thread_id: str) -> bool:
+    """Whether the thread has saved variables; True when no store can say (look anyway)."""
+    if store is None:
+        return True
     try:
         return store.blob_size(thread_id, BLOB) is not None
     except StoreError:

@@ -191,10 +191,10 @@ class KubernetesBackend:
         return await self.server.save_state(pod_ref(info), cap)
 
     async def load_state(self, info: PodSandbox, cap: int) -> str | None:
-        # Asked here, on the controller's warm connection: a freshly claimed pod's first storage
-        # request costs tens of ms (bench/results/start_phases.md).
-        stored = self.store is None or await asyncio.to_thread(kernelstate.stored, self.store, info.thread_id)
-        return await self.server.load_state(pod_ref(info), cap, stored)
+        # No pod round trip for a thread that never saved; the pod's env has the cap to save.
+        if not await asyncio.to_thread(kernelstate.stored, self.store, info.thread_id):
+            return None
+        return await self.server.load_state(pod_ref(info), cap)
 
     async def write_file(self, info: PodSandbox, name: str, data: bytes) -> None:
         await self.server.write_file(pod_ref(info), name, data)

@@ -78,6 +78,7 @@ class PodConfig:
     thread_max_bytes: int
     file_ttl_days: float
     max_output_bytes: int
+    state_cap: int | None  # the kernel's saved variables, at most; None: state is not kept
 
     @classmethod
     def from_settings(cls, s: Settings) -> PodConfig:
@@ -100,6 +101,7 @@ class PodConfig:
             thread_max_bytes=s.thread_max_bytes,
             file_ttl_days=s.file_ttl_days,
             max_output_bytes=s.max_output_bytes,
+            state_cap=s.state_max_bytes if s.keep_state else None,
         )
 
 
@@ -133,6 +135,8 @@ def _env(identity: dict[str, str], cfg: PodConfig) -> list[dict[str, str]]:
         "THREADBOX_MAX_OUTPUT_BYTES": str(cfg.max_output_bytes),
         "THREADBOX_POLICY_CHECK_SECONDS": str(POLICY_CHECK_SECONDS),
     }
+    if cfg.state_cap is not None:  # from the start, so a pod saves on SIGTERM with no load asked
+        values["THREADBOX_STATE_MAX_BYTES"] = str(cfg.state_cap)
     return [{"name": k, "value": v} for k, v in values.items()]
 
 

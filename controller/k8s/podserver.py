@@ -141,12 +141,10 @@ class PodServer:
         """The pod's kernel saves its variables to the thread's storage (controller/kernelstate.py)."""
         return Saved.of(await self.request(pod, "POST", "/state/save", json={"max_bytes": cap}), cap)
 
-    async def load_state(self, pod: PodRef, cap: int, stored: bool) -> str | None:
+    async def load_state(self, pod: PodRef, cap: int) -> str | None:
         """The pod fetches the thread's saved variables and its kernel loads them: the user's line.
-        The pod keeps ``cap`` for the save it makes by itself on SIGTERM; ``stored`` False (no
-        saved variables) spares it the fetch."""
-        body = {"max_bytes": cap, "stored": stored}
-        note = (await self.request(pod, "POST", "/state/load", json=body))["note"]
+        The pod keeps ``cap`` for the save it makes by itself on SIGTERM."""
+        note = (await self.request(pod, "POST", "/state/load", json={"max_bytes": cap}))["note"]
         return str(note) if note else None
 
     async def write_file(self, pod: PodRef, name: str, data: bytes) -> None:

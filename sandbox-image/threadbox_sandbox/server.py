@@ -66,7 +66,7 @@ class Workspace:
         self._bound: Storage | None = None  # from POST /bind, until the Secret mount catches up
         self._sync: WorkspaceSync | None = None
         self._user: UserQuota | None = None  # the last per-user quota the controller sent
-        self.state_cap: int | None = None  # the last cap for kept state the controller sent
+        self.state_cap = settings.state_cap  # the last cap for kept state the controller sent
         self.restored = False
 
     def _load_storage(self) -> Storage:
@@ -141,15 +141,12 @@ class Workspace:
             room = kernelstate.room(store, self.thread_id, self.settings.quotas, self.state_cap)
             return kernelstate.save(kernel, store, self.thread_id, self.settings.home, room, timeout)
 
-    def load_state(self, kernel: dict[str, Any], cap: int, stored: bool = True) -> str | None:
-        """Fetch the thread's saved variables and have the kernel load them; the user's line.
-        ``stored`` False: the controller saw no saved variables, so only the cap is kept."""
+    def load_state(self, kernel: dict[str, Any], cap: int) -> str | None:
+        """Fetch the thread's saved variables and have the kernel load them; the user's line."""
         with self._lock:
             self.state_cap = cap
             assert self.thread_id is not None  # _current() refuses an unbound workspace first
             store = self._current().store
-            if not stored:
-                return None
             if not kernelstate.fetch(store, self.thread_id, self.settings.home):
                 return None
         return kernelstate.load(kernel)
@@ -258,22 +255,20 @@ class Handler(BaseHTTPRequestHandler):
         self._guarded(lambda: asdict(self.server.workspace.persist(user)))
 
     def _state(self, route: str) -> None:
-        """The body is ``{"max_bytes": n}``, the cap on the kernel's saved variables; a load's
-        may add ``"stored": false`` (nothing to fetch)."""
+        """The body is ``{"max_bytes": n}``: the cap on the kernel's saved variables."""
         size = self._content_length()
         if size is None:
             return
         try:
-            body = json.loads(self.rfile.read(size))
-            cap, stored = int(body["max_bytes"]), bool(body.get("stored", True))
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            cap = int(json.loads(self.rfile.read(size))["max_bytes"])
+        except (ValueError, KeyError, TypeError) as exc:
             self._reply(HTTPStatus.BAD_REQUEST, {"error": f"bad state request: {exc}"})
             return
         workspace, kernel = self.server.workspace, self.server.kernel_connection()
         if route == "/state/save":
             self._guarded(lambda: asdict(workspace.save_state(kernel, cap)))
         else:
-            self._guarded(lambda: {"note": workspace.load_state(kernel, cap, stored)})
+            self._guarded(lambda: {"note": workspace.load_state(kernel, cap)})
 
     def _bind(self) -> None:
         size = self._content_length()

@@ -55,6 +55,7 @@ class Settings:
     server_port: int
     max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES
     policy_check_seconds: float | None = None  # None: no policy to prove (not in a pod)
+    state_cap: int | None = None  # the controller keeps the kernel's variables, at most this
 
     @property
     def connection_file(self) -> Path:
@@ -123,6 +124,7 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
             if env.get("THREADBOX_POLICY_CHECK_SECONDS")
             else None
         ),
+        state_cap=_int(env, "THREADBOX_STATE_MAX_BYTES") if env.get("THREADBOX_STATE_MAX_BYTES") else None,
     )
 
 

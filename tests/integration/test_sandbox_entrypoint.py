@@ -772,11 +772,9 @@ async def test_the_image_serves_a_thread_as_its_pod_would(
     assert "final persist: 0 changed" in sb.output()
 
 
-async def state_load(sb: Sandbox, http: httpx.AsyncClient, stored: bool = True) -> Any:
-    """What POST /state/load answers (the controller's cap for kept state, 1 MB, comes with it;
-    ``stored`` False: the controller saw no saved variables)."""
-    body = {"max_bytes": 10**6, "stored": stored}
-    resp = await http.post(f"{sb.url}/state/load", json=body, headers=sb.auth())
+async def state_load(sb: Sandbox, http: httpx.AsyncClient) -> Any:
+    """What POST /state/load answers (the controller's cap for kept state, 1 MB, comes with it)."""
+    resp = await http.post(f"{sb.url}/state/load", json={"max_bytes": 10**6}, headers=sb.auth())
     assert resp.status_code == 200, resp.text
     return resp.json()
 
@@ -789,18 +787,19 @@ async def test_a_pod_deleted_with_a_grace_period_saves_its_variables_for_the_nex
     sandboxes: list[Sandbox],
 ) -> None:
     """On SIGTERM the kernel saves its variables before it stops, once the controller has said
-    it keeps state (the cap sent with /state/load, also when it says nothing is stored to
-    fetch); the thread's next pod loads them."""
+    it keeps state: by THREADBOX_STATE_MAX_BYTES in the env of a new thread's pod (no load is
+    asked), or by the cap sent with /state/load; the thread's next pod loads them."""
     tid = f"t-{secrets.token_hex(4)}"
-    for pod, code, stored, expected in (
-        ("pod", "x = 41\nf = lambda: x + 1", False, {"note": None}),
-        ("again", "print(f())", True, {"note": "Kernel state: restored f, x."}),
+    for pod, code, env, expected in (
+        ("pod", "x = 41\nf = lambda: x + 1", {"THREADBOX_STATE_MAX_BYTES": str(10**6)}, None),
+        ("again", "print(f())", {}, {"note": "Kernel state: restored f, x."}),
     ):
-        sb = launch(tmp_path / pod, sandbox_python, image_pythonpath, tid, sts_user.credentials(tid))
+        sb = launch(tmp_path / pod, sandbox_python, image_pythonpath, tid, sts_user.credentials(tid), **env)
         sandboxes.append(sb)
         async with httpx.AsyncClient(timeout=120) as http:
             await wait_healthy(sb, http)
-            assert await state_load(sb, http, stored) == expected
+            if expected is not None:
+                assert await state_load(sb, http) == expected
         kc = await kernel_client(sb.connection)
         try:
             out = await run(kc, code)

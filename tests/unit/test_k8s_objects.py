@@ -244,8 +244,11 @@ def test_pod_env_is_the_contract_and_nothing_of_the_controller(monkeypatch: pyte
         "THREADBOX_FILE_TTL_DAYS": "1.5",
         "THREADBOX_MAX_OUTPUT_BYTES": str(4 * 2**20),
         "THREADBOX_POLICY_CHECK_SECONDS": "30",
+        "THREADBOX_STATE_MAX_BYTES": str(256 * 2**20),
     }
     assert "envFrom" not in container(pod())
+    kept_not = {e["name"] for e in container(pod(keep_state=False))["env"]}
+    assert "THREADBOX_STATE_MAX_BYTES" not in kept_not
 
 
 def test_secret_holds_connection_and_storage_and_gets_its_owner_later() -> None:
