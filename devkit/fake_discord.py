@@ -27,7 +27,7 @@ from http.server import BaseHTTPRequestHandler
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-from devkit.threadserve import poll, serving
+from devkit.threadserve import StandInHandler, poll, serving
 
 T = TypeVar("T")
 
@@ -372,19 +372,7 @@ def parse_body(content_type: str, raw: bytes) -> tuple[Any, dict[str, tuple[str,
 
 
 def _make_handler(fake: FakeDiscord) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, *_: Any) -> None:
-            pass
-
-        def _reply(self, status: int, ctype: str, body: bytes, headers: dict[str, str] | None = None) -> None:
-            self.send_response(status)
-            self.send_header("Content-Type", ctype)
-            self.send_header("Content-Length", str(len(body)))
-            for key, value in (headers or {}).items():
-                self.send_header(key, value)
-            self.end_headers()
-            self.wfile.write(body)
-
+    class Handler(StandInHandler):
         def _body(self, headers: dict[str, str]) -> bytes:
             """aiohttp streams multipart forms chunked, with no Content-Length."""
             if "chunked" not in headers.get("transfer-encoding", ""):

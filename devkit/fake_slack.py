@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlsplit
 
 from devkit.fake_slack_oauth import FakeOAuth, Workspace, auth_test
-from devkit.threadserve import poll, serving
+from devkit.threadserve import StandInHandler, poll, serving
 
 T = TypeVar("T")
 
@@ -391,19 +391,7 @@ def _params(handler: BaseHTTPRequestHandler, raw: bytes) -> dict[str, Any]:
 
 
 def _make_handler(fake: FakeSlack) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, *_: Any) -> None:
-            pass
-
-        def _reply(self, status: int, ctype: str, body: bytes, headers: dict[str, str] | None = None) -> None:
-            self.send_response(status)
-            self.send_header("Content-Type", ctype)
-            self.send_header("Content-Length", str(len(body)))
-            for key, value in (headers or {}).items():
-                self.send_header(key, value)
-            self.end_headers()
-            self.wfile.write(body)
-
+    class Handler(StandInHandler):
         def _headers(self) -> dict[str, str]:
             return {k.lower(): v for k, v in self.headers.items()}
 

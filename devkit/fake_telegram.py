@@ -29,7 +29,7 @@ from http.server import BaseHTTPRequestHandler
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from devkit.threadserve import poll, serving
+from devkit.threadserve import StandInHandler, poll, serving
 
 T = TypeVar("T")
 
@@ -431,17 +431,7 @@ def _multipart(content_type: str, raw: bytes) -> dict[str, Any]:
 
 
 def _make_handler(fake: FakeTelegram) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, *_: Any) -> None:
-            pass
-
-        def _reply(self, status: int, ctype: str, body: bytes) -> None:
-            self.send_response(status)
-            self.send_header("Content-Type", ctype)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
+    class Handler(StandInHandler):
         def _json(self, status: int, body: dict[str, Any]) -> None:
             self._reply(status, "application/json", json.dumps(body).encode())
 

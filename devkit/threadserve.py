@@ -23,6 +23,22 @@ class _Server(ThreadingHTTPServer):
             super().handle_error(request, client_address)
 
 
+class StandInHandler(BaseHTTPRequestHandler):
+    """A stand-in's request handler: no access log, and one way to answer."""
+
+    def log_message(self, *_: Any) -> None:
+        pass
+
+    def _reply(self, status: int, ctype: str, body: bytes, headers: dict[str, str] | None = None) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        for key, value in (headers or {}).items():
+            self.send_header(key, value)
+        self.end_headers()
+        self.wfile.write(body)
+
+
 @contextmanager
 def serving(handler: type[BaseHTTPRequestHandler], host: str = "127.0.0.1") -> Iterator[str]:
     """Serve ``handler`` on ``host``; yields the base URL, ``http://host:port`` (no "/")."""

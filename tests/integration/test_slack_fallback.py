@@ -44,7 +44,7 @@ async def reply_with_long_output(fake: FakeSlack, tmp: Path) -> SlackReply:
         streaming=True,
         stop="thread-1/1.000001",
     )
-    await reply.start("is running code…", sandbox_live=True)
+    await reply.start(sandbox_live=True)
     for event in (Code(code="print(lines)"), Stream(type="stdout", text=LINES), Done(status="ok")):
         await reply.show(event)
     await reply.finish()
