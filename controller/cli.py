@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from controller.backends.kubernetes import KubernetesBackend
     from controller.backends.pod_sandbox import PodSandbox
     from controller.stores.base import ThreadStore
+    from controller.workspace import PersistResult
 
 DEFAULT_SERVER = os.environ.get("THREADBOX_SERVER", "http://127.0.0.1:8600")
 
@@ -391,16 +392,34 @@ def _cleanup(args: argparse.Namespace) -> int:
     )
 
 
+# How long `threadbox cleanup` keeps retrying a sandbox it cannot connect to (see save()).
+CLEANUP_CONNECT_WINDOW = 20.0
+
+
 async def _remove_sandboxes(backend: KubernetesBackend, persist: bool) -> int:
     from controller.k8s.api import API_ERRORS, api_message
     from controller.k8s.cleanup import remove_everything
     from controller.k8s.podserver import PodServerError
     from controller.stores.base import StoreUnavailable
 
+    async def save(info: PodSandbox) -> PersistResult:
+        # This Job's pod has just started, and NetworkPolicy enforcers admit a new pod's address
+        # asynchronously (1.7 s measured with kube-router on kind): until then the sandboxes
+        # refuse it. A connection failure is retried for CLEANUP_CONNECT_WINDOW seconds; an
+        # answer with an error is not.
+        deadline = time.monotonic() + CLEANUP_CONNECT_WINDOW
+        while True:
+            try:
+                return await backend.persist(info, None)
+            except PodServerError as exc:
+                if exc.status is not None or time.monotonic() >= deadline:
+                    raise
+            await asyncio.sleep(0.5)
+
     async def remove(info: PodSandbox) -> None:
         if persist:
             try:
-                saved = await backend.persist(info, None)
+                saved = await save(info)
                 print(
                     f"thread {info.thread_id}: saved {len(saved.changed)} changed file(s), {saved.bytes} bytes"
                 )
