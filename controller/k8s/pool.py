@@ -40,6 +40,9 @@ from controller.tasks import stopping
 log = logging.getLogger(__name__)
 
 RECHECK_SECONDS = 5.0  # reconcile this often even without watch events (stuck pods, lost events)
+# A refill waits until claims have paused this long: creating pods (credentials, Secret, Pod)
+# beside a burst of claims slows every claim of the burst (bench/results/start_phases.md).
+SETTLE_SECONDS = 0.3
 
 
 @dataclass
@@ -147,6 +150,7 @@ class WarmPool:
         self._busy: set[str] = set()  # connecting or deleting
         self._tasks: set[asyncio.Task[None]] = set()
         self._changed = asyncio.Event()
+        self._claimed_at = 0.0  # monotonic time of the last claim
         self._stopped = False
         self._pod_cache = pod_cache  # warm pods reach _cache below through its subscription
         self._runner: asyncio.Task[None] | None = None
@@ -203,6 +207,8 @@ class WarmPool:
                 log.exception("warm pool pass failed; trying again")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._changed.wait(), RECHECK_SECONDS)
+            while (quiet := self._claimed_at + SETTLE_SECONDS - time.monotonic()) > 0:
+                await asyncio.sleep(quiet)
 
     def _reconcile(self) -> None:
         todo = plan(
@@ -341,7 +347,8 @@ class WarmPool:
                 self.count("miss", "api_error")
                 return None
             finally:
-                self._changed.set()  # refill
+                self._claimed_at = time.monotonic()
+                self._changed.set()  # refill, once claims pause
             self._cache.pop(name, None)
             self._connections.pop(name, None)
             return Claimed(claimed, warm.session, warm.connection)
