@@ -71,9 +71,14 @@ def _routes(client: Any) -> list[tuple[str, str]]:
     return sorted(found, key=lambda r: (r[0] == "DELETE", r))  # delete last: it removes the thread
 
 
+class _Params(dict[str, str]):
+    def __missing__(self, key: str) -> str:
+        return "x"  # any other path parameter (a usage route's source, workspace...)
+
+
 def _fill(path: str, thread_id: str) -> str:
     name = "console.js" if path.startswith("/console") else "x.txt"
-    return path.replace("{name:path}", "{name}").format(thread_id=thread_id, name=name)
+    return path.replace("{name:path}", "{name}").format_map(_Params(thread_id=thread_id, name=name))
 
 
 def test_every_api_route_needs_a_token_except_the_public_ones(api: Any) -> None:
