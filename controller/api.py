@@ -198,6 +198,8 @@ def _stream(request: Request, events: AsyncIterator[Event]) -> StreamingResponse
 
 
 def _add_thread_routes(app: FastAPI, rt: Runtime) -> None:
+    ops = threadops.ThreadOps.of(rt)
+
     def out(record: ThreadRecord) -> ThreadOut:
         return ThreadOut(**record.model_dump(), live=rt.manager.is_live(record.id))
 
@@ -241,7 +243,7 @@ def _add_thread_routes(app: FastAPI, rt: Runtime) -> None:
     async def forget_state(thread_id: ThreadRef, who: Caller) -> StateForgotten:
         """Forget the thread's kept variables: its next message starts a fresh kernel (files stay)."""
         record = await _thread(rt, thread_id, who)
-        return StateForgotten(stopped=await threadops.forget_state(rt, record.id))
+        return StateForgotten(stopped=await threadops.forget_state(ops, record.id))
 
     @app.post("/threads/{thread_id}/fork", tags=["threads"], status_code=201, responses=errors(409))
     async def fork(thread_id: ThreadRef, who: Caller, body: ForkIn | None = None) -> ForkOut:
@@ -252,7 +254,7 @@ def _add_thread_routes(app: FastAPI, rt: Runtime) -> None:
         name = body.name if body and body.name else default_name(source.name)
         target = fork_record(source, ThreadKey("api", owner, "console", name), name, owner)
         try:
-            forked = await threadops.fork_thread(rt, source, target)
+            forked = await threadops.fork_thread(ops, source, target)
         except ThreadExists as exc:
             raise HTTPException(409, f"Fork refused: {exc}.") from exc
         except QuotaExceeded as exc:
