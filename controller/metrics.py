@@ -29,7 +29,7 @@ LONG_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900
 HTTP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 120)
 LLM_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120)
 CLAIM_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
-FRONTENDS = ("api", "slack")  # the sources of thread ids (controller/identity.py)
+FRONTENDS = ("api", "slack", "telegram", "discord")  # the sources of thread ids (controller/identity.py)
 TURN_STATUSES = ("ok", "error", "aborted", "failed")
 START_KINDS = ("cold", "warm", "adopted", "pool")
 

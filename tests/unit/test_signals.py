@@ -8,16 +8,19 @@ import io
 import json
 import logging
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import httpx
 import pytest
 from fastapi import FastAPI
 from pydantic import SecretStr
 
+from controller import cli, logsetup
 from controller.agent.llm import LlmCall
 from controller.config import Settings
 from controller.events import Done, Error, Event
 from controller.httpmetrics import install
+from controller.identity import ThreadKey
 from controller.logsetup import REDACTED, JsonFormatter, Redactor, TextFormatter, configure, secrets_of
 from controller.metrics import Metrics
 from controller.turncontext import TurnScope, frontend_of
@@ -101,6 +104,36 @@ def test_the_front_end_comes_from_the_thread_id() -> None:
     assert frontend_of(THREAD) == "api"
     assert frontend_of("slack-abcdefghijklmnop") == "slack"
     assert frontend_of("not a thread id") == "other"
+
+
+@pytest.mark.parametrize("source", ["api", "slack", "telegram", "discord"])
+def test_every_front_ends_turn_series_start_at_zero(source: str) -> None:
+    """A series born at its first turn hides that rise from rate() and the turn-error alert."""
+    frontend = frontend_of(ThreadKey(source, "w", "c", "t").id)
+    sample = Metrics().registry.get_sample_value
+    assert sample("threadbox_turns_total", {"frontend": frontend, "status": "error"}) == 0
+    assert sample("threadbox_turn_errors_total", {"frontend": frontend, "kind": "timeout"}) == 0
+
+
+class _Configured(Exception):
+    """Stops ``threadbox serve``/``dev`` right after it configured logging."""
+
+
+@pytest.mark.parametrize(("command", "style"), [("serve", "json"), ("dev", "text")])
+def test_the_log_format_defaults_to_json_for_serve_and_text_for_dev(
+    command: str, style: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.delenv("THREADBOX_LOG_FORMAT", raising=False)
+    chosen: list[str] = []
+
+    def configure(settings: Settings, default: str) -> None:
+        chosen.append(settings.log_format or default)
+        raise _Configured
+
+    monkeypatch.setattr(logsetup, "configure", configure)
+    with pytest.raises(_Configured):
+        cli.main([command, "--data-dir", str(tmp_path)])
+    assert chosen == [style]
 
 
 def _logger(formatter: logging.Formatter) -> tuple[logging.Logger, io.StringIO]:
