@@ -27,6 +27,11 @@ The contract (``controller/chat/base.py``):
   apology when a turn fails, and owned tasks drained on shutdown (``drain``).
 * Helpers for replies: ``throttle.py`` (edits at most once per interval), ``transcript.py``
   (a turn as Markdown text), ``files.py`` (changed files to post, within a size limit).
+* Chat commands (``commands.py``; README "Chat commands"): before the handoff desk,
+  ``Conversations.commands`` answers ``forget state`` and ``fork`` itself, through
+  ``controller/threadops.py`` as the HTTP API does. A fork needs the optional hook
+  ``open_thread`` (a new thread beside the original, its first message, its key and a link);
+  without it a fork is refused in a sentence.
 * ``fake.py``: an in-tree front-end that records what a turn showed, for unit tests.
 * Operator handoff (``handoff.py`` decides, ``desk.py`` acts; README "Handing a thread to a
   person"): before the agent, ``Conversations.desk.intercept`` may hand a thread to a person or

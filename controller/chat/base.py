@@ -19,6 +19,18 @@ class AttachmentError(Exception):
     """An attached file could not be fetched; the message is meant for the user."""
 
 
+class CannotOpen(Exception):
+    """The front-end cannot open a new thread from here; the message is meant for the user."""
+
+
+@dataclass(frozen=True)
+class Opened:
+    """A thread a front-end opened: its key, and how a user finds it (a link, else a name)."""
+
+    key: ThreadKey
+    where: str
+
+
 class Attachment(Protocol):
     """A file on a user's message, not yet downloaded."""
 
@@ -118,6 +130,12 @@ class FrontEnd(Generic[OriginT, ReplyT]):
     def count_error(self, kind: str) -> None:
         """A failure to count: ``turn_failed`` (the turn stopped), ``api_call`` (the
         platform refused a call, even the apology)."""
+
+    async def open_thread(self, origin: OriginT, beside: ThreadRecord, text: str) -> Opened:
+        """Open a new thread where ``beside``'s is (its channel, its chat), with ``text`` as its
+        first message, for a fork (controller/chat/commands.py). Raises CannotOpen where the
+        platform has no such place (a Discord DM); the default: no front-end opens threads."""
+        raise CannotOpen("threadbox cannot open a new thread on this platform, so it cannot fork one here")
 
     # -- operator handoff (controller/chat/desk.py): without a destination, a front-end has none
 

@@ -1,14 +1,15 @@
 """An in-tree front-end for tests: messages go in as ``Incoming``, and each turn's output is
 recorded as (kind, value) pairs, in order, per thread. With an operator destination
 (``FakeFrontEnd(operators="ops")``) it has handoff: what it posts there is recorded per
-operator thread ("desk") in ``desks``, and its posts in a user's thread as ("said", text)."""
+operator thread ("desk") in ``desks``, and its posts in a user's thread as ("said", text).
+It opens threads (for forks) named ``<thread>-fork-<n>``, unless ``opens`` is False."""
 
 from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass
 
-from controller.chat.base import AttachmentError, FrontEnd, Incoming, OperatorMessage
+from controller.chat.base import AttachmentError, CannotOpen, FrontEnd, Incoming, Opened, OperatorMessage
 from controller.events import Event
 from controller.identity import ThreadKey
 from controller.threads import ThreadRecord
@@ -65,6 +66,7 @@ class FakeFrontEnd(FrontEnd[str, FakeReply]):
         self.fail_start = False
         self.operator_destination = operators
         self.desks: dict[str, list[str]] = defaultdict(list)
+        self.opens = True
 
     def message(self, thread: str, text: str, message: str, *files: FakeFile) -> Incoming[str]:
         return Incoming(
@@ -93,7 +95,14 @@ class FakeFrontEnd(FrontEnd[str, FakeReply]):
         return desk
 
     async def to_user(self, origin: str, record: ThreadRecord, text: str) -> None:
-        self.shown[record.name].append(("said", text))
+        self.shown[record.thread].append(("said", text))
+
+    async def open_thread(self, origin: str, beside: ThreadRecord, text: str) -> Opened:
+        if not self.opens:
+            raise CannotOpen("this place has no threads")
+        thread = f"{beside.thread}-fork-{sum(t.startswith(beside.thread + '-fork-') for t in self.shown) + 1}"
+        self.shown[thread].append(("said", text))
+        return Opened(ThreadKey("fake", "w", "c", thread), thread)
 
     def reply_in(self, origin: str, record: ThreadRecord) -> FakeReply:
         return FakeReply(self.shown[record.name], self.fail_start)

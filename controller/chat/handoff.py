@@ -77,12 +77,13 @@ class Handoff(BaseModel):
         return self.model_copy(update={"version": self.version + 1, "last": now})
 
 
-def _normal(text: str) -> str:
+def normal(text: str) -> str:
+    """A message as its commands are matched (controller/chat/commands.py too)."""
     return " ".join(text.lower().strip().rstrip(".!?").split())
 
 
 def command(text: str) -> Literal["human", "bot"] | None:
-    said = _normal(text)
+    said = normal(text)
     if said in TO_HUMAN_COMMANDS:
         return "human"
     return "bot" if said in TO_BOT_COMMANDS else None
@@ -90,7 +91,7 @@ def command(text: str) -> Literal["human", "bot"] | None:
 
 def keyword(text: str, keywords: Sequence[str]) -> str | None:
     """The first keyword said as whole words (so "refund" is not found in "refunded")."""
-    said = _normal(text)
+    said = normal(text)
     return next((k for k in keywords if re.search(rf"(?<!\w){re.escape(k)}(?!\w)", said)), None)
 
 

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Generic, Literal
 from controller.agent.base import Agent, Turn
 from controller.chat.attachments import take_in
 from controller.chat.base import FrontEnd, Incoming, OriginT, ReplyT
+from controller.chat.commands import Commands
 from controller.chat.desk import Desk
 from controller.chat.handoff import HandoffConfig
 from controller.manager import SandboxManager
@@ -25,6 +26,7 @@ from controller.quotas import Quotas
 from controller.stores.base import ThreadStore
 from controller.streaming import detached
 from controller.tasks import TaskSet
+from controller.threadops import ThreadOps
 from controller.threads import ThreadRecord, ensure_thread, get_thread
 from controller.uploads import Uploads
 
@@ -47,13 +49,24 @@ class Pipeline:
     quotas: Quotas
     max_code_bytes: int
     handoff: HandoffConfig = field(default_factory=HandoffConfig)
+    keep_state: bool = True
 
     @classmethod
     def of(cls, rt: Runtime) -> Pipeline:
         s = rt.settings
         return cls(
-            rt.store, rt.manager, rt.agent, rt.quotas, s.max_code_bytes, HandoffConfig.from_settings(s)
+            rt.store,
+            rt.manager,
+            rt.agent,
+            rt.quotas,
+            s.max_code_bytes,
+            HandoffConfig.from_settings(s),
+            s.keep_state,
         )
+
+    @property
+    def ops(self) -> ThreadOps:
+        return ThreadOps(self.store, self.manager, self.quotas, self.keep_state)
 
 
 class Conversations(Generic[OriginT, ReplyT]):
@@ -63,6 +76,7 @@ class Conversations(Generic[OriginT, ReplyT]):
         self.uploads = Uploads(pipeline.store, pipeline.manager, pipeline.quotas)
         self._tasks = TaskSet(name)
         self.desk = Desk(pipeline.store, pipeline.manager, pipeline.handoff, front, self._tasks)
+        self.commands = Commands(pipeline.ops, front)
 
     def __len__(self) -> int:
         """Turns running now."""
@@ -92,6 +106,8 @@ class Conversations(Generic[OriginT, ReplyT]):
         reply: ReplyT | None = None
         try:
             record = await asyncio.to_thread(ensure_thread, self.p.store, msg.key, msg.name, msg.user)
+            if await self.commands.handle(msg, record):
+                return  # forget state, fork: the thread itself, whoever answers it
             if await self.desk.intercept(msg, record):
                 return  # handed off: a person answers, not the agent
             reply = self.front.reply(msg, record.id)

@@ -30,14 +30,19 @@ class Seam:
     store: LocalStore
 
 
-@pytest.fixture
-def setup(tmp_path: Path) -> Seam:
+def build(tmp_path: Path, quotas: Quotas) -> Seam:
+    """The pipeline on the fake front-end, a fake backend and a local store in ``tmp_path``."""
     store = LocalStore(tmp_path)
     backend = FakeBackend()
     manager = SandboxManager(backend, CONFIG, Metrics(), backend.connect)
-    pipeline = Pipeline(store, manager, DirectAgent(manager), Quotas(max_file_bytes=10), max_code_bytes=100)
+    pipeline = Pipeline(store, manager, DirectAgent(manager), quotas, max_code_bytes=100)
     front = FakeFrontEnd()
     return Seam(Conversations(pipeline, front, "fake answers"), front, store)
+
+
+@pytest.fixture
+def setup(tmp_path: Path) -> Seam:
+    return build(tmp_path, Quotas(max_file_bytes=10))
 
 
 def kinds(shown: list[tuple[str, object]]) -> list[str]:
