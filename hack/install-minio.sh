@@ -4,7 +4,9 @@
 # Prints the bin directory on stdout; progress goes to stderr.
 set -euo pipefail
 
-MINIO_VERSION="${MINIO_VERSION:-v0.0.0-20260212201848-7aac2a2c5b7c}"   # last upstream commit
+# Upstream's commit of 2026-02-12 (its last when chosen), after RELEASE.2025-10-15T17-29-55Z:
+# it has the fix of GHSA-jjjj-jwhf-8rgr (cmd/iam.go checks session policies with DenyOnly false).
+MINIO_VERSION="${MINIO_VERSION:-v0.0.0-20260212201848-7aac2a2c5b7c}"
 MC_VERSION="${MC_VERSION:-v0.0.0-20250313080218-cf909e1063a9}"
 CACHE="${THREADBOX_CACHE:-$HOME/.cache/threadbox}"
 BIN="$CACHE/minio/minio-$MINIO_VERSION-mc-$MC_VERSION"

@@ -6,6 +6,7 @@ every file, chart value and image it names exists. The fixes here came from a re
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -152,3 +153,20 @@ def test_the_kind_cluster_and_sandboxes_reach_minio() -> None:
     )
     namespace = peer.get("namespaceSelector", {}).get("matchLabels", {})
     assert namespace.items() <= {"kubernetes.io/metadata.name": deployment["metadata"]["namespace"]}.items()
+
+
+# The first MinIO release with the fix of GHSA-jjjj-jwhf-8rgr (CVE-2025-62506).
+MINIO_FIXED = datetime(2025, 10, 15, 17, 29, 55, tzinfo=UTC)
+
+
+def test_the_dev_minio_is_built_here_from_a_commit_with_the_session_policy_fix() -> None:
+    """The date is the cheap guard; that 7aac2a2c5b7c has the fix was read in its cmd/iam.go
+    (the session policy is checked with DenyOnly false)."""
+    [deployment] = [d for d in minio_docs() if d["kind"] == "Deployment"]
+    [container] = deployment["spec"]["template"]["spec"]["containers"]
+    repository, tag = container["image"].split(":")
+    assert repository == "localhost/threadbox-minio" and container["imagePullPolicy"] == "Never"
+    script = (ROOT / "hack" / "install-minio.sh").read_text()
+    assert f'MINIO_VERSION="${{MINIO_VERSION:-{tag}}}"' in script  # CI's MinIO is the dev one
+    [stamp] = re.fullmatch(r"v0\.0\.0-(\d{14})-[0-9a-f]{12}", tag).groups()  # type: ignore[union-attr]
+    assert datetime.strptime(stamp, "%Y%m%d%H%M%S").replace(tzinfo=UTC) > MINIO_FIXED
