@@ -19,21 +19,6 @@ address() {
   echo "http://$host:$port"
 }
 
-# The README runs `uv run threadbox ...` in another terminal, so `uv` must be a command there,
-# not only `python3 -m uv` here.
-uv_for_the_user() {
-  command -v uv >/dev/null 2>&1 && return
-  local bin
-  bin="$(python3 -m site --user-base)/bin"
-  if [[ ! -x "$bin/uv" ]]; then
-    step "installing the uv command into $bin"
-    python3 -m pip install --quiet --user uv 2>/dev/null ||
-      python3 -m pip install --quiet --user --break-system-packages uv
-  fi
-  step "uv is in $bin, which is not on your PATH yet; in the terminal where you run threadbox:"
-  printf '    export PATH="%s:$PATH"\n' "$bin" >&2
-}
-
 URL="$(address "$@")"
 ensure_uv
 sync_env
@@ -43,6 +28,7 @@ step "providing bubblewrap, which sandboxes each thread's kernel"
 "$ROOT/hack/install-bwrap.sh" >/dev/null || [[ $? -eq 3 ]]
 step "starting threadbox dev: open the console link it prints, $URL/#token=... (Ctrl-C stops it)"
 step "then, in another terminal: uv run threadbox run -t demo 'print(1)'"
+command -v uv >/dev/null 2>&1 || printf '    (first: export PATH="%s:$PATH")\n' "$(user_bin)" >&2
 [[ "$URL" == "http://127.0.0.1:8600" ]] || printf '    (first: export THREADBOX_SERVER=%s)\n' "$URL" >&2
 cd "$ROOT"
 exec "${UV[@]}" run --frozen threadbox dev "$@"
