@@ -210,6 +210,13 @@ class FakeSlack:
         self._changed(message)
         return {"ok": True, "channel": p["channel"], "ts": message["ts"], "message": dict(message)}
 
+    def api_chat_getPermalink(self, p: dict[str, Any]) -> dict[str, Any]:
+        message = self._message(p.get("channel", ""), p.get("message_ts", ""))
+        if message is None:
+            return {"ok": False, "error": "message_not_found"}
+        link = f"https://fake.slack.com/archives/{message['channel']}/p{message['ts'].replace('.', '')}"
+        return {"ok": True, "channel": message["channel"], "permalink": link}
+
     def api_chat_postEphemeral(self, p: dict[str, Any]) -> dict[str, Any]:
         if not (p.get("channel") and p.get("user")):
             return {"ok": False, "error": "invalid_arguments"}

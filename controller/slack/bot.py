@@ -17,10 +17,12 @@ from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
+from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from controller.chat.base import FrontEnd, Incoming
+from controller.chat.base import FrontEnd, Incoming, Opened
 from controller.chat.turns import Conversations, Pipeline
+from controller.identity import ThreadKey
 from controller.slack.actions import Actions, stop_value, turn_key
 from controller.slack.attachments import Downloader, SlackFile
 from controller.slack.config import SlackConfig
@@ -135,6 +137,13 @@ class SlackBot(FrontEnd[SlackOrigin, SlackReply]):
     async def to_user(self, origin: SlackOrigin, record: ThreadRecord, text: str) -> None:
         await post(origin.client, record.channel, record.thread, text)
 
+    async def open_thread(self, origin: SlackOrigin, beside: ThreadRecord, text: str) -> Opened:
+        """A new top-level message in the original's channel: its ts keys the new thread, so
+        replies to it are answered as in any thread the bot is in (``inbound.answer_rule``)."""
+        ts = await post(origin.client, beside.channel, None, text)
+        key = ThreadKey("slack", beside.workspace, beside.channel, ts)
+        return Opened(key, await _permalink(origin.client, beside.channel, ts))
+
     def reply_in(self, origin: SlackOrigin, record: ThreadRecord) -> SlackReply:
         to = Recipient(record.channel, record.thread, record.user or "", record.workspace)
         return self._reply(origin.client, to, record.id, origin.msg.ts)
@@ -166,3 +175,12 @@ class SlackBot(FrontEnd[SlackOrigin, SlackReply]):
             return
         turn = {"asked": msg.ts, "user": msg.user, "reply": reply.final_ts, "streamed": reply.streaming}
         self.rt.store.put_json(thread_id, turn_key(reply.final_ts), {**turn, "at": time.time()})
+
+
+async def _permalink(client: AsyncWebClient, channel: str, ts: str) -> str:
+    """A link to the message, else words that find it: the link is a nicety, the thread is open."""
+    try:
+        found = await client.chat_getPermalink(channel=channel, message_ts=ts)
+        return str(found["permalink"])
+    except (SlackApiError, KeyError):
+        return "a new thread in this channel"
