@@ -8,6 +8,7 @@ kept per chat (one id sequence per chat, as Telegram numbers them) with their re
 topic links, so a test asks what landed in a thread; photos and documents the bot sends
 keep their bytes. ``sendMessageDraft`` answers only for private chats (positive ids),
 as Telegram does, and ``refuse_drafts`` makes it unknown, as an older Bot API server.
+``createForumTopic`` opens a topic in a chat of ``forums``.
 ``getUpdates`` long-polls the updates queued with ``queue``. Every call is recorded.
 
 The user's side: ``user_says`` makes the update a user's message would be (and keeps the
@@ -234,6 +235,19 @@ class FakeTelegram:
         message = self._bot_message(p) | {"text": _text(p)}
         self.messages.append(message)
         return message
+
+    def api_createForumTopic(self, p: dict[str, Any]) -> dict[str, Any]:
+        """A topic's id is its service message's (``forum_topic_created``), as Telegram numbers them."""
+        chat_id, name = int(p["chat_id"]), str(p.get("name") or "")
+        if chat_id not in self.forums:
+            raise ApiError(400, "Bad Request: the chat is not a forum")
+        if not 1 <= len(name) <= 128:
+            raise ApiError(400, "Bad Request: invalid forum topic name specified")
+        topic = {"name": name, "icon_color": int(p.get("icon_color") or 7322096)}
+        created = self._message(chat_id, BOT_ID, None, None)
+        created |= {"message_thread_id": created["message_id"], "is_topic_message": True}
+        self.messages.append(created | {"forum_topic_created": topic})
+        return {"message_thread_id": created["message_id"], **topic}
 
     def api_editMessageText(self, p: dict[str, Any]) -> dict[str, Any]:
         message = self._find(int(p["chat_id"]), int(p["message_id"]))

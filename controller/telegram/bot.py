@@ -16,12 +16,12 @@ from typing import TYPE_CHECKING, Any
 
 from telegram import Bot
 
-from controller.chat.base import FrontEnd, Incoming, OperatorMessage
+from controller.chat.base import FrontEnd, Incoming, Opened, OperatorMessage
 from controller.chat.turns import Conversations, Outcome, Pipeline
 from controller.telegram.attachments import TelegramFile
 from controller.telegram.chains import Chains, Place
 from controller.telegram.inbound import Me, TgMessage, parse
-from controller.telegram.operator import Where, desk_name, desk_root, send
+from controller.telegram.operator import Where, desk_name, desk_root, link, send
 from controller.telegram.reply import Hooks, Target, TelegramReply
 from controller.threads import ThreadRecord
 
@@ -119,6 +119,21 @@ class TelegramBot(FrontEnd[TgOrigin, TelegramReply]):
 
     async def to_user(self, origin: TgOrigin, record: ThreadRecord, text: str) -> None:
         await send(self.bot, self.chains, Where.of(record), text)
+
+    async def open_thread(self, origin: TgOrigin, beside: ThreadRecord, text: str) -> Opened:
+        """Where threads are forum topics, a new topic; elsewhere a new message (no reply) that
+        roots a reply chain, as ``chains.py`` keys them: replying to it continues the new thread."""
+        place = Where.of(beside)
+        chat, topic = place.chat, place.topic
+        if topic is None:
+            root = await send(self.bot, self.chains, Where(chat, None, None), text)
+            where = link(chat, root) or "my message just above (reply to it to carry on there)"
+            return Opened(self.chains.thread(chat, f"msg-{root}"), where)
+        name = f"Fork of topic {topic}"
+        created = await self.bot.create_forum_topic(chat, name)
+        await send(self.bot, self.chains, Where(chat, created.message_thread_id, None), text)
+        where = link(chat, created.message_thread_id) or f"the topic “{name}”"
+        return Opened(self.chains.thread(chat, f"topic-{created.message_thread_id}"), where)
 
     def reply_in(self, origin: TgOrigin, record: ThreadRecord) -> TelegramReply:
         where = Where.of(record)

@@ -80,7 +80,8 @@ def parse(update: dict[str, Any], me: Me) -> TgMessage | None:
 
 
 def rebuild(text: str, entities: list[dict[str, Any]], me: Me) -> tuple[str, bool, bool]:
-    """(text with code fenced and the bot's mention and /new dropped, mentioned, /new)."""
+    """(text with code fenced, the bot's mention and /new dropped and a command to it without
+    its @bot, mentioned, /new)."""
     units = text.encode("utf-16-le")  # entity offsets count UTF-16 code units
     out: list[str] = []
     pos, mentioned, new = 0, False, False
@@ -92,8 +93,9 @@ def rebuild(text: str, entities: list[dict[str, Any]], me: Me) -> tuple[str, boo
         kind = entity.get("type")
         if _mentions(kind, piece, entity, me):
             mentioned, piece = True, ""
-        elif kind == "bot_command" and start == 0 and _command(piece, me) in NEW_COMMANDS:
-            new, piece = True, ""
+        elif kind == "bot_command" and start == 0 and (name := _command(piece, me)):
+            new = name in NEW_COMMANDS
+            piece = "" if new else name  # "/fork@thisbot" is "/fork", as commands are matched
         elif kind == "pre":
             piece = f"```{entity.get('language') or ''}\n{piece}\n```"
         elif kind == "code":

@@ -39,6 +39,12 @@ class Where:
         )
 
 
+def link(chat: int, message: int) -> str | None:
+    """A t.me link to a message, or to a topic by its id; only supergroups (ids -100…) have them."""
+    raw = str(chat)
+    return f"https://t.me/c/{raw[4:]}/{message}" if raw.startswith("-100") else None
+
+
 def desk_name(chat: int, root: int) -> str:
     return f"{chat}:{root}"
 

@@ -49,6 +49,11 @@ def test_another_bots_command_and_mention_are_plain_text() -> None:
     assert rebuild(text, entities, ME) == (text, False, False)
 
 
+def test_a_command_to_this_bot_loses_its_at_bot_so_chat_commands_match() -> None:
+    for text in ("/fork@threadbox_bot", "/fork"):
+        assert rebuild(text, [entity("bot_command", text, text)], ME) == ("/fork", False, False)
+
+
 def test_a_text_mention_by_id_counts() -> None:
     text = "threadbox, run"
     assert rebuild(text, [entity("text_mention", text, "threadbox", user={"id": ME.id})], ME)[1:] == (
