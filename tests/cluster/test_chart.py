@@ -33,7 +33,9 @@ from devkit.slack_events import SIGNING_SECRET, SlackSender, code
 from tests.cluster.conftest import ROOT, Cluster, _run_script, _skip
 from tests.support.client import create_thread, run, stdout
 from tests.support.poll import wait_until
+from tests.support.prometheus import ALERTS
 from tests.unit.test_chart_static import required_permissions
+from tests.unit.test_prometheus_rules import WANTED
 
 pytestmark = pytest.mark.cluster
 
@@ -41,9 +43,11 @@ CHART = ROOT / "charts" / "threadbox"
 SANDBOX_REPO = "localhost/threadbox-sandbox"
 UPGRADE_TAG = "chart-upgrade"  # the session's sandbox image under a second name
 ADMIN_TOKEN = "tbx_" + secrets.token_urlsafe(24)  # auth.adminToken of the release
-PULL_SECRET = "tb-registry"  # made in the sandbox namespace once the chart created it
+PULL_SECRET = "tb-registry"  # made in the release namespace, and in the sandbox one once the chart made it
 TOLERATION = {"key": "threadbox.dev/sandboxes", "operator": "Exists", "effect": "NoSchedule"}
 TEAM_LABEL = {"threadbox.dev/team": "platform"}
+MONITORING_CRDS = Path(__file__).with_name("monitoring-crds.yaml")
+MONITOR_LABELS = {"release": "prometheus"}  # what a Prometheus' serviceMonitorSelector would match
 
 
 def tool(cluster: Cluster, *args: str, check: bool = True, stdin: str | None = None) -> str:
@@ -174,6 +178,9 @@ def _values(
     return {
         # The images built here, never the chart's registry defaults.
         "image": {"repository": repo, "tag": tag, "pullPolicy": "Never"},
+        "imagePullSecrets": [{"name": PULL_SECRET}],
+        "serviceMonitor": {"enabled": True, "interval": "15s", "labels": MONITOR_LABELS},
+        "prometheusRule": {"enabled": True, "labels": MONITOR_LABELS},
         "controller": {
             "idleTimeout": 3600,
             "startTimeout": 120,
@@ -217,11 +224,29 @@ def controller_image(cluster: Cluster) -> str:
 
 
 @pytest.fixture(scope="module")
+def monitoring_crds(cluster: Cluster) -> Iterator[None]:
+    """The ServiceMonitor and PrometheusRule CRDs, where the cluster lacks them; removed after."""
+    docs = list(yaml.safe_load_all(MONITORING_CRDS.read_text()))
+    present = {n.split("/")[-1] for n in tool(cluster, "kubectl", "get", "crd", "-o", "name").split()}
+    added = [d for d in docs if d["metadata"]["name"] not in present]
+    names = [f"crd/{d['metadata']['name']}" for d in added]
+    if added:
+        tool(cluster, "kubectl", "apply", "-f", "-", stdin=yaml.safe_dump_all(added))
+        tool(cluster, "kubectl", "wait", "--for=condition=Established", "--timeout=60s", *names)
+    try:
+        yield
+    finally:
+        if names:
+            tool(cluster, "kubectl", "delete", "--ignore-not-found", "--wait=false", *names, check=False)
+
+
+@pytest.fixture(scope="module")
 def release(
     cluster: Cluster,
     cluster_minio: MinioServer,
     controller_image: str,
     runtime_class: str | None,
+    monitoring_crds: None,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Release]:
     """The release under test, once per sandbox runtime (the chart's ``sandbox.runtimeClassName``)."""
@@ -260,14 +285,12 @@ def release(
                 "-n", ns, "create", "secret", "generic", "slack-credentials",
                 f"--from-literal=botToken={BOT_TOKEN}", f"--from-literal=signingSecret={SIGNING_SECRET}",
             )  # fmt: skip
+            _pull_secret(rel, ns)
             rel.helm(
                 "install", name, str(CHART), "-f", str(values),
                 "--set", f"sandbox.namespace={sandbox_ns}", "--wait", "--timeout", "4m",
             )  # fmt: skip
-            rel.kubectl(
-                "-n", sandbox_ns, "create", "secret", "docker-registry", PULL_SECRET,
-                "--docker-server=registry.example.com", "--docker-username=ci", "--docker-password=unused",
-            )  # fmt: skip
+            _pull_secret(rel, sandbox_ns)
             yield rel
         finally:
             rel.helm("uninstall", name, "--wait", "--timeout", "4m", check=False)
@@ -275,6 +298,13 @@ def release(
                 rel.kubectl("delete", "namespace", gone, "--ignore-not-found", "--wait=false", check=False)
             scheduling.delete_priority_class(priority)
             subprocess.run([*ctr_images(cluster), "rm", f"{SANDBOX_REPO}:{UPGRADE_TAG}"], capture_output=True)
+
+
+def _pull_secret(rel: Release, namespace: str) -> None:
+    rel.kubectl(
+        "-n", namespace, "create", "secret", "docker-registry", PULL_SECRET,
+        "--docker-server=registry.example.com", "--docker-username=ci", "--docker-password=unused",
+    )  # fmt: skip
 
 
 # -- static checks of the chart against the API server ---------------------------------------
@@ -358,6 +388,28 @@ def test_defaults_sandboxes_in_their_own_namespace_one_replica_no_budget_no_meta
     assert "sandbox.namespace must differ from the release namespace" in out
 
 
+def _monitored_services(docs: list[dict[str, Any]], monitor: dict[str, Any]) -> list[dict[str, Any]]:
+    """The Services among ``docs`` that the ServiceMonitor's selector matches."""
+    wanted = monitor["spec"]["selector"]["matchLabels"].items()
+    return [d for d in docs if d["kind"] == "Service" and d["metadata"]["labels"].items() >= wanted]
+
+
+def test_the_service_monitor_scrapes_the_api_port_and_the_rule_ships_every_alert(cluster: Cluster) -> None:
+    docs = _render(cluster, "serviceMonitor.enabled=true", "prometheusRule.enabled=true",
+                   "serviceMonitor.labels.release=prometheus", "serviceMonitor.interval=15s")  # fmt: skip
+    [monitor] = [d for d in docs if d["kind"] == "ServiceMonitor"]
+    assert monitor["metadata"]["labels"]["release"] == "prometheus"
+    [service] = _monitored_services(docs, monitor)  # the API's, not the chat Service
+    assert service["metadata"]["name"] == "r-threadbox"
+    [endpoint] = monitor["spec"]["endpoints"]
+    assert endpoint == {"port": "http", "path": "/metrics", "interval": "15s"}
+    assert endpoint["port"] in {p["name"] for p in service["spec"]["ports"]}
+    [rule] = [d for d in docs if d["kind"] == "PrometheusRule"]
+    assert rule["spec"]["groups"] == yaml.safe_load(ALERTS.read_text())["groups"]
+    assert {r["alert"] for g in rule["spec"]["groups"] for r in g["rules"]} == WANTED
+    assert not {"ServiceMonitor", "PrometheusRule"} & {d["kind"] for d in _render(cluster)}  # off by default
+
+
 # -- the installed release ------------------------------------------------------------------
 
 
@@ -393,6 +445,28 @@ def test_install_brings_the_controller_to_ready_and_helm_test_passes(release: Re
         )
     )
     assert deny["spec"]["policyTypes"] == ["Ingress", "Egress"] and "ingress" not in deny["spec"]
+
+
+def test_the_service_monitor_and_prometheus_rule_are_installed(release: Release) -> None:
+    """Through the CRDs' structural schemas: a field the chart misnamed would be pruned here."""
+    custom = client.CustomObjectsApi(release.cluster.core.api_client)
+
+    def read(plural: str) -> dict[str, Any]:
+        found = custom.get_namespaced_custom_object(
+            "monitoring.coreos.com", "v1", release.namespace, plural, f"{release.name}-threadbox"
+        )
+        return found  # type: ignore[no-any-return]
+
+    monitor, rule = read("servicemonitors"), read("prometheusrules")
+    assert monitor["metadata"]["labels"].items() >= MONITOR_LABELS.items()
+    selector = ",".join(f"{k}={v}" for k, v in monitor["spec"]["selector"]["matchLabels"].items())
+    services = release.cluster.core.list_namespaced_service(release.namespace, label_selector=selector).items
+    assert [s.metadata.name for s in services] == [f"{release.name}-threadbox"]
+    assert monitor["spec"]["endpoints"] == [{"port": "http", "path": "/metrics", "interval": "15s"}]
+    assert "http" in {p.name for p in services[0].spec.ports}
+    assert rule["metadata"]["labels"].items() >= MONITOR_LABELS.items()
+    assert rule["spec"]["groups"] == yaml.safe_load(ALERTS.read_text())["groups"]  # every field kept
+    assert {r["alert"] for g in rule["spec"]["groups"] for r in g["rules"]} == WANTED
 
 
 def _can(release: Release, verb: str, resource: str, namespace: str | None, *extra: str) -> bool:
@@ -484,7 +558,9 @@ def test_sandbox_and_controller_pods_land_where_the_values_place_them(release: R
     )
     assert pod.metadata.annotations["threadbox.dev/cost-center"] == "ci"
     [controller] = release.controller_pods()
-    _assert_placed(release.cluster.core.read_namespaced_pod(controller, release.namespace).spec, release)
+    controller_spec = release.cluster.core.read_namespaced_pod(controller, release.namespace).spec
+    _assert_placed(controller_spec, release)
+    assert [s.name for s in controller_spec.image_pull_secrets] == [PULL_SECRET]  # the top-level value
 
 
 def test_the_pre_puller_keeps_the_sandbox_image_on_the_eligible_node(release: Release) -> None:
