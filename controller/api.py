@@ -42,7 +42,7 @@ from controller.quotas import QuotaExceeded
 from controller.runtime import Runtime
 from controller.stores.base import NotInStore, StoredFile, StoreUnavailable
 from controller.streaming import detached, ndjson, sse, with_keepalives
-from controller.threads import ThreadRecord, ensure_thread
+from controller.threads import ThreadRecord, delete_record, ensure_thread
 from controller.uploads import NotInSandbox, Uploads
 from controller.usage.routes import add_usage_routes
 
@@ -235,7 +235,7 @@ def _add_thread_routes(app: FastAPI, rt: Runtime) -> None:
     async def delete(thread_id: ThreadRef, who: Caller) -> Response:
         record = await _thread(rt, thread_id, who)
         await rt.manager.stop_thread(record.id)
-        await _blocking(rt.store.delete_thread, record.id)
+        await _blocking(delete_record, rt.store, record)
         rt.recent_threads.forget(record.id)
         return Response(status_code=204)
 

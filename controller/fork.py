@@ -20,7 +20,7 @@ from controller.execution import Checkpoint
 from controller.identity import ThreadKey
 from controller.quotas import SNAPSHOT, Quotas, Usage, user_usage
 from controller.stores.base import NotInStore, ThreadStore
-from controller.threads import ThreadRecord, get_thread, new_record
+from controller.threads import ThreadRecord, get_thread, new_record, save_record
 
 MAX_NAME = 200  # as POST /threads takes
 HISTORIES = (BUILTIN_HISTORY, OI_HISTORY)  # each agent's conversation: the fork's agent goes on from it
@@ -64,7 +64,7 @@ def copy_thread(
                 store.copy_file(source.id, f.name, target.id)
         copied = snapshot is not None and _copy_snapshot(store, source.id, target.id)
         _copy_histories(store, source.id, target.id)
-        store.put_json(target.id, "meta", target.model_dump())
+        save_record(store, target)
     except BaseException:
         store.delete_thread(target.id)
         raise

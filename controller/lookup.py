@@ -1,13 +1,15 @@
 """Finding the threads a caller may see: one by its id or its name, or a page of them.
 
 Thread records never change once written, so a record this replica has read stands in for
-another read; the store's listing stays the truth for which threads exist.
+another read; the store's listing stays the truth for which threads exist. A page costs one
+listing and a read per thread on it that this replica has not read, however many threads there
+are (more only for listed threads that are gone): an admin's page lists thread ids, a user's
+their entries in the owner index (controller/threads.py).
 """
 
 from __future__ import annotations
 
 import asyncio
-import bisect
 from dataclasses import dataclass
 
 from fastapi import HTTPException
@@ -15,8 +17,8 @@ from fastapi import HTTPException
 from controller.auth import Principal
 from controller.identity import ThreadKey, is_thread_id
 from controller.runtime import Runtime
-from controller.stores.base import StoreUnavailable
-from controller.threads import ThreadRecord, get_thread
+from controller.stores.base import StoreUnavailable, ThreadStore
+from controller.threads import ThreadRecord, get_thread, owner_folder
 
 
 def visible(record: ThreadRecord, who: Principal) -> bool:
@@ -39,9 +41,6 @@ async def read_thread(rt: Runtime, thread_id: str) -> ThreadRecord | None:
     else:
         rt.recent_threads.remember(record)
     return record
-
-
-API_PREFIX = "api-"  # identity.thread_id starts an id with its source
 
 
 def api_thread_id(name: str, owner: str) -> str:
@@ -77,20 +76,27 @@ class Page:
 
 
 async def list_page(rt: Runtime, who: Principal, after: str | None, limit: int) -> Page:
-    """Up to ``limit`` threads the caller sees, in id order, after the id ``after``: one listing
-    call, and a read only for a record this replica has not read before."""
-    ids = await asyncio.to_thread(rt.store.list_threads)
-    rest = ids[bisect.bisect_right(ids, after) :] if after else ids
-    if not who.admin:  # a user sees API threads only, and ids start with their source
-        rest = [tid for tid in rest if tid.startswith(API_PREFIX)]
+    """Up to ``limit`` threads the caller sees, in id order, after the id ``after``."""
     found: list[ThreadRecord] = []
-    last = None
-    while rest and len(found) < limit:
-        batch, rest = rest[: limit - len(found)], rest[limit - len(found) :]
+    while True:
+        want = limit - len(found)
+        # One id more than the page holds says whether another page follows.
+        ids = await asyncio.to_thread(_ids_after, rt.store, who, after, want + 1)
+        batch = ids[:want]
         records = await asyncio.gather(*(_cached(rt, tid) for tid in batch))
+        # A record can be gone since the listing (deleted), or in the middle of its creation.
         found += [r for r in records if r is not None and visible(r, who)]
-        last = batch[-1]
-    return Page(found, last if rest else None)
+        if len(ids) <= want:
+            return Page(found, None)
+        after = batch[-1]
+        if len(found) == limit:
+            return Page(found, after)
+
+
+def _ids_after(store: ThreadStore, who: Principal, after: str | None, limit: int) -> list[str]:
+    if who.admin:
+        return store.page_threads(after, limit)
+    return store.page_state(owner_folder(who.user), after, limit)
 
 
 async def _cached(rt: Runtime, thread_id: str) -> ThreadRecord | None:

@@ -27,7 +27,7 @@ from controller.storage import GatedStore, StorageGate
 from controller.stores.base import StoreUnavailable, ThreadStore
 from controller.stores.local import LocalStore
 from controller.stores.minio import MinioStore
-from controller.threads import RecentRecords
+from controller.threads import RecentRecords, index_owners
 from controller.usage.accounting import Accounting, AccountingConfig
 
 
@@ -116,14 +116,16 @@ def build_store(settings: Settings) -> ThreadStore:
 
 
 def preparation(settings: Settings, store: ThreadStore, session_policies: bool = True) -> Callable[[], None]:
-    """What makes the store ready to serve: MinIO's bucket, made if missing; with the Kubernetes
-    backend, the proof that MinIO confines the credentials sandbox pods get (StsCheckFailed)."""
+    """What makes the store ready to serve: MinIO's bucket, made if missing; the owner index
+    entries of threads older than the index (once a store); with the Kubernetes backend, the
+    proof that MinIO confines the credentials sandbox pods get (StsCheckFailed)."""
 
     def prepare() -> None:
         if isinstance(store, MinioStore):
             store.ensure_bucket()
         else:
             store.check()
+        index_owners(store)
         if session_policies and settings.backend == "kubernetes":
             require_session_policies(settings)
 

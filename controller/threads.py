@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections import OrderedDict
 from typing import Any
@@ -29,7 +30,7 @@ def ensure_thread(store: ThreadStore, key: ThreadKey, name: str, user: str | Non
     if existing is not None:
         return existing
     record = new_record(key, name, user)
-    store.put_json(key.id, "meta", record.model_dump())
+    save_record(store, record)
     return record
 
 
@@ -51,6 +52,51 @@ def new_record(key: ThreadKey, name: str, user: str | None, forked_from: str | N
 def get_thread(store: ThreadStore, thread_id: str) -> ThreadRecord | None:
     meta: Any = store.get_json(thread_id, "meta")
     return ThreadRecord.model_validate(meta) if meta else None
+
+
+# The owner index: state ``owners/<sha256 of the user>/<thread id>``, one empty value per API
+# thread, so a user's page of threads is one listing of their own ids, not a read of everyone's.
+OWNERS = "owners"
+# Set once every API thread stored before the index existed has its entry.
+OWNERS_INDEXED = "owners-indexed"
+API_PREFIX = "api-"  # identity.thread_id starts an id with its source
+
+
+def owner_folder(user: str) -> str:
+    """The state folder of ``user``'s index entries (hashed: a user name is no safe key)."""
+    return f"{OWNERS}/{hashlib.sha256(user.encode()).hexdigest()}"
+
+
+def _owner_entry(record: ThreadRecord) -> str | None:
+    return f"{owner_folder(record.user)}/{record.id}" if record.source == "api" and record.user else None
+
+
+def save_record(store: ThreadStore, record: ThreadRecord) -> None:
+    """Store a new thread's record, its owner's index entry first: a listing skips an entry
+    whose record is missing, but would never find a record without an entry."""
+    if entry := _owner_entry(record):
+        store.put_state(entry, {})
+    store.put_json(record.id, "meta", record.model_dump())
+
+
+def delete_record(store: ThreadStore, record: ThreadRecord) -> None:
+    """Delete the thread (files, history, record), then its owner's index entry."""
+    store.delete_thread(record.id)
+    if entry := _owner_entry(record):
+        store.delete_state(entry)
+
+
+def index_owners(store: ThreadStore) -> None:
+    """Give each API thread stored before the owner index its entry: a read per API thread,
+    once per store. A thread an older controller makes afterwards (during a rolling upgrade)
+    gets none, and stays out of its owner's listing; by name or id it is found as ever."""
+    if store.get_state(OWNERS_INDEXED) is not None:
+        return
+    for thread_id in store.list_threads():
+        record = get_thread(store, thread_id) if thread_id.startswith(API_PREFIX) else None
+        if record and (entry := _owner_entry(record)):
+            store.put_state(entry, {})
+    store.put_state(OWNERS_INDEXED, {"at": time.time()})
 
 
 class RecentRecords:

@@ -7,8 +7,10 @@ sandbox pods. Async callers wrap calls in ``asyncio.to_thread``.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import re
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
@@ -40,6 +42,11 @@ def check_state_key(key: str) -> str:
     return key
 
 
+def names_after(names: Iterable[str], after: str | None, limit: int | None) -> list[str]:
+    """The first ``limit`` (or all) of ``names``, in their order, that sort after ``after``."""
+    return list(itertools.islice((n for n in names if after is None or n > after), limit))
+
+
 def claim_name(key: str) -> str:
     """Claims are keyed by any string; hashing makes it a safe file or object name."""
     return hashlib.sha256(key.encode()).hexdigest()
@@ -61,6 +68,11 @@ class ThreadStore(Protocol):
         """Raise StoreUnavailable unless the store can serve requests."""
 
     def list_threads(self) -> list[str]: ...
+
+    def page_threads(self, after: str | None, limit: int) -> list[str]:
+        """Up to ``limit`` thread ids after ``after``, in order: one listing call however many
+        threads there are (limit <= 1000)."""
+        ...
 
     def get_json(self, thread_id: str, key: str) -> Any | None: ...
 
@@ -141,4 +153,9 @@ class ThreadStore(Protocol):
 
     def list_state(self, prefix: str) -> dict[str, Any]:
         """Every key under ``prefix/`` with its value."""
+        ...
+
+    def page_state(self, prefix: str, after: str | None, limit: int) -> list[str]:
+        """Up to ``limit`` names of the values directly under ``prefix/``, after ``after``, in
+        order, without their values: one listing call (limit <= 1000)."""
         ...

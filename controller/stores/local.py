@@ -23,7 +23,14 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from controller.filenames import NameConflict
-from controller.stores.base import NotInStore, StoredFile, StoreUnavailable, check_state_key, claim_name
+from controller.stores.base import (
+    NotInStore,
+    StoredFile,
+    StoreUnavailable,
+    check_state_key,
+    claim_name,
+    names_after,
+)
 
 COPY_CHUNK = 1 << 20
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -71,6 +78,9 @@ class LocalStore:
     def list_threads(self) -> list[str]:
         base = self.root / "threads"
         return sorted(p.name for p in base.iterdir() if p.is_dir()) if base.exists() else []
+
+    def page_threads(self, after: str | None, limit: int) -> list[str]:
+        return names_after(self.list_threads(), after, limit)
 
     def get_json(self, thread_id: str, key: str) -> Any | None:
         try:  # not exists() first: a record removed in between is simply gone
@@ -247,13 +257,18 @@ class LocalStore:
                     os.unlink(f"{name}.json", dir_fd=dfd)
 
     def list_state(self, prefix: str) -> dict[str, Any]:
+        values = {f"{prefix}/{n}": self.get_state(f"{prefix}/{n}") for n in self._state_names(prefix)}
+        return {k: v for k, v in values.items() if v is not None}
+
+    def page_state(self, prefix: str, after: str | None, limit: int) -> list[str]:
+        return names_after(self._state_names(prefix), after, limit)
+
+    def _state_names(self, prefix: str) -> list[str]:
         with self._state_dir(check_state_key(prefix).split("/"), create=False) as dfd:
             if dfd is None:
-                return {}
-            names = [
+                return []
+            return sorted(
                 e.name[: -len(".json")]
                 for e in os.scandir(dfd)
                 if e.name.endswith(".json") and e.is_file(follow_symlinks=False)
-            ]
-        values = {f"{prefix}/{n}": self.get_state(f"{prefix}/{n}") for n in sorted(names)}
-        return {k: v for k, v in values.items() if v is not None}
+            )

@@ -28,7 +28,14 @@ from minio.deleteobjects import DeleteObject
 from minio.error import S3Error
 from urllib3 import BaseHTTPResponse
 
-from controller.stores.base import NotInStore, StoredFile, StoreUnavailable, check_state_key, claim_name
+from controller.stores.base import (
+    NotInStore,
+    StoredFile,
+    StoreUnavailable,
+    check_state_key,
+    claim_name,
+    names_after,
+)
 
 T = TypeVar("T")
 SHA_META = "sha256"
@@ -117,9 +124,19 @@ class MinioStore:
         if not self._call(lambda: self.client.bucket_exists(self.bucket)):
             raise self._no_bucket()
 
+    def _names(self, prefix: str, suffix: str, after: str | None, limit: int | None) -> list[str]:
+        return self._call(lambda: names_after(_entries(self, prefix, suffix, after), after, limit))
+
+    def _objects(self, prefix: str, with_meta: bool = False) -> list[Any]:
+        """Every object under ``prefix``, at any depth (minio-py types them loosely: Any)."""
+        listing = functools.partial(self.client.list_objects, recursive=True, include_user_meta=with_meta)
+        return self._call(lambda: list(listing(self.bucket, prefix=prefix)))
+
     def list_threads(self) -> list[str]:
-        objs = self._call(lambda: list(self.client.list_objects(self.bucket, prefix="threads/")))
-        return sorted(o.object_name.split("/")[1] for o in objs if o.is_dir)
+        return sorted(self._names("threads/", "/", None, None))
+
+    def page_threads(self, after: str | None, limit: int) -> list[str]:
+        return self._names("threads/", "/", after, limit)
 
     def get_json(self, thread_id: str, key: str) -> Any | None:
         try:
@@ -133,11 +150,7 @@ class MinioStore:
         self._call(lambda: self.client.put_object(self.bucket, name, io.BytesIO(data), len(data)))
 
     def list_json(self, thread_id: str, folder: str) -> dict[str, Any]:
-        start = f"{thread_prefix(thread_id)}{folder}/"
-        objs = self._call(lambda: list(self.client.list_objects(self.bucket, prefix=start)))
-        names = sorted(
-            o.object_name[len(start) : -len(".json")] for o in objs if o.object_name.endswith(".json")
-        )
+        names = sorted(self._names(f"{thread_prefix(thread_id)}{folder}/", ".json", None, None))
         values = {n: self.get_json(thread_id, f"{folder}/{n}") for n in names}
         return {n: v for n, v in values.items() if v is not None}
 
@@ -147,11 +160,7 @@ class MinioStore:
 
     def list_files(self, thread_id: str) -> list[StoredFile]:
         prefix = f"{thread_prefix(thread_id)}files/"
-        objs = self._call(
-            lambda: list(
-                self.client.list_objects(self.bucket, prefix=prefix, recursive=True, include_user_meta=True)
-            )
-        )
+        objs = self._objects(prefix, with_meta=True)
         return [
             StoredFile(
                 name=o.object_name[len(prefix) :],
@@ -240,11 +249,7 @@ class MinioStore:
         return source
 
     def delete_thread(self, thread_id: str) -> None:
-        objs = self._call(
-            lambda: list(
-                self.client.list_objects(self.bucket, prefix=thread_prefix(thread_id), recursive=True)
-            )
-        )
+        objs = self._objects(thread_prefix(thread_id))
         errors = self._call(
             lambda: list(self.client.remove_objects(self.bucket, [DeleteObject(o.object_name) for o in objs]))
         )
@@ -287,11 +292,22 @@ class MinioStore:
         self._call(lambda: self.client.remove_object(self.bucket, name))
 
     def list_state(self, prefix: str) -> dict[str, Any]:
-        start = f"state/{check_state_key(prefix)}/"
-        objs = self._call(lambda: list(self.client.list_objects(self.bucket, prefix=start)))
-        keys = [o.object_name[len("state/") : -len(".json")] for o in objs if o.object_name.endswith(".json")]
-        values = {k: self.get_state(k) for k in sorted(keys)}
+        names = sorted(self._names(f"state/{check_state_key(prefix)}/", ".json", None, None))
+        values = {f"{prefix}/{n}": self.get_state(f"{prefix}/{n}") for n in names}
         return {k: v for k, v in values.items() if v is not None}
+
+    def page_state(self, prefix: str, after: str | None, limit: int) -> list[str]:
+        return self._names(f"state/{check_state_key(prefix)}/", ".json", after, limit)
+
+
+def _entries(store: MinioStore, prefix: str, suffix: str, after: str | None) -> Iterator[str]:
+    """Names of the entries ending in ``suffix`` directly under ``prefix``, in key order, after
+    the key ``prefix + after`` (so ``after``'s own entry comes too). Lazy: S3 answers a LIST with
+    up to 1000 entries, so a short page costs one."""
+    start = f"{prefix}{after}" if after else None
+    for o in store.client.list_objects(store.bucket, prefix=prefix, start_after=start):
+        if o.object_name.endswith(suffix):
+            yield o.object_name[len(prefix) : -len(suffix)]
 
 
 def _sha_from_meta(meta: Any) -> str:

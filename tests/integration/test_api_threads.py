@@ -4,6 +4,7 @@ one storage listing, and a turn's stream carries keepalives through a silent str
 from __future__ import annotations
 
 import json
+import secrets
 from typing import Any
 
 import httpx
@@ -51,7 +52,7 @@ def test_threads_come_a_page_at_a_time_from_one_listing(api: Any, monkeypatch: p
         assert carol.get("/threads").json() == []  # none of the admin's threads
     calls: list[str] = []
     store = client.runtime.store
-    for method in ("list_threads", "get_json"):
+    for method in ("page_threads", "page_state", "list_threads", "get_json"):
         real = getattr(store, method)
         monkeypatch.setattr(store, method, lambda *a, _m=method, _f=real: calls.append(_m) or _f(*a))
     for _ in range(2):  # the second time, every record is one this replica has read
@@ -62,7 +63,61 @@ def test_threads_come_a_page_at_a_time_from_one_listing(api: Any, monkeypatch: p
             pages.append([t["id"] for t in resp.json()])
             url = resp.links.get("next", {}).get("url")
         assert [t for page in pages for t in page] == made and [len(p) for p in pages] == [2, 2, 1]
-    assert calls == ["list_threads"] * 3
+    assert calls == ["page_threads"] * 3
+
+
+class Counted:
+    """A replica's store, counting the calls made through it."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.calls: list[str] = []
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self.inner, name)
+
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            self.calls.append(name)
+            return attr(*args, **kwargs)
+
+        return counted if callable(attr) else attr
+
+
+@pytest.fixture(params=["local", "minio"])
+def shared_store(request: pytest.FixtureRequest) -> dict[str, Any]:
+    """Settings of one store for several replicas (the local one: api()'s shared data dir)."""
+    if request.param == "local":
+        return {}
+    minio: Any = request.getfixturevalue("minio")
+    return {
+        "store": "minio",
+        "minio_endpoint": minio.endpoint,
+        "minio_access_key": minio.access_key,
+        "minio_secret_key": minio.secret_key,
+        "minio_bucket": f"t-{secrets.token_hex(4)}",
+    }
+
+
+def test_a_cold_replica_pages_a_users_threads_in_calls_bounded_by_the_page(
+    api: Any, shared_store: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before the owner index, a user's page read every other user's API record until it was full."""
+    first = api(**shared_store)
+    mine = sorted(create_thread(first, f"d{i}", user="dave") for i in range(9))
+    for i in range(30):
+        create_thread(first, f"e{i}", user="erin")
+    cold = api(**shared_store)  # another replica of the same store: it has read no record yet
+    with as_user(cold, "dave") as dave:
+        store = Counted(cold.runtime.store)
+        monkeypatch.setattr(cold.runtime, "store", store)
+        pages, url = [], "/threads?limit=4"
+        while url:
+            store.calls.clear()
+            resp = dave.get(url)
+            assert len(store.calls) <= 1 + 4, store.calls  # one listing, a read per thread shown
+            pages.append([t["id"] for t in resp.json()])
+            url = resp.links.get("next", {}).get("url")
+    assert [t for page in pages for t in page] == mine and [len(p) for p in pages] == [4, 4, 1]
 
 
 def test_a_silent_turn_streams_keepalives(api: Any, monkeypatch: pytest.MonkeyPatch) -> None:

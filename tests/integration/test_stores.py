@@ -139,3 +139,19 @@ def test_local_state_never_follows_symlinks(tmp_path: Path) -> None:
     assert store.list_state("tokens") == {"tokens/real": {"user": "u"}}
     mode = (tmp_path / "store" / "state" / "tokens" / "real.json").stat().st_mode & 0o777
     assert mode == 0o600
+
+
+def test_pages_of_thread_ids_and_state_names_start_after_a_name(store: ThreadStore) -> None:
+    for tid in ("api-b", "api-a", "slack-c", "api-d"):
+        store.put_json(tid, "meta", {})
+    assert store.page_threads(None, 2) == ["api-a", "api-b"]
+    assert store.page_threads("api-b", 10) == ["api-d", "slack-c"]
+    assert store.page_threads("api-bz", 1) == ["api-d"]  # after need not be an id
+    assert store.page_threads("slack-c", 5) == []
+    for name in ("y", "x", "z"):
+        store.put_state(f"owners/u1/{name}", {})
+    store.put_state("owners/u1/deeper/w", {})  # in a folder below: not a name of this one
+    store.put_state("owners/u2/a", {})
+    assert store.page_state("owners/u1", None, 5) == ["x", "y", "z"]
+    assert store.page_state("owners/u1", "x", 1) == ["y"]
+    assert store.page_state("owners/none", None, 5) == []
