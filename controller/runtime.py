@@ -116,18 +116,18 @@ def build_store(settings: Settings) -> ThreadStore:
 
 
 def preparation(settings: Settings, store: ThreadStore, session_policies: bool = True) -> Callable[[], None]:
-    """What makes the store ready to serve: MinIO's bucket, made if missing; the owner index
-    entries of threads older than the index (once a store); with the Kubernetes backend, the
-    proof that MinIO confines the credentials sandbox pods get (StsCheckFailed)."""
+    """What makes the store ready to serve: MinIO's bucket, made if missing; with the Kubernetes
+    backend, the proof that MinIO confines the credentials sandbox pods get (StsCheckFailed);
+    then the owner index entries of threads older than the index (once a store)."""
 
     def prepare() -> None:
         if isinstance(store, MinioStore):
             store.ensure_bucket()
         else:
             store.check()
-        index_owners(store)
         if session_policies and settings.backend == "kubernetes":
             require_session_policies(settings)
+        index_owners(store)  # after the proof: nothing is written to a store that failed it
 
     return prepare
 
