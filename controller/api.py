@@ -38,6 +38,7 @@ from controller.identity import ThreadKey
 from controller.lookup import find_thread as _thread
 from controller.lookup import list_page
 from controller.nofollow import fd_path
+from controller.profile_routes import add_profile_routes, check_profile
 from controller.quotas import QuotaExceeded
 from controller.runtime import Runtime
 from controller.stores.base import NotInStore, StoredFile, StoreUnavailable
@@ -49,6 +50,13 @@ from controller.usage.routes import add_usage_routes
 
 class ThreadCreate(BaseModel):
     name: str = Field(min_length=1, max_length=200, description="A name for the thread, unique per owner.")
+    profile: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=40,
+        description="The sandbox profile (`GET /profiles`); default: the server's default profile. "
+        "The thread keeps the version it gets now until `POST /threads/{id}/upgrade`.",
+    )
     user: str | None = Field(
         default=None,
         min_length=1,
@@ -126,6 +134,7 @@ def create_app(runtime: Runtime) -> FastAPI:
     _add_thread_routes(app, runtime)
     _add_file_routes(app, runtime)
     add_usage_routes(app, runtime)
+    add_profile_routes(app, runtime)
     app.include_router(console_router())
     return app
 
@@ -225,7 +234,11 @@ def _add_thread_routes(app: FastAPI, rt: Runtime) -> None:
             raise HTTPException(403, "Only an admin may create a thread for another user.")
         # The owner is part of the key, so two users' threads of the same name are distinct.
         key = ThreadKey("api", owner, "console", body.name)
-        return out(await _blocking(ensure_thread, rt.store, key, body.name, owner))
+        if body.profile is not None:
+            check_profile(rt, body.profile)
+        record = await _blocking(ensure_thread, rt.store, key, body.name, owner, body.profile)
+        await _blocking(rt.profiles.of, record.id)  # pinned to the current version now
+        return out(record)
 
     @app.get("/threads/{thread_id}", tags=["threads"])
     async def show(thread_id: ThreadRef, who: Caller) -> ThreadOut:

@@ -25,13 +25,13 @@ class ErrorOut(BaseModel):
 
 
 WHY: dict[int, str] = {
-    400: "Malformed JSON, or an unsafe file name (traversal, control characters, reserved).",
+    400: "Malformed JSON, an unsafe file name (traversal, control characters, reserved), or an unknown profile.",
     401: "No token, or a wrong or revoked one.",
     403: "A user token creating a thread for another user, or asking for another user's or a workspace's usage.",
     404: "No such thread (or one the caller may not see), or no such file.",
     409: "The name is both the id of one thread and the name of another of the caller's "
-    "(use the id), an upload collides with a stored or live file or folder, or a fork's name "
-    "is taken.",
+    "(use the id), an upload collides with a stored or live file or folder, a fork's name "
+    "is taken, or the thread's profile is no longer defined (upgrade) or stored.",
     413: "Over a size limit or quota; a body over the route's limit is refused unread.",
     422: "The request does not match the schema.",
     502: "Stored, but the live sandbox did not take it (it has it from its next start).",
@@ -97,7 +97,7 @@ def document(app: FastAPI) -> None:
 def _with_errors(schema: dict[str, Any]) -> dict[str, Any]:
     for path, operations in schema.get("paths", {}).items():
         shared = (*COMMON, *NAMING_A_THREAD) if "{thread_id}" in path else COMMON
-        for operation in operations.values() if path.startswith(("/threads", "/usage")) else ():
+        for operation in operations.values() if path.startswith(("/threads", "/usage", "/profiles")) else ():
             answers = operation.setdefault("responses", {})
             for code in shared:
                 answers.setdefault(str(code), {"description": WHY[code]})

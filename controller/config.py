@@ -88,6 +88,7 @@ class Settings(PlacementSettings, UsageSettings, TelegramSettings, HandoffSettin
     )
 
     # Sandbox lifecycle.
+    profiles_file: Path | None = None  # JSON sandbox profiles, README "Sandbox profiles"; unset: default only
     idle_timeout: float = Field(default=900.0, gt=0, description="Seconds without a turn before reaping.")
     reap_interval: float | None = Field(
         default=None, gt=0, description="Defaults to idle_timeout/4, max 30s."

@@ -51,7 +51,15 @@ class Executions:
         self.metrics = metrics
         self.grace = grace
         self.max_output = max_output
-        self.state_cap: int | None = None  # kernel variables are kept, up to this many bytes
+        # Kernel variables are kept up to this many bytes, by sandboxes whose profile keeps
+        # them; ``keep_state`` stands for the profile of a sandbox adopted and not used since.
+        self.state_max = 0
+        self.keep_state = False
+
+    def state_cap(self, info: SandboxInfo) -> int | None:
+        """The most bytes of variables this sandbox saves; None: its profile keeps none."""
+        keep = info.profile.keep_state if info.profile is not None else self.keep_state
+        return self.state_max if keep else None
 
     async def run(self, live: Live, code: str, timeout: float) -> AsyncIterator[Event]:
         """The kernel's events, then the files it changed (or why they were not saved), then Done."""
@@ -112,9 +120,9 @@ class Executions:
         return "its files could NOT be saved (see the controller log)" + kept
 
     async def _keep_state(self, info: SandboxInfo, user: str | None) -> str:
-        if self.state_cap is None:
+        if (cap := self.state_cap(info)) is None:
             return ""
-        saved = await self._save_state(info, self.state_cap, user)
+        saved = await self._save_state(info, cap, user)
         if isinstance(saved, Exception):
             return "; its variables could NOT be saved (see the controller log)"
         return f"; {saved.describe()}"
@@ -147,11 +155,11 @@ class Executions:
         return Checkpoint(await self.persist_quietly(info, user), missed)
 
     async def _state_now(self, info: SandboxInfo, user: str | None, idle: bool) -> str | None:
-        if self.state_cap is None:
-            return "this server does not keep variables (THREADBOX_KEEP_STATE=false)"
+        if (cap := self.state_cap(info)) is None:
+            return "its profile does not keep variables (keep_state false, or THREADBOX_KEEP_STATE=false)"
         if not idle or not await self.backend.alive(info):
             return "its kernel is not running"
-        saved = await self._save_state(info, self.state_cap, user)
+        saved = await self._save_state(info, cap, user)
         if isinstance(saved, Exception):
             return f"its variables could not be saved ({plain_reason(saved)})"
         if saved.over_cap:
@@ -164,10 +172,10 @@ class Executions:
     async def load_state(self, info: SandboxInfo) -> str | None:
         """In a new sandbox, before the first turn: the line that tells the user what came back
         (an adopted sandbox's kernel still holds its own variables)."""
-        if self.state_cap is None or info.kind == "adopted":
+        if (cap := self.state_cap(info)) is None or info.kind == "adopted":
             return None
         try:
-            return await self.backend.load_state(info, self.state_cap)
+            return await self.backend.load_state(info, cap)
         except Exception as exc:
             log.warning("the saved variables of thread %s were not loaded: %s", info.thread_id, exc)
             return f"Kernel state: the saved variables could not be loaded ({plain_reason(exc)})."

@@ -18,6 +18,7 @@ from controller.agent.builtin import HISTORY_KEY as BUILTIN_HISTORY
 from controller.agent.open_interpreter import HISTORY_KEY as OI_HISTORY
 from controller.execution import Checkpoint
 from controller.identity import ThreadKey
+from controller.profiles import PIN_KEY
 from controller.quotas import SNAPSHOT, Quotas, Usage, user_usage
 from controller.stores.base import NotInStore, ThreadStore
 from controller.threads import ThreadRecord, get_thread, new_record, save_record
@@ -43,7 +44,7 @@ def default_name(name: str) -> str:
 
 
 def fork_record(source: ThreadRecord, key: ThreadKey, name: str, user: str | None) -> ThreadRecord:
-    return new_record(key, name, user, forked_from=source.id)
+    return new_record(key, name, user, forked_from=source.id, profile=source.profile)
 
 
 def copy_thread(
@@ -64,6 +65,9 @@ def copy_thread(
                 store.copy_file(source.id, f.name, target.id)
         copied = snapshot is not None and _copy_snapshot(store, source.id, target.id)
         _copy_histories(store, source.id, target.id)
+        # The same profile version as the original: its variables were saved under that one.
+        if (pin := store.get_json(source.id, PIN_KEY)) is not None:
+            store.put_json(target.id, PIN_KEY, pin)
         save_record(store, target)
     except BaseException:
         store.delete_thread(target.id)

@@ -10,8 +10,10 @@
 - At most ``max_sandboxes`` live at once. A new thread first evicts the least recently
   used idle sandbox (persisting it); if every sandbox is busy it waits in a FIFO queue
   and is told its position.
-- The reaper stops a sandbox only when no turn runs and none has for ``idle_timeout``;
-  it persists first. Shutdown persists everything.
+- The reaper stops a sandbox only when no turn runs and none has for ``idle_timeout`` (its
+  profile's); it persists first. Shutdown persists everything.
+- A sandbox starts with the thread's pinned profile version (``profiles``, which runtime.py
+  sets to the ProfileBook of controller/profiles.py); an upgrade stops it between turns.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from controller.events import Done, Error, Event, Status
 from controller.execution import Checkpoint, Executions, Live
 from controller.kernel import KernelSession, KernelUnavailable
 from controller.metrics import Metrics
+from controller.profiles import FixedProfile, ProfileError, ProfileSource
 from controller.stores.base import StoreError
 from controller.tasks import TaskSet, every
 from controller.threadlocks import ThreadLocks
@@ -66,14 +69,16 @@ class SandboxManager:
     ) -> None:
         self.backend = backend
         self.config = config
+        self.profiles: ProfileSource = FixedProfile.of_server(config.idle_timeout, config.keep_state)
         self._dialer = Dialer(connect, config.max_output_bytes, config.start_timeout)
         self._executions = Executions(backend, metrics, config.interrupt_grace, config.max_output_bytes)
-        self._executions.state_cap = config.state_max_bytes if config.keep_state else None
+        self._executions.state_max, self._executions.keep_state = config.state_max_bytes, config.keep_state
         self.metrics = metrics
         self._live: dict[str, Live] = {}
         self._locks = ThreadLocks(backend)
         evict = functools.partial(self._retire, reason="evicted")
-        self._slots = Admission(config.max_sandboxes, self._idle_lru, evict, self._update_gauges)
+        lru = functools.partial(idle_lru, self._live, self._locks)
+        self._slots = Admission(config.max_sandboxes, lru, evict, self._update_gauges)
         self._reaper = TaskSet("the reaper")
         # Turns detached from their readers (controller/streaming.py): shutdown lets them finish.
         self.turns = TaskSet("turns")
@@ -170,7 +175,7 @@ class SandboxManager:
             async for status in self._ensure(thread_id, user):
                 yield status
         # OSError: a host call of the backend failed (spawn, cgroup, disk); the turn still ends well.
-        except (SandboxStartError, KernelUnavailable, StoreError, OSError) as exc:
+        except (SandboxStartError, KernelUnavailable, StoreError, ProfileError, OSError) as exc:
             yield Error(kind="sandbox_failed", ename=type(exc).__name__, evalue=str(exc))
             yield Done(status="error")
             self.metrics.executions.labels("sandbox_failed").inc()
@@ -200,13 +205,15 @@ class SandboxManager:
                 return
             await self._retire(thread_id, "died", locked=True)
         started = time.monotonic()
+        profile = await asyncio.to_thread(self.profiles.of, thread_id)  # pinned at the first start
         info = await self.backend.find(thread_id)
         async for status in self._slots.admit():
             yield status
         try:
             if info is None:
                 yield Status(phase="starting", message="Starting a sandbox for this thread...")
-                info = await self.backend.start(thread_id)
+                info = await self.backend.start(thread_id, profile)
+            info.profile = profile  # an adopted one runs its pin too: an upgrade stops the old
             if info.kind != "warm":  # a warm claim comes with its kernel started and files restored
                 yield Status(phase="restoring", message="Restoring this thread's files...")
             session = await self.backend.ready(info, user, self._dialer)
@@ -226,14 +233,6 @@ class SandboxManager:
             yield Status(phase="restoring", message=note)
         self.metrics.start_seconds.labels(info.kind).observe(time.monotonic() - started)
         yield Status(phase="ready", message="Sandbox ready.")
-
-    def _idle_lru(self) -> str | None:
-        idle = [
-            (live.info.last_active, tid)
-            for tid, live in self._live.items()
-            if not self._locks.busy(tid) and live.session.last_state == "idle"
-        ]
-        return min(idle)[1] if idle else None
 
     async def _retire(self, thread_id: str, reason: str, locked: bool = False) -> bool:
         """Persist and stop a thread's sandbox; False if none runs here. ``locked``: lock held."""
@@ -256,27 +255,34 @@ class SandboxManager:
         await self.backend.stop(info)
         self.metrics.reaped.labels(reason).inc()
 
-    # -- reaping -----------------------------------------------------------------------
+    # -- reaping (idle_timeout: the sandbox's profile's) ----------------------------------
 
     async def reap_once(self) -> list[str]:
-        now = time.time()
+        now, default = time.time(), self.config.idle_timeout
         reaped = []
         for thread_id, live in list(self._live.items()):
-            idle_for = now - live.info.last_active
-            if self._locks.busy(thread_id) or live.session.last_state != "idle":
-                continue
-            if idle_for >= self.config.idle_timeout:
+            if not self._locks.busy(thread_id) and idle_past(live, now, default):  # busy: checked now
                 await self._retire(thread_id, "idle")
                 reaped.append(thread_id)
         for info in await self.backend.list():
             # Running but not ours (adopted after a restart, never used since): same rule.
-            if info.thread_id not in self._live and now - info.last_active >= self.config.idle_timeout:
+            if info.thread_id not in self._live and now - info.last_active >= info.idle_timeout(default):
                 async with self._locks.sandboxes.hold(info.thread_id):
                     if info.thread_id in self._live or self._locks.turns.locked(info.thread_id):
                         continue
                     await self._shut(info, None, "idle")
                     reaped.append(info.thread_id)
         return reaped
+
+    async def stop_between_turns(self, thread_id: str, reason: str) -> bool:
+        """Save (as idle reaping does) and stop the thread's sandbox, here or adopted; False if none ran."""
+        async with self._locks.between_turns(thread_id):
+            if await self._retire(thread_id, reason, locked=True):
+                return True
+            info = await self.backend.find(thread_id)
+            if info is not None:
+                await self._shut(info, None, reason)
+            return info is not None
 
     async def stop_thread(self, thread_id: str) -> None:
         await self._retire(thread_id, "deleted")
@@ -307,3 +313,20 @@ class SandboxManager:
     def _update_gauges(self) -> None:
         self.metrics.live.set(len(self._live))
         self.metrics.queue.set(self._slots.queued)
+
+
+def idle_lru(live: dict[str, Live], locks: ThreadLocks) -> str | None:
+    """The thread whose sandbox, idle with no turn, was used the longest time ago."""
+    idle = [
+        (sandbox.info.last_active, tid)
+        for tid, sandbox in live.items()
+        if not locks.busy(tid) and sandbox.session.last_state == "idle"
+    ]
+    return min(idle)[1] if idle else None
+
+
+def idle_past(live: Live, now: float, default: float) -> bool:
+    """The sandbox's kernel is idle, and has been unused for its profile's idle timeout."""
+    return live.session.last_state == "idle" and now - live.info.last_active >= live.info.idle_timeout(
+        default
+    )

@@ -21,6 +21,7 @@ from controller.k8s.sts_check import require_session_policies
 from controller.loopwatch import LoopWatch
 from controller.manager import ManagerConfig, SandboxManager
 from controller.metrics import Metrics
+from controller.profiles import ProfileBook, ProfileError, Profiles, load_profiles
 from controller.quotas import Quotas
 from controller.sandbox_env import ensure_sandbox_python
 from controller.storage import GatedStore, StorageGate
@@ -44,6 +45,8 @@ class Runtime:
     storage: StorageGate
     # Usage per turn, thread, user and workspace, and daily budgets; the manager wraps turns in it.
     accounting: Accounting
+    # The sandbox profiles, and which version each thread is pinned to (the manager's source).
+    profiles: ProfileBook
     # Front-ends plug in here: chat webhook routes (served on the chat port, apart from the
     # API), and (start, stop) pairs run with the app.
     chat_routers: list[APIRouter] = field(default_factory=list)
@@ -87,7 +90,8 @@ class Runtime:
 
 
 class UnsafeConfiguration(Exception):
-    """The settings would expose unconfined code; the message says what to change."""
+    """The settings would expose unconfined code, or name unusable profiles; the message says
+    what to change."""
 
 
 def quotas_from(settings: Settings) -> Quotas:
@@ -132,12 +136,14 @@ def preparation(settings: Settings, store: ThreadStore, session_policies: bool =
     return prepare
 
 
-def build_backend(settings: Settings, store: ThreadStore, quotas: Quotas) -> Backend[Any]:
+def build_backend(
+    settings: Settings, store: ThreadStore, quotas: Quotas, profiles: Profiles | None = None
+) -> Backend[Any]:
     if settings.backend == "kubernetes":
         from controller.backends.kubernetes import KubernetesBackend  # the client loads only when used
         from controller.k8s.config import KubernetesConfig
 
-        return KubernetesBackend(KubernetesConfig.from_settings(settings), store=store)
+        return KubernetesBackend(KubernetesConfig.from_settings(settings, profiles), store=store)
     python = settings.sandbox_python or ensure_sandbox_python()
     sandboxes = settings.data_dir / "sandboxes"
     try:
@@ -187,11 +193,18 @@ def build_runtime(settings: Settings, store: ThreadStore | None = None) -> Runti
     storage = StorageGate(raw, preparation(settings, raw), observe=metrics.storage_up.set)
     store = GatedStore(raw, storage)
     quotas = quotas_from(settings)
-    backend = build_backend(settings, store, quotas)
+    try:
+        profiles = ProfileBook(load_profiles(settings), store)
+    except ProfileError as exc:
+        raise UnsafeConfiguration(f"THREADBOX_PROFILES_FILE: {exc}") from exc
+    backend = build_backend(settings, store, quotas, profiles.profiles)
     manager = SandboxManager(backend, ManagerConfig.from_settings(settings), metrics)
+    manager.profiles = profiles
     manager.accounting = accounting = Accounting(store, metrics, AccountingConfig.from_settings(settings))
     agent = build_agent(settings, manager, store)
-    runtime = Runtime(settings, store, backend, manager, agent, metrics, quotas, storage, accounting)
+    runtime = Runtime(
+        settings, store, backend, manager, agent, metrics, quotas, storage, accounting, profiles
+    )
     if settings.slack_mode != "off":
         from controller.slack import install as install_slack  # Slack's libraries load only when used
 

@@ -23,18 +23,28 @@ class ThreadRecord(BaseModel):
     user: str | None = None
     created: float
     forked_from: str | None = Field(default=None, description="The id of the thread this one is a fork of.")
+    # The version is pinned at the first start, in the thread's storage (controller/profiles.py):
+    # a record never changes, an upgrade does.
+    profile: str | None = Field(
+        default=None,
+        description="The sandbox profile asked for at creation; unset: the chat's route, or the default.",
+    )
 
 
-def ensure_thread(store: ThreadStore, key: ThreadKey, name: str, user: str | None) -> ThreadRecord:
+def ensure_thread(
+    store: ThreadStore, key: ThreadKey, name: str, user: str | None, profile: str | None = None
+) -> ThreadRecord:
     existing = get_thread(store, key.id)
     if existing is not None:
         return existing
-    record = new_record(key, name, user)
+    record = new_record(key, name, user, profile=profile)
     save_record(store, record)
     return record
 
 
-def new_record(key: ThreadKey, name: str, user: str | None, forked_from: str | None = None) -> ThreadRecord:
+def new_record(
+    key: ThreadKey, name: str, user: str | None, forked_from: str | None = None, profile: str | None = None
+) -> ThreadRecord:
     """The record of a thread made now (not stored yet)."""
     return ThreadRecord(
         id=key.id,
@@ -46,6 +56,7 @@ def new_record(key: ThreadKey, name: str, user: str | None, forked_from: str | N
         user=user,
         created=time.time(),
         forked_from=forked_from,
+        profile=profile,
     )
 
 

@@ -101,7 +101,11 @@ class _TurnRun:
         agent, thread_id = self.agent, self.turn.thread_id
         past = await asyncio.to_thread(agent.history.load, thread_id)
         files = await asyncio.to_thread(agent.files, thread_id)
-        system = {"role": "system", "content": system_prompt(files, self.turn.attachments, TOOL_NAME)}
+        profile = await asyncio.to_thread(agent.manager.profiles.of, thread_id)
+        system = {
+            "role": "system",
+            "content": system_prompt(files, self.turn.attachments, TOOL_NAME, profile),
+        }
         limit = agent.config.agent_max_steps
         while True:
             messages = [system, *messages_of(past), *self.new]

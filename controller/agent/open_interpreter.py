@@ -32,6 +32,7 @@ from controller.agent.prompt import system_prompt
 from controller.events import Code, Done, Error, Event, Message
 from controller.manager import SandboxManager
 from controller.metrics import Metrics
+from controller.profiles import Profile
 from controller.stores.base import ThreadStore
 
 HISTORY_KEY = "oi_history"
@@ -219,7 +220,8 @@ class OpenInterpreterAgent:
             loop.call_soon_threadsafe(queue.put_nowait, event)
 
         instance.bridge.emit = emit
-        await asyncio.to_thread(self._prepare, instance.oi, turn)
+        profile = await asyncio.to_thread(self.manager.profiles.of, turn.thread_id)
+        await asyncio.to_thread(self._prepare, instance.oi, turn, profile)
         past = len(instance.oi.messages)
         worker = asyncio.ensure_future(asyncio.to_thread(self._chat, instance, turn.text))
         while (event := await queue.get()) is not None:
@@ -246,12 +248,13 @@ class OpenInterpreterAgent:
         instance.bridge.stop = instance.oi.stop_event = threading.Event()
         return instance
 
-    def _prepare(self, oi: Any, turn: Turn) -> None:
+    def _prepare(self, oi: Any, turn: Turn, profile: Profile) -> None:
         """Load the thread's history from the store (it may have changed replica) and the prompt."""
         ttl = self.config.file_ttl_days
         files = [f for f in self.store.list_files(turn.thread_id) if not f.expired(ttl)]
         # OI runs {{...}} in its system message as Python; a file name must not be able to.
-        oi.system_message = system_prompt(files, turn.attachments, TOOL_NAME).replace("{{", "{ {")
+        prompt = system_prompt(files, turn.attachments, TOOL_NAME, profile)
+        oi.system_message = prompt.replace("{{", "{ {")
         oi.custom_instructions = ""
         oi.messages = messages_of(self.history.load(turn.thread_id))
 

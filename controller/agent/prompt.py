@@ -7,6 +7,7 @@ import logging
 import re
 from collections.abc import Sequence
 
+from controller.profiles import Profile
 from controller.sandbox_env import SandboxEnvError, requirements_file
 from controller.stores.base import StoredFile
 
@@ -51,10 +52,17 @@ def describe_files(files: Sequence[StoredFile]) -> str:
     return "Files in the working directory:\n" + "\n".join(lines)
 
 
-def system_prompt(files: Sequence[StoredFile], attachments: Sequence[str], tool: str) -> str:
+def system_prompt(
+    files: Sequence[StoredFile], attachments: Sequence[str], tool: str, profile: Profile | None = None
+) -> str:
+    """What the model is told; a ``profile``'s own instructions and libraries replace the
+    built-in ones (its image's requirements.in)."""
+    own = profile.system_prompt if profile else None
+    libraries = profile.libraries if profile and profile.libraries is not None else preinstalled_libraries()
     parts = [
-        INSTRUCTIONS.format(tool=tool),
-        "Preinstalled libraries: " + ", ".join(preinstalled_libraries()) + ".",
+        # replace, not format: an operator's prompt may hold braces of its own
+        (own or INSTRUCTIONS).replace("{tool}", tool),
+        "Preinstalled libraries: " + ", ".join(libraries) + ".",
         describe_files(files),
     ]
     if attachments:

@@ -18,6 +18,7 @@ from typing import Any, Literal, Protocol, TypeVar
 from controller.events import Event
 from controller.kernelstate import Saved
 from controller.metrics import Metrics
+from controller.profiles import Profile
 from controller.workspace import PersistResult
 
 
@@ -41,6 +42,11 @@ class SandboxInfo:
     last_active: float
     workspace: Path | None = None
     kind: Kind = "cold"
+    # The profile version it was started with; the manager sets it (None: adopted, not yet used).
+    profile: Profile | None = None
+
+    def idle_timeout(self, default: float) -> float:
+        return self.profile.idle_timeout if self.profile is not None else default
 
 
 AliveProbe = Callable[[], Awaitable[bool]]
@@ -141,8 +147,9 @@ class Backend(Protocol[Info]):
     async def close(self) -> None:
         """After the last turn."""
 
-    async def start(self, thread_id: str) -> Info:
-        """A new sandbox for the thread (``kind`` cold, or warm when claimed ready-made)."""
+    async def start(self, thread_id: str, profile: Profile) -> Info:
+        """A new sandbox for the thread, of its profile version (``kind`` cold, or warm when
+        claimed ready-made)."""
         ...
 
     async def find(self, thread_id: str) -> Info | None:

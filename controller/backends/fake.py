@@ -33,6 +33,7 @@ from controller.events import Done, Error, Event, Stream
 from controller.kernel import RESTART_NOTE
 from controller.kernelstate import Saved
 from controller.metrics import Metrics
+from controller.profiles import Profile
 from controller.workspace import PersistResult
 
 Script = Callable[[str], AsyncIterator[Event]]
@@ -114,6 +115,7 @@ class FakeBackend:
         self.sandboxes: dict[str, FakeSandbox] = {}
         self.stored: dict[str, dict[str, bytes]] = {}  # what persist saved, by thread
         self.log: list[tuple[str, str]] = []
+        self.profiles: dict[str, Profile] = {}  # the profile each thread's last sandbox started with
         self.counter = itertools.count(1)
         self.start_error: Exception | None = None
         self.persist_error: Exception | None = None
@@ -130,8 +132,9 @@ class FakeBackend:
     async def close(self) -> None:
         self.log.append(("close backend", ""))
 
-    async def start(self, thread_id: str) -> SandboxInfo:
+    async def start(self, thread_id: str, profile: Profile) -> SandboxInfo:
         self.log.append(("start", thread_id))
+        self.profiles[thread_id] = profile
         if self.start_error is not None:
             raise SandboxStartError(str(self.start_error)) from self.start_error
         now = time.time()

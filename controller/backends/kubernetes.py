@@ -3,9 +3,9 @@
 Everything the controller needs is in the cluster, found by label: the pod (IP, UID,
 ``last-active`` annotation) and its Secret (the kernel's key), so any controller replica,
 or one restarted, finds any thread's sandbox (k8s/lookup.py). A new thread first claims a
-warm pod (k8s/claim.py, with ``warm_pool_size``); a miss starts a pod (k8s/pods.py). Files
-sync through the in-pod server (k8s/podserver.py). Every API call goes through k8s/api.py,
-whose StartFailed this module answers as SandboxStartError.
+warm pod of its profile version (k8s/pools.py, k8s/claim.py); a miss starts a pod
+(k8s/pods.py). Files sync through the in-pod server (k8s/podserver.py). Every API call goes
+through k8s/api.py, whose StartFailed this module answers as SandboxStartError.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from controller.backends.base import Dialer, SandboxStartError, Session, TurnLea
 from controller.backends.pod_sandbox import PodSandbox, adopted, pod_ref, pod_sandbox
 from controller.k8s import lookup, objects, pods, podstate
 from controller.k8s.api import Kube, load_api_client, starting
-from controller.k8s.claim import claim_bound
+from controller.k8s.claim import claim_of
 from controller.k8s.config import KubernetesConfig
 from controller.k8s.connection import new_connection
 from controller.k8s.errors import StartFailed
@@ -32,8 +32,10 @@ from controller.k8s.podcache import PodCache
 from controller.k8s.podserver import PodServer, PodServerError
 from controller.k8s.policy import Policies
 from controller.k8s.pool import Claimed, WarmPool
+from controller.k8s.pools import warm_pools
 from controller.kernelstate import Saved
 from controller.metrics import Metrics
+from controller.profiles import Profile
 from controller.quotas import Quotas, user_usage
 from controller.stores.base import ThreadStore
 from controller.workspace import PersistResult
@@ -60,7 +62,7 @@ class KubernetesBackend:
         self.liveness = Liveness(self.kube, self.pod_cache, self.server, config.touch_every)
         self.leases = ThreadLeases(self.kube)
         self.events = EventRecorder(self.kube)
-        self.pool: WarmPool | None = None  # runs between open() and close()
+        self.pools: dict[str, WarmPool] = {}  # by pod settings' hash; run between open() and close()
         self.stale_secret_seconds: float = STALE_SECRET_SECONDS
 
     @property
@@ -81,34 +83,29 @@ class KubernetesBackend:
         await self.policies.ensure_default_deny()
         self.pod_cache.start()
         self.leases.start()
-        if self.config.pool.target:
-            prepare = self.policies.ensure_allow
-            self.pool = WarmPool(
-                self.kube, self.pod_cache, self.config.pods, self.config.pool, metrics, prepare
-            )
-            await self.pool.start()
+        self.pools = warm_pools(self.kube, self.pod_cache, self.config, metrics, self.policies.ensure_for)
+        await asyncio.gather(*(pool.start() for pool in self.pools.values()))
 
     async def close(self) -> None:
-        if self.pool is not None:
-            await self.pool.close()
-            self.pool = None
+        await asyncio.gather(*(pool.close() for pool in self.pools.values()))
+        self.pools = {}
         await self.leases.close()  # gives up the Leases kept after their turns
         await self.pod_cache.close()
         await self.server.close()
         await self.kube.close()
 
-    async def start(self, thread_id: str) -> PodSandbox:
-        if self.pool is not None:
-            claimed = await claim_bound(self.pool, self.kube, self.server, self.credentials.mint, thread_id)
-            if claimed is not None:
-                return self._warm(thread_id, claimed)
+    async def start(self, thread_id: str, profile: Profile) -> PodSandbox:
+        cfg = self.config.pods.for_profile(profile)
+        claimed = await claim_of(self.pools, cfg, self.kube, self.server, self.credentials.mint, thread_id)
+        if claimed is not None:
+            return self._warm(thread_id, claimed)
         name, connection = object_name(thread_id), new_connection()
         try:
             with starting(f"could not prepare the sandbox pod {name}"):
-                await self.policies.ensure_allow()
+                await self.policies.ensure_for(cfg.egress)
             storage = await asyncio.to_thread(self.credentials.mint, thread_id)
             secret = objects.sandbox_secret(thread_id, self.ns, connection, storage)
-            body = objects.sandbox_pod(thread_id, self.config.pods, time.time())
+            body = objects.sandbox_pod(thread_id, cfg, time.time())
             pod = await pods.start(self.kube, name, secret, body, self.config.start_timeout)
         except StartFailed as exc:
             raise SandboxStartError(str(exc)) from exc

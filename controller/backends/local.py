@@ -27,6 +27,7 @@ from controller.backends.bwrap import sandbox_uid
 from controller.backends.local_sandbox import KERNEL_MODULE, Launcher, Prepared, chown_tree, run_parent
 from controller.kernelstate import Saved
 from controller.metrics import Metrics
+from controller.profiles import Profile
 from controller.quotas import Quotas
 from controller.stores.base import ThreadStore
 from controller.workspace import PersistResult, WorkspaceSync
@@ -97,7 +98,9 @@ class LocalBackend:
     async def close(self) -> None:
         return None
 
-    async def start(self, thread_id: str) -> ProcessSandbox:
+    async def start(self, thread_id: str, profile: Profile) -> ProcessSandbox:
+        """A profile's image, resources, runtime class and egress are for pods: a local kernel
+        has the lean sandbox env and the ``local_*`` limits whatever its profile."""
         base = self._dir(thread_id)
         run = run_parent(self.root) / thread_id
         prepared = await asyncio.to_thread(self._prepare, thread_id, base, run)

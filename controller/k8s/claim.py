@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from controller.k8s import objects, pods, podstate
 from controller.k8s.api import API_ERRORS, Kube
 from controller.k8s.errors import StartFailed
+from controller.k8s.objects import PodConfig
 from controller.k8s.podserver import PodRef, PodServer, PodServerError
 from controller.k8s.pool import Claimed, WarmPool
 
@@ -23,6 +24,15 @@ def _pod_ref(pod: dict[str, Any], connection: dict[str, Any]) -> PodRef:
     ip = podstate.pod_ip(pod)
     assert ip is not None  # callers pass running pods only
     return PodRef(pod["metadata"]["name"], podstate.uid(pod), ip, str(connection["key"]))
+
+
+async def claim_of(
+    pools: Mapping[str, WarmPool], cfg: PodConfig, kube: Kube, server: PodServer, mint: Mint, thread_id: str
+) -> Claimed | None:
+    """A warm pod of exactly these pod settings (the thread's profile version: one pinned to
+    an older version starts cold), bound; None without a pool of them, or on a miss."""
+    pool = pools.get(objects.profile_hash(cfg))
+    return None if pool is None else await claim_bound(pool, kube, server, mint, thread_id)
 
 
 async def claim_bound(

@@ -13,8 +13,15 @@ POOL_LABEL = "threadbox.dev/pool"
 POOL_WARM = "warm"
 POOL_CLAIMED = "claimed"
 PROFILE_LABEL = "threadbox.dev/profile"
+# The sandbox profile (controller/profiles.py) a pod was built from, for people and tests: the
+# pool goes by PROFILE_LABEL, which also changes with the server's own pod settings.
+PROFILE_NAME_LABEL = "threadbox.dev/profile-name"
+PROFILE_VERSION_LABEL = "threadbox.dev/profile-version"
+# Pods of a profile with an egress allowlist of its own; its NetworkPolicy selects them.
+EGRESS_LABEL = "threadbox.dev/egress"
 LAST_ACTIVE_ANNOTATION = "threadbox.dev/last-active"
 NETWORK_POLICY_NAME = "threadbox-sandboxes"
+EGRESS_POLICY_PREFIX = "threadbox-egress-"
 DEFAULT_DENY_NAME = "threadbox-default-deny"
 CONTAINER_NAME = "sandbox"
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from controller.config import Settings
@@ -25,10 +25,14 @@ from controller.k8s.names import (
     CONTAINER_NAME,
     CONTROLLER_APP,
     DEFAULT_DENY_NAME,
+    EGRESS_LABEL,
+    EGRESS_POLICY_PREFIX,
     LAST_ACTIVE_ANNOTATION,
     NETWORK_POLICY_NAME,
     POOL_CLAIMED,
     POOL_LABEL,
+    PROFILE_NAME_LABEL,
+    PROFILE_VERSION_LABEL,
     SANDBOX_APP,
     THREAD_LABEL,
     object_name,
@@ -36,6 +40,7 @@ from controller.k8s.names import (
     warm_labels,
 )
 from controller.k8s.placement import Placement, PullPolicy
+from controller.profiles import Profile
 
 SANDBOX_UID = 1000
 SECRETS_DIR = "/var/run/threadbox"
@@ -79,6 +84,25 @@ class PodConfig:
     file_ttl_days: float
     max_output_bytes: int
     state_cap: int | None  # the kernel's saved variables, at most; None: state is not kept
+    state_max_bytes: int = 0  # the state cap of a profile that keeps state
+    profile: str = ""  # name@version of the profile it was built for; "": none
+    egress: tuple[str, ...] = ()  # CIDRs of the profile's own egress allowlist
+
+    def for_profile(self, profile: Profile) -> PodConfig:
+        """The pod of a thread (or warm pod) of this profile version: the server's settings,
+        with what the profile sets."""
+        return replace(
+            self,
+            image=profile.image,
+            cpu_request=profile.cpu_request,
+            cpu_limit=profile.cpu_limit,
+            memory_request=profile.memory_request,
+            memory_limit=profile.memory_limit,
+            runtime_class_name=profile.runtime_class_name,
+            state_cap=self.state_max_bytes if profile.keep_state else None,
+            profile=profile.label,
+            egress=tuple(sorted(profile.egress_allow_cidrs)),
+        )
 
     @classmethod
     def from_settings(cls, s: Settings) -> PodConfig:
@@ -102,6 +126,7 @@ class PodConfig:
             file_ttl_days=s.file_ttl_days,
             max_output_bytes=s.max_output_bytes,
             state_cap=s.state_max_bytes if s.keep_state else None,
+            state_max_bytes=s.state_max_bytes,
         )
 
 
@@ -120,6 +145,21 @@ def needs_dns(endpoint: str | None) -> bool:
 def profile_hash(cfg: PodConfig) -> str:
     """Names the settings a pod was built from: a warm pod of another profile is never handed out."""
     return hashlib.sha256(json.dumps(asdict(cfg), sort_keys=True).encode()).hexdigest()[:12]
+
+
+def egress_id(cidrs: tuple[str, ...]) -> str:
+    """Names an egress allowlist: its pods' label value, and its NetworkPolicy's suffix."""
+    return hashlib.sha256(",".join(sorted(cidrs)).encode()).hexdigest()[:12]
+
+
+def profile_labels(cfg: PodConfig) -> dict[str, str]:
+    if not cfg.profile:
+        return {}
+    name, version = cfg.profile.split("@")
+    labels = {PROFILE_NAME_LABEL: name, PROFILE_VERSION_LABEL: version}
+    if cfg.egress:
+        labels[EGRESS_LABEL] = egress_id(cfg.egress)
+    return labels
 
 
 def _env(identity: dict[str, str], cfg: PodConfig) -> list[dict[str, str]]:
@@ -241,7 +281,7 @@ def _pod(
             "namespace": cfg.namespace,
             # The platform's labels and annotations never replace threadbox's own, which select
             # and track the pod.
-            "labels": {**cfg.placement.extra_labels, **labels},
+            "labels": {**cfg.placement.extra_labels, **labels, **profile_labels(cfg)},
             "annotations": {
                 **cfg.placement.extra_annotations,
                 LAST_ACTIVE_ANNOTATION: last_active_value(now),
@@ -363,6 +403,27 @@ def sandbox_network_policy(
         egress.append({"to": [{"ipBlock": {"cidr": cidr}} for cidr in egress_allow_cidrs]})
     ingress = [{"from": sources, "ports": _tcp(*KERNEL_PORTS.values(), SERVER_PORT)}]
     return _sandbox_policy(NETWORK_POLICY_NAME, namespace, ingress=ingress, egress=egress)
+
+
+def egress_policy(namespace: str, cidrs: tuple[str, ...]) -> dict[str, Any]:
+    """What pods of a profile with its own allowlist may reach on top of the shared policy
+    (NetworkPolicies add up): those CIDRs. Named by the list, so profiles of the same list
+    share it and a changed list is a new policy, never a rewrite under running pods."""
+    ident = egress_id(cidrs)
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {
+            "name": EGRESS_POLICY_PREFIX + ident,
+            "namespace": namespace,
+            "labels": {APP_LABEL: SANDBOX_APP},
+        },
+        "spec": {
+            "podSelector": {"matchLabels": {APP_LABEL: SANDBOX_APP, EGRESS_LABEL: ident}},
+            "policyTypes": ["Egress"],
+            "egress": [{"to": [{"ipBlock": {"cidr": cidr}} for cidr in cidrs]}],
+        },
+    }
 
 
 def default_deny_policy(namespace: str) -> dict[str, Any]:

@@ -42,6 +42,7 @@ class Policies:
         self.kube = kube
         self.cfg = cfg
         self._allow_ready = False
+        self._egress_ready: set[tuple[str, ...]] = set()
 
     async def ensure_default_deny(self) -> None:
         # An existing one (from the chart or another replica) is left alone: it never changes.
@@ -65,6 +66,16 @@ class Policies:
                 self.kube.net.replace_namespaced_network_policy, NETWORK_POLICY_NAME, self.kube.ns, policy
             )
         self._allow_ready = True
+
+    async def ensure_for(self, egress: tuple[str, ...]) -> None:
+        """What a pod of a profile with this egress allowlist needs before it starts: the allow
+        policy, and the allowlist's own policy (made once; its name is its content)."""
+        await self.ensure_allow()
+        if egress and egress not in self._egress_ready:
+            await self.kube.create(
+                self.kube.net.create_namespaced_network_policy, objects.egress_policy(self.kube.ns, egress)
+            )
+            self._egress_ready.add(egress)
 
 
 async def _resolve(host: str) -> str:

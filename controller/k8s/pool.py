@@ -89,16 +89,24 @@ def plan(
     concurrency: int,
     now: float,
     stuck_after: float,
+    others: Collection[str] = (),
+    sweep: bool = True,
 ) -> Plan:
     """What to do about the pool: create, delete (stale, broken, surplus) and connect pods.
 
     Surplus goes by name order so that replicas trimming the same pool pick the same pods.
     Pods being started (created, or running but not yet ready) are limited to ``concurrency``:
     on a small node, pod starts compete for CPU with the sandboxes in use.
+    ``others``: the profiles of the other pools, whose pods are theirs; with ``sweep``, this
+    pool deletes the pods of every profile no pool has (a profile's old versions).
     """
-    live = {n: p for n, p in cache.items() if not podstate.terminating(p)}
-    stale = sorted(n for n, p in live.items() if _profile(p) != profile or broken(p, now, stuck_after))
-    good = sorted(n for n in live if n not in stale)
+    live = {n: p for n, p in cache.items() if not podstate.terminating(p) and _profile(p) not in others}
+    stale = sorted(
+        n
+        for n, p in live.items()
+        if (_profile(p) != profile and sweep) or (_profile(p) == profile and broken(p, now, stuck_after))
+    )
+    good = sorted(n for n, p in live.items() if _profile(p) == profile and n not in stale)
     keep, surplus = good[:target], good[target:]
     starting = creating + sum(1 for n in keep if n not in ready)
     create = max(0, min(target - len(keep) - creating, concurrency - starting))
@@ -124,6 +132,14 @@ class PoolSize:
     start_timeout: float
 
 
+@dataclass(frozen=True)
+class Neighbours:
+    """The other warm pools of this controller (one per profile with a pool)."""
+
+    profiles: frozenset[str] = frozenset()  # their pod settings' hashes: their pods are theirs
+    sweep: bool = True  # this pool deletes warm pods of a profile no pool has
+
+
 class WarmPool:
     def __init__(
         self,
@@ -133,10 +149,12 @@ class WarmPool:
         size: PoolSize,
         metrics: Metrics,
         prepare: Callable[[], Awaitable[None]],
+        neighbours: Neighbours = Neighbours(),
     ) -> None:
         self.kube = kube
         self.cfg = cfg
         self.profile = objects.profile_hash(cfg)
+        self.neighbours = neighbours
         self.target = size.target
         self.concurrency = size.concurrency
         self.start_timeout = size.start_timeout
@@ -154,11 +172,12 @@ class WarmPool:
         self._stopped = False
         self._pod_cache = pod_cache  # warm pods reach _cache below through its subscription
         self._runner: asyncio.Task[None] | None = None
+        self._shown = (0, 0)  # what this pool adds to the ready and starting gauges (every pool's sum)
 
     # -- lifecycle -------------------------------------------------------------------
 
     async def start(self) -> None:
-        self.metrics.pool_target.set(self.target)
+        self.metrics.pool_target.inc(self.target)
         self._pod_cache.subscribe(podstate.warm, Handlers(self._replace, self._upsert, self._remove))
         self._runner = asyncio.create_task(self._run())
 
@@ -172,6 +191,10 @@ class WarmPool:
         for warm in self._ready.values():
             warm.session.close()
         self._ready.clear()
+        self.metrics.pool_target.dec(self.target)
+        self.metrics.pool_size.labels("ready").dec(self._shown[0])
+        self.metrics.pool_size.labels("starting").dec(self._shown[1])
+        self._shown = (0, 0)
 
     # -- the cache, fed by the pod cache's subscription -----------------------------------
 
@@ -221,6 +244,8 @@ class WarmPool:
             self.concurrency,
             time.time(),
             self.stuck_after,
+            self.neighbours.profiles,
+            self.neighbours.sweep,
         )
         for name in todo.delete:
             self._spawn(name, self._delete(self._cache[name]))
@@ -255,8 +280,9 @@ class WarmPool:
             for n, p in self._cache.items()
             if n not in self._ready and _profile(p) == self.profile and not podstate.terminating(p)
         )
-        self.metrics.pool_size.labels("ready").set(ready)
-        self.metrics.pool_size.labels("starting").set(starting)
+        self.metrics.pool_size.labels("ready").inc(ready - self._shown[0])
+        self.metrics.pool_size.labels("starting").inc(starting - self._shown[1])
+        self._shown = (ready, starting)
 
     async def _create(self, name: str) -> None:
         try:

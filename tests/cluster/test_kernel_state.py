@@ -69,7 +69,7 @@ def test_variables_come_back_in_a_claimed_warm_pod(cluster: Cluster, k8s_api: An
     stdout(run(client, tid, "x = 41"))
     cluster.wait("the idle pod to be reaped", lambda: not cluster.pods(tid), timeout=60)
     backend = client.runtime.backend
-    cluster.wait("a ready warm pod", lambda: backend.pool is not None and backend.pool.ready >= 1, timeout=90)
+    cluster.wait("a ready warm pod", lambda: sum(p.ready for p in backend.pools.values()) >= 1, timeout=90)
     events = run(client, tid, "print(x + 1)")
     assert stdout(events) == "42\n"
     assert notes(events) == ["Kernel state: restored x."]

@@ -94,7 +94,7 @@ def panel_queries() -> list[tuple[str, str, str]]:
 def script_turns(client: httpx.Client, cluster: Cluster, llm: FakeOpenAI) -> str:
     """Every kind of turn the dashboard shows; returns the warm-claimed thread's id."""
     backend = client.runtime.backend  # type: ignore[attr-defined]
-    cluster.wait("a ready warm pod", lambda: backend.pool is not None and backend.pool.ready >= 1, 120)
+    cluster.wait("a ready warm pod", lambda: sum(p.ready for p in backend.pools.values()) >= 1, 120)
     hit = create_thread(client, "hit")
     assert run(client, hit, "print(1)")[-1]["status"] == "ok"
     miss = create_thread(client, "miss")  # the pool is refilling: a cold start

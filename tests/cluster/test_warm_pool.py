@@ -35,9 +35,7 @@ def _warm_pods(cluster: Cluster) -> list[Any]:
 
 
 def _wait_ready(cluster: Cluster, backend: Any, n: int, timeout: float = 90) -> None:
-    cluster.wait(
-        f"{n} ready warm pods", lambda: backend.pool is not None and backend.pool.ready >= n, timeout
-    )
+    cluster.wait(f"{n} ready warm pods", lambda: sum(p.ready for p in backend.pools.values()) >= n, timeout)
 
 
 def test_pool_fills_without_credentials_a_claim_is_a_hit_and_it_refills(
@@ -157,7 +155,7 @@ def test_two_replicas_claiming_at_once_never_share_a_pod(cluster: Cluster, k8s_s
         infos: list[PodSandbox] = []
         try:
             for _ in range(360):
-                if all(b.pool is not None and b.pool.ready >= 2 for b in replicas):
+                if all(sum(p.ready for p in b.pools.values()) >= 2 for b in replicas):
                     break
                 await asyncio.sleep(0.25)
             else:
@@ -215,10 +213,10 @@ def test_a_failed_bind_removes_the_claimed_pod_and_falls_back_to_cold(
 
         monkeypatch.setattr(backend.server, "bind", refuse_bind)
         try:
-            while backend.pool is None or backend.pool.ready < 1:
+            while sum(p.ready for p in backend.pools.values()) < 1:
                 await asyncio.sleep(0.25)
             [warm] = [p.metadata.name for p in _warm_pods(cluster)]
-            info = await backend.start("bindfail")
+            info = await backend.start("bindfail", backend.config.profiles[0])
             await backend.stop(info)
         finally:
             await backend.close()

@@ -14,6 +14,7 @@ import yaml
 
 from controller.config import Settings
 from controller.metrics import Metrics
+from controller.profiles import ProfilesFile, ProfileSpec
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "threadbox"
@@ -224,3 +225,39 @@ def test_every_setting_the_chart_sets_is_one_the_controller_reads() -> None:
     named |= {f"SANDBOX_{key}" for key in re.findall(r'"([A-Z_]+)"', looped[1])}
     assert {"SANDBOX_NODE_SELECTOR", "SANDBOX_EXTRA_ANNOTATIONS", "SANDBOX_IMAGE_PULL_POLICY"} <= named
     assert named - {field.upper() for field in Settings.model_fields} == set()
+
+
+def test_profiles_render_to_the_file_the_controller_reads_and_the_schema_knows_its_fields() -> None:
+    """No helm here: the helper's one expression is checked as written, and what it renders
+    (values.yaml's profiles, and an example) is loaded as the controller loads it."""
+    helpers = (CHART / "templates" / "_helpers.tpl").read_text()
+    expr = '{{ dict "default" .default "profiles" .definitions "routes" .routes | toJson }}'
+    assert f"{{{{- with .Values.profiles }}}}{expr}" in helpers
+
+    def rendered(profiles: dict[str, Any]) -> Any:
+        keys = {"default": "default", "profiles": "definitions", "routes": "routes"}
+        return json.loads(json.dumps({key: profiles[value] for key, value in keys.items()}))
+
+    assert ProfilesFile.model_validate(rendered(values()["profiles"])) == ProfilesFile()
+    example = {
+        "default": "standard",
+        "definitions": {
+            "standard": {},
+            "big": {"image": "r/s:2", "memory_limit": "8Gi", "keep_state": False},
+        },
+        "routes": {"slack/T1": "big"},
+    }
+    assert ProfilesFile.model_validate(rendered(example)).profiles["big"].keep_state is False
+    # The schema's profile fields are the controller's, so a value it passes is one it reads.
+    schema = json.loads((CHART / "values.schema.json").read_text())["properties"]["profiles"]
+    fields = schema["properties"]["definitions"]["additionalProperties"]["properties"]
+    assert set(fields) == set(ProfileSpec.model_fields)
+
+    configmap = (CHART / "templates" / "profiles.yaml").read_text()
+    deployment = (CHART / "templates" / "deployment.yaml").read_text()
+    assert 'profiles.json: {{ include "threadbox.profiles" . | quote }}' in configmap
+    assert "{name: THREADBOX_PROFILES_FILE, value: /etc/threadbox/profiles/profiles.json}" in deployment
+    assert "{name: profiles, mountPath: /etc/threadbox/profiles, readOnly: true}" in deployment
+    assert "-profiles}" in deployment.split("configMap:", 1)[1].splitlines()[0]
+    # Read at start only: a change must roll the controller.
+    assert 'checksum/profiles: {{ include "threadbox.profiles" . | sha256sum }}' in deployment

@@ -123,6 +123,11 @@ args: list root NAME section keyValue valueName */}}
 {{- end }}
 
 {{/* THREADBOX_* settings: the controller and the cleanup hook run with the same ones. */}}
+{{- /* The profiles file, as controller/profiles.py's ProfilesFile reads it. */}}
+{{- define "threadbox.profiles" -}}
+{{- with .Values.profiles }}{{ dict "default" .default "profiles" .definitions "routes" .routes | toJson }}{{ end }}
+{{- end }}
+
 {{- define "threadbox.env" -}}
 {{- $v := .Values -}}
 - {name: THREADBOX_BACKEND, value: kubernetes}
