@@ -59,6 +59,15 @@ TERMINATION_GRACE_SECONDS = 30  # the entrypoint persists on SIGTERM before it e
 # (sandbox-image/threadbox_sandbox/policy.py); policies usually land within a second.
 POLICY_CHECK_SECONDS = 30
 THREAD_KEY = "thread_id"  # the Secret key a claimed warm pod's entrypoint reads its thread from
+# What a profile sets of a pod, by the same name in both.
+PROFILE_POD_FIELDS = (
+    "image",
+    "cpu_request",
+    "cpu_limit",
+    "memory_request",
+    "memory_limit",
+    "runtime_class_name",
+)
 
 
 @dataclass(frozen=True)
@@ -93,12 +102,7 @@ class PodConfig:
         with what the profile sets."""
         return replace(
             self,
-            image=profile.image,
-            cpu_request=profile.cpu_request,
-            cpu_limit=profile.cpu_limit,
-            memory_request=profile.memory_request,
-            memory_limit=profile.memory_limit,
-            runtime_class_name=profile.runtime_class_name,
+            **{name: getattr(profile, name) for name in PROFILE_POD_FIELDS},
             state_cap=self.state_max_bytes if profile.keep_state else None,
             profile=profile.label,
             egress=tuple(sorted(profile.egress_allow_cidrs)),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ from controller.backends.fake import FakeBackend
 from controller.config import Settings
 from controller.events import Done, Event
 from controller.identity import ThreadKey
-from controller.manager import ManagerConfig, SandboxManager
+from controller.manager import SandboxManager
 from controller.metrics import Metrics
 from controller.profiles import (
     DEFAULT,
@@ -32,19 +33,10 @@ from controller.quotas import Quotas
 from controller.stores.local import LocalStore
 from controller.threadops import ThreadOps, upgrade_thread
 from controller.threads import ThreadRecord, ensure_thread
+from tests.unit.test_manager import CONFIG as MANAGER
 
 TIMEOUT = 10
-CONFIG = ManagerConfig(
-    max_sandboxes=4,
-    idle_timeout=3600,
-    reap_interval=3600,
-    exec_timeout=30,
-    interrupt_grace=1,
-    max_output_bytes=1 << 20,
-    start_timeout=5,
-    keep_state=True,
-    state_max_bytes=1 << 20,
-)
+CONFIG = replace(MANAGER, keep_state=True, state_max_bytes=1 << 20)
 
 
 def profiles(spec: dict[str, Any], **settings: Any) -> Profiles:
