@@ -19,7 +19,7 @@ from controller.fork import ThreadExists, default_name, fork_record
 from controller.quotas import QuotaExceeded
 from controller.stores.base import StoreError
 from controller.threadops import ThreadOps
-from controller.threads import ThreadRecord
+from controller.threads import ThreadRecord, new_record
 
 # What a user types, alone in a message, case and end punctuation aside.
 FORGET_COMMANDS = frozenset({"forget state", "/forget"})
@@ -28,6 +28,7 @@ FORK_COMMANDS = frozenset({"fork", "/fork"})
 REFUSED = (ThreadExists, QuotaExceeded, StoreError)
 
 Command = Literal["forget", "fork"]
+NOTHING_YET = "This thread has nothing to fork or forget yet: ask me something first."
 
 
 def command(text: str) -> Command | None:
@@ -51,14 +52,19 @@ class Commands(Generic[OriginT, ReplyT]):
         self.ops = ops
         self.front = front
 
-    async def handle(self, msg: Incoming[OriginT], record: ThreadRecord) -> bool:
-        """True if ``msg`` was a command, now answered in its thread."""
+    async def handle(self, msg: Incoming[OriginT], record: ThreadRecord | None) -> bool:
+        """True if ``msg`` was a command, now answered in its thread; ``record``: the thread's,
+        None when this message would start it (no record is made for a command)."""
         said = command(msg.text)
-        if said == "forget":
+        if said is None:
+            return False
+        if record is None:  # an unsaved record says where to answer
+            await self.front.to_user(msg.origin, new_record(msg.key, msg.name, msg.user), NOTHING_YET)
+        elif said == "forget":
             await self.front.to_user(msg.origin, record, await self._forget(record))
-        elif said == "fork":
+        else:
             await self._fork(msg, record)
-        return said is not None
+        return True
 
     async def _forget(self, record: ThreadRecord) -> str:
         try:

@@ -105,9 +105,10 @@ class Conversations(Generic[OriginT, ReplyT]):
     async def _answer(self, msg: Incoming[OriginT]) -> None:
         reply: ReplyT | None = None
         try:
-            record = await asyncio.to_thread(ensure_thread, self.p.store, msg.key, msg.name, msg.user)
-            if await self.commands.handle(msg, record):
+            known = await asyncio.to_thread(get_thread, self.p.store, msg.key.id)
+            if await self.commands.handle(msg, known):
                 return  # forget state, fork: the thread itself, whoever answers it
+            record = known or await self._new_thread(msg)
             if await self.desk.intercept(msg, record):
                 return  # handed off: a person answers, not the agent
             reply = self.front.reply(msg, record.id)
@@ -120,6 +121,9 @@ class Conversations(Generic[OriginT, ReplyT]):
                     await asyncio.to_thread(self.p.store.release, key)
                 return
             await self._apologize(reply, exc)
+
+    async def _new_thread(self, msg: Incoming[OriginT]) -> ThreadRecord:
+        return await asyncio.to_thread(ensure_thread, self.p.store, msg.key, msg.name, msg.user)
 
     async def _turn(self, msg: Incoming[OriginT], record: ThreadRecord, reply: ReplyT) -> None:
         await reply.start(self.p.manager.is_live(record.id))

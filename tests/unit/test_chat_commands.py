@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from controller.chat import commands
-from controller.chat.commands import forgotten, fork_intro
+from controller.chat.commands import NOTHING_YET, forgotten, fork_intro
 from controller.quotas import Quotas
 from controller.threads import get_thread
 from tests.unit.test_chat_seam import CODE, Seam, build, kinds
@@ -81,7 +81,8 @@ async def test_fork_opens_a_thread_with_a_copy_and_the_original_says_where(tmp_p
 async def test_a_refused_fork_says_so_in_both_threads_and_makes_no_thread(tmp_path: Path) -> None:
     seam = build(tmp_path / "store", Quotas(user_max_bytes=150))
     thread_with_a_file(seam, tmp_path, "t3")
-    await say(seam, "t3", "fork", "m1")
+    await say(seam, "t3", CODE, "m1")
+    await say(seam, "t3", "fork", "m2")
     original, opened = seam.front.shown["t3"][-1], seam.front.shown["t3-fork-1"][-1]
     assert str(original[1]).startswith("I could not fork this thread: the fork") and "Nothing changed" in str(
         original[1]
@@ -93,6 +94,15 @@ async def test_a_refused_fork_says_so_in_both_threads_and_makes_no_thread(tmp_pa
 async def test_where_no_thread_can_be_opened_the_fork_is_a_sentence(tmp_path: Path) -> None:
     seam = build(tmp_path / "store", Quotas())
     seam.front.opens = False
-    await say(seam, "t4", "/fork", "m1")
-    assert seam.front.shown["t4"] == [("said", "I could not fork this thread: this place has no threads.")]
+    await say(seam, "t4", CODE, "m1")
+    await say(seam, "t4", "/fork", "m2")
+    assert seam.front.shown["t4"][-1] == ("said", "I could not fork this thread: this place has no threads.")
     assert len(seam.store.list_threads()) == 1
+
+
+async def test_a_command_that_would_start_a_thread_starts_none(tmp_path: Path) -> None:
+    seam = build(tmp_path / "store", Quotas())
+    for message, text in enumerate(("fork", "forget state")):
+        await say(seam, "t5", text, f"m{message}")
+    assert seam.front.shown["t5"] == [("said", NOTHING_YET)] * 2
+    assert seam.store.list_threads() == []
