@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import ErrorDetails
 
 from controller.config import Settings
 from controller.stores.base import ThreadStore
@@ -210,10 +211,13 @@ def load_profiles(settings: Settings) -> Profiles:
     except json.JSONDecodeError as exc:
         raise ProfileError(f"the profiles file {path} is not JSON: {exc}") from exc
     except ValidationError as exc:
-        problems = "; ".join(
-            "/".join(map(str, e["loc"])) + ": " + e["msg"].removeprefix("Value error, ") for e in exc.errors()
-        )
+        problems = "; ".join(_problem(e) for e in exc.errors())
         raise ProfileError(f"the profiles file {path} is invalid: {problems}") from exc
+
+
+def _problem(error: ErrorDetails) -> str:
+    where, what = "/".join(map(str, error["loc"])), error["msg"].removeprefix("Value error, ")
+    return f"{where}: {what}" if where else what
 
 
 class ProfileSource(Protocol):

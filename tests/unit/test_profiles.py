@@ -87,7 +87,7 @@ def test_a_bad_file_is_one_sentence(tmp_path: Path) -> None:
         "{": "is not JSON",
         json.dumps({"profiles": {"a": {"imagee": "x"}}}): "profiles/a/imagee: Extra inputs",
         json.dumps({"profiles": {"a": {"egress_allow_cidrs": ["10.0.0.1/8"]}}}): "egress_allow_cidrs",
-        json.dumps({"default": "nope"}): "default: there is no profile 'nope'",
+        json.dumps({"default": "nope"}): "is invalid: default: there is no profile 'nope'",
     }
     for text, problem in cases.items():
         path.write_text(text)
