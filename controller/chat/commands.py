@@ -1,9 +1,9 @@
 """Chat commands that act on the thread itself instead of asking the agent (README "Chat
 commands"): ``forget state`` forgets its kept variables, ``fork`` copies it into a new thread
-of the same platform. Matched as the handoff commands are (``handoff.normal``); the turn
+of the same platform, ``upgrade`` moves it to its profile's current version. Matched as the handoff commands are (``handoff.normal``); the turn
 pipeline asks ``Commands.handle`` before the handoff desk, so they work whoever answers.
 
-Both call ``controller/threadops.py``, as the HTTP API does. A fork opens its chat thread
+Each calls ``controller/threadops.py``, as the HTTP API does. A fork opens its chat thread
 first (``FrontEnd.open_thread``), since the new thread's key is the fork's identity; if the
 copy is then refused, both threads say so and the original is as it was.
 """
@@ -16,6 +16,7 @@ from controller import threadops
 from controller.chat.base import CannotOpen, FrontEnd, Incoming, OriginT, ReplyT
 from controller.chat.handoff import normal
 from controller.fork import ThreadExists, default_name, fork_record
+from controller.profiles import ProfileError
 from controller.quotas import QuotaExceeded
 from controller.stores.base import StoreError
 from controller.threadops import ThreadOps
@@ -24,17 +25,20 @@ from controller.threads import ThreadRecord, new_record
 # What a user types, alone in a message, case and end punctuation aside.
 FORGET_COMMANDS = frozenset({"forget state", "/forget"})
 FORK_COMMANDS = frozenset({"fork", "/fork"})
+UPGRADE_COMMANDS = frozenset({"upgrade", "/upgrade"})
 # Refusals worth a sentence; anything else is the pipeline's (claims released, logged).
 REFUSED = (ThreadExists, QuotaExceeded, StoreError)
 
-Command = Literal["forget", "fork"]
-NOTHING_YET = "This thread has nothing to fork or forget yet: ask me something first."
+Command = Literal["forget", "fork", "upgrade"]
+NOTHING_YET = "This thread has nothing to fork, forget or upgrade yet: ask me something first."
 
 
 def command(text: str) -> Command | None:
     said = normal(text)
     if said in FORGET_COMMANDS:
         return "forget"
+    if said in UPGRADE_COMMANDS:
+        return "upgrade"
     return "fork" if said in FORK_COMMANDS else None
 
 
@@ -62,6 +66,8 @@ class Commands(Generic[OriginT, ReplyT]):
             await self.front.to_user(msg.origin, new_record(msg.key, msg.name, msg.user), NOTHING_YET)
         elif said == "forget":
             await self.front.to_user(msg.origin, record, await self._forget(record))
+        elif said == "upgrade":
+            await self.front.to_user(msg.origin, record, await self._upgrade(record))
         else:
             await self._fork(msg, record)
         return True
@@ -71,6 +77,12 @@ class Commands(Generic[OriginT, ReplyT]):
             return forgotten(await threadops.forget_state(self.ops, record.id))
         except StoreError as exc:
             return f"I could not forget this thread's variables: {exc}. Try again later."
+
+    async def _upgrade(self, record: ThreadRecord) -> str:
+        try:
+            return (await threadops.upgrade_thread(self.ops, record)).note
+        except (ProfileError, StoreError) as exc:  # the thread keeps its version
+            return f"I could not upgrade this thread: {exc}. It keeps its version."
 
     async def _fork(self, msg: Incoming[OriginT], source: ThreadRecord) -> None:
         try:

@@ -1,4 +1,4 @@
-"""The chat commands (``forget state``, ``fork``) on the in-tree fake front-end and fake backend:
+"""The chat commands (``forget state``, ``fork``, ``upgrade``) on the in-tree fake front-end and fake backend:
 which messages are commands, and what each one does and says; the agent never sees them."""
 
 from __future__ import annotations
@@ -9,9 +9,11 @@ import pytest
 
 from controller.chat import commands
 from controller.chat.commands import NOTHING_YET, forgotten, fork_intro
+from controller.profiles import ProfileBook
 from controller.quotas import Quotas
 from controller.threads import get_thread
 from tests.unit.test_chat_seam import CODE, Seam, build, kinds
+from tests.unit.test_profiles import profiles
 
 
 @pytest.mark.parametrize(
@@ -22,6 +24,9 @@ from tests.unit.test_chat_seam import CODE, Seam, build, kinds
         ("/forget", "forget"),
         ("fork", "fork"),
         ("/FORK!", "fork"),
+        ("Upgrade", "upgrade"),
+        ("/upgrade", "upgrade"),
+        ("upgrade now", None),
         ("forget", None),
         ("please fork this", None),
         ("forget state and run", None),
@@ -102,7 +107,40 @@ async def test_where_no_thread_can_be_opened_the_fork_is_a_sentence(tmp_path: Pa
 
 async def test_a_command_that_would_start_a_thread_starts_none(tmp_path: Path) -> None:
     seam = build(tmp_path / "store", Quotas())
-    for message, text in enumerate(("fork", "forget state")):
+    for message, text in enumerate(("fork", "forget state", "upgrade")):
         await say(seam, "t5", text, f"m{message}")
-    assert seam.front.shown["t5"] == [("said", NOTHING_YET)] * 2
+    assert seam.front.shown["t5"] == [("said", NOTHING_YET)] * 3
     assert seam.store.list_threads() == []
+
+
+async def test_upgrade_moves_the_thread_to_its_profile_s_current_version(tmp_path: Path) -> None:
+    seam = build(tmp_path / "store", Quotas())
+    manager = seam.turns.p.manager
+
+    def image(tag: str) -> None:
+        spec = {"profiles": {"data": {"image": f"reg/d:{tag}"}}, "routes": {"fake": "data"}}
+        manager.profiles = ProfileBook(profiles(spec), seam.store)
+
+    image("1")
+    await say(seam, "t6", CODE, "m1")
+    await say(seam, "t6", "upgrade", "m2")
+    assert "already runs the current version of profile data" in str(seam.front.shown["t6"][-1][1])
+    image("2")
+    await say(seam, "t6", "/upgrade", "m3")
+    said = str(seam.front.shown["t6"][-1][1])
+    assert said.startswith("Profile data: ") and "(image changed)" in said, said
+    assert not manager.is_live(seam.front.message("t6", "", "").key.id)  # the next turn starts anew
+    assert kinds(seam.front.shown["t6"]).count("start") == 1  # neither command was a turn
+
+
+async def test_upgrade_to_a_profile_that_is_gone_keeps_the_version_and_says_why(tmp_path: Path) -> None:
+    seam = build(tmp_path / "store", Quotas())
+    manager = seam.turns.p.manager
+    spec = {"profiles": {"data": {}}, "routes": {"fake": "data"}}
+    manager.profiles = ProfileBook(profiles(spec), seam.store)
+    await say(seam, "t7", CODE, "m1")
+    manager.profiles = ProfileBook(profiles({}), seam.store)
+    await say(seam, "t7", "upgrade", "m2")
+    said = str(seam.front.shown["t7"][-1][1])
+    assert said.startswith("I could not upgrade this thread: there is no profile 'data'"), said
+    assert said.endswith("It keeps its version.")
