@@ -224,20 +224,17 @@ def controller_image(cluster: Cluster) -> str:
 
 
 @pytest.fixture(scope="module")
-def monitoring_crds(cluster: Cluster) -> Iterator[None]:
-    """The ServiceMonitor and PrometheusRule CRDs, where the cluster lacks them; removed after."""
+def monitoring_crds(cluster: Cluster) -> None:
+    """The ServiceMonitor and PrometheusRule CRDs, where the cluster lacks them. They stay: a
+    CRD's deletion deletes every object of its kind, so another session's release on the same
+    cluster would lose its ServiceMonitor mid-test."""
     docs = list(yaml.safe_load_all(MONITORING_CRDS.read_text()))
     present = {n.split("/")[-1] for n in tool(cluster, "kubectl", "get", "crd", "-o", "name").split()}
     added = [d for d in docs if d["metadata"]["name"] not in present]
-    names = [f"crd/{d['metadata']['name']}" for d in added]
     if added:
         tool(cluster, "kubectl", "apply", "-f", "-", stdin=yaml.safe_dump_all(added))
+        names = [f"crd/{d['metadata']['name']}" for d in added]
         tool(cluster, "kubectl", "wait", "--for=condition=Established", "--timeout=60s", *names)
-    try:
-        yield
-    finally:
-        if names:
-            tool(cluster, "kubectl", "delete", "--ignore-not-found", "--wait=false", *names, check=False)
 
 
 @pytest.fixture(scope="module")
