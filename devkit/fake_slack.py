@@ -409,6 +409,8 @@ def _make_handler(fake: FakeSlack) -> type[BaseHTTPRequestHandler]:
                 self._reply(status, ctype, body)
             elif path == "oauth/v2/authorize":
                 self._authorize()
+            elif "." in path and "/" not in path:  # a Web API method called with GET (chat.getPermalink)
+                self._api(path, b"")
             else:
                 self._reply(404, "text/plain", b"not found")
 
@@ -426,7 +428,10 @@ def _make_handler(fake: FakeSlack) -> type[BaseHTTPRequestHandler]:
                 ok = fake.upload(path.split("/", 1)[1], raw)
                 self._reply(200 if ok else 404, "text/plain", f"OK - {len(raw)}".encode())
                 return
-            result = fake.handle(path, _params(self, raw), self._headers())
+            self._api(path, raw)
+
+        def _api(self, method: str, raw: bytes) -> None:
+            result = fake.handle(method, _params(self, raw), self._headers())
             self._reply(result.status, "application/json", json.dumps(result.body).encode(), result.headers)
 
     return Handler
