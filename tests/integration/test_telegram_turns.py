@@ -6,13 +6,15 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import pytest
 
 from controller.identity import ThreadKey
 from devkit.fake_telegram import BOT_ID, FakeTelegram, serve_fake_telegram
 from devkit.telegram_updates import TelegramSender, telegram_settings
+from tests.support import fork_chat
 from tests.support.fake_openai import Text, fake_llm, run_python
 
 pytestmark = pytest.mark.integration
@@ -208,3 +210,67 @@ def test_flood_control_is_waited_out_and_the_reply_lands(sender: TelegramSender,
     wait_text(tg, GROUP, update["message"]["message_id"], "one", "two 42")
     assert [c.status for c in tg.calls_of("sendMessage")][:2] == [429, 200]
     assert [c.status for c in tg.calls_of("editMessageText")][:2] == [429, 200]
+
+
+@dataclass
+class TelegramChat:
+    """Threads are forum topics in a forum, else reply chains named by their first message
+    (tests/support/fork_chat.py); a message continues one by replying to its first message."""
+
+    sender: TelegramSender
+    tg: FakeTelegram
+    chat: int
+    topics: bool
+
+    def _place(self, thread: int) -> dict[str, int]:
+        return {"topic": thread} if self.topics else {"reply_to": thread}
+
+    def run(self, thread: int, code: str) -> None:
+        self.sender.deliver(self.tg.user_says(self.chat, code=code, **self._place(thread)))
+
+    def command(self, thread: int, name: Literal["fork", "forget"]) -> None:
+        self.sender.deliver(self.tg.user_says(self.chat, command=name, **self._place(thread)))
+
+    def wait(self, thread: int, *needles: str) -> str:
+        def found() -> str | None:
+            text = (
+                self.tg.text_in(self.chat, topic=thread)
+                if self.topics
+                else self.tg.text_in(self.chat, thread)
+            )
+            return text if all(n in text for n in needles) else None
+
+        return self.tg.wait_for(found, 90, f"{needles} in {self.chat}/{thread}")
+
+    def fork_of(self, thread: int) -> tuple[int, str]:
+        def opened() -> int | None:
+            bots = [m for m in list(self.tg.messages) if m["chat"]["id"] == self.chat and m["from"]["is_bot"]]
+            if self.topics:
+                return next((m["message_thread_id"] for m in bots if "forum_topic_created" in m), None)
+            tops = [m for m in bots if "reply_to_message" not in m and "is a fork of" in m.get("text", "")]
+            return tops[0]["message_id"] if tops else None
+
+        fork = self.tg.wait_for(opened, 60, "the fork's thread")
+        return fork, f"https://t.me/c/{str(self.chat)[4:]}/{fork}"
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("topics", [False, True], ids=["reply-chains", "forum-topics"])
+def test_fork_opens_a_thread_with_the_copy_and_forget_keeps_only_the_files(
+    sender: TelegramSender, tg: FakeTelegram, topics: bool
+) -> None:
+    chat = FORUM if topics else GROUP
+    if topics:
+        tg.forums.add(FORUM)
+    first = tg.user_says(chat, mention=True, code=fork_chat.SET_UP, topic=100 if topics else None)
+    sender.deliver(first)
+    original = 100 if topics else first["message"]["message_id"]
+    telegram = TelegramChat(sender, tg, chat, topics)
+    telegram.wait(original, fork_chat.SET)
+    fork = fork_chat.fork_and_forget(telegram, original)
+    runtime = sender.client.runtime  # type: ignore[attr-defined]
+    kind = "topic" if topics else "msg"
+    record = runtime.store.get_json(
+        ThreadKey("telegram", str(BOT_ID), str(chat), f"{kind}-{fork}").id, "meta"
+    )
+    assert record["forked_from"] == ThreadKey("telegram", str(BOT_ID), str(chat), f"{kind}-{original}").id
