@@ -258,7 +258,7 @@ def _add_thread_routes(app: FastAPI, rt: Runtime) -> None:
         record = await _thread(rt, thread_id, who)
         return StateForgotten(stopped=await threadops.forget_state(ops, record.id))
 
-    @app.post("/threads/{thread_id}/fork", tags=["threads"], status_code=201, responses=errors(409))
+    @app.post("/threads/{thread_id}/fork", tags=["threads"], status_code=201, responses=errors(400, 409))
     async def fork(thread_id: ThreadRef, who: Caller, body: ForkIn | None = None) -> ForkOut:
         """A new thread of the same owner with a copy of this one's files and variables (a live
         sandbox saves both first); the original is untouched by the fork's turns."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+from typing import Any
 
 from fastapi import FastAPI, HTTPException
 from pydantic import BaseModel, Field
@@ -42,6 +43,20 @@ class UpgradeOut(BaseModel):
     note: str = Field(description="What happened, in a sentence for the user.")
 
 
+def _name_profiles(app: FastAPI, names: list[str]) -> None:
+    """The schema of ``POST /threads`` lists this server's profiles: a name it does not list is
+    refused (400), so a client reading the schema never sends one."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        schema = build()
+        field = schema["components"]["schemas"]["ThreadCreate"]["properties"]["profile"]
+        field["anyOf"][0]["enum"] = names
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
 def check_profile(rt: Runtime, name: str) -> None:
     """400 naming the known profiles, unless ``name`` is one."""
     try:
@@ -52,6 +67,7 @@ def check_profile(rt: Runtime, name: str) -> None:
 
 def add_profile_routes(app: FastAPI, rt: Runtime) -> None:
     ops = threadops.ThreadOps.of(rt)
+    _name_profiles(app, rt.profiles.profiles.names)
 
     @app.get("/profiles", tags=["profiles"])
     async def profiles(who: Caller) -> list[ProfileOut]:

@@ -63,6 +63,8 @@ def test_a_thread_is_made_on_a_profile_and_upgraded_to_its_new_version(made: Any
     assert pinned["profile"]["image"] == "reg/d:1" and pinned["current"] == pinned["version"]
     listed = client.get("/profiles").json()
     assert [p["profile"]["name"] for p in listed] == ["data", "default"]
+    schema = client.get("/openapi.json").json()["components"]["schemas"]["ThreadCreate"]
+    assert schema["properties"]["profile"]["anyOf"][0]["enum"] == ["data", "default"]
     assert listed[0]["version"] == pinned["version"]
     assert client.post(f"/threads/{tid}/execute", json={"code": "x"}).status_code == 200
     assert backend.profiles[tid].image == "reg/d:1"
