@@ -114,10 +114,17 @@ class Executions:
         record. Never raises. ``released``: the sandbox goes on running without this controller."""
         if reason == "died":
             return "its kernel died, so nothing more was saved"
-        kept = await self._keep_state(info, user) if reason not in ("deleted", "forget", "released") else ""
+        kept = await self._kept(info, user, reason)
         if await self.persist_quietly(info, user):
             return "its files were saved" + kept
         return "its files could NOT be saved (see the controller log)" + kept
+
+    async def _kept(self, info: SandboxInfo, user: str | None, reason: str) -> str:
+        if reason in ("deleted", "forget", "released"):
+            return ""
+        if reason == "timeout":  # a save would wait behind the code that would not stop, for 120 s
+            return "; its variables were not saved: its code would not stop"
+        return await self._keep_state(info, user)
 
     async def _keep_state(self, info: SandboxInfo, user: str | None) -> str:
         if (cap := self.state_cap(info)) is None:

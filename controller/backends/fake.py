@@ -43,6 +43,10 @@ class KernelDies(Exception):
     """Raised by a script: the kernel process is gone from here on."""
 
 
+class KernelHangs(Exception):
+    """Raised by a script: its code would not stop when interrupted (the kernel is restarted)."""
+
+
 async def echo(code: str) -> AsyncIterator[Event]:
     """The default script: prints the code back."""
     yield Stream(type="stdout", text=code)
@@ -82,6 +86,11 @@ class FakeSession:
                 kind="timeout", ename="TimeoutError", evalue=f"Execution timed out after {timeout:g}s."
             )
             self.last_state = "idle"
+            yield Done(status="aborted", execution_count=count, seconds=time.monotonic() - started)
+            return
+        except KernelHangs:
+            self.last_state = "unresponsive"
+            yield Error(kind="timeout", ename="TimeoutError", evalue="The interrupt did not stop it.")
             yield Done(status="aborted", execution_count=count, seconds=time.monotonic() - started)
             return
         except KernelDies:

@@ -12,7 +12,7 @@ import pytest
 
 from controller.agent.base import Turn
 from controller.agent.direct import DirectAgent
-from controller.backends.fake import FakeBackend, KernelDies
+from controller.backends.fake import FakeBackend, KernelDies, KernelHangs
 from controller.events import Done, Error, Event, FilesChanged, Status, Stream
 from controller.manager import ManagerConfig, SandboxManager
 from controller.metrics import Metrics
@@ -58,6 +58,8 @@ class Gates:
             await self.gate(code.removeprefix("wait:")).wait()
         if code == "die":
             raise KernelDies
+        if code == "hang":
+            raise KernelHangs
         if code.startswith("write:") and self.backend is not None:
             thread_id, name = code.removeprefix("write:").split("/")
             self.backend.sandboxes[thread_id].files[name] = b"data"
@@ -317,10 +319,15 @@ async def test_a_reaped_sandbox_saves_its_variables_before_its_files_and_the_nex
     assert [e.message for e in events if isinstance(e, Status)][-1] == "Sandbox ready."
 
 
-async def test_no_save_when_the_kernel_died_when_forgotten_or_when_turned_off(make: Any) -> None:
+async def test_no_save_when_the_kernel_died_hung_when_forgotten_or_when_turned_off(make: Any) -> None:
     manager, backend = make(keep_state=True, state_max_bytes=1000)
     await collect(manager.run("died", "die"))
     assert "save state" not in state_calls(backend, "died")
+    # Code that ignores the interrupt: a save would wait behind it for its whole timeout.
+    events = await collect(manager.run("hung", "hang"))
+    assert done(events).status == "aborted" and not manager.is_live("hung")
+    assert "save state" not in state_calls(backend, "hung") and state_calls(backend, "hung")[-1] == "persist"
+    assert any("its variables were not saved: its code would not stop" in op for op, _ in backend.log)
     await collect(manager.run("forget", "x"))
     assert await manager.forget_state("forget") is True and await manager.forget_state("forget") is False
     assert (
