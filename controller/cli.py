@@ -91,7 +91,8 @@ def _parser() -> argparse.ArgumentParser:
     _token_parser(sub)
     discord = sub.add_parser("discord", help="set up the Discord application (THREADBOX_DISCORD_*)")
     discord.add_subparsers(dest="action", required=True, metavar="ACTION").add_parser(
-        "register-commands", help="register /run and /ask as the application's global commands"
+        "register-commands",
+        help="register /run, /ask, /fork and /forget as the application's global commands",
     )
 
     sub.add_parser("sandbox-env", help="build the lean sandbox environment and print its python")

@@ -94,9 +94,8 @@ def command_body(
 ) -> dict[str, Any]:
     """An APPLICATION_COMMAND interaction for ``/name`` in ``channel`` (a channel object of the
     fake), with ``file`` (``FakeDiscord.add_attachment``) as its attachment option."""
-    options: list[dict[str, Any]] = [
-        {"name": "code" if name == "run" else "question", "type": 3, "value": text}
-    ]
+    text_option = {"run": "code", "ask": "question"}.get(name)  # /fork and /forget take none
+    options: list[dict[str, Any]] = [{"name": text_option, "type": 3, "value": text}] if text_option else []
     data: dict[str, Any] = {"id": "1400000000000000001", "name": name, "type": 1, "options": options}
     if file is not None:
         options.append({"name": "file", "type": 11, "value": file["id"]})

@@ -1,8 +1,9 @@
 """The application commands threadbox answers, registered with Discord once per application.
 
 ``threadbox discord register-commands`` overwrites the application's global commands with
-these two (``PUT /applications/{id}/commands``); Discord then shows them in every guild the
-bot is in, and in DMs with it. The option names are what ``interactions.py`` reads.
+these (``PUT /applications/{id}/commands``); Discord then shows them in every guild the bot is
+in, and in DMs with it. The option names are what ``interactions.py`` reads; ``/fork`` and
+``/forget`` (the chat commands) take none.
 """
 
 from __future__ import annotations
@@ -15,6 +16,10 @@ from controller.discord.interactions import COMMANDS
 DESCRIPTIONS = {
     "run": ("Run Python in this thread's sandbox", "The code to run"),
     "ask": ("Ask the assistant; it runs code in this thread's sandbox", "Your question"),
+}
+THREAD_COMMANDS = {
+    "fork": "Copy this thread (its files and variables) into a new thread",
+    "forget": "Forget this thread's kept variables; its files stay",
 }
 FILE_OPTION = "file"
 
@@ -29,7 +34,7 @@ def builders(rest: hikari.api.RESTClient) -> list[hikari.api.SlashCommandBuilder
             type=hikari.OptionType.ATTACHMENT, name=FILE_OPTION, description="A file for the sandbox"
         )
         made.append(rest.slash_command_builder(name, about).add_option(text).add_option(file))
-    return made
+    return made + [rest.slash_command_builder(name, about) for name, about in THREAD_COMMANDS.items()]
 
 
 async def register(config: DiscordConfig) -> list[str]:

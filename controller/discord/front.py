@@ -5,7 +5,9 @@ The interaction is claimed in the store before anything else (``discord-interact
 so a duplicated delivery, on any replica, opens no second thread and runs nothing. Opening
 needs Discord's REST API (the ``@original`` response message becomes the thread's first
 message), so it happens in an owned task after the deferred answer, never in the request.
-``/run`` runs its code as it is; ``/ask`` goes to the configured agent.
+``/run`` runs its code as it is; ``/ask`` goes to the configured agent; ``/fork`` and
+``/forget`` are the chat commands (controller/chat/commands.py), taken in the thread or DM
+they are used in, where a fork opens a new thread in the same channel.
 """
 
 from __future__ import annotations
@@ -19,13 +21,22 @@ import hikari
 import httpx
 
 from controller.agent.direct import DirectAgent
-from controller.chat.base import AttachmentError, FrontEnd, Incoming
+from controller.chat.base import AttachmentError, CannotOpen, FrontEnd, Incoming, Opened
 from controller.chat.turns import Conversations, Pipeline
 from controller.discord.config import DiscordConfig
-from controller.discord.interactions import Attachment, Command, echo, thread_name, turn_text
+from controller.discord.interactions import (
+    THREAD_NAME_LIMIT,
+    Attachment,
+    Command,
+    echo,
+    thread_name,
+    turn_text,
+)
 from controller.discord.reply import DiscordReply
 from controller.discord.rest import DiscordRest
+from controller.identity import ThreadKey
 from controller.tasks import TaskSet
+from controller.threads import ThreadRecord
 
 if TYPE_CHECKING:
     from controller.runtime import Runtime
@@ -33,6 +44,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 DRAIN_SECONDS = 30.0
+OUTSIDE_A_THREAD = "`/{}` is about a conversation: use it in a thread I opened, where that conversation is."
 
 
 @dataclass(frozen=True)
@@ -123,6 +135,9 @@ class DiscordFront(FrontEnd[Origin, DiscordReply]):
         return True
 
     async def _open_and_take(self, command: Command) -> None:
+        if command.acts_on_thread and command.needs_thread:
+            await self._tell(command, OUTSIDE_A_THREAD.format(command.name))
+            return
         try:
             channel = await self._open(command)
         except hikari.HTTPError as exc:
@@ -141,7 +156,7 @@ class DiscordFront(FrontEnd[Origin, DiscordReply]):
             origin=Origin(command, channel),
             attachments=files,
         )
-        await self.conversations[command.name].take(incoming)
+        await self.conversations["run" if command.name == "run" else "ask"].take(incoming)
 
     async def _open(self, command: Command) -> str:
         """The channel the turn's reply goes to; a command in a guild's channel opens a thread
@@ -160,6 +175,20 @@ class DiscordFront(FrontEnd[Origin, DiscordReply]):
 
     def reply(self, msg: Incoming[Origin], thread_id: str) -> DiscordReply:
         return DiscordReply(self.rest, msg.origin.channel, self.store, thread_id, self.config.update_interval)
+
+    async def open_thread(self, origin: Origin, beside: ThreadRecord, text: str) -> Opened:
+        """A new thread in the channel of ``beside``'s thread, keyed as a command there is
+        (``Command.key``); a DM has no threads."""
+        command = origin.command
+        if not command.in_thread or command.parent is None:
+            raise CannotOpen("a direct message holds one conversation; fork in a thread of a server channel")
+        name = f"fork: {beside.name.removeprefix('discord ')}"[:THREAD_NAME_LIMIT]
+        thread = await self.rest.new_thread(command.parent, name)
+        await self.rest.post(thread, text)
+        return Opened(ThreadKey("discord", command.guild or "@me", command.parent, thread), f"<#{thread}>")
+
+    async def to_user(self, origin: Origin, record: ThreadRecord, text: str) -> None:
+        await self.rest.post(record.thread, text)  # the thread's channel (a DM's own id)
 
     def count_error(self, kind: str) -> None:
         self.metrics.discord_errors.labels(kind).inc()

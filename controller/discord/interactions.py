@@ -1,8 +1,9 @@
 """What threadbox reads from a Discord interaction: pure functions over its JSON.
 
-Only the application commands threadbox registers (``/run``, ``/ask``) become turns. The
-interaction's channel says where the conversation is: a thread continues the thread's
-sandbox; a text channel gets a new thread; a DM is one conversation by itself.
+Only the application commands threadbox registers become turns: ``/run`` and ``/ask`` with
+their text, and ``/fork`` and ``/forget`` (the chat commands, controller/chat/commands.py),
+which take none. The interaction's channel says where the conversation is: a thread continues
+the thread's sandbox; a text channel gets a new thread; a DM is one conversation by itself.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ THREAD_TYPES = {10, 11, 12}  # announcement, public and private threads
 DM_TYPES = {1, 3}
 STRING, ATTACHMENT = 3, 11
 COMMANDS: dict[str, str] = {"run": "code", "ask": "question"}  # command -> its text option
+CommandName = Literal["run", "ask", "fork", "forget"]
+NAMES: dict[object, CommandName] = {"run": "run", "ask": "ask", "fork": "fork", "forget": "forget"}
 ECHO_LIMIT = 1500  # of the command's text shown on its response message (Discord: 2000)
 THREAD_NAME_LIMIT = 100
 
@@ -39,7 +42,7 @@ class Command:
     id: str
     token: str
     application_id: str
-    name: Literal["run", "ask"]
+    name: CommandName
     text: str
     user: str
     guild: str | None
@@ -56,6 +59,11 @@ class Command:
     def needs_thread(self) -> bool:
         """In a guild's channel the command opens a thread; in a thread or a DM it continues."""
         return self.guild is not None and not self.in_thread and self.channel_type not in DM_TYPES
+
+    @property
+    def acts_on_thread(self) -> bool:
+        """``/fork``, ``/forget``: about the conversation it is in, so it opens none."""
+        return self.name not in COMMANDS
 
     @property
     def claim(self) -> str:
@@ -80,8 +88,8 @@ def parse_command(payload: dict[str, Any]) -> Command | None:
     data, channel = payload.get("data"), payload.get("channel") or {}
     if not isinstance(data, dict) or not isinstance(channel, dict):
         raise NotAnInteraction("An application command needs `data` and `channel` objects.")
-    name = data.get("name")
-    if name != "run" and name != "ask":
+    name = NAMES.get(data.get("name"))
+    if name is None:
         return None
     options = {str(o.get("name")): o for o in data.get("options") or [] if isinstance(o, dict)}
     try:
@@ -90,7 +98,7 @@ def parse_command(payload: dict[str, Any]) -> Command | None:
             token=str(payload["token"]),
             application_id=str(payload["application_id"]),
             name=name,
-            text=str(options.get(COMMANDS[name], {}).get("value") or "").strip(),
+            text=str(options.get(COMMANDS.get(name, ""), {}).get("value") or "").strip(),
             user=_user(payload),
             guild=str(payload["guild_id"]) if payload.get("guild_id") else None,
             channel=str(payload["channel_id"]),
@@ -126,7 +134,10 @@ def _attachments(data: dict[str, Any], options: dict[str, dict[str, Any]]) -> li
 
 
 def turn_text(command: Command) -> str:
-    """``/run`` code goes to the direct agent, which runs fenced blocks."""
+    """``/run`` code goes to the direct agent, which runs fenced blocks; ``/fork`` and
+    ``/forget`` are said as the chat commands are."""
+    if command.acts_on_thread:
+        return f"/{command.name}"
     if command.name == "run" and "```" not in command.text:
         return f"```python\n{command.text}\n```"
     return command.text
@@ -134,9 +145,12 @@ def turn_text(command: Command) -> str:
 
 def echo(command: Command) -> str:
     """The response message: who asked what (it heads the thread opened from it)."""
+    said = f"**/{command.name}** from <@{command.user}>"
+    if command.acts_on_thread:
+        return said
     text = command.text if len(command.text) <= ECHO_LIMIT else command.text[:ECHO_LIMIT] + "…"
     shown = f"```python\n{text}\n```" if command.name == "run" else f"> {text}"
-    return f"**/{command.name}** from <@{command.user}>\n{shown}"
+    return f"{said}\n{shown}"
 
 
 def thread_name(command: Command) -> str:

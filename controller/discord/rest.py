@@ -56,3 +56,8 @@ class DiscordRest:
         """A public thread started from ``message``; returns its channel id."""
         thread = await self.rest.create_message_thread(int(channel), message, name)
         return str(thread.id)
+
+    async def new_thread(self, channel: str, name: str) -> str:
+        """A public thread in ``channel``, from no message; returns its channel id."""
+        thread = await self.rest.create_thread(int(channel), hikari.ChannelType.GUILD_PUBLIC_THREAD, name)
+        return str(thread.id)

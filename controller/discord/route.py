@@ -31,7 +31,10 @@ from controller.metrics import Metrics
 
 PATH = "/discord/interactions"
 CHANNEL_MESSAGE, EPHEMERAL = 4, 1 << 6
-UNKNOWN = "threadbox knows `/run <code>` and `/ask <question>`; re-register its commands if you see this."
+UNKNOWN = (
+    "threadbox knows `/run <code>`, `/ask <question>`, `/fork` and `/forget`;"
+    " re-register its commands if you see this."
+)
 
 
 def interactions_router(verifier: Verifier, front: DiscordFront, metrics: Metrics) -> APIRouter:

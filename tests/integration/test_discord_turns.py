@@ -7,7 +7,8 @@ import json
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import pytest
 from nacl.signing import SigningKey
@@ -15,7 +16,7 @@ from nacl.signing import SigningKey
 from controller.cli import main
 from devkit.discord_interactions import DiscordSender, Sent, command_body, discord_settings, sign
 from devkit.fake_discord import UPLOAD_LIMIT, FakeDiscord, serve_fake_discord
-from tests.support import csv_question
+from tests.support import csv_question, fork_chat
 from tests.support.fake_openai import fake_llm
 
 pytestmark = pytest.mark.integration
@@ -201,19 +202,23 @@ def test_rate_limits_are_waited_out_and_large_files_stay_in_the_thread(
     assert [c.status for c in fake.calls_of("edit_message")][:2] == [429, 200]
 
 
-def test_register_commands_puts_run_and_ask_with_their_options(
+def test_register_commands_puts_run_and_ask_with_their_options_and_fork_and_forget(
     fake: FakeDiscord, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     for name, value in discord_settings(fake).items():
         monkeypatch.setenv(f"THREADBOX_{name.upper()}", str(value))
     assert main(["discord", "register-commands"]) == 0
-    assert "registered /run, /ask" in capsys.readouterr().out
+    assert "registered /run, /ask, /fork, /forget" in capsys.readouterr().out
     [call] = fake.calls_of("set_commands")
     assert call.headers["authorization"] == "Bot fake-discord-bot-token"
-    options = {c["name"]: [(o["name"], o["type"], o["required"]) for o in c["options"]] for c in call.body}
+    options = {
+        c["name"]: [(o["name"], o["type"], o["required"]) for o in c.get("options", [])] for c in call.body
+    }
     assert options == {
         "run": [("code", 3, True), ("file", 11, False)],
         "ask": [("question", 3, True), ("file", 11, False)],
+        "fork": [],
+        "forget": [],
     }
 
 
@@ -260,3 +265,52 @@ def test_long_output_is_split_under_2000_characters_and_very_long_output_is_atta
     assert b"03999 " + b"z" * 40 in attached.content
     contents = [m["content"] for m in fake.messages_in(huge)]
     assert len(contents) == 5 and "output.txt" in contents[3] and all(len(c) <= 2000 for c in contents)
+
+
+@dataclass
+class DiscordChat:
+    """Threads are the channels of threads the bot opened (tests/support/fork_chat.py)."""
+
+    discord: DiscordSender
+    fake: FakeDiscord
+
+    def run(self, thread: str, code: str) -> None:
+        self.discord.run(code, self.fake.channels[thread])
+
+    def command(self, thread: str, name: Literal["fork", "forget"]) -> None:
+        self.discord.command(name, "", self.fake.channels[thread])
+
+    def wait(self, thread: str, *needles: str) -> str:
+        return wait_text(self.fake, thread, *needles)
+
+    def fork_of(self, thread: str) -> tuple[str, str]:
+        parent = self.fake.channels[thread]["parent_id"]
+
+        def others() -> list[str]:
+            return [t["id"] for t in self.fake.threads_of(parent) if t["id"] != thread]
+
+        [fork] = self.fake.wait_for(others, 60, "the fork's thread")
+        return fork, f"<#{fork}>"
+
+
+def test_fork_opens_a_thread_with_the_copy_and_forget_keeps_only_the_files(
+    discord: DiscordSender, fake: FakeDiscord
+) -> None:
+    first = discord.run(fork_chat.SET_UP, fake.text_channel())
+    original = thread_of(fake, first)
+    wait_text(fake, original, fork_chat.SET)
+    fork = fork_chat.fork_and_forget(DiscordChat(discord, fake), original)
+    assert fake.channels[fork]["name"] == "fork: x = 41"
+    runtime = discord.client.runtime  # type: ignore[attr-defined]
+    records = {r["thread"]: r for r in (runtime.store.get_json(t, "meta") for t in thread_ids(discord))}
+    assert records[fork]["forked_from"] == records[original]["id"]
+
+
+def test_fork_and_forget_outside_a_thread_say_where_they_work(
+    discord: DiscordSender, fake: FakeDiscord
+) -> None:
+    channel = fake.text_channel()
+    for name in ("fork", "forget"):
+        discord.command(name, "", channel)
+        wait_text(fake, channel["id"], f"`/{name}` is about a conversation")
+    assert fake.threads_of(channel["id"]) == [] and thread_ids(discord) == []

@@ -8,6 +8,7 @@ import pytest
 from nacl.signing import SigningKey
 from pydantic import ValidationError
 
+from controller.chat.commands import command as chat_command
 from controller.config import Settings
 from controller.discord.config import DiscordConfig
 from controller.discord.interactions import (
@@ -95,6 +96,17 @@ def test_run_code_is_fenced_once_and_the_echo_and_thread_name_fit_discord() -> N
     long = command("ask", "\n  " + "q" * 3000, channel)
     assert len(echo(long)) <= LIMIT and thread_name(long) == "q" * 100
     assert thread_name(command("run", "   ", channel)) == "/run"
+
+
+def test_fork_and_forget_take_no_text_and_are_said_as_the_chat_commands() -> None:
+    inside = {"id": "20", "type": 11, "parent_id": "10"}
+    for name in ("fork", "forget"):
+        parsed = command(name, "", inside)
+        assert parsed.acts_on_thread and (parsed.text, turn_text(parsed)) == ("", f"/{name}")
+        assert chat_command(turn_text(parsed)) == name
+        assert echo(parsed) == f"**/{name}** from <@{parsed.user}>"
+    assert command("fork", "", {"id": "10", "type": 0}).needs_thread  # the front-end says where it works
+    assert not command("run", "x", inside).acts_on_thread
 
 
 def test_layout_keeps_messages_under_2000_with_balanced_fences_and_says_when_it_overflows() -> None:
