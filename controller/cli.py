@@ -92,7 +92,7 @@ def _parser() -> argparse.ArgumentParser:
     discord = sub.add_parser("discord", help="set up the Discord application (THREADBOX_DISCORD_*)")
     discord.add_subparsers(dest="action", required=True, metavar="ACTION").add_parser(
         "register-commands",
-        help="register /run, /ask, /fork and /forget as the application's global commands",
+        help="register /run, /ask, /fork, /forget and /upgrade as the application's global commands",
     )
 
     sub.add_parser("sandbox-env", help="build the lean sandbox environment and print its python")

@@ -94,7 +94,7 @@ def command_body(
 ) -> dict[str, Any]:
     """An APPLICATION_COMMAND interaction for ``/name`` in ``channel`` (a channel object of the
     fake), with ``file`` (``FakeDiscord.add_attachment``) as its attachment option."""
-    text_option = {"run": "code", "ask": "question"}.get(name)  # /fork and /forget take none
+    text_option = {"run": "code", "ask": "question"}.get(name)  # the chat commands take none
     options: list[dict[str, Any]] = [{"name": text_option, "type": 3, "value": text}] if text_option else []
     data: dict[str, Any] = {"id": "1400000000000000001", "name": name, "type": 1, "options": options}
     if file is not None:

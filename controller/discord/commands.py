@@ -2,8 +2,8 @@
 
 ``threadbox discord register-commands`` overwrites the application's global commands with
 these (``PUT /applications/{id}/commands``); Discord then shows them in every guild the bot is
-in, and in DMs with it. The option names are what ``interactions.py`` reads; ``/fork`` and
-``/forget`` (the chat commands) take none.
+in, and in DMs with it. The option names are what ``interactions.py`` reads; ``/fork``,
+``/forget`` and ``/upgrade`` (the chat commands) take none.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ DESCRIPTIONS = {
 THREAD_COMMANDS = {
     "fork": "Copy this thread (its files and variables) into a new thread",
     "forget": "Forget this thread's kept variables; its files stay",
+    "upgrade": "Move this thread to its profile's current version; files and variables stay",
 }
 FILE_OPTION = "file"
 

@@ -5,8 +5,8 @@ The interaction is claimed in the store before anything else (``discord-interact
 so a duplicated delivery, on any replica, opens no second thread and runs nothing. Opening
 needs Discord's REST API (the ``@original`` response message becomes the thread's first
 message), so it happens in an owned task after the deferred answer, never in the request.
-``/run`` runs its code as it is; ``/ask`` goes to the configured agent; ``/fork`` and
-``/forget`` are the chat commands (controller/chat/commands.py), taken in the thread or DM
+``/run`` runs its code as it is; ``/ask`` goes to the configured agent; ``/fork``, ``/forget``
+and ``/upgrade`` are the chat commands (controller/chat/commands.py), taken in the thread or DM
 they are used in, where a fork opens a new thread in the same channel.
 """
 

@@ -19,8 +19,14 @@ THREAD_TYPES = {10, 11, 12}  # announcement, public and private threads
 DM_TYPES = {1, 3}
 STRING, ATTACHMENT = 3, 11
 COMMANDS: dict[str, str] = {"run": "code", "ask": "question"}  # command -> its text option
-CommandName = Literal["run", "ask", "fork", "forget"]
-NAMES: dict[object, CommandName] = {"run": "run", "ask": "ask", "fork": "fork", "forget": "forget"}
+CommandName = Literal["run", "ask", "fork", "forget", "upgrade"]
+NAMES: dict[object, CommandName] = {
+    "run": "run",
+    "ask": "ask",
+    "fork": "fork",
+    "forget": "forget",
+    "upgrade": "upgrade",
+}
 ECHO_LIMIT = 1500  # of the command's text shown on its response message (Discord: 2000)
 THREAD_NAME_LIMIT = 100
 
@@ -62,7 +68,7 @@ class Command:
 
     @property
     def acts_on_thread(self) -> bool:
-        """``/fork``, ``/forget``: about the conversation it is in, so it opens none."""
+        """``/fork``, ``/forget``, ``/upgrade``: about the conversation it is in, so it opens none."""
         return self.name not in COMMANDS
 
     @property
@@ -134,8 +140,8 @@ def _attachments(data: dict[str, Any], options: dict[str, dict[str, Any]]) -> li
 
 
 def turn_text(command: Command) -> str:
-    """``/run`` code goes to the direct agent, which runs fenced blocks; ``/fork`` and
-    ``/forget`` are said as the chat commands are."""
+    """``/run`` code goes to the direct agent, which runs fenced blocks; ``/fork``,
+    ``/forget`` and ``/upgrade`` are said as the chat commands are."""
     if command.acts_on_thread:
         return f"/{command.name}"
     if command.name == "run" and "```" not in command.text:

@@ -32,7 +32,7 @@ from controller.metrics import Metrics
 PATH = "/discord/interactions"
 CHANNEL_MESSAGE, EPHEMERAL = 4, 1 << 6
 UNKNOWN = (
-    "threadbox knows `/run <code>`, `/ask <question>`, `/fork` and `/forget`;"
+    "threadbox knows `/run <code>`, `/ask <question>`, `/fork`, `/forget` and `/upgrade`;"
     " re-register its commands if you see this."
 )
 

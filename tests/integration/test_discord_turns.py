@@ -202,13 +202,13 @@ def test_rate_limits_are_waited_out_and_large_files_stay_in_the_thread(
     assert [c.status for c in fake.calls_of("edit_message")][:2] == [429, 200]
 
 
-def test_register_commands_puts_run_and_ask_with_their_options_and_fork_and_forget(
+def test_register_commands_puts_run_and_ask_with_their_options_and_the_chat_commands(
     fake: FakeDiscord, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     for name, value in discord_settings(fake).items():
         monkeypatch.setenv(f"THREADBOX_{name.upper()}", str(value))
     assert main(["discord", "register-commands"]) == 0
-    assert "registered /run, /ask, /fork, /forget" in capsys.readouterr().out
+    assert "registered /run, /ask, /fork, /forget, /upgrade" in capsys.readouterr().out
     [call] = fake.calls_of("set_commands")
     assert call.headers["authorization"] == "Bot fake-discord-bot-token"
     options = {
@@ -219,6 +219,7 @@ def test_register_commands_puts_run_and_ask_with_their_options_and_fork_and_forg
         "ask": [("question", 3, True), ("file", 11, False)],
         "fork": [],
         "forget": [],
+        "upgrade": [],
     }
 
 
@@ -277,7 +278,7 @@ class DiscordChat:
     def run(self, thread: str, code: str) -> None:
         self.discord.run(code, self.fake.channels[thread])
 
-    def command(self, thread: str, name: Literal["fork", "forget"]) -> None:
+    def command(self, thread: str, name: Literal["fork", "forget", "upgrade"]) -> None:
         self.discord.command(name, "", self.fake.channels[thread])
 
     def wait(self, thread: str, *needles: str) -> str:
@@ -310,7 +311,7 @@ def test_fork_and_forget_outside_a_thread_say_where_they_work(
     discord: DiscordSender, fake: FakeDiscord
 ) -> None:
     channel = fake.text_channel()
-    for name in ("fork", "forget"):
+    for name in ("fork", "forget", "upgrade"):
         discord.command(name, "", channel)
         wait_text(fake, channel["id"], f"`/{name}` is about a conversation")
     assert fake.threads_of(channel["id"]) == [] and thread_ids(discord) == []

@@ -98,9 +98,9 @@ def test_run_code_is_fenced_once_and_the_echo_and_thread_name_fit_discord() -> N
     assert thread_name(command("run", "   ", channel)) == "/run"
 
 
-def test_fork_and_forget_take_no_text_and_are_said_as_the_chat_commands() -> None:
+def test_fork_forget_and_upgrade_take_no_text_and_are_said_as_the_chat_commands() -> None:
     inside = {"id": "20", "type": 11, "parent_id": "10"}
-    for name in ("fork", "forget"):
+    for name in ("fork", "forget", "upgrade"):
         parsed = command(name, "", inside)
         assert parsed.acts_on_thread and (parsed.text, turn_text(parsed)) == ("", f"/{name}")
         assert chat_command(turn_text(parsed)) == name
