@@ -95,14 +95,15 @@ def test_pool_fills_without_credentials_a_claim_is_a_hit_and_it_refills(
 def test_restarted_controller_adopts_a_claimed_pod_and_a_returning_thread_gets_its_files(
     cluster: Cluster, k8s_settings: Any
 ) -> None:
-    settings = k8s_settings(warm_pool_size=1)
+    # The idle timeout is the thread's profile's, pinned at its first start: the same for both.
+    settings = k8s_settings(warm_pool_size=1, idle_timeout=6)
     with controller(settings) as first:
         _wait_ready(cluster, first.runtime.backend, 1)
         tid = create_thread(first, "back")
         run(first, tid, "open('keep.txt', 'w').write('kept'); state = 41")
         assert _sample(first, "threadbox_warm_pool_claims_total", result="hit", reason="claimed") == 1
         [claimed] = cluster.pods(tid)
-    with controller({**settings, "idle_timeout": 6, "reap_interval": 1}) as second:
+    with controller({**settings, "reap_interval": 1}) as second:
         # The same pod and kernel: adopted by its labels, though its name is a pool name.
         assert stdout(run(second, tid, "print(state + 1)")) == "42\n"
         assert _sample(second, "threadbox_sandbox_start_seconds_count", kind="adopted") == 1
@@ -161,7 +162,9 @@ def test_two_replicas_claiming_at_once_never_share_a_pod(cluster: Cluster, k8s_s
             else:
                 raise AssertionError("the replicas never both saw 2 ready warm pods")
             before = {p.metadata.name: p.metadata.resource_version for p in _warm_pods(cluster)}
-            starts = [replicas[i % 2].start(f"race-{i}") for i in range(4)]
+            starts = [
+                replicas[i % 2].start(f"race-{i}", replicas[i % 2].config.profiles[0]) for i in range(4)
+            ]
             infos = list(await asyncio.gather(*starts))
         finally:
             for info in infos:
