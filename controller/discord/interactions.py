@@ -9,7 +9,7 @@ the thread's sandbox; a text channel gets a new thread; a DM is one conversation
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from controller.identity import ThreadKey
 
@@ -20,13 +20,7 @@ DM_TYPES = {1, 3}
 STRING, ATTACHMENT = 3, 11
 COMMANDS: dict[str, str] = {"run": "code", "ask": "question"}  # command -> its text option
 CommandName = Literal["run", "ask", "fork", "forget", "upgrade"]
-NAMES: dict[object, CommandName] = {
-    "run": "run",
-    "ask": "ask",
-    "fork": "fork",
-    "forget": "forget",
-    "upgrade": "upgrade",
-}
+NAMES: dict[object, CommandName] = {name: name for name in get_args(CommandName)}
 ECHO_LIMIT = 1500  # of the command's text shown on its response message (Discord: 2000)
 THREAD_NAME_LIMIT = 100
 
