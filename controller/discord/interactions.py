@@ -1,8 +1,8 @@
 """What threadbox reads from a Discord interaction: pure functions over its JSON.
 
 Only the application commands threadbox registers become turns: ``/run`` and ``/ask`` with
-their text, and ``/fork`` and ``/forget`` (the chat commands, controller/chat/commands.py),
-which take none. The interaction's channel says where the conversation is: a thread continues
+their text, and ``/fork``, ``/forget`` and ``/upgrade`` (the chat commands,
+controller/chat/commands.py), which take none. The interaction's channel says where the conversation is: a thread continues
 the thread's sandbox; a text channel gets a new thread; a DM is one conversation by itself.
 """
 
