@@ -21,7 +21,7 @@ from controller.identity import ThreadKey
 from controller.profiles import PIN_KEY
 from controller.quotas import SNAPSHOT, Quotas, Usage, user_usage
 from controller.stores.base import NotInStore, ThreadStore
-from controller.threads import ThreadRecord, get_thread, new_record, save_record
+from controller.threads import ThreadRecord, delete_record, get_thread, new_record, save_record
 
 MAX_NAME = 200  # as POST /threads takes
 HISTORIES = (BUILTIN_HISTORY, OI_HISTORY)  # each agent's conversation: the fork's agent goes on from it
@@ -70,7 +70,7 @@ def copy_thread(
             store.put_json(target.id, PIN_KEY, pin)
         save_record(store, target)
     except BaseException:
-        store.delete_thread(target.id)
+        delete_record(store, target)  # its owner's index entry too, which save_record writes first
         raise
     return Copied(files.files, files.bytes, copied)
 

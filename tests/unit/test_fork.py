@@ -7,7 +7,7 @@ from controller.fork import MAX_NAME, Copied, ThreadExists, copy_thread, default
 from controller.identity import ThreadKey
 from controller.quotas import SNAPSHOT, QuotaExceeded, Quotas
 from controller.stores.local import LocalStore
-from controller.threads import ThreadRecord, ensure_thread, get_thread
+from controller.threads import ThreadRecord, ensure_thread, get_thread, owner_folder
 
 
 @pytest.fixture
@@ -85,3 +85,21 @@ def test_the_note_says_what_the_fork_got() -> None:
         "Forked with 2 file(s), 1,000 bytes as last stored (its latest could not be saved) only, "
         "without variables: its kernel is not running."
     )
+
+
+def test_a_record_write_that_fails_leaves_no_owner_index_entry(
+    store: LocalStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    original, target = records(store)
+    put_json = store.put_json
+
+    def record_lost(thread_id: str, key: str, value: object) -> None:
+        if key == "meta":  # after its owner's index entry was written
+            raise OSError("disk full")
+        put_json(thread_id, key, value)
+
+    monkeypatch.setattr(store, "put_json", record_lost)
+    with pytest.raises(OSError, match="disk full"):
+        copy_thread(store, Quotas(), original, target, with_state=True)
+    assert target.id not in store.list_threads()
+    assert store.page_state(owner_folder("alice"), None, 10) == [original.id]
