@@ -107,7 +107,7 @@ class Conversations(Generic[OriginT, ReplyT]):
         try:
             known = await asyncio.to_thread(get_thread, self.p.store, msg.key.id)
             if await self.commands.handle(msg, known):
-                return  # forget state, fork: the thread itself, whoever answers it
+                return  # forget state, fork, upgrade: the thread itself, whoever answers it
             record = known or await self._new_thread(msg)
             if await self.desk.intercept(msg, record):
                 return  # handed off: a person answers, not the agent
