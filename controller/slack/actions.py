@@ -6,8 +6,10 @@ the replica running that turn polls for it (``watch_stop``). The replica that ge
 click interrupts at once when it runs the turn itself. Either way the kernel is
 interrupted as a timeout would (grace, then restart).
 
-Feedback is counted (no per-thread label) and kept with the turn's record under
-``slack-turns/<reply ts>`` in the thread; Slack sends every toggle, so the last one wins.
+Feedback is counted (no per-thread label) and kept in the thread under
+``slack-feedback/<reply ts>``, beside the turn's record ``slack-turns/<reply ts>``. Each key
+has one writer, so a press that lands before the turn is recorded loses neither; Slack sends
+every toggle, so the last one wins.
 """
 
 from __future__ import annotations
@@ -38,6 +40,10 @@ def stop_key(thread_id: str) -> str:
 
 def turn_key(reply_ts: str) -> str:
     return "slack-turns/" + reply_ts.replace(".", "-")
+
+
+def feedback_key(reply_ts: str) -> str:
+    return "slack-feedback/" + reply_ts.replace(".", "-")
 
 
 def stop_value(thread_id: str, turn: str) -> str:
@@ -84,11 +90,7 @@ class Actions:
         self.rt.metrics.slack_feedback.labels(verdict).inc()
         reply_ts = str((body.get("container") or {}).get("message_ts") or body["message"]["ts"])
         given = {"value": verdict, "user": body["user"]["id"], "at": time.time()}
-        await asyncio.to_thread(self._record, thread_id, turn_key(reply_ts), given)
-
-    def _record(self, thread_id: str, key: str, feedback: dict[str, Any]) -> None:
-        turn = self.rt.store.get_json(thread_id, key) or {}
-        self.rt.store.put_json(thread_id, key, {**turn, "feedback": feedback})
+        await asyncio.to_thread(self.rt.store.put_json, thread_id, feedback_key(reply_ts), given)
 
 
 async def _tell(client: AsyncWebClient, body: dict[str, Any], text: str) -> None:

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from controller.identity import ThreadKey
-from controller.slack.actions import STOP_POLL_SECONDS, stop_key
+from controller.slack.actions import STOP_POLL_SECONDS, feedback_key, stop_key, turn_key
 from devkit.fake_slack import TEAM_ID, FakeSlack
 from devkit.slack_events import SlackSender, code, envelope, slack_settings
 from tests.support.fake_openai import Text, fake_llm, run_python
@@ -201,15 +201,20 @@ def test_feedback_is_counted_and_kept_with_the_turn(api: Any, fake: FakeSlack) -
         }
         assert slack.click(button, "C5", sent.ts, stream["ts"]).status_code == 200
 
-    def recorded() -> dict[str, Any] | None:
-        runtime = slack.client.runtime  # type: ignore[attr-defined]
-        thread_id = ThreadKey("slack", TEAM_ID, "C5", sent.ts).id
-        turns = runtime.store.list_json(thread_id, "slack-turns")
-        done = [t for t in turns.values() if (t.get("feedback") or {}).get("value") == "good"]
-        return done[0] if done else None
+    store = slack.client.runtime.store  # type: ignore[attr-defined]
+    thread_id = ThreadKey("slack", TEAM_ID, "C5", sent.ts).id
 
-    turn = fake.wait_for(recorded, 30, "the feedback in the turn's record")
+    def recorded() -> tuple[dict[str, Any], dict[str, Any]] | None:
+        # The presses can land before the turn is recorded; both must be kept, in either order.
+        turn, given = (
+            store.get_json(thread_id, turn_key(stream["ts"])),
+            store.get_json(thread_id, feedback_key(stream["ts"])),
+        )
+        return (turn, given) if turn and given and given["value"] == "good" else None
+
+    turn, given = fake.wait_for(recorded, 30, "the turn's record and its last feedback")
     assert turn["asked"] == sent.ts and turn["reply"] == stream["ts"] and turn["user"] == "U0ALICE"
+    assert given["user"] == "U0ALICE"
     metrics = slack.client.get("/metrics").text
     assert 'threadbox_slack_feedback_total{value="good"} 1.0' in metrics
     assert 'threadbox_slack_feedback_total{value="bad"} 1.0' in metrics
