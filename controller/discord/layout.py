@@ -7,26 +7,15 @@ attached as ``output.txt``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-from controller.slack.layout import split_message
+from controller.chat.layout import Layout, capped, split_message
 
 LIMIT = 2000  # Discord refuses longer message content
 MAX_MESSAGES = 4
 OVERFLOW_NOTE = "*The output is too long for Discord messages; the full text is attached as `output.txt`.*"
 
 
-@dataclass(frozen=True)
-class Layout:
-    messages: list[str]
-    overflow: bool
-
-
 def layout(markdown: str, limit: int = LIMIT, max_messages: int = MAX_MESSAGES) -> Layout:
-    chunks = split_message(markdown, limit)
-    if len(chunks) <= max_messages:
-        return Layout(chunks, False)
-    return Layout([*chunks[: max_messages - 1], OVERFLOW_NOTE], True)
+    return capped(split_message(markdown, limit), max_messages, OVERFLOW_NOTE)
 
 
 def batches(

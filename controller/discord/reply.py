@@ -17,10 +17,11 @@ import logging
 import hikari
 
 from controller.chat.files import files_to_post
+from controller.chat.layout import Layout
 from controller.chat.throttle import Throttled
 from controller.chat.transcript import Transcript
 from controller.discord.config import UPLOAD_LIMIT
-from controller.discord.layout import Layout, batches, layout
+from controller.discord.layout import batches, layout
 from controller.discord.rest import DiscordRest
 from controller.events import Code, Display, Error, Event, FilesChanged, Message, Status, Stream
 from controller.stores.base import ThreadStore

@@ -13,8 +13,9 @@ from typing import Any, TypeVar
 from slack_sdk.web.async_client import AsyncWebClient
 
 from controller.chat.base import OperatorMessage
+from controller.chat.layout import split_message
 from controller.slack.inbound import Inbound
-from controller.slack.layout import escape, split_message
+from controller.slack.layout import LIMIT, escape
 
 Origin = TypeVar("Origin")  # the front-end's origin (SlackOrigin)
 
@@ -49,7 +50,7 @@ def operator_message(body: dict[str, Any], msg: Inbound, origin: Origin) -> Oper
 async def post(client: AsyncWebClient, channel: str, thread_ts: str | None, text: str) -> str:
     """Post ``text`` (escaped, split at Slack's length) in a thread, or as a new message when
     ``thread_ts`` is None; returns the thread's ts."""
-    for piece in split_message(escape(text)):
+    for piece in split_message(escape(text), LIMIT):
         sent = await client.chat_postMessage(channel=channel, thread_ts=thread_ts, text=piece)
         thread_ts = thread_ts or str(sent["ts"])
     assert thread_ts is not None  # split_message gives at least one piece

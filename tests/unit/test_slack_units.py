@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from controller.chat.layout import split_message
 from controller.chat.transcript import Transcript, describe_error
 from controller.config import Settings
 from controller.events import Error
@@ -15,7 +16,7 @@ from controller.runtime import build_runtime
 from controller.slack.attachments import Downloader, is_login_page
 from controller.slack.config import SocketMode
 from controller.slack.inbound import answer_rule, clean_text, parse
-from controller.slack.layout import OVERFLOW_NOTE, escape, layout, split_message
+from controller.slack.layout import OVERFLOW_NOTE, escape, layout
 from controller.slack.ratelimit import TokenBucket, WorkspaceBuckets
 from controller.slack.service import SlackService
 
