@@ -12,8 +12,8 @@
   and is told its position.
 - The reaper stops a sandbox only when no turn runs and none has for ``idle_timeout`` (its
   profile's); it persists first. Shutdown persists everything.
-- A sandbox starts with the thread's pinned profile version (``profiles``, which runtime.py
-  sets to the ProfileBook of controller/profiles.py); an upgrade stops it between turns.
+- A sandbox starts with the thread's pinned profile version (``profiles``: runtime.py passes
+  the ProfileBook of controller/profiles.py); an upgrade stops it between turns.
 """
 
 from __future__ import annotations
@@ -65,11 +65,20 @@ class ManagerConfig:
 
 class SandboxManager:
     def __init__(
-        self, backend: Backend[Any], config: ManagerConfig, metrics: Metrics, connect: Connect = KernelSession
+        self,
+        backend: Backend[Any],
+        config: ManagerConfig,
+        metrics: Metrics,
+        connect: Connect = KernelSession,
+        *,
+        profiles: ProfileSource | None = None,
+        accounting: Accounting | None = None,
     ) -> None:
         self.backend = backend
         self.config = config
-        self.profiles: ProfileSource = FixedProfile.of_server(config.idle_timeout, config.keep_state)
+        # The pinned profile versions (runtime.py's ProfileBook); else the server's settings for all.
+        self.profiles = profiles or FixedProfile.of_server(config.idle_timeout, config.keep_state)
+        self.accounting = accounting  # usage and budgets of turns
         self._dialer = Dialer(connect, config.max_output_bytes, config.start_timeout)
         self._executions = Executions(backend, metrics, config.interrupt_grace, config.max_output_bytes)
         self._executions.state_max, self._executions.keep_state = config.state_max_bytes, config.keep_state
@@ -82,7 +91,6 @@ class SandboxManager:
         self._reaper = TaskSet("the reaper")
         # Turns detached from their readers (controller/streaming.py): shutdown lets them finish.
         self.turns = TaskSet("turns")
-        self.accounting: Accounting | None = None  # usage and budgets of turns (runtime.py sets it)
 
     async def start(self) -> None:
         # What runs already is adopted lazily by the turn that needs it, and reaped if idle.

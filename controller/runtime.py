@@ -198,9 +198,9 @@ def build_runtime(settings: Settings, store: ThreadStore | None = None) -> Runti
     except ProfileError as exc:
         raise UnsafeConfiguration(f"THREADBOX_PROFILES_FILE: {exc}") from exc
     backend = build_backend(settings, store, quotas, profiles.profiles)
-    manager = SandboxManager(backend, ManagerConfig.from_settings(settings), metrics)
-    manager.profiles = profiles
-    manager.accounting = accounting = Accounting(store, metrics, AccountingConfig.from_settings(settings))
+    accounting = Accounting(store, metrics, AccountingConfig.from_settings(settings))
+    config = ManagerConfig.from_settings(settings)
+    manager = SandboxManager(backend, config, metrics, profiles=profiles, accounting=accounting)
     agent = build_agent(settings, manager, store)
     runtime = Runtime(
         settings, store, backend, manager, agent, metrics, quotas, storage, accounting, profiles

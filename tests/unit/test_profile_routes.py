@@ -31,8 +31,9 @@ def runtime(tmp_path: Path, profiles: dict[str, Any]) -> tuple[Runtime, FakeBack
     path.write_text(json.dumps({"profiles": profiles}))
     settings = Settings(data_dir=tmp_path, admin_token=ADMIN_TOKEN, profiles_file=path)  # type: ignore[arg-type]
     store, metrics, backend = LocalStore(tmp_path / "store"), Metrics(), FakeBackend()
-    manager = SandboxManager(backend, ManagerConfig.from_settings(settings), metrics, backend.connect)
-    manager.profiles = book = ProfileBook(load_profiles(settings), store)
+    book = ProfileBook(load_profiles(settings), store)
+    config = ManagerConfig.from_settings(settings)
+    manager = SandboxManager(backend, config, metrics, backend.connect, profiles=book)
     accounting = Accounting(store, metrics, AccountingConfig.from_settings(settings))
     storage = StorageGate(store, store.check)
     parts = (manager, DirectAgent(manager), metrics, quotas_from(settings), storage, accounting, book)

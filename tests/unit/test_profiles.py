@@ -184,8 +184,8 @@ async def test_upgrade_saves_and_stops_the_sandbox_and_the_next_turn_runs_the_ne
     store: LocalStore,
 ) -> None:
     backend = FakeBackend()
-    manager = SandboxManager(backend, CONFIG, Metrics(), backend.connect)
-    manager.profiles = book = ProfileBook(profiles({"profiles": {"data": {"image": "reg/d:1"}}}), store)
+    book = ProfileBook(profiles({"profiles": {"data": {"image": "reg/d:1"}}}), store)
+    manager = SandboxManager(backend, CONFIG, Metrics(), backend.connect, profiles=book)
     ops = ThreadOps(store, manager, Quotas(), True)
     one = thread(store, profile="data")
     async with asyncio.timeout(TIMEOUT):
@@ -214,9 +214,9 @@ async def test_a_profile_that_keeps_no_state_saves_none_and_has_its_own_idle_tim
     store: LocalStore,
 ) -> None:
     backend = FakeBackend()
-    manager = SandboxManager(backend, CONFIG, Metrics(), backend.connect)
     spec = {"profiles": {"light": {"keep_state": False, "idle_timeout": 0.001}}}
-    manager.profiles = ProfileBook(profiles(spec), store)
+    book = ProfileBook(profiles(spec), store)
+    manager = SandboxManager(backend, CONFIG, Metrics(), backend.connect, profiles=book)
     light, plain = thread(store, "l", profile="light"), thread(store, "p")
     async with asyncio.timeout(TIMEOUT):
         for one in (light, plain):
