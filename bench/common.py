@@ -7,6 +7,7 @@ Each benchmark prints JSON and a markdown table and writes ``bench/results/<name
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -114,3 +115,12 @@ def write(name: str, title: str, data: dict[str, Any], body: str, save: bool = T
         RESULTS.mkdir(exist_ok=True)
         (RESULTS / f"{name}.json").write_text(json.dumps(data, indent=2) + "\n")
         (RESULTS / f"{name}.md").write_text(text)
+
+
+def arguments(doc: str | None, **extra: Any) -> argparse.ArgumentParser:
+    """A benchmark's parser: its module docstring as the help, and ``--no-save``."""
+    parser = argparse.ArgumentParser(
+        description=doc, formatter_class=argparse.RawDescriptionHelpFormatter, **extra
+    )
+    parser.add_argument("--no-save", action="store_true", help="print only; do not write bench/results")
+    return parser

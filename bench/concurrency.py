@@ -11,14 +11,13 @@ Usage: uv run python -m bench.concurrency [--threads 1 10 50] [--repeat 5] [--ba
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import BACKENDS, backend_settings, goal, machine, summary, table, turn, write
+from bench.common import BACKENDS, arguments, backend_settings, goal, machine, summary, table, turn, write
 from controller.config import Settings
 from controller.runtime import Runtime, build_runtime
 
@@ -84,13 +83,10 @@ def report(data: dict[str, Any]) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = arguments(__doc__)
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 10, 50])
     parser.add_argument("--repeat", type=int, default=5, help="warm runs per size")
     parser.add_argument("--backends", nargs="+", choices=BACKENDS, default=list(BACKENDS))
-    parser.add_argument("--no-save", action="store_true", help="print only; do not write bench/results")
     args = parser.parse_args()
     counts = sorted(args.threads)
     data: dict[str, Any] = {"machine": machine(), "code": CODE, "repeat": args.repeat, "backends": {}}

@@ -20,7 +20,6 @@ Usage: uv run python -m bench.exec_roundtrip [--runs 100] [--backends local kube
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import statistics
@@ -34,7 +33,7 @@ import httpx
 import uvicorn
 from jupyter_client.asynchronous.client import AsyncKernelClient
 
-from bench.common import BACKENDS, backend_settings, goal, machine, summary, table, turn, write
+from bench.common import BACKENDS, arguments, backend_settings, goal, machine, summary, table, turn, write
 from controller.api import create_app
 from controller.auth import create_token
 from controller.backends.base import Backend, TurnLease
@@ -99,7 +98,7 @@ class TurnClock:
     that, so the release does not slow the next path's timed run (the direct one included).
     """
 
-    def __init__(self, backend: Backend) -> None:
+    def __init__(self, backend: Backend[Any]) -> None:
         self.parts: Parts = {part: [] for part in PARTS}
         self.held = 0
         for name in ("alive", "persist", "touch"):
@@ -170,7 +169,7 @@ async def measure(settings: Settings, runs: int) -> dict[str, Any]:
             await turn(rt, thread_id, "1")  # starts the sandbox
             info = await rt.backend.find(thread_id)
             assert info is not None
-            kc.load_connection_info(info.connection)  # type: ignore[arg-type]
+            kc.load_connection_info(info.connection)
             kc.start_channels()
             await kc.wait_for_ready(timeout=60)
             ways: dict[str, Callable[[], Awaitable[None]]] = {
@@ -244,12 +243,9 @@ def report(results: dict[str, Any]) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = arguments(__doc__)
     parser.add_argument("--runs", type=int, default=100, help="timed runs per path (after 5 warm-up runs)")
     parser.add_argument("--backends", nargs="+", choices=BACKENDS, default=list(BACKENDS))
-    parser.add_argument("--no-save", action="store_true", help="print only; do not write bench/results")
     args = parser.parse_args()
     data: dict[str, Any] = {"machine": machine(), "code": CODE, "runs": args.runs, "backends": {}}
     for backend in args.backends:

@@ -11,7 +11,6 @@ Usage: uv run python -m bench.isolation_cost [--starts 10] [--runs 100] [--no-sa
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import shutil
 import tempfile
@@ -21,7 +20,7 @@ from typing import Any
 
 from jupyter_client.asynchronous.client import AsyncKernelClient
 
-from bench.common import goal, machine, summary, table, write
+from bench.common import arguments, goal, machine, summary, table, write
 from bench.exec_roundtrip import direct
 from controller.backends.local_sandbox import Isolation, Launcher, decide, run_parent
 from controller.config import Settings
@@ -133,12 +132,9 @@ def report(data: dict[str, Any]) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = arguments(__doc__)
     parser.add_argument("--starts", type=int, default=10, help="kernel starts of each kind (alternating)")
     parser.add_argument("--runs", type=int, default=100, help="timed print(1) round trips of each kind")
-    parser.add_argument("--no-save", action="store_true", help="print only; do not write bench/results")
     args = parser.parse_args()
     data = {"machine": machine(), **asyncio.run(measure(args.starts, args.runs))}
     body = report(data)

@@ -32,7 +32,6 @@ Usage: uv run python -m bench.pod_start [--runs 20]
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import hashlib
 import os
@@ -47,7 +46,7 @@ from typing import Any
 from kubernetes import watch
 
 from bench.cluster import core_api, describe, k8s_settings
-from bench.common import goal, machine, summary, table, write
+from bench.common import arguments, goal, machine, summary, table, write
 from controller.config import Settings
 from controller.events import Status
 from controller.runtime import Runtime, build_runtime
@@ -338,11 +337,8 @@ def report(data: dict[str, Any]) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = arguments(__doc__)
     parser.add_argument("--runs", type=int, default=20)
-    parser.add_argument("--no-save", action="store_true", help="print only; do not write bench/results")
     args = parser.parse_args()
     data: dict[str, Any] = {"machine": machine(), "cluster": describe(), "runs": args.runs}
     with tempfile.TemporaryDirectory() as tmp, ExitStack() as stack:

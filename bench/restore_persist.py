@@ -15,7 +15,6 @@ Usage: uv run python -m bench.restore_persist [--sizes 1 10 100] [--runs 20]
 
 from __future__ import annotations
 
-import argparse
 import os
 import shutil
 import subprocess
@@ -25,7 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench.common import goal, machine, summary, table, write
+from bench.common import arguments, goal, machine, summary, table, write
 from controller.config import Settings
 from controller.runtime import quotas_from
 from controller.stores.minio import MinioStore, thread_prefix
@@ -173,12 +172,9 @@ def report(data: dict[str, Any]) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = arguments(__doc__)
     parser.add_argument("--sizes", type=int, nargs="+", default=[1, 10, 100], help="MiB")
     parser.add_argument("--runs", type=int, default=20)
-    parser.add_argument("--no-save", action="store_true", help="print only; do not write bench/results")
     args = parser.parse_args()
     data: dict[str, Any] = {
         "machine": machine(),

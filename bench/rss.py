@@ -16,7 +16,6 @@ Usage: uv run python -m bench.rss [--threads 50 100 200] [--pods 20] [--bare 20]
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import secrets
@@ -31,7 +30,7 @@ from typing import Any
 import httpx
 from jupyter_client.blocking.client import BlockingKernelClient
 
-from bench.common import LIFECYCLE, backend_settings, goal, machine, summary, table, turn, write
+from bench.common import LIFECYCLE, arguments, backend_settings, goal, machine, summary, table, turn, write
 from controller.k8s.names import all_sandboxes_selector
 from controller.runtime import build_runtime
 from controller.sandbox_env import ensure_sandbox_python
@@ -281,14 +280,11 @@ def report(data: dict[str, Any]) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = arguments(__doc__)
     parser.add_argument("--threads", type=int, nargs="+", default=[50, 100, 200])
     parser.add_argument("--bare", type=int, default=20, help="bare local kernels for the baseline")
     parser.add_argument("--pods", type=int, default=20, help="sandbox pods, and as many bare kernel pods")
     parser.add_argument("--no-kubernetes", action="store_true")
-    parser.add_argument("--no-save", action="store_true", help="print only; do not write bench/results")
     args = parser.parse_args()
     data: dict[str, Any] = {"machine": machine(), **measure_local(sorted(args.threads), args.bare)}
     if not args.no_kubernetes:

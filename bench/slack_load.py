@@ -40,7 +40,7 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
 
-from bench.common import backend_settings, goal, machine, summary, table, write
+from bench.common import arguments, backend_settings, goal, machine, summary, table, write
 from controller.config import Settings
 from controller.sandbox_env import ensure_sandbox_python
 from devkit.client import api_client
@@ -64,8 +64,13 @@ PODS = {"sandbox_cpu_request": "10m", "sandbox_memory_request": "64Mi"}
 STALL = "the event loop has not run for"  # the controller's watchdog line, with a stack after it
 ROOT = Path(__file__).resolve().parents[1]
 # Metric families kept in the result: the Slack front-end's, and what the sandboxes went through.
-METRICS = ("threadbox_slack", "threadbox_sandbox_start_seconds", "threadbox_sandboxes_reaped")
-METRICS += ("threadbox_executions", "threadbox_persist_errors")
+METRICS = (
+    "threadbox_slack",
+    "threadbox_sandbox_start_seconds",
+    "threadbox_sandboxes_reaped",
+    "threadbox_executions",
+    "threadbox_persist_errors",
+)
 
 
 @dataclass(frozen=True)
@@ -382,11 +387,7 @@ Problems: {"; ".join(result["problems"][:20]) or "none."}
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m bench.slack_load",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = arguments(__doc__, prog="python -m bench.slack_load")
     parser.add_argument(
         "--backend",
         choices=("local", "kubernetes"),
@@ -413,7 +414,6 @@ def main() -> int:
         "--teams", type=int, default=20, help="workspaces the threads spread over (default 20)"
     )
     parser.add_argument("--seed", type=int, default=12, help="seed of the retry plan (default 12)")
-    parser.add_argument("--no-save", action="store_true", help="print only; do not write bench/results")
     args = parser.parse_args()
     load = Load(args.threads, args.turns, args.retry_fraction, args.teams, args.seed)
     m = machine()

@@ -18,7 +18,6 @@ Usage: uv run python -m bench.slack_stream [--runs 5] [--seconds 10]
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import tempfile
 import threading
@@ -32,7 +31,7 @@ from typing import Any
 
 import httpx
 
-from bench.common import LIFECYCLE, goal, machine, summary, table, write
+from bench.common import LIFECYCLE, arguments, goal, machine, summary, table, write
 from controller.sandbox_env import ensure_sandbox_python
 from devkit.client import api_client
 from devkit.fake_slack import FakeSlack, serve_fake_slack, visible
@@ -75,6 +74,9 @@ class Mode:
     api: httpx.Client
     watch: Watch = field(default_factory=Watch)
     turns: list[dict[str, Any]] = field(default_factory=list)
+
+    def saw(self, message: dict[str, Any]) -> None:
+        self.watch.saw(message)  # the current turn's watch: each turn starts a new one
 
     def turn(self, source: str, index: int) -> None:
         self.watch = Watch(thread_ts=new_ts())
@@ -121,7 +123,7 @@ def controllers(work: Path) -> Iterator[list[Mode]]:
             chat = stack.enter_context(httpx.Client(base_url=ctl.chat_url, timeout=30))
             api = stack.enter_context(api_client(ctl.url))
             mode = Mode(name, fake, SlackSender(chat, chat=chat), api)
-            fake.watch(lambda message, mode=mode: mode.watch.saw(message))
+            fake.watch(mode.saw)
             modes.append(mode)
         yield modes
 
@@ -184,10 +186,9 @@ def report(
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = arguments(__doc__)
     parser.add_argument("--runs", type=int, default=5, help="turns of each kind (default 5)")
     parser.add_argument("--seconds", type=float, default=10.0, help="how long each turn prints (default 10)")
-    parser.add_argument("--no-save", action="store_true", help="print only; do not write bench/results")
     args = parser.parse_args()
     host = machine()  # its load average at the start
     data, body = report(run(args.runs, args.seconds), args.runs, args.seconds, host)

@@ -20,7 +20,6 @@ Usage: uv run python -m bench.start_phases [--runs 8]
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import functools
 import tempfile
@@ -31,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.cluster import describe, k8s_settings
-from bench.common import machine, summary, table, write
+from bench.common import arguments, machine, summary, table, write
 from bench.pod_start import sandbox_ready
 from bench.warm_burst import pool_full
 from controller.config import Settings
@@ -122,11 +121,8 @@ def report(data: dict[str, Any]) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = arguments(__doc__)
     parser.add_argument("--runs", type=int, default=8)
-    parser.add_argument("--no-save", action="store_true", help="print only; do not write bench/results")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp, ExitStack() as stack:
         settings = {}

@@ -16,7 +16,6 @@ Usage: uv run python -m bench.warm_burst [--burst 20] [--bursts 5] [--lone 10]
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import tempfile
 import time
@@ -24,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.cluster import describe, k8s_settings
-from bench.common import goal, machine, percentile, summary, table, write
+from bench.common import arguments, goal, machine, percentile, summary, table, write
 from bench.pod_start import started_as, time_to_ready
 from controller.backends.kubernetes import KubernetesBackend
 from controller.runtime import Runtime, build_runtime
@@ -35,9 +34,10 @@ GOALS_MS = {"p50": 40, "p99": 150}  # a claim in a burst (issue 12)
 
 def pool_of(rt: Runtime) -> Any:
     backend = rt.backend
-    if not isinstance(backend, KubernetesBackend) or backend.pool is None:
-        raise RuntimeError("the benchmark needs the Kubernetes backend with a warm pool")
-    return backend.pool
+    if not isinstance(backend, KubernetesBackend) or len(backend.pools) != 1:
+        raise RuntimeError("the benchmark needs the Kubernetes backend with one warm pool")
+    [pool] = backend.pools.values()
+    return pool
 
 
 async def pool_full(rt: Runtime, size: int) -> None:
@@ -138,13 +138,10 @@ def report(data: dict[str, Any]) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = arguments(__doc__)
     parser.add_argument("--burst", type=int, default=20, help="claims at once, and the pool's size")
     parser.add_argument("--bursts", type=int, default=5)
     parser.add_argument("--lone", type=int, default=10, help="lone claims in all, spread between bursts")
-    parser.add_argument("--no-save", action="store_true", help="print only; do not write bench/results")
     args = parser.parse_args()
     pods = {"sandbox_cpu_request": "10m", "sandbox_memory_request": "64Mi"}
     with (
