@@ -34,7 +34,7 @@ from controller.events import Done, Error, Event, Status
 from controller.execution import Checkpoint, Executions, Live
 from controller.kernel import KernelSession, KernelUnavailable
 from controller.metrics import Metrics
-from controller.profiles import FixedProfile, ProfileError, ProfileSource
+from controller.profiles import FixedProfile, Profile, ProfileError, ProfileSource
 from controller.stores.base import StoreError
 from controller.tasks import TaskSet, every
 from controller.threadlocks import ThreadLocks
@@ -231,6 +231,8 @@ class SandboxManager:
             self._slots.release()
             if info is not None and info.kind != "adopted":
                 await self.backend.stop(info)
+            if isinstance(exc, SandboxStartError) and self.profiles.outdated(profile):
+                raise SandboxStartError(f"{exc}. {upgrade_hint(profile)}") from exc
             raise
         self._live[thread_id] = Live(info, session, user)
         self._update_gauges()
@@ -337,4 +339,13 @@ def idle_past(live: Live, now: float, default: float) -> bool:
     """The sandbox's kernel is idle, and has been unused for its profile's idle timeout."""
     return live.session.last_state == "idle" and now - live.info.last_active >= live.info.idle_timeout(
         default
+    )
+
+
+def upgrade_hint(profile: Profile) -> str:
+    """Said when a thread's pinned, older profile version cannot start (its image removed, say)."""
+    return (
+        f"This thread runs an older version of profile {profile.name} (image {profile.image}). "
+        "The `upgrade` chat command, or POST /threads/{id}/upgrade, moves it to the current "
+        "version with its files and variables."
     )

@@ -234,6 +234,10 @@ class ProfileSource(Protocol):
 
     def pin(self, thread_id: str, profile: Profile) -> Profile: ...
 
+    def outdated(self, profile: Profile) -> bool:
+        """The profile has a newer version than this one (or is no longer defined)."""
+        ...
+
 
 @dataclass(frozen=True)
 class FixedProfile:
@@ -255,6 +259,9 @@ class FixedProfile:
 
     def pin(self, thread_id: str, profile: Profile) -> Profile:
         return profile
+
+    def outdated(self, profile: Profile) -> bool:
+        return False
 
 
 @dataclass(frozen=True)
@@ -305,6 +312,10 @@ class ProfileBook:
         except ProfileError:  # lost: the upgrade is the way on
             old = None
         return old, self.profiles.get(pin.name)
+
+    def outdated(self, profile: Profile) -> bool:
+        current = self.profiles.current.get(profile.name)
+        return current is None or current.version != profile.version
 
     def version(self, pin: Pin) -> Profile:
         current = self.profiles.current.get(pin.name)

@@ -14,7 +14,7 @@ import pytest
 from controller.agent.prompt import INSTRUCTIONS, system_prompt
 from controller.backends.fake import FakeBackend
 from controller.config import Settings
-from controller.events import Done, Event
+from controller.events import Done, Error, Event
 from controller.identity import ThreadKey
 from controller.manager import SandboxManager
 from controller.metrics import Metrics
@@ -112,7 +112,7 @@ def record(source: str, workspace: str, channel: str, profile: str | None = None
 
 
 def test_the_most_specific_route_wins_and_an_api_choice_over_all() -> None:
-    names = {n: {} for n in ("a", "b", "c", "d")}
+    names: dict[str, dict[str, Any]] = {n: {} for n in ("a", "b", "c", "d")}
     routes = {"slack": "a", "slack/T1": "b", "slack/T1/C1": "c"}
     found = profiles({"profiles": names, "routes": routes, "default": "d"})
     assert found.route(record("slack", "T1", "C1")) == "c"
@@ -223,4 +223,22 @@ async def test_a_profile_that_keeps_no_state_saves_none_and_has_its_own_idle_tim
             await drain(manager.run(one.id, "x"))
         assert await manager.reap_once() == [light.id]  # the default's timeout is the server's
         assert ("persist", light.id) in backend.log and ("save state", light.id) not in backend.log
+    await manager.close()
+
+
+async def test_a_pinned_older_version_that_cannot_start_says_how_to_upgrade(store: LocalStore) -> None:
+    backend = FakeBackend()
+    book = ProfileBook(profiles({"profiles": {"data": {"image": "reg/d:1"}}}), store)
+    manager = SandboxManager(backend, CONFIG, Metrics(), backend.connect, profiles=book)
+    old, fresh = thread(store, "o", profile="data"), thread(store, "f", profile="data")
+    await asyncio.to_thread(book.of, old.id)  # pinned to reg/d:1
+    manager.profiles = ProfileBook(profiles({"profiles": {"data": {"image": "reg/d:2"}}}), store)
+    backend.start_error = RuntimeError("ErrImagePull: not found")
+    async with asyncio.timeout(TIMEOUT):
+        stale = [e for e in await drain(manager.run(old.id, "1")) if isinstance(e, Error)]
+        current = [e for e in await drain(manager.run(fresh.id, "1")) if isinstance(e, Error)]
+    assert [e.kind for e in stale + current] == ["sandbox_failed"] * 2
+    assert stale[0].evalue.startswith("ErrImagePull: not found. This thread runs an older version")
+    assert "profile data (image reg/d:1)" in stale[0].evalue and "`upgrade`" in stale[0].evalue
+    assert current[0].evalue == "ErrImagePull: not found"  # the current version: nothing to upgrade to
     await manager.close()
