@@ -76,7 +76,7 @@ async def detached(events: AsyncIterator[Event], owner: TaskSet) -> AsyncGenerat
                 queue.get_nowait()
 
 
-async def with_keepalives(events: AsyncGenerator[Event, None]) -> AsyncIterator[Event | Keepalive]:
+async def with_keepalives(events: AsyncGenerator[Event, None]) -> AsyncGenerator[Event | Keepalive, None]:
     """``events``, with a Keepalive after each KEEPALIVE_SECONDS without one.
 
     The next event is awaited in a task that a timeout never cancels, so no event is lost and
