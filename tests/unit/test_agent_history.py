@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 from controller.agent.history import Exchange, History, messages_of, scrub, trim
 from controller.stores.local import LocalStore
@@ -13,7 +14,7 @@ DAY = 86400.0
 
 
 def exchange(at: float, text: str, tool: bool = False) -> Exchange:
-    messages = [{"role": "user", "content": text}]
+    messages: list[dict[str, Any]] = [{"role": "user", "content": text}]
     if tool:
         call = {"id": f"c{at}", "type": "function", "function": {"name": "run_python", "arguments": "{}"}}
         messages.append({"role": "assistant", "content": None, "tool_calls": [call]})

@@ -6,12 +6,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import SecretStr
 
 from controller.agent.outputs import ExecutionSummary, clip
 from controller.agent.prompt import preinstalled_libraries, system_prompt
 from controller.agent.select import agent_kind
 from controller.config import Settings
-from controller.events import Display, Done, Error, FilesChanged, Stream
+from controller.events import Display, Done, Error, Event, FilesChanged, Stream
 from controller.runtime import build_runtime
 from controller.stores.base import StoredFile
 
@@ -31,7 +32,7 @@ def test_auto_picks_builtin_only_when_an_llm_is_configured(settings: dict[str, A
 
 
 def test_runtime_builds_the_selected_agent(tmp_path: Path) -> None:
-    settings = Settings(data_dir=tmp_path, sandbox_python=tmp_path / "python", llm_api_key="sk-x")
+    settings = Settings(data_dir=tmp_path, sandbox_python=tmp_path / "python", llm_api_key=SecretStr("sk-x"))
     assert build_runtime(settings).agent.name == "builtin"
 
 
@@ -52,7 +53,7 @@ def test_system_prompt_names_tool_libraries_files_and_attachments() -> None:
 
 def test_summary_is_bounded_and_hides_images() -> None:
     summary = ExecutionSummary()
-    for event in [
+    events: list[Event] = [
         Stream(type="stdout", text="x" * 50_000),
         Stream(type="stderr", text="warning\n"),
         Display(data={"image/png": "iVBORw0KGgo" * 1000, "text/plain": "<Figure>"}),
@@ -62,7 +63,8 @@ def test_summary_is_bounded_and_hides_images() -> None:
         ),
         FilesChanged(changed=["out.csv"]),
         Done(status="error"),
-    ]:
+    ]
+    for event in events:
         summary.add(event)
     text = summary.text()
     assert len(text) < 10_000 and "characters cut" in text

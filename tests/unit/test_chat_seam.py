@@ -68,7 +68,7 @@ async def test_attachments_go_through_the_upload_pipeline_and_refusals_are_sente
     msg = front.message("t2", CODE, "m1", *files)
     await turns.take(msg)
     await turns.drain()
-    notes = [text for kind, text in front.shown["t2"] if kind == "note"]
+    notes = [str(text) for kind, text in front.shown["t2"] if kind == "note"]  # note(text: str)
     assert len(notes) == 2
     assert "`big.csv`" in notes[0] and "limit" in notes[0]
     assert "`lost.csv`: the platform lost it" in notes[1]

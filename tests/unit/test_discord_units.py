@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 from nacl.signing import SigningKey
-from pydantic import ValidationError
+from pydantic import SecretStr, ValidationError
 
 from controller.chat.commands import command as chat_command
 from controller.config import Settings
@@ -130,11 +130,11 @@ def test_discord_needs_all_three_credentials_or_none_and_a_real_key() -> None:
     with pytest.raises(ValidationError, match="THREADBOX_DISCORD_TOKEN"):
         Settings(discord_application_id="1", discord_public_key=PUBLIC_KEY)
     with pytest.raises(ValidationError, match="64 hex digits"):
-        Settings(discord_application_id="1", discord_public_key="abc", discord_token="t")
+        Settings(discord_application_id="1", discord_public_key="abc", discord_token=SecretStr("t"))
     settings = Settings(
         discord_application_id="1",
         discord_public_key=PUBLIC_KEY,
-        discord_token="t",
+        discord_token=SecretStr("t"),
         discord_api_url="http://x/v10/",
     )
     config = DiscordConfig.from_settings(settings)

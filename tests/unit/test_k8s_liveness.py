@@ -16,7 +16,7 @@ from tests.unit.test_k8s_api import unopened_kube
 
 
 def pod(phase: str, uid: str = "u-1") -> dict[str, Any]:
-    state = {"running": {}} if phase == "Running" else {"waiting": {}}
+    state: dict[str, dict[str, Any]] = {"running": {}} if phase == "Running" else {"waiting": {}}
     return {
         "metadata": {"name": "tb-t1", "uid": uid, "labels": {}},
         "status": {"phase": phase, "containerStatuses": [{"name": CONTAINER_NAME, "state": state}]},

@@ -51,7 +51,8 @@ def pod(**overrides: Any) -> dict[str, Any]:
 
 
 def container(p: dict[str, Any]) -> dict[str, Any]:
-    [c] = p["spec"]["containers"]
+    containers: list[dict[str, Any]] = p["spec"]["containers"]
+    [c] = containers
     return c
 
 

@@ -38,7 +38,9 @@ def test_a_namespace_comes_back_with_what_could_not_be_kept_named(home: Path) ->
     conn = socket.socket()
     try:
         saved = json.loads(
-            KernelState(kernel(x=1, f=lambda v: v + 1, json=json, conn=conn, gen=(i for i in []))).save(10**6)
+            KernelState(kernel(x=1, f=lambda v: v + 1, json=json, conn=conn, gen=(i for i in range(0)))).save(
+                10**6
+            )
         )
     finally:
         conn.close()

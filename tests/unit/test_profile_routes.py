@@ -8,7 +8,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from fastapi.testclient import TestClient
 
@@ -44,7 +43,7 @@ def runtime(tmp_path: Path, profiles: dict[str, Any]) -> tuple[Runtime, FakeBack
 def made(tmp_path: Path) -> Iterator[Any]:
     clients: list[TestClient] = []
 
-    def make(profiles: dict[str, Any]) -> tuple[httpx.Client, FakeBackend]:
+    def make(profiles: dict[str, Any]) -> tuple[TestClient, FakeBackend]:
         rt, backend = runtime(tmp_path, profiles)
         client = TestClient(create_app(rt), headers=bearer(ADMIN_TOKEN))
         clients.append(client.__enter__())

@@ -27,7 +27,8 @@ def release(config: dict[str, Any]) -> dict[str, Any]:
 
 
 def profile(config: dict[str, Any], name: str) -> dict[str, Any]:
-    [found] = [p for p in config["profiles"] if p["name"] == name]
+    profiles: list[dict[str, Any]] = config["profiles"]
+    [found] = [p for p in profiles if p["name"] == name]
     return found
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pydantic import ValidationError
+from pydantic import SecretStr, ValidationError
 from slack_sdk.oauth.installation_store.models.installation import Installation
 
 from controller.config import Settings
@@ -56,9 +56,9 @@ def test_a_half_oauth_configuration_is_refused_naming_the_setting(given: dict[st
 
 
 def test_a_bot_token_alone_still_configures_one_workspace() -> None:
-    Settings(slack_mode="http", slack_bot_token="xoxb-1", slack_signing_secret="sig")
+    Settings(slack_mode="http", slack_bot_token=SecretStr("xoxb-1"), slack_signing_secret=SecretStr("sig"))
     with pytest.raises(ValidationError, match="slack_mode=http needs THREADBOX_SLACK_BOT_TOKEN"):
-        Settings(slack_mode="http", slack_signing_secret="sig")
+        Settings(slack_mode="http", slack_signing_secret=SecretStr("sig"))
 
 
 def test_the_authorize_page_sits_beside_the_web_api() -> None:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pytest
+from pydantic import SecretStr
 
 from controller.chat.layout import split_message
 from controller.chat.transcript import Transcript, describe_error
@@ -120,14 +121,16 @@ def test_errors_read_as_sentences_with_a_trimmed_traceback() -> None:
 
 
 @pytest.mark.parametrize("mode", ["http", "socket"])
-async def test_install_wires_a_route_or_a_socket_connection(tmp_path: Path, mode: str) -> None:
+async def test_install_wires_a_route_or_a_socket_connection(
+    tmp_path: Path, mode: Literal["http", "socket"]
+) -> None:
     settings = Settings(
         data_dir=tmp_path,
         sandbox_python=Path("/usr/bin/python3"),
         slack_mode=mode,
-        slack_bot_token="xoxb-1",
-        slack_signing_secret="s" if mode == "http" else None,
-        slack_app_token="xapp-1" if mode == "socket" else None,
+        slack_bot_token=SecretStr("xoxb-1"),
+        slack_signing_secret=SecretStr("s") if mode == "http" else None,
+        slack_app_token=SecretStr("xapp-1") if mode == "socket" else None,
         slack_api_url="http://127.0.0.1:9/api",
     )
     runtime = build_runtime(settings)
@@ -142,5 +145,5 @@ async def test_install_wires_a_route_or_a_socket_connection(tmp_path: Path, mode
         handler = service.socket_handler(service.transport)
         assert handler.app is service.app and handler.app_token == "xapp-1"
         assert handler.client.web_client.base_url == "http://127.0.0.1:9/api/"
-        await handler.close_async()
+        await handler.close_async()  # type: ignore[no-untyped-call]
     await service.stop()  # nothing connected or running: returns at once

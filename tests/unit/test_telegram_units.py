@@ -63,7 +63,8 @@ def test_a_text_mention_by_id_counts() -> None:
 
 
 def test_updates_threadbox_never_answers() -> None:
-    assert parse(update(**{"from": {"id": 1, "is_bot": True}}), ME) is None
+    from_a_bot: dict[str, Any] = {"from": {"id": 1, "is_bot": True}}
+    assert parse(update(**from_a_bot), ME) is None
     assert parse({"update_id": 1, "edited_message": update()["message"]}, ME) is None
     assert parse(update(text=""), ME) is None  # a service message (a member joined...)
 
