@@ -16,6 +16,7 @@ from controller.runtime import build_runtime
 from controller.sandbox_env import ensure_sandbox_python
 from devkit.client import ADMIN_TOKEN, bearer
 from devkit.ports import free_port
+from tests.support.client import RuntimeClient
 from tests.support.server import serve_runtime
 
 
@@ -49,14 +50,13 @@ def api(make_settings: Any) -> Iterator[Any]:
     """
     stack: list[Any] = []
 
-    def start(**overrides: Any) -> httpx.Client:
+    def start(**overrides: Any) -> RuntimeClient:
         base = {"port": free_port(), "chat_port": free_port(), "admin_token": ADMIN_TOKEN}
         runtime = build_runtime(make_settings(**(base | overrides)))
         ctx = serve_runtime(runtime)
         url, chat_url = ctx.__enter__()
         timeout = httpx.Timeout(10, read=120)
-        client = httpx.Client(base_url=url, timeout=timeout, headers=bearer(ADMIN_TOKEN))
-        client.runtime = runtime  # type: ignore[attr-defined]
+        client = RuntimeClient(runtime, base_url=url, timeout=timeout, headers=bearer(ADMIN_TOKEN))
         client.chat = httpx.Client(base_url=chat_url, timeout=timeout)  # type: ignore[attr-defined]
         stack.append((ctx, client))
         return client

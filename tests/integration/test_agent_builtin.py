@@ -59,7 +59,7 @@ def test_answers_a_csv_question_with_code_output_and_a_plot(api: Any) -> None:
     # The model reads a summary: the figure is "[image]", never its base64.
     [result] = tool_results(fake.requests[1])
     assert "total amount: 300.0" in result and "[image]" in result and "iVBOR" not in result
-    stored = json.dumps(client.runtime.store.list_json(thread, "history"))  # type: ignore[attr-defined]
+    stored = json.dumps(client.runtime.store.list_json(thread, "history"))
     assert "total amount: 300.0" in stored and "iVBOR" not in stored
 
 
@@ -82,8 +82,8 @@ def test_history_persists_across_turns_and_restarts_and_is_trimmed(api: Any) -> 
 
         fake.add(Text("Hello again."))
         chat(restarted, thread, "Hi")
-    sent = json.dumps(fake.requests[-1]["messages"])
-    assert "Ada" not in sent and "padding" not in sent
+    last = json.dumps(fake.requests[-1]["messages"])
+    assert "Ada" not in last and "padding" not in last
     assert [m["role"] for m in fake.requests[-1]["messages"]] == ["system", "user"]
 
 

@@ -48,9 +48,9 @@ def test_open_interpreter_answers_a_csv_question(api: Any) -> None:
     ]
     # The figure reached the user as an event; OI and the model only saw "[image]".
     assert "[image]" in json.dumps(fake.requests[1]["messages"])
-    stored = json.dumps(client.runtime.store.list_json(thread, "oi_history"))  # type: ignore[attr-defined]
+    stored = json.dumps(client.runtime.store.list_json(thread, "oi_history"))
     assert "total amount: 300.0" in stored and "iVBOR" not in stored
-    sample = client.runtime.metrics.registry.get_sample_value  # type: ignore[attr-defined]
+    sample = client.runtime.metrics.registry.get_sample_value
     assert sample("threadbox_llm_requests_total", {"result": "ok"}) == 2
     assert sample("threadbox_llm_tokens_total", {"type": "completion"}) >= 2  # as the model reported
 
@@ -67,7 +67,7 @@ def test_shell_blocks_never_run_on_the_controller_host(api: Any, tmp_path: Path)
         )
         events = chat(client, thread, "Create the marker file with a shell command.")
         # Below OI's own check, the terminal refuses too, before OI's local `apt install` shortcut.
-        computer = client.runtime.agent._instances[thread].oi.computer  # type: ignore[attr-defined]
+        computer = client.runtime.agent._instances[thread].oi.computer
         for language, code in [("shell", f"touch {marker}"), ("shell", "apt install threadbox-no-such-pkg")]:
             assert "cannot run here" in computer.run(language, code)[0]["content"]
 
@@ -88,7 +88,7 @@ def test_open_interpreter_llm_errors_end_the_turn_clearly(api: Any) -> None:
     assert [(e["ename"], "HTTP 500" in e["evalue"]) for e in errors(events)] == [("LLMRequestFailed", True)]
     assert done(events)["status"] == "error"
     assert len(fake.requests) == 1  # no hidden whole-stream retries
-    sample = client.runtime.metrics.registry.get_sample_value  # type: ignore[attr-defined]
+    sample = client.runtime.metrics.registry.get_sample_value
     assert sample("threadbox_llm_requests_total", {"result": "request_failed"}) == 1
 
 

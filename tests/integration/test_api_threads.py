@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import secrets
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -54,7 +55,12 @@ def test_threads_come_a_page_at_a_time_from_one_listing(api: Any, monkeypatch: p
     store = client.runtime.store
     for method in ("page_threads", "page_state", "list_threads", "get_json"):
         real = getattr(store, method)
-        monkeypatch.setattr(store, method, lambda *a, _m=method, _f=real: calls.append(_m) or _f(*a))
+
+        def counted(*a: Any, _m: str = method, _f: Callable[..., Any] = real) -> Any:
+            calls.append(_m)
+            return _f(*a)
+
+        monkeypatch.setattr(store, method, counted)
     for _ in range(2):  # the second time, every record is one this replica has read
         calls.clear()
         pages, url = [], "/threads?limit=2"
@@ -110,7 +116,8 @@ def test_a_cold_replica_pages_a_users_threads_in_calls_bounded_by_the_page(
     with as_user(cold, "dave") as dave:
         store = Counted(cold.runtime.store)
         monkeypatch.setattr(cold.runtime, "store", store)
-        pages, url = [], "/threads?limit=4"
+        pages: list[list[str]] = []
+        url: str | None = "/threads?limit=4"
         while url:
             store.calls.clear()
             resp = dave.get(url)

@@ -8,7 +8,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import pytest
 from nacl.signing import SigningKey
@@ -37,7 +37,7 @@ def discord(fake: FakeDiscord, api: Any) -> DiscordSender:
 def thread_of(fake: FakeDiscord, sent: Sent) -> str:
     """The thread the command opened: Discord gives it the id of its response message."""
     found = fake.wait_for(lambda: fake.threads_of(sent.channel), 30, f"a thread in {sent.channel}")
-    original = fake.interactions[sent.body["token"]]["original"]
+    original: str = fake.interactions[sent.body["token"]]["original"]
     assert [t["id"] for t in found] == [original]
     return original
 
@@ -55,7 +55,7 @@ def wait_text(fake: FakeDiscord, channel: str, *needles: str, timeout: float = 9
 
 def interactions(discord: DiscordSender, outcome: str) -> float:
     sample = discord.client.runtime.metrics.registry.get_sample_value  # type: ignore[attr-defined]
-    return sample("threadbox_discord_interactions_total", {"outcome": outcome}) or 0.0  # type: ignore[no-any-return]
+    return sample("threadbox_discord_interactions_total", {"outcome": outcome}) or 0.0
 
 
 def thread_ids(discord: DiscordSender) -> list[str]:
@@ -70,7 +70,7 @@ def test_run_opens_a_thread_and_a_run_in_it_continues_the_sandbox(
     assert first.response.status_code == 200 and first.response.json() == {"type": 5}
     thread = thread_of(fake, first)
     wait_text(fake, thread, "x is 41")
-    assert "**/run** from <@" in fake.messages_in(channel.get("id"))[0]["content"]
+    assert "**/run** from <@" in fake.messages_in(channel["id"])[0]["content"]
 
     follow_up = discord.run("print('x plus one is', x + 1)", fake.channels[thread])
     assert follow_up.response.status_code == 200
@@ -211,8 +211,9 @@ def test_register_commands_puts_run_and_ask_with_their_options_and_the_chat_comm
     assert "registered /run, /ask, /fork, /forget, /upgrade" in capsys.readouterr().out
     [call] = fake.calls_of("set_commands")
     assert call.headers["authorization"] == "Bot fake-discord-bot-token"
+    commands = cast(list[dict[str, Any]], call.body)  # Call.body says dict; set_commands sends a list
     options = {
-        c["name"]: [(o["name"], o["type"], o["required"]) for o in c.get("options", [])] for c in call.body
+        c["name"]: [(o["name"], o["type"], o["required"]) for o in c.get("options", [])] for c in commands
     }
     assert options == {
         "run": [("code", 3, True), ("file", 11, False)],

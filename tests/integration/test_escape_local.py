@@ -26,7 +26,7 @@ from typing import Any
 import httpx
 import pytest
 
-from controller.backends.local import LocalBackend
+from controller.backends.local import LocalBackend, ProcessSandbox
 from controller.events import Error, Event, Stream
 from controller.identity import ThreadKey
 from controller.runtime import Runtime, build_runtime
@@ -112,6 +112,7 @@ async def _world(rt: Runtime, settings: Any, port: int) -> World:
     assert "secret-b.txt" in str(events), events
     await run(rt, attacker, "print('attacker ready')")
     b_info = rt.manager._live[victim].info
+    assert isinstance(b_info, ProcessSandbox)  # the local backend's
     data, run_dir = settings.data_dir, Path(b_info.connection["ip"]).parent
     ctx = {
         "secret": secret,

@@ -15,8 +15,9 @@ from urllib.parse import quote
 
 import pytest
 
-from tests.integration.test_reaper import minio_settings, wait_until
+from tests.integration.test_reaper import minio_settings
 from tests.support.client import create_thread, errors, run, stdout
+from tests.support.poll import wait_until
 
 pytestmark = pytest.mark.integration
 

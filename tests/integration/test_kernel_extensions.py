@@ -28,10 +28,16 @@ def kernel(tmp_path: Path, sandbox_python: Path) -> Iterator[BlockingKernelClien
     conn_file = tmp_path / "kernel.json"
     # ipc:// endpoints in this test's folder: TCP ports picked free beforehand were seen taken by
     # the time the kernel bound them ("Address already in use") while other suites ran.
-    channels = ("shell", "iopub", "stdin", "control", "hb")
-    ports = {f"{name}_port": n for n, name in enumerate(channels, start=1)}
     write_connection_file(
-        str(conn_file), transport="ipc", ip=str(tmp_path / "k"), key=os.urandom(16).hex().encode(), **ports
+        str(conn_file),
+        transport="ipc",
+        ip=str(tmp_path / "k"),
+        key=os.urandom(16).hex().encode(),
+        shell_port=1,
+        iopub_port=2,
+        stdin_port=3,
+        control_port=4,
+        hb_port=5,
     )
     env = {"PATH": f"{sandbox_python.parent}:/usr/bin:/bin", "HOME": str(tmp_path), **kernel_env(LIMIT)}
     workspace = tmp_path / "workspace"  # apart from the kernel's log, which changes as it runs

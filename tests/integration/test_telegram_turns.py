@@ -7,7 +7,7 @@ import json
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, TypedDict
 
 import pytest
 
@@ -212,6 +212,13 @@ def test_flood_control_is_waited_out_and_the_reply_lands(sender: TelegramSender,
     assert [c.status for c in tg.calls_of("editMessageText")][:2] == [429, 200]
 
 
+class Place(TypedDict, total=False):
+    """Where a message goes in the chat: the keyword arguments of FakeTelegram.user_says."""
+
+    topic: int
+    reply_to: int
+
+
 @dataclass
 class TelegramChat:
     """Threads are forum topics in a forum, else reply chains named by their first message
@@ -222,7 +229,7 @@ class TelegramChat:
     chat: int
     topics: bool
 
-    def _place(self, thread: int) -> dict[str, int]:
+    def _place(self, thread: int) -> Place:
         return {"topic": thread} if self.topics else {"reply_to": thread}
 
     def run(self, thread: int, code: str) -> None:

@@ -32,7 +32,7 @@ def test_two_messages_with_several_blocks_run_one_after_the_other(api: Any) -> N
     A's blocks. Before the turn owner, B's first block ran right after A's first."""
     client = api()
     tid = create_thread(client, "turns")
-    manager = client.runtime.manager  # type: ignore[attr-defined]
+    manager = client.runtime.manager
     results: dict[str, list[dict[str, Any]]] = {}
 
     def send(key: str, text: str) -> None:

@@ -117,7 +117,7 @@ def test_an_owner_and_admins_see_usage_and_nobody_else(api: Any) -> None:
     admin = api()
     thread = create_thread(admin, "mine")
     assert done(run(admin, thread, "print(1)"))["status"] == "ok"  # /execute turns count too
-    token, _ = create_token(admin.runtime.store, "bob")  # type: ignore[attr-defined]
+    token, _ = create_token(admin.runtime.store, "bob")
     bob = httpx.Client(base_url=str(admin.base_url), headers=bearer(token))
 
     mine = admin.get(f"/threads/{thread}/usage").json()["totals"]

@@ -4,11 +4,23 @@ The bootstrap admin token and its header are in devkit.client."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
 from devkit.client import stream_events
+
+if TYPE_CHECKING:
+    from controller.runtime import Runtime
+
+
+class RuntimeClient(httpx.Client):
+    """A client of a controller this test process runs, with that controller's ``runtime``
+    for tests that look inside it (its store, backend, metrics)."""
+
+    def __init__(self, runtime: Runtime, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.runtime = runtime
 
 
 def create_thread(client: httpx.Client, name: str, user: str | None = None) -> str:
