@@ -20,14 +20,15 @@ import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import pytest
 from jupyter_client.asynchronous.client import AsyncKernelClient
+from jupyter_client.connect import KernelConnectionInfo
 from minio import Minio
 from minio.error import S3Error
 
@@ -214,7 +215,7 @@ async def wait_healthy(sb: Sandbox, http: httpx.AsyncClient, launches: int = 1, 
 
 async def kernel_client(connection: dict[str, Any]) -> AsyncKernelClient:
     kc = AsyncKernelClient()
-    kc.load_connection_info(connection)
+    kc.load_connection_info(cast(KernelConnectionInfo, connection))  # a kernel's connection file
     kc.start_channels(hb=False)
     try:
         await wait_ready(kc)
@@ -408,7 +409,7 @@ def test_scoped_credentials_reach_only_their_own_thread(
     scoped.delete_file(tid, "f.txt")
 
     # Another thread's prefix, or the bucket as a whole: AccessDenied for every operation.
-    attempts = {
+    attempts: dict[str, Callable[[], object]] = {
         "read": lambda: scoped.read_file(other, "f.txt"),
         "list": lambda: scoped.list_files(other),
         "write": lambda: scoped.put_file(other, "evil.txt", src, "sha"),
@@ -524,7 +525,7 @@ def test_a_misconfigured_pod_fails_fast_and_says_why(
     env = dict(change)
     storage = {"endpoint": "127.0.0.1:1", "bucket": "no-such-bucket", "access_key": "a", "secret_key": "s"}
     storage["prefix"] = env.pop("prefix", f"threads/{tid}/")
-    sb = launch(tmp_path / "pod", sandbox_python, image_pythonpath, tid, storage, **env)
+    sb = launch(tmp_path / "pod", sandbox_python, image_pythonpath, tid, storage, wrap=(), **env)
     assert sb.proc.wait(timeout=60) == 2
     assert message in sb.output()
 
@@ -794,7 +795,9 @@ async def test_a_pod_deleted_with_a_grace_period_saves_its_variables_for_the_nex
         ("pod", "x = 41\nf = lambda: x + 1", {"THREADBOX_STATE_MAX_BYTES": str(10**6)}, None),
         ("again", "print(f())", {}, {"note": "Kernel state: restored f, x."}),
     ):
-        sb = launch(tmp_path / pod, sandbox_python, image_pythonpath, tid, sts_user.credentials(tid), **env)
+        sb = launch(
+            tmp_path / pod, sandbox_python, image_pythonpath, tid, sts_user.credentials(tid), wrap=(), **env
+        )
         sandboxes.append(sb)
         async with httpx.AsyncClient(timeout=120) as http:
             await wait_healthy(sb, http)
