@@ -16,9 +16,10 @@ from fastapi import HTTPException
 
 from controller.auth import Principal
 from controller.identity import ThreadKey, is_thread_id
+from controller.owners import owner_folder
 from controller.runtime import Runtime
 from controller.stores.base import StoreUnavailable, ThreadStore
-from controller.threads import ThreadRecord, get_thread, owner_folder
+from controller.threads import ThreadRecord, get_thread
 
 
 def visible(record: ThreadRecord, who: Principal) -> bool:

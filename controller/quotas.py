@@ -6,6 +6,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
+from controller.owners import owned_threads
 from controller.stores.base import StoredFile, ThreadStore
 
 # The blob a thread's kernel saves its variables to (controller/kernelstate.py): stored beside
@@ -127,11 +128,11 @@ def stored_usage(store: ThreadStore, thread_id: str) -> Usage:
 
 
 def user_usage(store: ThreadStore, user: str, exclude: str) -> Usage:
-    """What ``user`` holds in threads other than ``exclude`` (that one is counted live)."""
+    """What ``user`` holds in threads other than ``exclude`` (that one is counted live): their
+    threads from the owner index, so the cost grows with the user's threads, not everyone's."""
     total = Usage()
-    for tid in store.list_threads():
-        meta = store.get_json(tid, "meta") or {}
-        if tid != exclude and meta.get("user") == user:
+    for tid in owned_threads(store, user):
+        if tid != exclude:
             total += stored_usage(store, tid)
     return total
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections import OrderedDict
 from typing import Any
@@ -10,6 +9,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from controller.identity import ThreadKey
+from controller.owners import OWNERS_INDEXED, owner_folder
 from controller.stores.base import ThreadStore
 
 
@@ -65,21 +65,8 @@ def get_thread(store: ThreadStore, thread_id: str) -> ThreadRecord | None:
     return ThreadRecord.model_validate(meta) if meta else None
 
 
-# The owner index: state ``owners/<sha256 of the user>/<thread id>``, one empty value per API
-# thread, so a user's page of threads is one listing of their own ids, not a read of everyone's.
-OWNERS = "owners"
-# Set once every API thread stored before the index existed has its entry.
-OWNERS_INDEXED = "owners-indexed"
-API_PREFIX = "api-"  # identity.thread_id starts an id with its source
-
-
-def owner_folder(user: str) -> str:
-    """The state folder of ``user``'s index entries (hashed: a user name is no safe key)."""
-    return f"{OWNERS}/{hashlib.sha256(user.encode()).hexdigest()}"
-
-
 def _owner_entry(record: ThreadRecord) -> str | None:
-    return f"{owner_folder(record.user)}/{record.id}" if record.source == "api" and record.user else None
+    return f"{owner_folder(record.user)}/{record.id}" if record.user else None
 
 
 def save_record(store: ThreadStore, record: ThreadRecord) -> None:
@@ -98,13 +85,14 @@ def delete_record(store: ThreadStore, record: ThreadRecord) -> None:
 
 
 def index_owners(store: ThreadStore) -> None:
-    """Give each API thread stored before the owner index its entry: a read per API thread,
+    """Give each thread stored before the owner index covered it its entry: a read per thread,
     once per store. A thread an older controller makes afterwards (during a rolling upgrade)
-    gets none, and stays out of its owner's listing; by name or id it is found as ever."""
+    gets none: it stays out of its owner's listing and quota count; by name or id it is found
+    as ever."""
     if store.get_state(OWNERS_INDEXED) is not None:
         return
     for thread_id in store.list_threads():
-        record = get_thread(store, thread_id) if thread_id.startswith(API_PREFIX) else None
+        record = get_thread(store, thread_id)
         if record and (entry := _owner_entry(record)):
             store.put_state(entry, {})
     store.put_state(OWNERS_INDEXED, {"at": time.time()})

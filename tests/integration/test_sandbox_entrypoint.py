@@ -38,6 +38,7 @@ from controller.k8s.sts import scoped_credentials, session_policy
 from controller.quotas import UserQuota, user_usage
 from controller.stores.minio import MinioStore
 from devkit.ports import free_address, free_port
+from tests.support.owners import owned_thread
 
 pytestmark = pytest.mark.integration
 
@@ -614,7 +615,7 @@ async def test_persist_holds_what_code_writes_to_the_per_user_quota(
     refused, with the local backend's sentence, and the final persist on SIGTERM keeps to the
     same quota. A pod never sent a quota (an older controller) stores them all."""
     user, tid, elsewhere = (f"{p}-{secrets.token_hex(4)}" for p in ("u", "t", "t"))
-    root_store.put_json(elsewhere, "meta", {"user": user})
+    owned_thread(root_store, elsewhere, user)
     (tmp_path / "seed").write_bytes(b"old")
     for name in ("x.txt", "y.txt"):
         root_store.put_file(elsewhere, name, tmp_path / "seed", hashlib.sha256(b"old").hexdigest())

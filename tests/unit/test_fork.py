@@ -5,9 +5,10 @@ import pytest
 from controller.execution import Checkpoint
 from controller.fork import MAX_NAME, Copied, ThreadExists, copy_thread, default_name, describe, fork_record
 from controller.identity import ThreadKey
+from controller.owners import owner_folder
 from controller.quotas import SNAPSHOT, QuotaExceeded, Quotas
 from controller.stores.local import LocalStore
-from controller.threads import ThreadRecord, ensure_thread, get_thread, owner_folder
+from controller.threads import ThreadRecord, ensure_thread, get_thread
 
 
 @pytest.fixture

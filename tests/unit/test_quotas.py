@@ -5,6 +5,7 @@ import pytest
 from controller.kernelstate import room
 from controller.quotas import SNAPSHOT, QuotaExceeded, Quotas, Usage, check_upload, stored_usage, user_usage
 from controller.stores.local import LocalStore
+from tests.support.owners import owned_thread
 
 
 def test_single_file_limit_message() -> None:
@@ -42,7 +43,7 @@ def _stored(tmp_path: Path, sizes: dict[str, dict[str, int]], users: dict[str, s
     """A store whose threads hold files of the given sizes (the key SNAPSHOT: saved state)."""
     store = LocalStore(tmp_path / "store")
     for tid, items in sizes.items():
-        store.put_json(tid, "meta", {"user": users[tid]})
+        owned_thread(store, tid, users[tid])
         for name, size in items.items():
             src = tmp_path / "src"
             src.write_bytes(b"x" * size)

@@ -8,6 +8,7 @@ import pytest
 from controller.quotas import Quotas, Usage, UserQuota
 from controller.stores.local import LocalStore
 from controller.workspace import OthersNeeded, WorkspaceSync
+from tests.support.owners import owned_thread
 
 
 def workspace(
@@ -24,7 +25,7 @@ def workspace(
 
 def test_a_given_count_refuses_exactly_what_the_local_backend_refuses(tmp_path: Path) -> None:
     store = LocalStore(tmp_path / "store")
-    store.put_json("t-0", "meta", {"user": "u"})
+    owned_thread(store, "t-0", "u")
     for f in ("x", "y"):
         (tmp_path / f).write_text(f)
         store.put_file("t-0", f, tmp_path / f, "0" * 64)

@@ -5,10 +5,12 @@ from pathlib import Path
 
 import pytest
 
+from controller.owners import OWNERS
 from controller.quotas import SNAPSHOT, Quotas
 from controller.stores.base import StoredFile
 from controller.stores.local import LocalStore
 from controller.workspace import WorkspaceSync
+from tests.support.owners import owned_thread
 
 
 @pytest.fixture
@@ -115,20 +117,20 @@ def test_claims_are_exclusive_until_released(store: LocalStore) -> None:
 
 
 class CountingStore(LocalStore):
-    """The real local store, counting how often every thread is listed."""
+    """The real local store, counting how often a user's threads are listed (the owner index)."""
 
     listings = 0
 
-    def list_threads(self) -> list[str]:
-        self.listings += 1
-        return super().list_threads()
+    def page_state(self, prefix: str, after: str | None, limit: int) -> list[str]:
+        self.listings += prefix.startswith(f"{OWNERS}/")
+        return super().page_state(prefix, after, limit)
 
 
 def test_user_quota_counts_other_threads_only_when_something_is_uploaded(tmp_path: Path) -> None:
     store = CountingStore(tmp_path / "store")
     other = tmp_path / "o"
     other.write_text("12345")
-    store.put_json("t-0", "meta", {"user": "u"})
+    owned_thread(store, "t-0", "u")
     store.put_file("t-0", "old.txt", other, "0" * 64)  # the user already holds 5 bytes elsewhere
     ws = tmp_path / "ws"
     sync = WorkspaceSync(store, "t-1", ws, Quotas(user_max_bytes=8), user="u")
