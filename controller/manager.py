@@ -71,14 +71,13 @@ class SandboxManager:
         metrics: Metrics,
         connect: Connect = KernelSession,
         *,
-        profiles: ProfileSource | None = None,
-        accounting: Accounting | None = None,
+        profiles: ProfileSource | None = None,  # the pinned versions; None: the server's settings
+        accounting: Accounting | None = None,  # usage and budgets of turns
     ) -> None:
         self.backend = backend
         self.config = config
-        # The pinned profile versions (runtime.py's ProfileBook); else the server's settings for all.
         self.profiles = profiles or FixedProfile.of_server(config.idle_timeout, config.keep_state)
-        self.accounting = accounting  # usage and budgets of turns
+        self.accounting = accounting
         self._dialer = Dialer(connect, config.max_output_bytes, config.start_timeout)
         self._executions = Executions(backend, metrics, config.interrupt_grace, config.max_output_bytes)
         self._executions.state_max, self._executions.keep_state = config.state_max_bytes, config.keep_state
@@ -136,25 +135,20 @@ class SandboxManager:
         Waits for the thread's earlier turns, here and (Lease) in other replicas; queued
         meanwhile, it says so. ``events`` starts only once the turn is held.
         """
-        scope = TurnScope(thread_id, self.metrics)
         events = self.accounting.turn(thread_id, events) if self.accounting else events
-        failed = False
         try:
-            async with self._locks.turns.hold(thread_id):
-                lease = self.backend.turn_lease(thread_id)
-                async for note in lease.acquire():
-                    yield Status(phase="queued", message=note)
-                try:
-                    async for event in events:
-                        scope.saw(event)
-                        yield event
-                finally:
-                    self._locks.release_later(lease)
-        except Exception:
-            failed = True
-            raise
+            with TurnScope(thread_id, self.metrics) as scope:
+                async with self._locks.turns.hold(thread_id):
+                    lease = self.backend.turn_lease(thread_id)
+                    async for note in lease.acquire():
+                        yield Status(phase="queued", message=note)
+                    try:
+                        async for event in events:
+                            scope.saw(event)
+                            yield event
+                    finally:
+                        self._locks.release_later(lease)
         finally:
-            scope.end(failed)
             self._slots.changed()  # this sandbox may now be idle: queued threads can evict it
 
     def run(
@@ -226,11 +220,8 @@ class SandboxManager:
                 yield Status(phase="restoring", message="Restoring this thread's files...")
             session = await self.backend.ready(info, user, self._dialer)
         except BaseException as exc:
-            if isinstance(exc, Exception):
-                self.metrics.start_failures.labels(info.kind if info is not None else "cold").inc()
             self._slots.release()
-            if info is not None and info.kind != "adopted":
-                await self.backend.stop(info)
+            await undo_start(self.backend, self.metrics, info, counted=isinstance(exc, Exception))
             if isinstance(exc, SandboxStartError) and self.profiles.outdated(profile):
                 raise SandboxStartError(f"{exc}. {upgrade_hint(profile)}") from exc
             raise
@@ -296,8 +287,7 @@ class SandboxManager:
 
     async def stop_thread(self, thread_id: str) -> None:
         await self._retire(thread_id, "deleted")
-        info = await self.backend.find(thread_id)
-        if info is not None:
+        if (info := await self.backend.find(thread_id)) is not None:  # not live here: adopted, or elsewhere
             await self.backend.stop(info)
 
     async def forget_state(self, thread_id: str) -> bool:
@@ -323,6 +313,16 @@ class SandboxManager:
     def _update_gauges(self) -> None:
         self.metrics.live.set(len(self._live))
         self.metrics.queue.set(self._slots.queued)
+
+
+async def undo_start(
+    backend: Backend[Any], metrics: Metrics, info: SandboxInfo | None, counted: bool
+) -> None:
+    """After a failed start: counted (unless cancelled), and stopped unless it was adopted."""
+    if counted:
+        metrics.start_failures.labels(info.kind if info is not None else "cold").inc()
+    if info is not None and info.kind != "adopted":
+        await backend.stop(info)
 
 
 def idle_lru(live: dict[str, Live], locks: ThreadLocks) -> str | None:

@@ -12,6 +12,7 @@ import logging
 import secrets
 import time
 from contextvars import ContextVar
+from types import TracebackType
 
 from controller.events import Done, Error, Event
 from controller.identity import is_thread_id
@@ -47,6 +48,14 @@ class TurnScope:
             self.metrics.turn_errors.labels(self.frontend, event.kind).inc()
         elif isinstance(event, Done):
             self.done = event
+
+    def __enter__(self) -> TurnScope:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.end(failed=kind is not None and issubclass(kind, Exception))  # not a cancellation
 
     def end(self, failed: bool) -> None:
         """``failed``: the turn raised; without a Done it was cut off (aborted)."""
