@@ -41,6 +41,7 @@ from controller.k8s.names import all_sandboxes_selector
 from controller.runtime import build_runtime
 from devkit.client import ADMIN_TOKEN, bearer
 from devkit.minio import MinioServer, MinioUnavailable, running_minio
+from tests.support.client import RuntimeClient
 from tests.support.poll import wait_until
 from tests.support.server import serve
 
@@ -96,14 +97,18 @@ def cluster() -> Iterator[Cluster]:
     assert found, f"hack/cluster/up printed no KUBECONFIG line:\n{out}"
     kubeconfig = Path(found.group(1))
     image = _run_script("hack/build-sandbox-image.sh", "sandbox-image", timeout=3600).strip().splitlines()[-1]
-    core = client.CoreV1Api(config.new_client_from_config(config_file=str(kubeconfig)))
+    core = client.CoreV1Api(config.new_client_from_config(config_file=str(kubeconfig)))  # type: ignore[no-untyped-call]
     node = core.list_node().items[0]
-    node_ip = next(a.address for a in node.status.addresses if a.type == "InternalIP")
-    gateway = str(
-        next(ipaddress.ip_network(node.spec.pod_cidr).hosts())
-    )  # the bridge plugin's isGateway address
+    status, spec = node.status, node.spec  # a running node has its addresses and its pod CIDR
+    assert (
+        status is not None and status.addresses is not None and spec is not None and spec.pod_cidr is not None
+    )
+    node_ip = next(a.address for a in status.addresses if a.type == "InternalIP")
+    gateway = str(next(ipaddress.ip_network(spec.pod_cidr).hosts()))  # the bridge plugin's isGateway address
     namespace = f"tb-e2e-{secrets.token_hex(3)}"
-    core.create_namespace({"metadata": {"name": namespace, "labels": {RESTRICTED: "restricted"}}})
+    core.create_namespace(
+        client.V1Namespace(metadata=client.V1ObjectMeta(name=namespace, labels={RESTRICTED: "restricted"}))
+    )
     c = Cluster(kubeconfig, namespace, image, node_ip, gateway, core)
     try:
         yield c
@@ -166,7 +171,7 @@ def runtime_class(request: pytest.FixtureRequest, cluster: Cluster) -> str | Non
     if request.param == "runc":
         return None
     classes = client.NodeV1Api(cluster.core.api_client).list_runtime_class().items
-    if request.param not in {c.metadata.name for c in classes}:
+    if request.param not in {c.metadata.name for c in classes if c.metadata is not None}:
         _skip("SKIPPED: gvisor: no gvisor RuntimeClass (hack/cluster/build-gvisor could not build runsc)")
     return str(request.param)
 
@@ -226,14 +231,15 @@ async def connected(settings: Settings | KubernetesConfig) -> AsyncIterator[Kube
 
 
 @contextmanager
-def controller(settings: dict[str, Any]) -> Iterator[httpx.Client]:
+def controller(settings: dict[str, Any]) -> Iterator[RuntimeClient]:
     """A controller this test can shut down in the middle (the ``api`` fixture stops at teardown)."""
     runtime = build_runtime(Settings(**{"admin_token": ADMIN_TOKEN, **settings}))
     with (
         serve(create_app(runtime)) as url,
-        httpx.Client(base_url=url, headers=bearer(ADMIN_TOKEN), timeout=httpx.Timeout(10, read=180)) as http,
+        RuntimeClient(
+            runtime, base_url=url, headers=bearer(ADMIN_TOKEN), timeout=httpx.Timeout(10, read=180)
+        ) as http,
     ):
-        http.runtime = runtime  # type: ignore[attr-defined]
         yield http
 
 

@@ -141,7 +141,7 @@ def test_a_replica_killed_mid_turn_hands_the_thread_to_the_other(
         assert [e["message"] for e in events if e["type"] == "status" and e["phase"] == "queued"] == [
             WAIT_MESSAGE
         ]
-        assert other.runtime.store.read_file(tid, "done.txt") == b"turn 1"  # type: ignore[attr-defined]
+        assert other.runtime.store.read_file(tid, "done.txt") == b"turn 1"
         assert len(cluster.pods(tid)) == 1
 
 

@@ -49,7 +49,7 @@ async def held(leases: ThreadLeases, thread_id: str, waits: list[str]) -> AsyncI
 
 
 def _lease(cluster: Cluster, thread_id: str) -> Any:
-    coord = client.CoordinationV1Api(config.new_client_from_config(str(cluster.kubeconfig)))
+    coord = client.CoordinationV1Api(config.new_client_from_config(str(cluster.kubeconfig)))  # type: ignore[no-untyped-call]
     try:
         return coord.read_namespaced_lease(lease_name(thread_id), cluster.namespace)
     except client.ApiException as exc:
@@ -83,8 +83,8 @@ def test_turns_of_one_thread_never_overlap_across_replicas(cluster: Cluster) -> 
 def test_a_crashed_holder_is_taken_over_after_the_lease_expires(cluster: Cluster) -> None:
     stale = datetime.now(UTC) - timedelta(seconds=LEASE_SECONDS + 5)
     body = lease_body("t-lease-crash", cluster.namespace, "crashed-replica", stale, stale)
-    coord = client.CoordinationV1Api(config.new_client_from_config(str(cluster.kubeconfig)))
-    coord.create_namespaced_lease(cluster.namespace, body)
+    coord = client.CoordinationV1Api(config.new_client_from_config(str(cluster.kubeconfig)))  # type: ignore[no-untyped-call]
+    coord.create_namespaced_lease(cluster.namespace, body)  # type: ignore[arg-type]  # a dict body goes as is
     waits: list[str] = []
 
     async def main() -> str:

@@ -135,16 +135,18 @@ def test_sandboxes_reach_in_cluster_minio_only_through_the_peer(
     events = run(api, tid, "open('made-in-pod.txt', 'w').write('hello')\n" + _probe(True, m.service_ip))
     assert stdout(events) == "open\n"
     assert not [e for e in events if e["type"] == "error"]
-    assert api.runtime.store.read_file(tid, "made-in-pod.txt") == b"hello"  # type: ignore[attr-defined]
+    assert api.runtime.store.read_file(tid, "made-in-pod.txt") == b"hello"
 
     # Negative control: the policy a controller without the peer writes (MinIO allowed by the
     # address its name resolves to, the Service IP) refuses fresh connections from the same pod.
     # (A sandbox started under it would hang restoring its files until start_timeout.)
-    s = api.runtime.settings  # type: ignore[attr-defined]
+    s = api.runtime.settings
     policy = sandbox_network_policy(
         s.sandbox_namespace, s.controller_cidrs, (ip_peer(m.service_ip), 9000), []
     )
     client.NetworkingV1Api(cluster.core.api_client).replace_namespaced_network_policy(
-        NETWORK_POLICY_NAME, s.sandbox_namespace, policy
+        NETWORK_POLICY_NAME,
+        s.sandbox_namespace,
+        policy,  # type: ignore[arg-type]  # a dict body goes as is
     )
     assert stdout(run(api, tid, _probe(False, m.service_ip))) == "blocked\n"

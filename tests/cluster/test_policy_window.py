@@ -22,11 +22,12 @@ import secrets
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import zmq
 from jupyter_client.blocking.client import BlockingKernelClient
+from jupyter_client.connect import KernelConnectionInfo
 from kubernetes.client.exceptions import ApiException
 
 from controller.k8s.connection import new_connection
@@ -161,7 +162,7 @@ def test_no_sandbox_reaches_a_node_listener_from_its_first_instruction(
 
 def _decoy_prints(ip: str, connection: dict[str, Any], marker: str) -> None:
     kc = BlockingKernelClient()
-    kc.load_connection_info({**connection, "ip": ip})
+    kc.load_connection_info(cast(KernelConnectionInfo, {**connection, "ip": ip}))
     kc.start_channels(hb=False)
     try:
         kc.wait_for_ready(timeout=POD_TIMEOUT)

@@ -82,7 +82,7 @@ def test_pool_fills_without_credentials_a_claim_is_a_hit_and_it_refills(
     async def look() -> tuple[str | None, list[str]]:
         async with connected(backend.config) as other:
             found = await other.find(tid)
-            return found and found.name, [i.thread_id for i in await other.list()]
+            return found.name if found else None, [i.thread_id for i in await other.list()]
 
     assert asyncio.run(look()) == (pod.metadata.name, [tid])
 
