@@ -3,15 +3,18 @@ built here (hack/build-controller-image.sh) and the session's sandbox image.
 
 One release per sandbox runtime (runc, then gVisor through the chart's
 `sandbox.runtimeClassName`), used in order: install, helm test, RBAC, a Slack turn through the
-in-cluster controller, a promtool check of its /metrics, upgrade (a running thread survives),
+in-cluster controller, a promtool check of its /metrics, a real Prometheus that finds it with the
+chart's scrape job, upgrade (a running thread survives),
 uninstall (the pre-delete hook leaves nothing). Sandboxes run in a separate namespace the
 chart creates. MinIO and the fake Slack run on the host, bound to the node IP.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
+import re
 import secrets
 import socket
 import subprocess
@@ -33,7 +36,7 @@ from devkit.slack_events import SIGNING_SECRET, SlackSender, code
 from tests.cluster.conftest import ROOT, Cluster, _run_script, _skip
 from tests.support.client import create_thread, run, stdout
 from tests.support.poll import wait_until
-from tests.support.prometheus import ALERTS
+from tests.support.prometheus import ALERTS, SCRAPE, running
 from tests.unit.test_chart_static import required_permissions
 from tests.unit.test_prometheus_rules import WANTED
 
@@ -262,7 +265,9 @@ def release(
             )
         )
         cluster.core.create_namespace({"metadata": {"name": ns}})
-        scheduling.create_priority_class({"metadata": {"name": priority}, "value": 100})
+        scheduling.create_priority_class(
+            client.V1PriorityClass(metadata=client.V1ObjectMeta(name=priority), value=100)
+        )
         rel = Release(
             cluster,
             name,
@@ -452,7 +457,8 @@ def test_the_service_monitor_and_prometheus_rule_are_installed(release: Release)
         found = custom.get_namespaced_custom_object(
             "monitoring.coreos.com", "v1", release.namespace, plural, f"{release.name}-threadbox"
         )
-        return found  # type: ignore[no-any-return]
+        assert isinstance(found, dict)
+        return found
 
     monitor, rule = read("servicemonitors"), read("prometheusrules")
     assert monitor["metadata"]["labels"].items() >= MONITOR_LABELS.items()
@@ -568,7 +574,8 @@ def test_the_pre_puller_keeps_the_sandbox_image_on_the_eligible_node(release: Re
         )
         .items
     )
-    assert daemonset.status.desired_number_scheduled == daemonset.status.number_ready == 1
+    status = daemonset.status
+    assert status is not None and status.desired_number_scheduled == status.number_ready == 1
     [pod] = release.cluster.core.list_namespaced_pod(
         release.sandbox_namespace, label_selector="app.kubernetes.io/name=threadbox-prepuller"
     ).items
@@ -625,6 +632,60 @@ def test_metrics_of_the_in_cluster_controller_pass_promtool(release: Release) ->
         [proc.stdout.strip(), "check", "metrics"], input=scrape, capture_output=True, text=True
     )
     assert check.returncode == 0, check.stdout + check.stderr
+
+
+def _meta_label(name: str) -> str:
+    return re.sub(r"[^a-zA-Z0-9_]", "_", name)
+
+
+def _discovered(release: Release) -> list[dict[str, Any]]:
+    """Every endpoint of every Service in the release's namespace, labelled as Prometheus's
+    Kubernetes discovery (``role: endpoints``) labels it, for file_sd_configs."""
+    core, ns = release.cluster.core, release.namespace
+    groups = []
+    for service in core.list_namespaced_service(ns).items:
+        labels = {
+            f"__meta_kubernetes_service_label_{_meta_label(k)}": v for k, v in service.metadata.labels.items()
+        }
+        endpoints = core.read_namespaced_endpoints(service.metadata.name, ns)
+        for subset in endpoints.subsets or []:
+            for address, port in itertools.product(subset.addresses or [], subset.ports or []):
+                groups.append({
+                    "targets": [f"{address.ip}:{port.port}"],
+                    "labels": labels | {
+                        "__meta_kubernetes_namespace": ns,
+                        "__meta_kubernetes_service_name": service.metadata.name,
+                        "__meta_kubernetes_endpoint_port_name": port.name or "",
+                        "__meta_kubernetes_pod_name": address.target_ref.name if address.target_ref else "",
+                    },
+                })  # fmt: skip
+    return groups
+
+
+def test_a_real_prometheus_scrapes_the_in_cluster_controller_with_the_charts_scrape_job(
+    release: Release, tmp_path: Path
+) -> None:
+    """The chart's job (prometheus/scrape.yaml) with its relabeling as shipped, against the
+    release's real endpoints. Debian's Prometheus is built without Kubernetes discovery, so the
+    endpoints are read from the API server here and handed over in file_sd_configs, with the
+    labels that discovery gives (``__meta_kubernetes_*``): the API and chat Services, every port."""
+    (tmp_path / "endpoints.json").write_text(json.dumps(_discovered(release)))
+    job = yaml.safe_load(SCRAPE.read_text())
+    del job["kubernetes_sd_configs"]
+    job.update(scrape_interval="1s", file_sd_configs=[{"files": [str(tmp_path / "endpoints.json")]}])
+    [pod] = release.controller_pods()
+    expected = {"namespace": release.namespace, "job": f"{release.name}-threadbox", "pod": pod}
+    with running({"scrape_configs": [job]}, tmp_path) as prom:
+        assert wait_until(lambda: prom.query("up == 1"), timeout=60, interval=0.5), prom.query("up")
+        # One target: the API Service's http port. The chat Service and other ports are dropped.
+        [up] = prom.query("up")
+        assert up["metric"].items() >= expected.items() and up["metric"]["instance"].endswith(":8600"), up
+        # The controller's own series, with the labels the dashboard's variables select on.
+        [info] = prom.query(f'threadbox_build_info{{namespace="{release.namespace}"}}')
+        assert info["metric"].items() >= expected.items() and info["metric"]["version"], info
+    # The control: the chat Service's endpoints were offered, and the job's relabeling dropped them.
+    offered = {g["labels"]["__meta_kubernetes_service_name"] for g in _discovered(release)}
+    assert {f"{release.name}-threadbox", f"{release.name}-threadbox-chat"} <= offered
 
 
 def test_upgrade_keeps_a_running_thread_and_new_threads_get_the_new_image(release: Release) -> None:
