@@ -12,6 +12,7 @@ import pytest
 from controller.kernelstate import BLOB
 from tests.cluster.conftest import Cluster
 from tests.cluster.probes import pod_s3_script
+from tests.integration.test_kernel_state import CHECK, RESTORED, ROWS, expected, setup_code
 from tests.support.client import create_thread, run, stdout
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(240)]
@@ -58,20 +59,25 @@ def test_a_reaped_pods_variables_come_back_and_no_other_thread_reaches_them(
 
 
 def test_variables_come_back_in_a_claimed_warm_pod(cluster: Cluster, k8s_api: Any) -> None:
+    """The acceptance's payload (a 100 MB DataFrame, a fitted model, a dict, a lambda; a socket
+    and a generator named as not kept), reaped and loaded in a pod claimed from the pool."""
     client = k8s_api(
         warm_pool_size=1,
         idle_timeout=4,
         reap_interval=1,
+        exec_timeout=120,  # pandas and scikit-learn's first import under gVisor
         sandbox_cpu_request="10m",
-        sandbox_memory_request="64Mi",
+        # The frame, its pickle and the snapshot file on HOME's tmpfs at once, beside the
+        # libraries: about 500 MiB at the save (the limit, 2 GiB by default, is what counts).
+        sandbox_memory_request="512Mi",
     )
     tid = create_thread(client, "warm")
-    stdout(run(client, tid, "x = 41"))
-    cluster.wait("the idle pod to be reaped", lambda: not cluster.pods(tid), timeout=60)
+    assert stdout(run(client, tid, setup_code(ROWS))) == "True\n"
+    cluster.wait("the idle pod to be reaped", lambda: not cluster.pods(tid), timeout=120)
     backend = client.runtime.backend
     cluster.wait("a ready warm pod", lambda: sum(p.ready for p in backend.pools.values()) >= 1, timeout=90)
-    events = run(client, tid, "print(x + 1)")
-    assert stdout(events) == "42\n"
-    assert notes(events) == ["Kernel state: restored x."]
+    events = run(client, tid, CHECK)
+    assert stdout(events) == expected(ROWS)
+    assert notes(events) == [RESTORED]
     [pod] = cluster.pods(tid)
     assert pod.metadata.name.startswith("tbw-")  # claimed from the pool, not started cold
