@@ -3,7 +3,9 @@ controller with the Kubernetes backend and a warm pool, with the chart's scrape 
 (charts/threadbox/prometheus/scrape.yaml) and alerts (prometheus/alerts.yaml).
 
 After a scripted set of turns (a warm hit, a warm miss, ok, an exception, a timeout, an LLM
-answer, a deleted thread, refused requests), every dashboard panel's query has data. Then two
+answer, a deleted thread, refused requests) and Slack traffic (a signed mention delivered to the
+chat port and answered by the LLM with code run in a sandbox pod, Slack's redelivery of it, and a
+forged delivery), every dashboard panel's query has data, the Slack row's included. Then two
 faults: the warm pool cannot refill (a ResourceQuota of 0 pods, its pod deleted), and MinIO
 stops; each alert written for them fires.
 
@@ -13,8 +15,10 @@ What differs from production, on purpose:
   relabeling labels a Service's endpoints (namespace, job), instead of kubernetes_sd_configs.
 - The rules' ``for:`` durations are cut to 5 s in the test's copy and scrapes and rule
   evaluations run every second, so the alerts fire within the test's two minutes.
-- The Slack row's panels are only checked to be valid queries: Slack is not scripted here
-  (tests/integration/test_slack_*.py cover its metrics).
+- Slack's Web API is devkit/fake_slack.py on the host. It refuses streaming (``not_allowed``),
+  as a workspace without streaming does, so the reply goes on by chat.update: that refusal is
+  the Slack error the errors panel shows (the other kinds, a failed Web API call and a failed
+  turn, need faults of their own; tests/integration/test_slack_*.py cover them).
 - It runs once, under runc: metrics and alerts do not depend on the sandbox runtime.
 """
 
@@ -30,11 +34,13 @@ import httpx
 import pytest
 import yaml
 
+from devkit.fake_slack import FakeSlack, serve_fake_slack
 from devkit.minio import MinioServer
+from devkit.slack_events import SlackSender, slack_settings
 from tests.cluster.conftest import Cluster, minio_on_node
 from tests.support.agent import chat
 from tests.support.client import create_thread, run
-from tests.support.fake_openai import FakeOpenAI, Text, fake_llm
+from tests.support.fake_openai import FakeOpenAI, Text, fake_llm, run_python
 from tests.support.poll import wait_until
 from tests.support.prometheus import ALERTS, CHART, SCRAPE, Prometheus, running
 
@@ -42,7 +48,7 @@ pytestmark = pytest.mark.cluster
 
 JOB_NAMESPACE = "threadbox-e2e"  # the namespace label the chart's relabeling would give
 SHORT_FOR = "5s"
-SYSTEM_ROWS = ("Slack",)  # rows whose metrics no scripted turn here produces
+SLACK_CHANNEL = "C0METRICS"
 
 
 @pytest.fixture(scope="module")
@@ -58,6 +64,12 @@ cluster_minio = pytest.fixture(scope="module", name="cluster_minio")(minio_on_no
 @pytest.fixture
 def llm() -> Iterator[FakeOpenAI]:
     with fake_llm() as fake:
+        yield fake
+
+
+@pytest.fixture
+def fake_slack() -> Iterator[FakeSlack]:
+    with serve_fake_slack() as fake:
         yield fake
 
 
@@ -113,6 +125,28 @@ def script_turns(client: httpx.Client, cluster: Cluster, llm: FakeOpenAI) -> str
     return hit
 
 
+def script_slack(client: httpx.Client, fake: FakeSlack, llm: FakeOpenAI) -> None:
+    """What the Slack row shows: events, acks by outcome and their latency, and an error (a
+    refused stream, after which the reply goes on by chat.update)."""
+    fake.refuse_streaming("not_allowed")
+    llm.add(run_python("print(6 * 7)", when="six times seven"), Text("It is 42.", when="42"))
+    slack = SlackSender(client)
+    sent = slack.mention(SLACK_CHANNEL, "What is six times seven?")
+    assert sent.response.status_code == 200, sent.response.text
+
+    def answered() -> bool:  # the final reply carries the feedback buttons
+        replies = [m for m in fake.messages_in_thread(SLACK_CHANNEL, sent.ts) if m.get("bot_id")]
+        return any("feedback_buttons" in json.dumps(m.get("blocks")) for m in replies)
+
+    fake.wait_for(answered, 120, "the Slack answer")
+    assert "It is 42." in fake.text_in_thread(SLACK_CHANNEL, sent.ts)
+    assert fake.calls_of("chat.startStream"), "no stream was tried"
+    sample = client.runtime.metrics.registry.get_sample_value  # type: ignore[attr-defined]
+    assert wait_until(lambda: sample("threadbox_slack_answers_running") == 0, 30), "the Slack turn goes on"
+    assert slack.deliver(sent.body, retry=1).status_code == 200  # Slack's redelivery: no second turn
+    assert slack.post_raw(b"{}", signature="v0=forged").status_code == 401
+
+
 def starve_the_pool(cluster: Cluster) -> None:
     """No pod may be created in the sandbox namespace, and the warm pod is deleted."""
     quota = {"metadata": {"name": "no-pods"}, "spec": {"hard": {"pods": "0"}}}
@@ -126,12 +160,19 @@ def fired(prom: Prometheus, *alerts: str, timeout: float = 60) -> None:
 
 
 def test_every_panel_has_data_and_each_alert_fires_in_its_fault(
-    cluster: Cluster, cluster_minio: MinioServer, k8s_api: Any, llm: FakeOpenAI, tmp_path: Path
+    cluster: Cluster,
+    cluster_minio: MinioServer,
+    k8s_api: Any,
+    llm: FakeOpenAI,
+    fake_slack: FakeSlack,
+    tmp_path: Path,
 ) -> None:
-    client = k8s_api(warm_pool_size=1, agent="builtin", llm_base_url=llm.base_url, llm_api_key="test")
+    llm_settings = {"agent": "builtin", "llm_base_url": llm.base_url, "llm_api_key": "test"}
+    client = k8s_api(warm_pool_size=1, **llm_settings, **slack_settings(fake_slack))
     target = re.sub(r"^https?://", "", str(client.base_url).rstrip("/"))
     with running(prometheus_config(target, tmp_path), tmp_path) as prom:
         hit = script_turns(client, cluster, llm)
+        script_slack(client, fake_slack, llm)
         try:
             starve_the_pool(cluster)
             fired(prom, "ThreadboxWarmPoolEmpty", "ThreadboxSandboxStartFailures")
@@ -143,9 +184,5 @@ def test_every_panel_has_data_and_each_alert_fires_in_its_fault(
         saved = run(client, hit, "open('kept.txt', 'w').write('x')")
         assert any(e.get("ename") == "PersistFailed" for e in saved), saved
         fired(prom, "ThreadboxStorageUnreachable", "ThreadboxPersistFailures", "ThreadboxTurnErrorRatio")
-        empty = [
-            (row, title, expr)
-            for row, title, expr in panel_queries()
-            if not prom.query(expr) and row not in SYSTEM_ROWS
-        ]
+        empty = [(row, title, expr) for row, title, expr in panel_queries() if not prom.query(expr)]
     assert empty == [], f"panels without data: {empty}"
