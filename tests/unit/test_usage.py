@@ -160,11 +160,16 @@ async def test_two_replicas_recording_at_once_lose_no_turn(tmp_path: Path) -> No
 
 async def test_a_record_the_store_refuses_is_counted_and_the_turn_still_ends(tmp_path: Path) -> None:
     class Down(LocalStore):
+        down = False  # up while the thread is made (its owner index entry is state too)
+
         def put_state(self, key: str, value: Any) -> None:
-            raise StoreUnavailable("MinIO is down")
+            if self.down:
+                raise StoreUnavailable("MinIO is down")
+            super().put_state(key, value)
 
     store = Down(tmp_path)
     acc, thread = accounting(store), slack_thread(store)
+    store.down = True
     events = await collect(acc.turn(thread, agent_turn(acc.metrics, (1, 1, 0))))
     assert events[-1] == Done(status="ok")
     assert acc.metrics.registry.get_sample_value("threadbox_usage_record_failures_total") == 1
