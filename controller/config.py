@@ -17,6 +17,7 @@ from controller.chat.handoff_settings import HandoffSettings
 from controller.discord.settings import DiscordSettings
 from controller.k8s.placement import PlacementSettings
 from controller.k8s.storage import MIN_CREDENTIAL_SECONDS
+from controller.k8s.warm_settings import WarmPoolSettings
 from controller.outputcap import DEFAULT_MAX_OUTPUT_BYTES
 from controller.telegram.settings import TelegramSettings
 from controller.usage.settings import UsageSettings
@@ -33,7 +34,9 @@ OAUTH_SETTINGS = ("client_id", "client_secret", "scopes", "redirect_uri")
 OAUTH_NEEDS = ("client_id", "client_secret", "scopes", "signing_secret")
 
 
-class Settings(PlacementSettings, UsageSettings, TelegramSettings, HandoffSettings, DiscordSettings):
+class Settings(
+    PlacementSettings, WarmPoolSettings, UsageSettings, TelegramSettings, HandoffSettings, DiscordSettings
+):
     model_config = SettingsConfigDict(env_prefix="THREADBOX_", extra="forbid")
 
     # Where things run and live.
@@ -172,12 +175,6 @@ class Settings(PlacementSettings, UsageSettings, TelegramSettings, HandoffSettin
         default=None,
         description="NetworkPolicy peer (JSON) selecting MinIO's pods when MinIO runs in the cluster; "
         "unset: the IP the MinIO host resolves to.",
-    )
-    warm_pool_size: int = Field(
-        default=0, ge=0, description="Unclaimed warm sandbox pods kept ready for new threads; 0: no pool."
-    )
-    warm_pool_refill_concurrency: int = Field(
-        default=2, ge=1, description="Warm pods started at once while refilling (pod starts compete for CPU)."
     )
 
     # Agent: "auto" uses the built-in LLM loop when llm_base_url or llm_api_key is set, else direct-code mode.

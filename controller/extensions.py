@@ -10,6 +10,8 @@ the kernel sees the files; the pod's launcher does the same with the sandbox ima
 
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,11 +20,25 @@ NAMES = ("outputcap.py", "changes.py", "state.py")
 # What changes.py answers; asked for in each execute_request's user_expressions.
 CHANGED_KEY = "workspace_changed"
 CHANGED_EXPRESSION = "get_ipython().threadbox_workspace_changed()"
+# A module name to pre-import (THREADBOX_WARM_PREIMPORT), checked where it is read.
+MODULE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 
 
-def kernel_args(folder: Path = FOLDER) -> list[str]:
-    """IPKernelApp arguments that load every extension from ``folder`` at kernel start."""
-    return [f"--IPKernelApp.exec_lines={_load(folder / name)}" for name in NAMES]
+def check_modules(names: Sequence[str]) -> list[str]:
+    """``names`` if each is a module name (ValueError naming those that are not)."""
+    bad = [name for name in names if not MODULE.match(name)]
+    if bad:
+        raise ValueError(f"not module names: {', '.join(map(repr, bad))}")
+    return list(names)
+
+
+def kernel_args(folder: Path = FOLDER, preimport: Sequence[str] = ()) -> list[str]:
+    """IPKernelApp arguments that load every extension from ``folder`` at kernel start, then
+    import ``preimport`` (module names, checked against MODULE; no name is bound in the user's
+    namespace, and a module that fails to import is only reported in the kernel's log)."""
+    lines = [_load(folder / name) for name in NAMES]
+    lines += [f"__import__('importlib').import_module({m!r}) and None" for m in preimport]
+    return [f"--IPKernelApp.exec_lines={line}" for line in lines]
 
 
 def _load(path: Path) -> str:

@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic_core import ErrorDetails
 
 from controller.config import Settings
+from controller.extensions import check_modules
 from controller.stores.base import ThreadStore
 from controller.threads import ThreadRecord, get_thread
 
@@ -47,6 +48,7 @@ FROM_SETTINGS = {
     "warm_pool_size": "warm_pool_size",
     "idle_timeout": "idle_timeout",
     "keep_state": "keep_state",
+    "preimport": "warm_preimport",
 }
 
 
@@ -86,10 +88,16 @@ class Profile(BaseModel):
         default=None,
         description="Instructions to the LLM in place of the built-in ones ({tool}: the code tool).",
     )
+    preimport: tuple[str, ...] = Field(
+        default=(),
+        description="Modules its warm pods' kernels import before a claim (THREADBOX_WARM_PREIMPORT).",
+    )
 
     @property
     def version(self) -> str:
-        canonical = json.dumps(self.model_dump(mode="json", exclude={"name"}), sort_keys=True)
+        # Left out while empty, so the versions of profiles from before the field stay the same.
+        left_out = {"name"} if self.preimport else {"name", "preimport"}
+        canonical = json.dumps(self.model_dump(mode="json", exclude=left_out), sort_keys=True)
         return hashlib.sha256(canonical.encode()).hexdigest()[:12]
 
     @property
@@ -122,6 +130,12 @@ class ProfileSpec(BaseModel):
     keep_state: bool | None = None
     libraries: list[str] | None = None
     system_prompt: str | None = None
+    preimport: list[str] | None = None
+
+    @field_validator("preimport")
+    @classmethod
+    def _modules(cls, value: list[str] | None) -> list[str] | None:
+        return None if value is None else check_modules(value)
 
     @field_validator("egress_allow_cidrs")
     @classmethod

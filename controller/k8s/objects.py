@@ -67,6 +67,7 @@ PROFILE_POD_FIELDS = (
     "memory_request",
     "memory_limit",
     "runtime_class_name",
+    "preimport",
 )
 
 
@@ -96,6 +97,7 @@ class PodConfig:
     state_max_bytes: int = 0  # the state cap of a profile that keeps state
     profile: str = ""  # name@version of the profile it was built for; "": none
     egress: tuple[str, ...] = ()  # CIDRs of the profile's own egress allowlist
+    preimport: tuple[str, ...] = ()  # modules a warm pod's kernel imports before its claim
 
     def for_profile(self, profile: Profile) -> PodConfig:
         """The pod of a thread (or warm pod) of this profile version: the server's settings,
@@ -131,6 +133,7 @@ class PodConfig:
             max_output_bytes=s.max_output_bytes,
             state_cap=s.state_max_bytes if s.keep_state else None,
             state_max_bytes=s.state_max_bytes,
+            preimport=tuple(s.warm_preimport),
         )
 
 
@@ -239,7 +242,10 @@ def sandbox_pod(thread_id: str, cfg: PodConfig, now: float) -> dict[str, Any]:
 
 def warm_pod(name: str, cfg: PodConfig, now: float) -> dict[str, Any]:
     """A pool pod: the same sandbox with no thread; it waits for POST /bind (THREADBOX_WARM)."""
-    return _pod(name, warm_labels(profile_hash(cfg)), {"THREADBOX_WARM": "1"}, cfg, now)
+    warm = {"THREADBOX_WARM": "1"}
+    if cfg.preimport:  # off a thread's path: a cold start does not wait for the imports
+        warm["THREADBOX_PREIMPORT"] = ",".join(cfg.preimport)
+    return _pod(name, warm_labels(profile_hash(cfg)), warm, cfg, now)
 
 
 def _pod(

@@ -158,6 +158,7 @@ def main() -> int:
         cwd=settings.workspace,
         env=kernel_env(python, settings.home, tmp, settings.max_output_bytes),
         reap_orphans=os.getpid() == 1,
+        preimport=settings.preimport,
     )
     kernel.start()
     try:

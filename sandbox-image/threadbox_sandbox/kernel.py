@@ -73,12 +73,14 @@ class KernelSupervisor:
         cwd: Path,
         env: Mapping[str, str],
         reap_orphans: bool = False,
+        preimport: tuple[str, ...] = (),
     ) -> None:
         self.python = python
         self.connection = dict(connection)
         self.connection_file = connection_file
         self.cwd = cwd
         self.env = dict(env)
+        self.preimport = preimport
         # True when we are PID 1 without tini: then orphaned grandchildren (processes user
         # code started and abandoned) are re-parented to us and only we can reap them.
         self.reap_orphans = reap_orphans
@@ -120,7 +122,7 @@ class KernelSupervisor:
                     KERNEL_MODULE,
                     "-f",
                     str(self.connection_file),
-                    *extensions.kernel_args(EXTENSIONS),
+                    *extensions.kernel_args(EXTENSIONS, self.preimport),
                 ],
                 cwd=self.cwd,
                 env=self.env,

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from controller.extensions import check_modules
 from controller.outputcap import DEFAULT_MAX_OUTPUT_BYTES
 from controller.quotas import Quotas
 
@@ -56,6 +57,7 @@ class Settings:
     max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES
     policy_check_seconds: float | None = None  # None: no policy to prove (not in a pod)
     state_cap: int | None = None  # the controller keeps the kernel's variables, at most this
+    preimport: tuple[str, ...] = ()  # modules the kernel imports at its start (a warm pod's)
 
     @property
     def connection_file(self) -> Path:
@@ -125,7 +127,16 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
             else None
         ),
         state_cap=_int(env, "THREADBOX_STATE_MAX_BYTES") if env.get("THREADBOX_STATE_MAX_BYTES") else None,
+        preimport=_modules(env, "THREADBOX_PREIMPORT"),
     )
+
+
+def _modules(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    names = [part.strip() for part in env.get(name, "").split(",") if part.strip()]
+    try:
+        return tuple(check_modules(names))
+    except ValueError as exc:
+        raise SettingsError(f"{name}: {exc}") from None
 
 
 def _read_json(path: Path) -> dict[str, Any]:

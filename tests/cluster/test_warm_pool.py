@@ -130,6 +130,22 @@ def test_empty_pool_falls_back_to_cold_and_counts_the_miss(cluster: Cluster, k8s
     assert pod.metadata.name == f"tb-{tid}"
 
 
+PREIMPORTED = "import sys; print('colorsys' in sys.modules, 'colorsys' in dir())"
+
+
+def test_a_warm_pods_kernel_has_its_preimports_loaded_and_a_cold_one_not(
+    cluster: Cluster, k8s_api: Any
+) -> None:
+    client = k8s_api(warm_pool_size=1, warm_preimport="colorsys")
+    cold = create_thread(client, "cold")  # before the pool is ready: a cold start imports nothing
+    assert stdout(run(client, cold, PREIMPORTED)) == "False False\n"
+    _wait_ready(cluster, client.runtime.backend, 1)
+    warm = create_thread(client, "warm")
+    assert stdout(run(client, warm, PREIMPORTED)) == "True False\n"  # loaded, and no name bound
+    [pod] = cluster.pods(warm)
+    assert pod.metadata.name.startswith("tbw-")
+
+
 def test_a_changed_profile_replaces_stale_warm_pods(cluster: Cluster, k8s_settings: Any) -> None:
     with controller(k8s_settings(warm_pool_size=1)) as old:
         _wait_ready(cluster, old.runtime.backend, 1)

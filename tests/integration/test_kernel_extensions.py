@@ -24,7 +24,10 @@ NOTE = "[output limit]"
 
 
 @pytest.fixture
-def kernel(tmp_path: Path, sandbox_python: Path) -> Iterator[BlockingKernelClient]:
+def kernel(
+    request: pytest.FixtureRequest, tmp_path: Path, sandbox_python: Path
+) -> Iterator[BlockingKernelClient]:
+    preimport: tuple[str, ...] = getattr(request, "param", ())  # parametrized indirectly
     conn_file = tmp_path / "kernel.json"
     # ipc:// endpoints in this test's folder: TCP ports picked free beforehand were seen taken by
     # the time the kernel bound them ("Address already in use") while other suites ran.
@@ -44,7 +47,14 @@ def kernel(tmp_path: Path, sandbox_python: Path) -> Iterator[BlockingKernelClien
     workspace.mkdir()
     with (tmp_path / "kernel.log").open("wb") as log:
         proc = subprocess.Popen(
-            [str(sandbox_python), "-m", "ipykernel_launcher", "-f", str(conn_file), *kernel_args()],
+            [
+                str(sandbox_python),
+                "-m",
+                "ipykernel_launcher",
+                "-f",
+                str(conn_file),
+                *kernel_args(preimport=preimport),
+            ],
             cwd=workspace,
             env=env,
             stdout=log,
@@ -135,3 +145,21 @@ def test_no_answer_means_unknown(kernel: BlockingKernelClient) -> None:
     assert changed(kernel, "1 / 0") is None  # a failed cell evaluates no user expression
     assert changed(kernel, "get_ipython = None") is None
     assert workspace_changed(None) is None
+
+
+# The import's value is displayed nowhere: IPython's last result ``_`` is still its empty start.
+LOADED = "import sys; print('colorsys' in sys.modules, [n for n in dir() if 'colorsys' in n], repr(_))"
+
+
+@pytest.mark.parametrize("kernel", [("colorsys", "no_such_module_here")], indirect=True)
+def test_a_warm_kernel_has_its_modules_imported_and_nothing_in_the_namespace(
+    kernel: BlockingKernelClient,
+) -> None:
+    # A module that cannot be imported is only logged: the kernel starts, with the others.
+    assert run(kernel, LOADED) == {"stdout": "True [] ''\n", "stderr": "", "status": "ok"}
+
+
+def test_the_control_a_kernel_without_preimports_has_not_loaded_that_module(
+    kernel: BlockingKernelClient,
+) -> None:
+    assert run(kernel, LOADED)["stdout"] == "False [] ''\n"

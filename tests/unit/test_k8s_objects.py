@@ -338,3 +338,14 @@ def test_in_cluster_minio_is_reached_by_a_pod_selector_peer() -> None:
     peer = {"podSelector": {"matchLabels": {"app.kubernetes.io/name": "minio"}}}
     spec = sandbox_network_policy("sbx", [], (peer, 9000), [])["spec"]
     assert spec["egress"][1] == {"to": [peer], "ports": [{"protocol": "TCP", "port": 9000}]}
+
+
+def test_only_a_warm_pod_is_told_the_modules_to_preimport() -> None:
+    cfg = PodConfig.from_settings(settings(warm_preimport="numpy, pandas"))
+    env = {e["name"]: e["value"] for e in container(warm_pod("tb-warm-1", cfg, now=0))["env"]}
+    assert env["THREADBOX_PREIMPORT"] == "numpy,pandas"
+    assert "THREADBOX_PREIMPORT" not in {e["name"] for e in container(pod(warm_preimport="numpy"))["env"]}
+    # A warm pod of other preimports is another pool's.
+    assert profile_hash(cfg) != profile_hash(PodConfig.from_settings(settings()))
+    with pytest.raises(ValidationError, match="not module names: 'os; import x'"):
+        settings(warm_preimport="numpy,os; import x")

@@ -4,7 +4,9 @@ thread on the fake backend (its sandbox saved and stopped, the next turn on the 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
+import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -33,6 +35,7 @@ from controller.quotas import Quotas
 from controller.stores.local import LocalStore
 from controller.threadops import ThreadOps, upgrade_thread
 from controller.threads import ThreadRecord, ensure_thread
+from tests.support.poll import until
 from tests.unit.test_manager import CONFIG as MANAGER
 
 TIMEOUT = 10
@@ -221,6 +224,9 @@ async def test_a_profile_that_keeps_no_state_saves_none_and_has_its_own_idle_tim
     async with asyncio.timeout(TIMEOUT):
         for one in (light, plain):
             await drain(manager.run(one.id, "x"))
+        # What the reaper checks, past for light: on a fast pass, plain's turn takes under 1 ms.
+        idle_since = time.time()
+        await until(lambda: time.time() > idle_since + 0.001, TIMEOUT, interval=0)
         assert await manager.reap_once() == [light.id]  # the default's timeout is the server's
         assert ("persist", light.id) in backend.log and ("save state", light.id) not in backend.log
     await manager.close()
@@ -242,3 +248,15 @@ async def test_a_pinned_older_version_that_cannot_start_says_how_to_upgrade(stor
     assert "profile data (image reg/d:1)" in stale[0].evalue and "`upgrade`" in stale[0].evalue
     assert current[0].evalue == "ErrImagePull: not found"  # the current version: nothing to upgrade to
     await manager.close()
+
+
+def test_preimports_are_a_profile_field_that_leaves_older_versions_as_they_were() -> None:
+    plain = profiles({}).get(DEFAULT)
+    # The version as it was hashed before the field existed: an unset field changes no pin.
+    before = json.dumps(plain.model_dump(mode="json", exclude={"name", "preimport"}), sort_keys=True)
+    assert plain.version == hashlib.sha256(before.encode()).hexdigest()[:12]
+    warm = profiles({"profiles": {"data": {"preimport": ["pandas"]}}}, warm_preimport="numpy")
+    assert (warm.get("data").preimport, warm.get(DEFAULT).preimport) == (("pandas",), ("numpy",))
+    assert warm.get(DEFAULT).version != plain.version
+    with pytest.raises(ValueError, match="not module names"):
+        profiles({"profiles": {"data": {"preimport": ["pandas as pd"]}}})

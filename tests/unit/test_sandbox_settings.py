@@ -128,3 +128,11 @@ def test_dockerfile_copies_exactly_the_listed_controller_modules() -> None:
     assert {"controller/workspace.py", "controller/stores/minio.py"} <= set(listed)
     for rel in listed:
         assert (ROOT / rel).is_file(), rel
+
+
+def test_modules_to_preimport_are_read_and_checked() -> None:
+    env = {"THREADBOX_WARM": "1", "THREADBOX_PREIMPORT": "numpy, sklearn.linear_model"}
+    assert from_env(env).preimport == ("numpy", "sklearn.linear_model")
+    assert from_env({"THREADBOX_THREAD_ID": "t"}).preimport == ()
+    with pytest.raises(SettingsError, match=r"THREADBOX_PREIMPORT: not module names: .*__import__"):
+        from_env({**env, "THREADBOX_PREIMPORT": "__import__('os')"})

@@ -174,6 +174,9 @@ args: list root NAME section keyValue valueName */}}
 - {name: THREADBOX_EGRESS_ALLOW_CIDRS, value: {{ join "," . | quote }}}
 {{- end }}
 - {name: THREADBOX_WARM_POOL_SIZE, value: {{ $v.sandbox.warmPool.size | quote }}}
+{{- with $v.sandbox.warmPool.preimport }}
+- {name: THREADBOX_WARM_PREIMPORT, value: {{ join "," . | quote }}}
+{{- end }}
 - {name: THREADBOX_MAX_FILE_BYTES, value: {{ $v.quotas.maxFileBytes | int64 | quote }}}
 - {name: THREADBOX_THREAD_MAX_FILES, value: {{ $v.quotas.threadMaxFiles | int64 | quote }}}
 - {name: THREADBOX_THREAD_MAX_BYTES, value: {{ $v.quotas.threadMaxBytes | int64 | quote }}}
