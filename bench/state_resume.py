@@ -24,10 +24,13 @@ lambda, then measures:
 Baselines, same run, with the same kind of start (cold locally, a warm claim on Kubernetes):
 a thread with no saved state that imports what unpickling the state imports (numpy, pandas,
 scikit-learn) and prints, which is what a user without kept state pays before rebuilding; and
-a thread with no saved state running ``print(1)``.
+a thread with no saved state running ``print(1)``. ``--preimport`` has warm pods import those
+libraries before they are claimed (THREADBOX_WARM_PREIMPORT), and is the way to see how much of
+a warm resume is the imports.
 
 Kubernetes needs the cluster (hack/cluster/up) and the image (hack/build-sandbox-image.sh).
 Usage: uv run python -m bench.state_resume [--runs 5] [--mb 100] [--backend local|kubernetes]
+       [--runtime-class gvisor] [--preimport numpy,pandas,sklearn.linear_model]
 """
 
 from __future__ import annotations
@@ -252,7 +255,8 @@ async def measure(settings: Any, runs: int, mb: int) -> list[dict[str, Any]]:
         await rt.close()
 
 
-def run_all(backend: str, runs: int, mb: int, runtime_class: str | None) -> list[dict[str, Any]]:
+def run_all(backend: str, runs: int, mb: int, pods: dict[str, Any]) -> list[dict[str, Any]]:
+    """``pods``: Kubernetes settings beside PODS (the runtime class, warm_preimport)."""
     overrides: dict[str, Any] = {
         "idle_timeout": 1,
         "reap_interval": 3600,  # reaped by the benchmark's own reap_once, when it chooses
@@ -260,7 +264,7 @@ def run_all(backend: str, runs: int, mb: int, runtime_class: str | None) -> list
         "state_max_bytes": 2**31,
     }
     if backend == "kubernetes":
-        overrides |= {**PODS, "warm_pool_size": 1, "runtime_class_name": runtime_class}
+        overrides |= {**PODS, "warm_pool_size": 1, **pods}
     with (
         tempfile.TemporaryDirectory(prefix="bench-state-") as tmp,
         backend_settings(backend, "state", Path(tmp), **overrides) as settings,
@@ -340,17 +344,30 @@ def main() -> None:
     parser.add_argument(
         "--runtime-class", help="Kubernetes: the pods' RuntimeClass (e.g. gvisor); unset: runc"
     )
+    parser.add_argument(
+        "--preimport",
+        help="Kubernetes: modules warm pods import before a claim (THREADBOX_WARM_PREIMPORT), "
+        "e.g. numpy,pandas,sklearn.linear_model",
+    )
     parser.add_argument("--no-save", action="store_true", help="print only; do not write bench/results")
     args = parser.parse_args()
     data: dict[str, Any] = {"machine": machine(), "backend": args.backend, "mb": args.mb}
-    name, where = "state_resume", "Local backend"
+    name, where, pods = "state_resume", "Local backend", {}
     if args.backend == "kubernetes":
         from bench.cluster import describe
 
         data["cluster"], data["runtime_class"] = describe(), args.runtime_class or "runc"
-        name = f"state_resume_kubernetes{'_' + args.runtime_class if args.runtime_class else ''}"
+        data["preimport"] = args.preimport or ""
+        pods = {"runtime_class_name": args.runtime_class, "warm_preimport": args.preimport or ""}
+        name = "state_resume_kubernetes" + "".join(
+            f"_{suffix}"
+            for suffix, on in ((args.runtime_class, args.runtime_class), ("preimport", args.preimport))
+            if on
+        )
         where = f"Cluster: {data['cluster']}; {data['runtime_class']} pods, a warm pool of 1"
-    data["runs"] = run_all(args.backend, args.runs, args.mb, args.runtime_class)
+        if args.preimport:
+            where += f" whose kernels import {args.preimport} before a claim"
+    data["runs"] = run_all(args.backend, args.runs, args.mb, pods)
     data["summary"], body = report(data["runs"], args.mb, where, args.backend == "kubernetes")
     write(name, "Kept kernel state: snapshot and resume", data, body, save=not args.no_save)
 
