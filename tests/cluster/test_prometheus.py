@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -34,12 +35,13 @@ import httpx
 import pytest
 import yaml
 
+from controller.backends.kubernetes import KubernetesBackend
 from devkit.fake_slack import FakeSlack, serve_fake_slack
 from devkit.minio import MinioServer
 from devkit.slack_events import SlackSender, slack_settings
 from tests.cluster.conftest import Cluster, minio_on_node
 from tests.support.agent import chat
-from tests.support.client import create_thread, run
+from tests.support.client import RuntimeClient, create_thread, run
 from tests.support.fake_openai import FakeOpenAI, Text, fake_llm, run_python
 from tests.support.poll import wait_until
 from tests.support.prometheus import ALERTS, CHART, SCRAPE, Prometheus, running
@@ -103,14 +105,21 @@ def panel_queries() -> list[tuple[str, str, str]]:
     return out
 
 
-def script_turns(client: httpx.Client, cluster: Cluster, llm: FakeOpenAI) -> str:
+def script_turns(client: RuntimeClient, cluster: Cluster, llm: FakeOpenAI) -> str:
     """Every kind of turn the dashboard shows; returns the warm-claimed thread's id."""
-    backend = client.runtime.backend  # type: ignore[attr-defined]
+    backend = client.runtime.backend
+    assert isinstance(backend, KubernetesBackend)
     cluster.wait("a ready warm pod", lambda: sum(p.ready for p in backend.pools.values()) >= 1, 120)
-    hit = create_thread(client, "hit")
-    assert run(client, hit, "print(1)")[-1]["status"] == "ok"
-    miss = create_thread(client, "miss")  # the pool is refilling: a cold start
-    assert run(client, miss, "print(2)")[-1]["status"] == "ok"
+    # Two new threads at once: one claims the pool's only pod, the other finds the pool empty. One
+    # after the other, the second could find a refilled pod on a slow run (a refill waits only
+    # for claims to pause, and a turn of the first takes longer than a pod start).
+    threads = [create_thread(client, name) for name in ("first", "second")]
+    with ThreadPoolExecutor(2) as turns:
+        assert [r[-1]["status"] for r in turns.map(lambda t: run(client, t, "print(1)"), threads)] == [
+            "ok"
+        ] * 2
+    [hit] = [t for t in threads if cluster.pods(t)[0].metadata.name.startswith("tbw-")]
+    [miss] = set(threads) - {hit}
     assert run(client, hit, "1/0")[-1]["status"] == "error"
     timed_out = run(client, hit, "import time; time.sleep(30)", timeout=1)
     assert any(e.get("kind") == "timeout" for e in timed_out), timed_out
@@ -119,9 +128,13 @@ def script_turns(client: httpx.Client, cluster: Cluster, llm: FakeOpenAI) -> str
     assert client.delete(f"/threads/{miss}").status_code == 204
     assert client.get("/threads/api-aaaaaaaaaaaaaaaa").status_code == 404
     assert httpx.get(client.base_url.join("/threads")).status_code == 401
-    sample = client.runtime.metrics.registry.get_sample_value  # type: ignore[attr-defined]
-    assert sample("threadbox_warm_pool_claims_total", {"result": "hit", "reason": "claimed"}) == 1
-    assert sample("threadbox_warm_pool_claims_total", {"result": "miss", "reason": "empty"}) == 1
+    [claims] = [
+        m for m in client.runtime.metrics.registry.collect() if m.name == "threadbox_warm_pool_claims"
+    ]
+    counted = {
+        (s.labels["result"], s.labels["reason"]): s.value for s in claims.samples if s.name.endswith("_total")
+    }
+    assert counted == {("hit", "claimed"): 1, ("miss", "empty"): 1}, counted
     return hit
 
 
