@@ -47,6 +47,7 @@ from kubernetes import watch
 
 from bench.cluster import core_api, describe, k8s_settings
 from bench.common import arguments, goal, machine, summary, table, write
+from controller.backends.kubernetes import KubernetesBackend
 from controller.config import Settings
 from controller.events import Status
 from controller.runtime import Runtime, build_runtime
@@ -215,7 +216,8 @@ def started_as(rt: Runtime, kind: str) -> float:
 async def pools_full(runtimes: list[Runtime]) -> None:
     deadline = time.monotonic() + POD_TIMEOUT
     for rt in runtimes:
-        while (pool := getattr(rt.backend, "pool", None)) is None or pool.ready < WARM_POOL:
+        assert isinstance(rt.backend, KubernetesBackend)
+        while sum(pool.ready for pool in rt.backend.pools.values()) < WARM_POOL:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"the warm pools did not fill in {POD_TIMEOUT} s")
             await asyncio.sleep(0.05)
