@@ -32,6 +32,11 @@ def check_modules(names: Sequence[str]) -> list[str]:
     return list(names)
 
 
+def module_names(text: str) -> list[str]:
+    """A comma-separated list of module names (THREADBOX_WARM_PREIMPORT, THREADBOX_PREIMPORT), checked."""
+    return check_modules([part.strip() for part in text.split(",") if part.strip()])
+
+
 def kernel_args(folder: Path = FOLDER, preimport: Sequence[str] = ()) -> list[str]:
     """IPKernelApp arguments that load every extension from ``folder`` at kernel start, then
     import ``preimport`` (module names, checked against MODULE; no name is bound in the user's

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode
 
-from controller.extensions import check_modules
+from controller.extensions import check_modules, module_names
 
 
 class WarmPoolSettings(BaseSettings):
@@ -27,7 +27,6 @@ class WarmPoolSettings(BaseSettings):
     @field_validator("warm_preimport", mode="before")
     @classmethod
     def _modules(cls, value: Any) -> Any:
-        names = (
-            [part.strip() for part in value.split(",") if part.strip()] if isinstance(value, str) else value
-        )
-        return check_modules(names) if isinstance(names, list) else names
+        if isinstance(value, str):
+            return module_names(value)
+        return check_modules(value) if isinstance(value, list) else value

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from controller.extensions import check_modules
+from controller.extensions import module_names
 from controller.outputcap import DEFAULT_MAX_OUTPUT_BYTES
 from controller.quotas import Quotas
 
@@ -132,9 +132,8 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
 
 
 def _modules(env: Mapping[str, str], name: str) -> tuple[str, ...]:
-    names = [part.strip() for part in env.get(name, "").split(",") if part.strip()]
     try:
-        return tuple(check_modules(names))
+        return tuple(module_names(env.get(name, "")))
     except ValueError as exc:
         raise SettingsError(f"{name}: {exc}") from None
 
