@@ -8,7 +8,7 @@ view of them: a view of the cluster, never the truth, which stays in the labels,
 A pod is *ready* here once this controller has a kernel session to it that answered
 kernel_info, so a claim hands over a connected kernel. Claiming is one patch that sets the
 thread label with the cached ``resourceVersion`` as a precondition: of two controllers racing
-for a pod, one wins and the other gets 409 and tries the next pod. The backend then binds the
+for a pod, one wins and the other gets 409, reads the pod again and tries the next one. The backend then binds the
 pod to the thread (credentials, files); a claimed pod is from then on found by its labels
 exactly like a cold one. Everything else (refill, stale profiles, dead pods) is reconciled in
 the background from the cache.
@@ -30,7 +30,7 @@ from kubernetes_asyncio.client.exceptions import ApiException
 from controller.k8s import objects, pods, podstate
 from controller.k8s.api import API_ERRORS, Kube, api_message
 from controller.k8s.connection import for_pod, from_secret, new_connection
-from controller.k8s.names import PROFILE_LABEL, warm_name
+from controller.k8s.names import POOL_LABEL, POOL_WARM, PROFILE_LABEL, warm_name
 from controller.k8s.podcache import PodCache
 from controller.k8s.watch import Handlers
 from controller.kernel import KernelSession, KernelUnavailable
@@ -69,6 +69,12 @@ class Plan:
 
 def _profile(pod: Mapping[str, Any]) -> str:
     return str((pod["metadata"].get("labels") or {}).get(PROFILE_LABEL, ""))
+
+
+def unclaimed(pod: dict[str, Any], uid: str) -> bool:
+    """Still the same warm pod, nobody's yet and not being deleted."""
+    labels = pod["metadata"].get("labels") or {}
+    return podstate.uid(pod) == uid and labels.get(POOL_LABEL) == POOL_WARM and podstate.alive(pod)
 
 
 def broken(pod: dict[str, Any], now: float, stuck_after: float) -> bool:
@@ -361,24 +367,42 @@ class WarmPool:
                 if warm is not None:
                     warm.session.close()
                 continue
-            patch = objects.claim_patch(thread_id, pod["metadata"]["resourceVersion"], time.time())
             try:
-                claimed = await self.kube.get(self.kube.core.patch_namespaced_pod, name, self.kube.ns, patch)
+                claimed = await self._take(name, pod, thread_id)
             except API_ERRORS as exc:
-                warm.session.close()  # reconnected by the next pass if the pod is still warm
-                if isinstance(exc, ApiException) and exc.status in (404, 409):
-                    conflict = True  # another controller won it (or our copy was stale)
-                    continue
+                warm.session.close()
                 log.warning("could not claim warm pod %s: %s", name, api_message(exc))
                 self.count("miss", "api_error")
                 return None
             finally:
                 self._claimed_at = time.monotonic()
                 self._changed.set()  # refill, once claims pause
+            if claimed is None:
+                warm.session.close()  # reconnected by the next pass if the pod is still warm
+                conflict = True
+                continue
             self._cache.pop(name, None)
             self._connections.pop(name, None)
             return Claimed(claimed, warm.session, warm.connection)
         self.count("miss", "conflict" if conflict else "empty")
+        return None
+
+    async def _take(self, name: str, pod: dict[str, Any], thread_id: str) -> dict[str, Any] | None:
+        """The claim patch; None if another controller has the pod. A 409 can also mean only that
+        the cached copy is behind (the kubelet wrote the pod's Ready condition after we connected):
+        then the pod, read again, is claimed at its current version if it is still warm."""
+        uid = podstate.uid(pod)
+        for _ in range(2):
+            patch = objects.claim_patch(thread_id, pod["metadata"]["resourceVersion"], time.time())
+            try:
+                return await self.kube.get(self.kube.core.patch_namespaced_pod, name, self.kube.ns, patch)
+            except ApiException as exc:
+                if exc.status not in (404, 409):
+                    raise
+            fresh = await self.kube.read(self.kube.core.read_namespaced_pod, name)
+            if fresh is None or not unclaimed(fresh, uid):
+                return None
+            pod = fresh
         return None
 
     def count(self, result: str, reason: str) -> None:

@@ -30,6 +30,17 @@ def _sample(client: Any, name: str, **labels: str) -> float:
     return float(value or 0.0)
 
 
+def _claims(client: Any) -> dict[tuple[str, str], float]:
+    """Every claim outcome counted, for a failure to show which one happened instead."""
+    return {
+        (s.labels["result"], s.labels["reason"]): s.value
+        for family in client.runtime.metrics.registry.collect()
+        if family.name == "threadbox_warm_pool_claims"
+        for s in family.samples
+        if s.name.endswith("_total")
+    }
+
+
 def _warm_pods(cluster: Cluster) -> list[Any]:
     return list(cluster.core.list_namespaced_pod(cluster.namespace, label_selector=warm_selector()).items)
 
@@ -61,7 +72,7 @@ def test_pool_fills_without_credentials_a_claim_is_a_hit_and_it_refills(
     tid = create_thread(client, "warm")
     events = run(client, tid, "open('out.txt', 'w').write('warm!'); print(6 * 7)")
     assert stdout(events) == "42\n" and events[-1]["status"] == "ok", events
-    assert _sample(client, "threadbox_warm_pool_claims_total", result="hit", reason="claimed") == 1
+    assert _claims(client) == {("hit", "claimed"): 1}
     assert _sample(client, "threadbox_sandbox_start_seconds_count", kind="warm") == 1
     assert _sample(client, "threadbox_sandbox_start_seconds_count", kind="cold") == 0
     [pod] = cluster.pods(tid)
@@ -101,7 +112,7 @@ def test_restarted_controller_adopts_a_claimed_pod_and_a_returning_thread_gets_i
         _wait_ready(cluster, first.runtime.backend, 1)
         tid = create_thread(first, "back")
         run(first, tid, "open('keep.txt', 'w').write('kept'); state = 41")
-        assert _sample(first, "threadbox_warm_pool_claims_total", result="hit", reason="claimed") == 1
+        assert _claims(first) == {("hit", "claimed"): 1}
         [claimed] = cluster.pods(tid)
     with controller({**settings, "reap_interval": 1}) as second:
         # The same pod and kernel: adopted by its labels, though its name is a pool name.
@@ -215,6 +226,42 @@ def test_two_replicas_claiming_at_once_never_share_a_pod(cluster: Cluster, k8s_s
     warm = [n for n in names if n.startswith("tbw-")]
     assert total("hit") == len(warm) and 1 <= len(warm) <= 2, names
     assert total("miss") == 4 - len(warm)
+
+
+def test_a_claim_from_a_cached_copy_behind_the_pod_reads_it_again_and_still_hits(
+    cluster: Cluster, k8s_settings: Any
+) -> None:
+    # A pod's status written after the pool connected (its Ready condition) makes the cached
+    # copy stale: the claim's precondition fails on our own out-of-date view, not a rival.
+    settings = Settings(**k8s_settings(warm_pool_size=1))
+    metrics = Metrics()
+
+    async def scenario() -> PodSandbox:
+        backend = KubernetesBackend(KubernetesConfig.from_settings(settings))
+        await backend.open(metrics)
+        try:
+            while sum(p.ready for p in backend.pools.values()) < 1:
+                await asyncio.sleep(0.25)
+            [pool] = backend.pools.values()
+            [name] = [p.metadata.name for p in _warm_pods(cluster)]
+            behind = pool._cache[name]
+            patch = {"metadata": {"annotations": {"threadbox.dev/test": "moved-on"}}}
+            cluster.core.patch_namespaced_pod(name, cluster.namespace, patch)
+            while pool._cache[name]["metadata"]["resourceVersion"] == behind["metadata"]["resourceVersion"]:
+                await asyncio.sleep(0.05)  # the watch brought the new version
+            pool._cache[name] = behind
+            info = await backend.start("stale", backend.config.profiles[0])
+            await backend.stop(info)
+        finally:
+            await backend.close()
+        return info
+
+    info = asyncio.run(asyncio.wait_for(scenario(), 240))
+    assert info.kind == "warm" and info.name.startswith("tbw-"), info
+    hits = metrics.registry.get_sample_value(
+        "threadbox_warm_pool_claims_total", {"result": "hit", "reason": "claimed"}
+    )
+    assert hits == 1
 
 
 def test_a_failed_bind_removes_the_claimed_pod_and_falls_back_to_cold(

@@ -27,7 +27,7 @@ from controller.k8s.objects import (
     warm_pod,
     warm_secret,
 )
-from controller.k8s.pool import pick, plan
+from controller.k8s.pool import pick, plan, unclaimed
 from tests.unit.test_k8s_objects import TID, settings
 
 CFG = PodConfig.from_settings(settings())
@@ -213,6 +213,16 @@ def test_claims_take_connected_running_pods_of_this_profile_oldest_first() -> No
     ready = {"tbw-new", "tbw-old", "tbw-stale", "tbw-dying"}
     assert pick(pods, ready, PROFILE) == ["tbw-old", "tbw-new"]
     assert pick(pods, set(), PROFILE) == []
+
+
+def test_a_pod_read_again_after_a_conflict_is_claimed_only_if_still_the_same_warm_pod() -> None:
+    pod = api_pod("tbw-a")
+    assert unclaimed(pod, "uid-tbw-a")
+    assert not unclaimed(pod, "uid-other")  # deleted and re-created under the same name
+    claimed = api_pod("tbw-a")
+    claimed["metadata"]["labels"][POOL_LABEL] = "claimed"
+    assert not unclaimed(claimed, "uid-tbw-a")  # another controller won it
+    assert not unclaimed(api_pod("tbw-a", terminating=True), "uid-tbw-a")
 
 
 def test_warm_names_never_collide_with_thread_pods() -> None:
