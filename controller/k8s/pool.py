@@ -131,6 +131,25 @@ def pick(cache: Mapping[str, dict[str, Any]], ready: Collection[str], profile: s
     return [p["metadata"]["name"] for p in sorted(usable, key=podstate.created)]
 
 
+async def take(kube: Kube, name: str, pod: dict[str, Any], thread_id: str) -> dict[str, Any] | None:
+    """The claim patch; None if another controller has the pod. A 409 can also mean only that
+    the cached copy is behind (the kubelet wrote the pod's Ready condition after we connected):
+    then the pod, read again, is claimed at its current version if it is still warm."""
+    uid = podstate.uid(pod)
+    for _ in range(2):
+        patch = objects.claim_patch(thread_id, pod["metadata"]["resourceVersion"], time.time())
+        try:
+            return await kube.get(kube.core.patch_namespaced_pod, name, kube.ns, patch)
+        except ApiException as exc:
+            if exc.status not in (404, 409):
+                raise
+        fresh = await kube.read(kube.core.read_namespaced_pod, name)
+        if fresh is None or not unclaimed(fresh, uid):
+            return None
+        pod = fresh
+    return None
+
+
 @dataclass(frozen=True)
 class PoolSize:
     target: int  # warm pods to keep
@@ -368,7 +387,7 @@ class WarmPool:
                     warm.session.close()
                 continue
             try:
-                claimed = await self._take(name, pod, thread_id)
+                claimed = await take(self.kube, name, pod, thread_id)
             except API_ERRORS as exc:
                 warm.session.close()
                 log.warning("could not claim warm pod %s: %s", name, api_message(exc))
@@ -385,24 +404,6 @@ class WarmPool:
             self._connections.pop(name, None)
             return Claimed(claimed, warm.session, warm.connection)
         self.count("miss", "conflict" if conflict else "empty")
-        return None
-
-    async def _take(self, name: str, pod: dict[str, Any], thread_id: str) -> dict[str, Any] | None:
-        """The claim patch; None if another controller has the pod. A 409 can also mean only that
-        the cached copy is behind (the kubelet wrote the pod's Ready condition after we connected):
-        then the pod, read again, is claimed at its current version if it is still warm."""
-        uid = podstate.uid(pod)
-        for _ in range(2):
-            patch = objects.claim_patch(thread_id, pod["metadata"]["resourceVersion"], time.time())
-            try:
-                return await self.kube.get(self.kube.core.patch_namespaced_pod, name, self.kube.ns, patch)
-            except ApiException as exc:
-                if exc.status not in (404, 409):
-                    raise
-            fresh = await self.kube.read(self.kube.core.read_namespaced_pod, name)
-            if fresh is None or not unclaimed(fresh, uid):
-                return None
-            pod = fresh
         return None
 
     def count(self, result: str, reason: str) -> None:
