@@ -5,8 +5,9 @@ skaffold's port-forwards live in network namespace ``threadbox-kind``: every com
 through ``hack/kind/exec``, and every socket the test opens itself (the API client, the fake
 Slack's listener) is opened by one worker thread that has joined that namespace (``Kind.net``).
 
-These tests run only when selected (``pytest -m kind``): a cold kind path costs a quarter of an
-hour. Unselected, or where the machine cannot provide kind, they skip with one loud line.
+These tests run only when selected (``pytest -m kind``; hack/test.sh selects them after the other
+tests, its background ``hack/kind/up --prepare`` having built the cold parts beside them).
+Unselected, or where the machine cannot provide kind, they skip with one loud line.
 """
 
 from __future__ import annotations
@@ -117,8 +118,8 @@ def _selected(config: pytest.Config) -> bool:
 def kind(request: pytest.FixtureRequest) -> Iterator[Kind]:
     if not _selected(request.config):
         _skip(
-            "SKIPPED: kind: not selected; hack/test.sh does not run it (cold cost, README 'Testing "
-            "locally on kind'); run: uv run pytest -m kind tests/kind"
+            "SKIPPED: kind: not selected; hack/test.sh with no arguments runs it after the other "
+            "tests (README 'Testing locally on kind'); alone: uv run pytest -m kind tests/kind"
         )
     if sys.platform != "linux":
         _skip("SKIPPED: kind: needs Linux")
