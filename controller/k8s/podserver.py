@@ -24,6 +24,10 @@ from controller.kernelstate import Saved
 from controller.quotas import Usage, UserQuota
 from controller.workspace import PersistResult
 
+# A cold start can lose up to one wait to this retry (bench/results/start_phases.md), and a
+# refused connect costs only a local round trip: retry often.
+RESTORE_RETRY_SECONDS = 0.05
+
 
 @dataclass(frozen=True)
 class PodRef:
@@ -110,7 +114,7 @@ class PodServer:
             except PodServerError:
                 if time.monotonic() > deadline or not await alive():
                     raise
-                await asyncio.sleep(0.2)
+                await asyncio.sleep(RESTORE_RETRY_SECONDS)
 
     async def persist(self, pod: PodRef, others: Callable[[], Usage] | None = None) -> PersistResult:
         """Sync the pod's workspace under the user quota, ``others`` counting the user's other
