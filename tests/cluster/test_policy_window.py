@@ -114,7 +114,7 @@ def _log(cluster: Cluster, name: str) -> str:
     try:
         return str(cluster.core.read_namespaced_pod_log(name, cluster.namespace))
     except ApiException as exc:
-        if exc.status != 400:
+        if exc.status not in (400, 404):  # 404: the log endpoint before the kubelet has the pod
             raise
         return ""
 
