@@ -29,15 +29,18 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+from aiohttp.helpers import get_env_proxy_for_url
 from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.exceptions import ApiException
 from kubernetes_asyncio.config.config_exception import ConfigException
+from yarl import URL
 
 from controller.k8s.errors import StartFailed
 
 # TimeoutError is asyncio's timeout too (Python 3.11+): a request over REQUEST_TIMEOUT.
 API_ERRORS = (ApiException, aiohttp.ClientError, TimeoutError, OSError)
 REQUEST_TIMEOUT = 30
+READ_BUFSIZE = 2**21  # kubernetes_asyncio's own: one watch event can carry a large object
 
 
 async def load_api_client(kubeconfig: Path | None) -> client.ApiClient:
@@ -53,7 +56,26 @@ async def load_api_client(kubeconfig: Path | None) -> client.ApiClient:
         raise RuntimeError(
             f"backend=kubernetes: no usable cluster configuration ({exc}); set THREADBOX_KUBECONFIG"
         ) from exc
-    return client.ApiClient(cfg)
+    api = client.ApiClient(cfg)
+    _environment_read_once(api, cfg.host or "")
+    return api
+
+
+def _environment_read_once(api: client.ApiClient, host: str) -> None:
+    """The client's aiohttp session trusts the environment, and so reads ``~/.netrc`` and the
+    proxy variables in a worker thread on every request: two thread hops per API call, which
+    in a burst of claims contend with the event loop for the GIL. The proxy is read once here
+    instead (a kubeconfig's proxy-url wins); a netrc file is no way to log in to an API server."""
+    rest = api.rest_client
+    if not rest.proxy:
+        with contextlib.suppress(LookupError):
+            proxy, auth = get_env_proxy_for_url(URL(host))
+            rest.proxy = str(proxy)
+            if auth is not None:
+                rest.proxy_headers = {"Proxy-Authorization": auth.encode()}
+    connector = rest.pool_manager.connector
+    rest.pool_manager.detach()  # the connector (its TLS context and pool) stays open, ours now
+    rest.pool_manager = aiohttp.ClientSession(connector=connector, read_bufsize=READ_BUFSIZE)
 
 
 def api_message(exc: BaseException) -> str:

@@ -7,10 +7,12 @@ code); the kubernetes_asyncio client, its aiohttp session and the JSON decoding 
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import threading
 from collections.abc import AsyncIterator, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
@@ -18,7 +20,7 @@ from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from controller.k8s import pods
-from controller.k8s.api import Kube, starting
+from controller.k8s.api import Kube, load_api_client, starting
 from controller.k8s.errors import StartFailed
 
 pytestmark = pytest.mark.timeout(60)
@@ -172,3 +174,58 @@ async def test_the_api_groups_refuse_before_open_and_after_close() -> None:
         assert kube.core.api_client is kube.api  # type: ignore[attr-defined]  # set in __init__, left out of the stub
     with pytest.raises(RuntimeError, match=r"before Kube\.open\(\)"):
         _ = kube.core
+
+
+class RecordingProxy(BaseHTTPRequestHandler):
+    """An HTTP proxy's end of the line: it records the absolute URL it was asked for."""
+
+    asked: ClassVar[list[str]] = []
+
+    def do_GET(self) -> None:
+        self.asked.append(self.path)
+        send_json(self, 200, ANSWERS[("GET", f"{PODS}/here")][1])
+
+    def log_message(self, *_args: Any) -> None:
+        pass
+
+
+def kubeconfig_for(host: str, path: Path) -> Path:
+    path.write_text(
+        json.dumps(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "c", "cluster": {"server": host}}],
+                "users": [{"name": "u", "user": {"token": "t"}}],
+                "contexts": [{"name": "x", "context": {"cluster": "c", "user": "u"}}],
+                "current-context": "x",
+            }
+        )
+    )
+    return path
+
+
+@pytest.mark.parametrize("bypass", [False, True])
+async def test_the_proxy_in_the_environment_is_read_once_and_no_request_asks_the_environment_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, bypass: bool
+) -> None:
+    FakeApiServer.seen, RecordingProxy.asked = [], []
+    with serving(FakeApiServer) as host, serving(RecordingProxy) as proxy:
+        for var in ("HTTP_PROXY", "http_proxy", "NO_PROXY", "no_proxy"):
+            monkeypatch.delenv(var, raising=False)
+        monkeypatch.setenv("HTTP_PROXY", proxy)
+        if bypass:
+            monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+        kube = Kube(NS, functools.partial(load_api_client, kubeconfig_for(host, tmp_path / "kubeconfig")))
+        await kube.open()
+        try:
+            # Each request reading the environment again (netrc, proxies) costs two worker-thread hops.
+            assert kube.api.rest_client.pool_manager.trust_env is False
+            pod = await pods.read(kube, "here")
+        finally:
+            await kube.close()
+    assert pod is not None and pod["metadata"]["uid"] == "u-1"
+    if bypass:
+        assert RecordingProxy.asked == [] and [p for _, p, _ in FakeApiServer.seen] == [f"{PODS}/here"]
+    else:
+        assert RecordingProxy.asked == [f"{host}{PODS}/here"] and FakeApiServer.seen == []
