@@ -116,6 +116,7 @@ class KubernetesBackend:
     def _warm(self, thread_id: str, claimed: Claimed) -> PodSandbox:
         info = pod_sandbox(thread_id, claimed.pod, claimed.connection, time.time(), "warm")
         self.liveness.touched(info.uid, info.last_active)  # the claim patch wrote it
+        self.liveness.launched(info.uid, claimed.launch, info.liveness)
         claimed.session.alive = functools.partial(self.alive, info)
         info.warm = claimed.session
         return info
@@ -153,7 +154,7 @@ class KubernetesBackend:
         return None  # pods outlive a controller restart (keep_on_release); the next one adopts them
 
     async def stop(self, info: PodSandbox) -> None:
-        await pods.delete(self.kube, info.name, info.uid)
+        await pods.delete(self.kube, info.name, info.uid, cache=self.pod_cache)
         await pods.delete_secret(self.kube, info.name, owner_uid=info.uid)
         self.liveness.forget(info.uid)
 

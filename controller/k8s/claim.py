@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -57,7 +58,7 @@ async def _claim_and_bind(
             storage.add_done_callback(lambda f: f.exception())  # nobody awaits it: no warning
         return None
     try:
-        await _bind(kube, server, claimed, thread_id, await storage)
+        launch = await _bind(kube, server, claimed, thread_id, await storage)
     except BaseException as exc:
         claimed.session.close()
         name = claimed.pod["metadata"]["name"]
@@ -69,16 +70,19 @@ async def _claim_and_bind(
         pool.count("miss", "bind_failed")
         return None
     pool.count("hit", "claimed")
-    return claimed
+    return dataclasses.replace(claimed, launch=launch)
 
 
 async def _bind(
     kube: Kube, server: PodServer, claimed: Claimed, thread_id: str, storage: dict[str, Any]
-) -> None:
-    """Credentials and files into the running pod (no restart), recorded in its Secret too."""
+) -> int | None:
+    """Credentials and files into the running pod (no restart), recorded in its Secret too;
+    the kernel's launch number, which the first liveness check would otherwise ask for after."""
     ref = _pod_ref(claimed.pod, claimed.connection)
     secret_patch = objects.bind_secret_patch(thread_id, storage)
-    await asyncio.gather(
+    _, _, launch = await asyncio.gather(
         server.bind(ref, thread_id, storage),
         kube.call(kube.core.patch_namespaced_secret, ref.name, kube.ns, secret_patch),
+        server.kernel_launch(ref.ip),
     )
+    return launch

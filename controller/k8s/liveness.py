@@ -70,6 +70,13 @@ class Liveness:
             return cached
         return await pods.read(self.kube, pod.name)
 
+    def launched(self, uid: str, launch: int | None, memo: MutableMapping[str, Any]) -> None:
+        """The pod's server just said which kernel launch runs (``launch``, None if it could not
+        be asked): the session's kernel, as the first check would have found a moment later."""
+        if launch:
+            self._launches[uid] = (time.monotonic(), launch)
+            memo.setdefault(KERNEL_LAUNCH, launch)
+
     def touched(self, uid: str, when: float) -> None:
         """The annotation was written at ``when`` by the pod's creation or claim."""
         self._touched[uid] = when

@@ -58,6 +58,7 @@ class Claimed:
     pod: dict[str, Any]  # as the claim patch returned it
     session: KernelSession
     connection: dict[str, Any]
+    launch: int | None = None  # the kernel's launch number, asked while binding (k8s/liveness.py)
 
 
 @dataclass(frozen=True)

@@ -69,3 +69,24 @@ async def test_anything_but_running_in_the_cache_is_confirmed_by_the_api_server(
     api = Api(pod("Running"))
     assert await read_with(liveness, cached, api, monkeypatch) == pod("Running")
     assert api.reads == 1
+
+
+@pytest.mark.parametrize("told", [3, None, 0], ids=["told-launch-3", "could-not-ask", "no-kernel-yet"])
+async def test_a_launch_told_by_the_claim_pins_the_session_and_spares_the_first_check_its_request(
+    liveness: Liveness, told: int | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    asked: list[str] = []
+
+    async def kernel_launch(pod_ip: str) -> int | None:
+        asked.append(pod_ip)
+        return 4  # a relaunch: not the kernel the claim saw
+
+    monkeypatch.setattr(liveness.server, "kernel_launch", kernel_launch)
+    liveness.pod_cache._watch.handlers.changed(pod("Running"))
+    memo: dict[str, Any] = {}
+    liveness.launched("u-1", told, memo)
+    alive = await liveness.alive(PodRef("tb-t1", "u-1", "10.0.0.5", "key"), memo)
+    if told:  # pinned to what the claim saw, and nothing asked
+        assert (alive, asked, memo) == (True, [], {"kernel_launch": 3})
+    else:  # nothing known: the first check asks, and pins what it finds
+        assert (alive, asked, memo) == (True, ["10.0.0.5"], {"kernel_launch": 4})
