@@ -207,8 +207,8 @@ class SandboxManager:
                 return
             await self._retire(thread_id, "died", locked=True)
         started = time.monotonic()
-        profile = await asyncio.to_thread(self.profiles.of, thread_id)  # pinned at the first start
-        info = await self.backend.find(thread_id)
+        pinned = asyncio.to_thread(self.profiles.of, thread_id)  # pinned at the first start
+        profile, info = await asyncio.gather(pinned, self.backend.find(thread_id))
         async for status in self._slots.admit():
             yield status
         try:
