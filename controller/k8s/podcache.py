@@ -10,6 +10,9 @@ own narrower watch ran: a pod that stops matching (a claimed warm pod) is remove
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -41,6 +44,7 @@ class PodCache:
             kube, all_sandboxes_selector(), Handlers(self._listed, self._changed, self._removed)
         )
         self.synced = False  # a first listing has arrived; until then every read misses
+        self._moved = asyncio.Event()  # set, and replaced, on every change the watch brings
 
     def subscribe(self, matches: Callable[[Pod], bool], handlers: Handlers) -> None:
         """From now on; a subscriber that comes after the first listing is given the pods so far."""
@@ -62,9 +66,26 @@ class PodCache:
     def of_thread(self, thread_id: str) -> list[Pod]:
         return [p for p in self._pods.values() if podstate.thread_of(p) == thread_id]
 
+    async def gone(self, name: str, uid: str, within: float) -> bool:
+        """Wait until the cache no longer holds the pod of this name and UID; False if it still
+        does after ``within`` seconds. Its word alone is a guess: a watch can lag or break."""
+        deadline = time.monotonic() + within
+        while (pod := self._pods.get(name)) is not None and podstate.uid(pod) == uid:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._moved.wait(), remaining)
+        return True
+
+    def _moved_now(self) -> None:
+        self._moved.set()
+        self._moved = asyncio.Event()
+
     def _listed(self, listing: list[Pod]) -> None:
         self._pods = {_name(p): p for p in listing}
         self.synced = True
+        self._moved_now()
         for sub in self._subscribers:
             self._list_to(sub, listing)
 
@@ -76,6 +97,7 @@ class PodCache:
 
     def _changed(self, pod: Pod) -> None:
         self._pods[_name(pod)] = pod
+        self._moved_now()
         for sub in self._subscribers:
             if sub.matches(pod):
                 sub.seen.add(_name(pod))
@@ -86,6 +108,7 @@ class PodCache:
 
     def _removed(self, pod: Pod) -> None:
         self._pods.pop(_name(pod), None)
+        self._moved_now()
         for sub in self._subscribers:
             if _name(pod) in sub.seen:
                 sub.seen.discard(_name(pod))

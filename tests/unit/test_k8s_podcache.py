@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from controller.k8s.names import POOL_LABEL, POOL_WARM, THREAD_LABEL, base_labels
@@ -54,3 +55,26 @@ def test_a_late_subscriber_is_given_the_pods_so_far() -> None:
     cache.subscribe(warm, seen.handlers())
     watch.changed(pod("w2", **{POOL_LABEL: POOL_WARM}))
     assert seen.events == [("listed", ["w1"]), ("changed", ["w2"])]
+
+
+async def test_a_deletion_waits_for_the_watch_to_see_the_pod_go_and_no_longer() -> None:
+    cache, watch = cache_and_watch()
+    mine, other = pod("tb-t1", **{THREAD_LABEL: "t1"}), pod("tb-t2", **{THREAD_LABEL: "t2"})
+    watch.listed([mine, other])
+    waiting = asyncio.ensure_future(cache.gone("tb-t1", "uid-tb-t1", within=60))
+    await asyncio.sleep(0)
+    watch.changed({**mine, "status": {"phase": "Running"}})  # terminating, still there
+    watch.removed(other)  # another pod's removal
+    await asyncio.sleep(0)
+    assert not waiting.done()
+    watch.removed(mine)
+    assert await asyncio.wait_for(waiting, 5) is True
+    # A newer pod of the same name is not the one being deleted.
+    watch.changed({"metadata": {**mine["metadata"], "uid": "uid-newer"}})
+    assert await cache.gone("tb-t1", "uid-tb-t1", within=60) is True
+
+
+async def test_a_deletion_the_watch_never_shows_gives_up_after_its_time() -> None:
+    cache, watch = cache_and_watch()
+    watch.listed([pod("tb-t1")])
+    assert await cache.gone("tb-t1", "uid-tb-t1", within=0.05) is False
