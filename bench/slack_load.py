@@ -44,7 +44,7 @@ from bench.common import arguments, backend_settings, goal, machine, summary, ta
 from controller.config import Settings
 from controller.sandbox_env import ensure_sandbox_python
 from devkit.client import api_client
-from devkit.fake_slack import BOT_USER_ID, FakeSlack, serve_fake_slack
+from devkit.fake_slack import BOT_USER_ID, FakeSlack, serve_fake_slack, visible
 from devkit.load import HealthPoller
 from devkit.procserver import controller_env, running_controller
 from devkit.slack_events import SlackSender, code, message_body, slack_settings
@@ -82,6 +82,13 @@ class Load:
     seed: int
 
 
+def said(message: dict[str, Any]) -> str:
+    """What a bot message says: its text, a stream's Markdown and its task cards' output, but not
+    the code a card shows (the code holds its turn's token too)."""
+    tasks = {key: {**task, "details": ""} for key, task in message.get("tasks", {}).items()}
+    return visible({**message, "tasks": tasks})
+
+
 class Answers:
     """Tokens seen so far in the bot's replies, per thread root, fed by the fake's watch signal."""
 
@@ -93,7 +100,7 @@ class Answers:
         if not (message.get("bot_id") and message.get("thread_ts")):
             return
         with self._changed:
-            self._seen[message["thread_ts"]].update(m.group(0) for m in TOKEN_RE.finditer(message["text"]))
+            self._seen[message["thread_ts"]].update(m.group(0) for m in TOKEN_RE.finditer(said(message)))
             self._changed.notify_all()
 
     def wait(self, root_ts: str, token: str, timeout: float) -> bool:
@@ -211,7 +218,7 @@ def check(fake: FakeSlack, load: Load, tally: Tally) -> dict[str, Any]:
     for index in range(load.threads):
         root = tally.roots.get(index, "")
         replies = (
-            [m["text"] for m in fake.messages_in_thread(CHANNEL, root) if m.get("bot_id")] if root else []
+            [said(m) for m in fake.messages_in_thread(CHANNEL, root) if m.get("bot_id")] if root else []
         )
         verdict = judge(index, tally.sent[index], load.turns, replies)
         counts.update(verdict)
