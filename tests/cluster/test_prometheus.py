@@ -43,6 +43,7 @@ from tests.cluster.conftest import Cluster, minio_on_node
 from tests.support.agent import chat
 from tests.support.client import RuntimeClient, create_thread, run
 from tests.support.fake_openai import FakeOpenAI, Text, fake_llm, run_python
+from tests.support.metrics import claim_outcomes
 from tests.support.poll import wait_until
 from tests.support.prometheus import ALERTS, CHART, SCRAPE, Prometheus, running
 
@@ -128,12 +129,7 @@ def script_turns(client: RuntimeClient, cluster: Cluster, llm: FakeOpenAI) -> st
     assert client.delete(f"/threads/{miss}").status_code == 204
     assert client.get("/threads/api-aaaaaaaaaaaaaaaa").status_code == 404
     assert httpx.get(client.base_url.join("/threads")).status_code == 401
-    [claims] = [
-        m for m in client.runtime.metrics.registry.collect() if m.name == "threadbox_warm_pool_claims"
-    ]
-    counted = {
-        (s.labels["result"], s.labels["reason"]): s.value for s in claims.samples if s.name.endswith("_total")
-    }
+    counted = claim_outcomes(client.runtime.metrics.registry)
     assert counted == {("hit", "claimed"): 1, ("miss", "empty"): 1}, counted
     return hit
 

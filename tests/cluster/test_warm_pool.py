@@ -21,6 +21,7 @@ from controller.k8s.podserver import PodRef, PodServerError
 from controller.metrics import Metrics
 from tests.cluster.conftest import Cluster, connected, controller
 from tests.support.client import create_thread, run, stdout
+from tests.support.metrics import claim_outcomes
 
 pytestmark = pytest.mark.cluster
 
@@ -28,17 +29,6 @@ pytestmark = pytest.mark.cluster
 def _sample(client: Any, name: str, **labels: str) -> float:
     value = client.runtime.metrics.registry.get_sample_value(name, labels)
     return float(value or 0.0)
-
-
-def _claims(client: Any) -> dict[tuple[str, str], float]:
-    """Every claim outcome counted, for a failure to show which one happened instead."""
-    return {
-        (s.labels["result"], s.labels["reason"]): s.value
-        for family in client.runtime.metrics.registry.collect()
-        if family.name == "threadbox_warm_pool_claims"
-        for s in family.samples
-        if s.name.endswith("_total")
-    }
 
 
 def _warm_pods(cluster: Cluster) -> list[Any]:
@@ -72,7 +62,7 @@ def test_pool_fills_without_credentials_a_claim_is_a_hit_and_it_refills(
     tid = create_thread(client, "warm")
     events = run(client, tid, "open('out.txt', 'w').write('warm!'); print(6 * 7)")
     assert stdout(events) == "42\n" and events[-1]["status"] == "ok", events
-    assert _claims(client) == {("hit", "claimed"): 1}
+    assert claim_outcomes(client.runtime.metrics.registry) == {("hit", "claimed"): 1}
     assert _sample(client, "threadbox_sandbox_start_seconds_count", kind="warm") == 1
     assert _sample(client, "threadbox_sandbox_start_seconds_count", kind="cold") == 0
     [pod] = cluster.pods(tid)
@@ -112,7 +102,7 @@ def test_restarted_controller_adopts_a_claimed_pod_and_a_returning_thread_gets_i
         _wait_ready(cluster, first.runtime.backend, 1)
         tid = create_thread(first, "back")
         run(first, tid, "open('keep.txt', 'w').write('kept'); state = 41")
-        assert _claims(first) == {("hit", "claimed"): 1}
+        assert claim_outcomes(first.runtime.metrics.registry) == {("hit", "claimed"): 1}
         [claimed] = cluster.pods(tid)
     with controller({**settings, "reap_interval": 1}) as second:
         # The same pod and kernel: adopted by its labels, though its name is a pool name.
@@ -213,19 +203,11 @@ def test_two_replicas_claiming_at_once_never_share_a_pod(cluster: Cluster, k8s_s
     for i, info in enumerate(infos):
         assert [p.metadata.name for p in cluster.pods(f"race-{i}")] == [info.name]
 
-    def total(result: str) -> float:
-        return sum(
-            s.value
-            for m in metrics
-            for family in m.registry.collect()
-            if family.name == "threadbox_warm_pool_claims"
-            for s in family.samples
-            if s.name.endswith("_total") and s.labels["result"] == result
-        )
-
+    outcomes = claim_outcomes(*(m.registry for m in metrics))
+    hits, misses = (sum(v for (r, _), v in outcomes.items() if r == result) for result in ("hit", "miss"))
     warm = [n for n in names if n.startswith("tbw-")]
-    assert total("hit") == len(warm) and 1 <= len(warm) <= 2, names
-    assert total("miss") == 4 - len(warm)
+    assert hits == len(warm) and 1 <= len(warm) <= 2, (names, outcomes)
+    assert misses == 4 - len(warm), outcomes
 
 
 def test_a_claim_from_a_cached_copy_behind_the_pod_reads_it_again_and_still_hits(
