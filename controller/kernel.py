@@ -37,9 +37,6 @@ from controller.outputcap import DEFAULT_MAX_OUTPUT_BYTES
 ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 POLL = 0.25
 RECONNECT_MS = 20
-# Startup chatter (status messages of kernel_info) is dropped until IOPub is this quiet; turns
-# filter by parent id anyway, so a late message costs nothing but this wait does on every start.
-STARTUP_QUIET = 0.05
 # Messages ZeroMQ may hold for us per socket before it stops reading from the kernel (TCP then
 # pushes back onto the kernel's own queue): with MAXMSGSIZE, this bounds what a kernel can make
 # the controller buffer.
@@ -199,9 +196,8 @@ class KernelSession:
             if time.monotonic() > deadline:
                 self.close()
                 raise KernelUnavailable(f"the kernel did not become ready within {timeout:g}s")
-        with contextlib.suppress(queue.Empty):
-            while True:  # drop the startup chatter so the first turn sees only its own messages
-                await self.client.get_iopub_msg(timeout=STARTUP_QUIET)
+        # The startup chatter (kernel_info's status messages) is left queued: a turn reads past
+        # messages of other parents, and a wait for IOPub to go quiet cost every start 50 ms.
         self.last_state = "idle"
 
     async def _got_kernel_info(self) -> bool:

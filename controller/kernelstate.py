@@ -20,14 +20,14 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import zmq
-from jupyter_client.blocking.client import BlockingKernelClient
+from typing import TYPE_CHECKING, Any
 
 from controller.nofollow import fd_path, open_regular, place
 from controller.quotas import SNAPSHOT, Quotas, Usage, user_usage
 from controller.stores.base import NotInStore, StoreError, ThreadStore
+
+if TYPE_CHECKING:
+    from jupyter_client.blocking.client import BlockingKernelClient
 
 BLOB = SNAPSHOT  # the store key, under the thread's prefix
 STATE_FILE = ".threadbox-state"  # in the sandbox's HOME (sandbox-image's state.py writes it)
@@ -93,6 +93,11 @@ def ask(connection: dict[str, Any], expression: str, timeout: float = TIMEOUT) -
 
 @contextlib.contextmanager
 def _client(connection: dict[str, Any]) -> Iterator[BlockingKernelClient]:
+    # Imported on first use: every sandbox pod's server imports this module as it starts, and
+    # these take 70 to 95 ms of a cold pod's one CPU while its kernel starts beside it.
+    import zmq
+    from jupyter_client.blocking.client import BlockingKernelClient
+
     context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
     context.setsockopt(zmq.LINGER, 0)
     context.setsockopt(zmq.SNDTIMEO, 5000)  # a kernel that takes nothing fails the call, never hangs it

@@ -1,7 +1,8 @@
 """``python -m threadbox_sandbox``: the sandbox pod's PID 1 (or tini's only child).
 
-Order: settings -> restore the thread's files -> launch the kernel -> serve the
-in-pod server; on SIGTERM: stop serving, have the kernel save its variables (when the
+Order: settings -> launch the kernel, which imports but binds nothing yet -> prove the
+network policy -> let the kernel bind -> restore the thread's files -> serve the in-pod
+server; on SIGTERM: stop serving, have the kernel save its variables (when the
 controller keeps state), stop the kernel (so nothing writes during the final sync),
 persist, exit 0. A warm pod has no thread yet: it skips the restore,
 and its thread, credentials and files arrive later with POST /bind.
@@ -19,12 +20,14 @@ import threading
 import time
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from threadbox_sandbox.kernel import KernelSupervisor, kernel_env
 from threadbox_sandbox.policy import PolicyNotInForce, probe_target, wait_until_denied
-from threadbox_sandbox.server import Workspace, serve
-from threadbox_sandbox.settings import SettingsError, from_env, load_connection, load_storage
+from threadbox_sandbox.settings import Settings, SettingsError, from_env, load_connection, load_storage
+
+if TYPE_CHECKING:
+    from threadbox_sandbox.server import Workspace
 
 log = logging.getLogger("threadbox_sandbox")
 
@@ -108,6 +111,38 @@ def _seed_matplotlib_cache(home: Path) -> None:
             log.warning("could not seed the matplotlib cache: %s", exc)
 
 
+def _launch_kernel(settings: Settings, connection: dict[str, Any]) -> KernelSupervisor:
+    """The kernel, launched gated: it imports at once, and binds nothing before ``open_gate``."""
+    python = Path(sys.executable)
+    _seed_matplotlib_cache(settings.home)
+    tmp = Path(os.environ.get("TMPDIR") or "/tmp")
+    kernel = KernelSupervisor(
+        python=python,
+        connection=connection,
+        connection_file=settings.run_dir / "kernel.json",
+        cwd=settings.workspace,
+        env=kernel_env(python, settings.home, tmp, settings.max_output_bytes),
+        reap_orphans=os.getpid() == 1,
+        preimport=settings.preimport,
+        gated=True,
+    )
+    kernel.start()
+    return kernel
+
+
+def _policy_proven(settings: Settings) -> bool:
+    """Whether the pod's network policy is in force (or there is none to prove), before the
+    kernel binds a port and before the pod can turn ready."""
+    if settings.policy_check_seconds is None:
+        return True
+    try:
+        wait_until_denied(probe_target(os.environ), settings.policy_check_seconds)
+    except PolicyNotInForce as exc:
+        log.error("cannot start: %s", exc)
+        return False
+    return True
+
+
 def main() -> int:
     logging.basicConfig(
         level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s %(levelname)s %(message)s"
@@ -133,12 +168,15 @@ def main() -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
 
-    if settings.policy_check_seconds is not None:
-        try:  # before the kernel binds a port and before the pod can turn ready
-            wait_until_denied(probe_target(os.environ), settings.policy_check_seconds)
-        except PolicyNotInForce as exc:
-            log.error("cannot start: %s", exc)
-            return 2
+    kernel = _launch_kernel(settings, connection)
+    # Imported only now: PID 1 has re-executed under tini by here, and the kernel imports
+    # ipykernel meanwhile (MinIO's client is 150 ms of the pod's one CPU).
+    from threadbox_sandbox.server import Workspace, serve
+
+    if not _policy_proven(settings):
+        kernel.stop()
+        return 2
+    kernel.open_gate()
 
     workspace = Workspace(settings)
     if settings.thread_id is None:
@@ -146,21 +184,8 @@ def main() -> int:
     else:
         _restore(workspace)
     if stop.is_set():
+        kernel.stop()
         return 0
-
-    python = Path(sys.executable)
-    _seed_matplotlib_cache(settings.home)
-    tmp = Path(os.environ.get("TMPDIR") or "/tmp")
-    kernel = KernelSupervisor(
-        python=python,
-        connection=connection,
-        connection_file=settings.run_dir / "kernel.json",
-        cwd=settings.workspace,
-        env=kernel_env(python, settings.home, tmp, settings.max_output_bytes),
-        reap_orphans=os.getpid() == 1,
-        preimport=settings.preimport,
-    )
-    kernel.start()
     try:
         server = serve(settings, str(connection["key"]), workspace, kernel)
     except OSError as exc:

@@ -26,7 +26,22 @@ from controller import extensions, outputcap
 PR_SET_PDEATHSIG = 1  # from <sys/prctl.h>
 log = logging.getLogger("threadbox_sandbox.kernel")
 
-KERNEL_MODULE = "ipykernel_launcher"
+# What ``python -m ipykernel_launcher`` does, split in two: the import (most of a kernel's
+# start) runs at once, and the kernel binds its ports only once the supervisor writes one byte
+# to its stdin (``open_gate``). So a pod's kernel imports while the entrypoint proves its
+# network policy, and still no port opens before that proof. EOF (the supervisor died) ends
+# it. As ipykernel_launcher does, it drops the cwd ("", the workspace) from sys.path, so no user
+# file shadows what ipykernel imports; IPython puts it back after the standard library for user
+# code. (Not python -P: IPython then leaves it out, and `import helper` of a user's file fails.)
+GATED_LAUNCHER = """\
+import os, sys
+del sys.path[0]
+from ipykernel import kernelapp
+if os.read(0, 1) != b"1":
+    sys.exit(0)
+os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
+kernelapp.launch_new_instance()
+"""
 # The kernel's extensions ship beside this file (standalone: the kernel loads them by path).
 EXTENSIONS = Path(__file__).parent
 # A kernel that dies within this many seconds of its launch counts as a crash loop: the
@@ -74,6 +89,7 @@ class KernelSupervisor:
         env: Mapping[str, str],
         reap_orphans: bool = False,
         preimport: tuple[str, ...] = (),
+        gated: bool = False,
     ) -> None:
         self.python = python
         self.connection = dict(connection)
@@ -86,6 +102,7 @@ class KernelSupervisor:
         self.reap_orphans = reap_orphans
         self.launches = 0
         self.last_exit: int | None = None
+        self._gate_open = not gated  # once open, it stays open for every relaunch
         self._proc: subprocess.Popen[bytes] | None = None
         self._lock = threading.Lock()
         self._stopping = threading.Event()
@@ -118,15 +135,15 @@ class KernelSupervisor:
             self._proc = subprocess.Popen(
                 [
                     str(self.python),
-                    "-m",
-                    KERNEL_MODULE,
+                    "-c",
+                    GATED_LAUNCHER,
                     "-f",
                     str(self.connection_file),
                     *extensions.kernel_args(EXTENSIONS, self.preimport),
                 ],
                 cwd=self.cwd,
                 env=self.env,
-                stdin=subprocess.DEVNULL,
+                stdin=subprocess.PIPE,
                 # Its own process group: ipykernel's interrupt then signals user subprocesses
                 # too, and stop() can kill everything the kernel started.
                 start_new_session=True,
@@ -136,7 +153,16 @@ class KernelSupervisor:
             )
             self.launches += 1
             log.info("kernel launched (pid %d, launch %d)", self._proc.pid, self.launches)
+            if self._gate_open:
+                _let_through(self._proc)
             return self._proc
+
+    def open_gate(self) -> None:
+        """Let the kernel bind its ports and serve; until then it only imports (GATED_LAUNCHER)."""
+        with self._lock:
+            self._gate_open = True
+            if self._proc is not None:
+                _let_through(self._proc)
 
     def _wait(self, proc: subprocess.Popen[bytes]) -> int:
         if not self.reap_orphans:
@@ -191,6 +217,15 @@ class KernelSupervisor:
         # Processes user code left in the kernel's group would otherwise outlive it.
         _killpg(proc.pid, signal.SIGKILL)
         return proc.returncode
+
+
+def _let_through(proc: subprocess.Popen[bytes]) -> None:
+    if proc.stdin is None or proc.stdin.closed:
+        return
+    # A kernel that already exited (EPIPE) is relaunched, and its relaunch let through.
+    with contextlib.suppress(OSError):
+        os.write(proc.stdin.fileno(), b"1")
+    proc.stdin.close()
 
 
 def _die_with_parent() -> None:

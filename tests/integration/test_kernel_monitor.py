@@ -33,6 +33,10 @@ async def main(mode):
     first = AsyncKernelManager()
     await first.start_kernel()
     watched = await started(first, 60)
+    # A turn, as every session runs: it reads IOPub to its idle. Unread startup chatter would
+    # fill the socket's queue (RCVHWM), ZeroMQ would stop reading the connection and never see
+    # the disconnect that fires the monitor.
+    assert [e.status async for e in watched.execute("1", 30) if hasattr(e, "status")] == ["ok"]
     assert await watched._iopub_dropped() is False  # the monitor is on
     if mode == "reader-only":
         watched._drops.close(linger=0)  # what a careless close did: the reader goes, the monitor stays

@@ -14,10 +14,12 @@ import functools
 import hashlib
 import json
 import os
+import platform
 import queue
 import secrets
 import shutil
 import signal
+import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -482,6 +484,74 @@ async def test_a_killed_entrypoint_takes_its_kernel_with_it(
     while _alive(kernel_pid) and time.monotonic() < deadline:
         await asyncio.sleep(0.1)
     assert not _alive(kernel_pid), "the kernel outlived its supervisor"
+
+
+# /proc/<pid>/syscall of a process blocked in read(0, ...): the syscall's number, then fd 0.
+READ_SYSCALL = {"x86_64": "0", "aarch64": "63"}[platform.machine()]
+
+
+def _gated_kernel(pid: int) -> int | None:
+    """The pid of ``pid``'s kernel if it has imported ipykernel and waits at its gate (blocked
+    reading its stdin); the kernel is a child of the supervisor's thread, so every task counts."""
+    children = [c for f in Path(f"/proc/{pid}/task").glob("*/children") for c in f.read_text().split()]
+    for child in children:
+        with contextlib.suppress(OSError):  # gone meanwhile
+            at_gate = Path(f"/proc/{child}/syscall").read_text().split()[:2] == [READ_SYSCALL, "0x0"]
+            if at_gate and b"kernelapp" in Path(f"/proc/{child}/cmdline").read_bytes():
+                return int(child)
+    return None
+
+
+async def _kernel_at_gate(sb: Sandbox, timeout: float = 90) -> int:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert sb.proc.poll() is None, f"entrypoint exited with {sb.proc.returncode}:\n{sb.output()}"
+        if (kernel := _gated_kernel(sb.proc.pid)) is not None:
+            return kernel
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"no kernel waiting at its gate within {timeout}s:\n{sb.output()}")
+
+
+def _refused(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=5).close()
+    except ConnectionRefusedError:
+        return True
+    return False
+
+
+async def test_the_kernel_imports_but_binds_no_port_until_the_policy_is_proven(
+    tmp_path: Path, sandbox_python: Path, image_pythonpath: str, sandboxes: list[Sandbox]
+) -> None:
+    # Plays the API server's Service, which the pod's policy denies once it is in force: while
+    # this answers, the policy is not proven.
+    service = await asyncio.start_server(lambda _r, w: w.close(), "127.0.0.1", 0)
+    tid = f"t-{secrets.token_hex(4)}"
+    env = {
+        "THREADBOX_POLICY_CHECK_SECONDS": "120",
+        "KUBERNETES_SERVICE_HOST": "127.0.0.1",
+        "KUBERNETES_SERVICE_PORT": str(service.sockets[0].getsockname()[1]),
+    }
+    sb = launch(tmp_path / "pod", sandbox_python, image_pythonpath, tid, unreachable_storage(tid), (), **env)
+    sandboxes.append(sb)
+    try:
+        kernel = await _kernel_at_gate(sb)
+        assert all([_refused(sb.connection[name]) for name in KERNEL_PORTS]), sb.output()
+        assert "network policy in force" not in sb.output()
+    finally:
+        service.close()  # the policy comes into force
+        await service.wait_closed()
+    async with httpx.AsyncClient(timeout=60) as http:
+        await wait_healthy(sb, http)
+    kc = await kernel_client(sb.connection)  # the positive control: the same ports now answer
+    try:
+        assert await run(kc, "import os; print(os.getpid())") == f"{kernel}\n"
+        # The workspace is on the kernel's path for user code, as with ipykernel_launcher.
+        helper = "open('helper.py', 'w').write('X = 7'); import helper; print(helper.X)"
+        assert await run(kc, helper) == "7\n"
+    finally:
+        kc.stop_channels()
+    assert "network policy in force" in sb.output()
 
 
 def _alive(pid: int) -> bool:
