@@ -11,6 +11,10 @@ import asyncio
 import contextlib
 from typing import Literal
 
+# Loaded with the servers, before the event loop runs: httpx imports httpcore (and trio with it)
+# only when its first client is made, 0.43 s that stalled the loop in the first cold start's
+# restore (the pod server's client) and would in a first Slack download.
+import httpcore  # noqa: F401
 import uvicorn
 from fastapi import FastAPI
 
