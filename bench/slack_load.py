@@ -23,6 +23,7 @@ Usage: uv run python -m bench.slack_load [--threads 200] [--turns 5] [--backend 
 from __future__ import annotations
 
 import argparse
+import json
 import random
 import re
 import shutil
@@ -217,9 +218,7 @@ def check(fake: FakeSlack, load: Load, tally: Tally) -> dict[str, Any]:
     problems: list[str] = []
     for index in range(load.threads):
         root = tally.roots.get(index, "")
-        replies = (
-            [said(m) for m in fake.messages_in_thread(CHANNEL, root) if m.get("bot_id")] if root else []
-        )
+        replies = [said(m) for m in fake.messages_in_thread(CHANNEL, root) if m.get("bot_id")] if root else []
         verdict = judge(index, tally.sent[index], load.turns, replies)
         counts.update(verdict)
         if any(n for key, n in verdict.items() if key != "replies"):
@@ -290,14 +289,28 @@ def source_state() -> dict[str, Any]:
 
 def loop_stalls(log: Path) -> list[str]:
     """The controller's own reports of a blocked event loop, each with the innermost frame of
-    threadbox's code in the stack after it (deeper frames are libraries and imports)."""
+    threadbox's code in the stack it carries (deeper frames are libraries and imports). A JSON
+    log line carries the report and its stack in its message; a text log has them on lines."""
     stalls: list[str] = []
+    in_stall = False  # until the next line that is no stack line: another record
     for line in log.read_text(errors="replace").splitlines():
-        if line.startswith(STALL):
-            stalls.append(line)
-        elif stalls and line.startswith(f'  File "{ROOT}/controller/'):
-            stalls[-1] = stalls[-1].split(" | ")[0] + " | " + line.strip()
+        for text in _log_message(line).splitlines():
+            if text.startswith(STALL):
+                stalls.append(text)
+                in_stall = True
+            elif not text.startswith("  "):
+                in_stall = False
+            elif in_stall and text.startswith(f'  File "{ROOT}/controller/'):
+                stalls[-1] = stalls[-1].split(" | ")[0] + " | " + text.strip()
     return stalls
+
+
+def _log_message(line: str) -> str:
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return line
+    return str(record.get("message", "")) if isinstance(record, dict) else line
 
 
 def drive(chat_url: str, load: Load, answers: Answers, clients: int) -> Tally:
