@@ -185,6 +185,24 @@ def _reaches(address: tuple[Any, ...]) -> bool:
         return sock.connect_ex(address) == 0
 
 
+def _host_state(port: int) -> str:
+    """What let a connection through, for the failure's message: the node's rules in every
+    table a packet from a pod passes, its listeners, and conntrack's record of the connections
+    to ``port`` (the reply tuple names what answered, and shows a DNAT)."""
+    commands = [
+        ["iptables", "-t", "raw", "-S", "PREROUTING"],
+        ["iptables", "-t", "nat", "-S", "PREROUTING"],
+        ["iptables", "-S", "INPUT"],
+        ["iptables", "-S", "KUBE-ROUTER-INPUT"],
+        ["ss", "-ltnp"],
+        ["conntrack", "-L", "-p", "tcp", "--orig-port-dst", str(port)],
+    ]
+    return "\n".join(
+        f"$ {' '.join(c)}\n{subprocess.run(c, capture_output=True, text=True, timeout=10, check=False).stdout}"
+        for c in commands
+    )
+
+
 def _echo_answered(ip: str) -> bool:
     """Whether ``ip`` answers an ICMP echo sent from the host (root: a raw socket)."""
     with socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP) as sock:
@@ -265,6 +283,7 @@ def test_sandbox_cannot_leave_its_pod_nor_outgrow_it(
     assert all(r != "ok" for r in [*res["node"].values(), *res["gateway"].values()]), (
         res["node"],
         res["gateway"],
+        _host_state(NODE_PORT),
     )
     assert res["metadata"] != "ok"
     # No resolver at all (storage is reached by IP): nothing to enumerate, nothing to tunnel.
