@@ -124,7 +124,6 @@ def _launch_kernel(settings: Settings, connection: dict[str, Any]) -> KernelSupe
         env=kernel_env(python, settings.home, tmp, settings.max_output_bytes),
         reap_orphans=os.getpid() == 1,
         preimport=settings.preimport,
-        gated=True,
     )
     kernel.start()
     return kernel

@@ -89,7 +89,6 @@ class KernelSupervisor:
         env: Mapping[str, str],
         reap_orphans: bool = False,
         preimport: tuple[str, ...] = (),
-        gated: bool = False,
     ) -> None:
         self.python = python
         self.connection = dict(connection)
@@ -102,7 +101,9 @@ class KernelSupervisor:
         self.reap_orphans = reap_orphans
         self.launches = 0
         self.last_exit: int | None = None
-        self._gate_open = not gated  # once open, it stays open for every relaunch
+        # Closed until open_gate (the entrypoint's policy proof); once open, it stays open for
+        # every relaunch.
+        self._gate_open = False
         self._proc: subprocess.Popen[bytes] | None = None
         self._lock = threading.Lock()
         self._stopping = threading.Event()
