@@ -18,9 +18,9 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 import hikari
-import httpx
 
 from controller.agent.direct import DirectAgent
+from controller.chat import download
 from controller.chat.base import AttachmentError, CannotOpen, FrontEnd, Incoming, Opened
 from controller.chat.turns import Conversations, Pipeline
 from controller.discord.config import DiscordConfig
@@ -73,19 +73,10 @@ class DiscordFile:
         return self.attachment.size
 
     async def fetch(self) -> bytes:
-        data = bytearray()
-        timeout = httpx.Timeout(30, read=120)
-        async with (
-            httpx.AsyncClient(timeout=timeout) as client,
-            client.stream("GET", self.attachment.url) as resp,
-        ):
+        async with download.client() as client, client.stream("GET", self.attachment.url) as resp:
             if resp.status_code != 200:
                 raise AttachmentError(f"Discord answered HTTP {resp.status_code} to the download")
-            async for chunk in resp.aiter_bytes():
-                data += chunk
-                if self.limit and len(data) > self.limit:
-                    raise AttachmentError(f"it is over the {self.limit / 2**20:.1f} MiB limit for one file")
-        return bytes(data)
+            return await download.read(resp, self.limit)
 
 
 class DiscordFront(FrontEnd[Origin, DiscordReply]):

@@ -14,8 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
-import httpx
-
+from controller.chat import download
 from controller.chat.base import AttachmentError
 
 MAX_REDIRECTS = 5
@@ -36,7 +35,7 @@ class Downloader:
         return host in self.trusted_hosts or host == "slack.com" or host.endswith(".slack.com")
 
     async def fetch(self, url: str, expected_type: str) -> bytes:
-        async with httpx.AsyncClient(timeout=httpx.Timeout(30, read=120)) as client:
+        async with download.client() as client:
             for _ in range(MAX_REDIRECTS + 1):
                 headers = {"Authorization": f"Bearer {self.token}"} if self.trusted(url) else {}
                 async with client.stream("GET", url, headers=headers) as resp:
@@ -45,19 +44,11 @@ class Downloader:
                         continue
                     if resp.status_code != 200:
                         raise AttachmentError(f"Slack answered HTTP {resp.status_code} to the download")
-                    data = await self._read(resp)
+                    data = await download.read(resp, self.limit)
                 if is_login_page(resp.headers.get("content-type", ""), data, expected_type):
                     raise AttachmentError(LOGIN_PAGE_HINT)
                 return data
         raise AttachmentError("the download was redirected too many times")
-
-    async def _read(self, resp: httpx.Response) -> bytes:
-        data = bytearray()
-        async for chunk in resp.aiter_bytes():
-            data += chunk
-            if self.limit and len(data) > self.limit:
-                raise AttachmentError(f"it is over the {self.limit / 2**20:.1f} MiB limit for one file")
-        return bytes(data)
 
 
 def is_login_page(content_type: str, data: bytes, expected_type: str) -> bool:

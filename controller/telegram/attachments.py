@@ -9,6 +9,7 @@ from telegram import Bot
 from telegram.error import TelegramError
 
 from controller.chat.base import AttachmentError
+from controller.chat.download import within
 from controller.telegram.inbound import FileRef
 
 
@@ -33,13 +34,9 @@ class TelegramFile:
     async def fetch(self) -> bytes:
         try:
             file = await self.bot.get_file(self.ref.file_id)
-            self._within(file.file_size or 0)  # Telegram's word for it, before the download
+            within(file.file_size or 0, self.limit)  # Telegram's word for it, before the download
             data = bytes(await file.download_as_bytearray())
         except TelegramError as exc:
             raise AttachmentError(f"Telegram did not give it: {exc.message}") from exc
-        self._within(len(data))
+        within(len(data), self.limit)
         return data
-
-    def _within(self, size: int) -> None:
-        if self.limit and size > self.limit:
-            raise AttachmentError(f"it is over the {self.limit / 2**20:.1f} MiB limit for one file")
