@@ -124,6 +124,7 @@ def main() -> None:
     parser = arguments(__doc__)
     parser.add_argument("--runs", type=int, default=8)
     args = parser.parse_args()
+    host = machine()  # its load average at the start
     with tempfile.TemporaryDirectory() as tmp, ExitStack() as stack:
         settings = {}
         for keep in (True, False):
@@ -134,7 +135,7 @@ def main() -> None:
         times = asyncio.run(measure(settings, args.runs))
     results = {kind: {part: summary(v) for part, v in parts.items()} for kind, parts in times.items()}
     data: dict[str, Any] = {
-        "machine": machine(),
+        "machine": host,
         "cluster": describe(),
         "runs": args.runs,
         "results": results,
