@@ -1,4 +1,5 @@
-"""Failures on the real cluster: a missing image fails fast, a crashed controller leaves no orphans."""
+"""Failures on the real cluster: a missing image fails fast, a crashed controller leaves no orphans,
+a replica or containerd lost mid-turn, MinIO stopped mid-turn."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +21,12 @@ import pytest
 from controller.config import Settings
 from controller.k8s.lease import WAIT_MESSAGE
 from devkit.client import ADMIN_TOKEN, bearer
+from devkit.minio import running_minio
 from devkit.ports import free_port
 from devkit.ready import wait_answering
 from tests.cluster.conftest import ROOT, Cluster, _run_script, connected, controller
 from tests.support.client import create_thread, errors, run, stdout
+from tests.support.poll import wait_until
 
 pytestmark = pytest.mark.cluster
 
@@ -163,3 +166,71 @@ def test_containerd_restarted_keeps_sandboxes_and_a_lost_one_comes_back_with_its
     cluster.wait("the pod to be gone", lambda: not cluster.pods(tid), timeout=60)
     events = run(client, tid, "print(open('kept.txt').read())")
     assert stdout(events) == "kept\n", events
+
+
+OUTAGE = 30.0  # seconds MinIO stays down: the acceptance's outage
+CLEAR_WITHIN = 10.0  # seconds from the outage to the user's message that files were not saved
+
+
+def test_minio_stopped_for_30_s_mid_turn_is_reported_loses_nothing_and_recovers_by_itself(
+    cluster: Cluster, k8s_settings: Any, tmp_path: Path
+) -> None:
+    data = tmp_path / "minio-data"
+    with ExitStack() as minio:
+        server = minio.enter_context(running_minio(data, host=cluster.node_ip))
+        settings = k8s_settings(
+            minio_endpoint=server.endpoint,
+            minio_access_key=server.access_key,
+            minio_secret_key=server.secret_key,
+            minio_bucket=server.store("outage").bucket,
+        )
+        with controller(settings) as client:
+            tid = create_thread(client, "outage")
+            assert stdout(run(client, tid, "x = 41\nopen('a.txt', 'w').write('a'); print('up')")) == "up\n"
+            code = "import time\nopen('b.txt', 'w').write('b')\nprint('running', flush=True)\ntime.sleep(3)"
+            events, down = _stop_mid_turn(client, tid, code, minio)
+            [failed] = [e for e in errors(events) if e["ename"] == "PersistFailed"]
+            assert "could not be saved" in failed["evalue"], failed
+            assert failed["at"] - down <= CLEAR_WITHIN, (failed["at"] - down, events)
+            # Still down: operators see why, and code still runs in the same kernel.
+            ready = client.get("/readyz")
+            assert ready.status_code == 503 and "torage" in ready.text, ready.text
+            events = run(client, tid, "open('c.txt', 'w').write('c'); print(x + 1)")
+            assert stdout(events) == "42\n" and [e["ename"] for e in errors(events)] == ["PersistFailed"]
+            time.sleep(max(0.0, down + OUTAGE - time.monotonic()))  # the outage's length, not a wait
+            port = int(server.endpoint.rsplit(":", 1)[1])
+            minio.enter_context(
+                running_minio(data, host=cluster.node_ip, port=port, password=server.secret_key)
+            )
+            # Back by itself: ready again, and the next turn saves what the outage left unsaved.
+            back = time.monotonic()
+            assert wait_until(lambda: client.get("/readyz").status_code == 200, timeout=60)
+            print(
+                f"told {failed['at'] - down:.1f} s into the outage; ready {time.monotonic() - back:.1f} s after it"
+            )
+            assert stdout(run(client, tid, "print(x + 2)")) == "43\n"
+            store = client.runtime.store
+            assert {n: store.read_file(tid, n) for n in ("a.txt", "b.txt", "c.txt")} == {
+                "a.txt": b"a",
+                "b.txt": b"b",
+                "c.txt": b"c",
+            }
+
+
+def _stop_mid_turn(
+    client: httpx.Client, tid: str, code: str, minio: ExitStack
+) -> tuple[list[dict[str, Any]], float]:
+    """Runs ``code``, stops MinIO once it prints ``running``; its events, each stamped with its
+    arrival (``at``, monotonic), and when MinIO stopped."""
+    events: list[dict[str, Any]] = []
+    down = 0.0
+    with client.stream("POST", f"/threads/{tid}/execute", json={"code": code}) as resp:
+        for line in resp.iter_lines():
+            if not line:
+                continue
+            events.append({**json.loads(line), "at": time.monotonic()})
+            if not down and events[-1].get("text") == "running\n":
+                minio.close()
+                down = time.monotonic()
+    assert down, events
+    return events, down
