@@ -75,6 +75,7 @@ class Runtime:
         for _, stop in reversed(self.services):
             await stop()
         await self.manager.close()
+        await self.accounting.settled()  # the usage of the turns shutdown let finish
         await self.storage.close()
         if self.loopwatch is not None:
             await self.loopwatch.close()

@@ -67,8 +67,9 @@ def test_two_llm_calls_are_recorded_as_reported_and_a_budget_stops_the_third_tur
         )
         assert done(chat(client, thread, "What is 6 times 7?"))["status"] == "ok"
         reported = list(fake.reported)
-        [stored] = client.runtime.store.list_json(thread, "usage").values()  # type: ignore[attr-defined]
+        # Read through the API first: it waits for the record being written after the answer.
         totals = client.get(f"/threads/{thread}/usage").json()["totals"]
+        [stored] = client.runtime.store.list_json(thread, "usage").values()  # type: ignore[attr-defined]
 
         fake.add(Text("Again.", usage=Usage(prompt=250, completion=30)))  # 560 tokens today: over 500
         chat(client, thread, "Once more")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -154,6 +155,7 @@ async def test_two_replicas_recording_at_once_lose_no_turn(tmp_path: Path) -> No
     replicas, thread = [accounting(store), accounting(store)], slack_thread(store)
     turns = [r.turn(thread, agent_turn(r.metrics, (1, 1, 0))) for r in replicas for _ in range(5)]
     await asyncio.gather(*(collect(t) for t in turns))
+    await replicas[1].settled()  # a replica's reads wait for its own records, not another's
     assert (await replicas[0].of_thread(thread)).turns == 10
     assert len(await replicas[1].of_days(user_key("alice"), replicas[1].days(1))) == 10
 
@@ -172,7 +174,32 @@ async def test_a_record_the_store_refuses_is_counted_and_the_turn_still_ends(tmp
     store.down = True
     events = await collect(acc.turn(thread, agent_turn(acc.metrics, (1, 1, 0))))
     assert events[-1] == Done(status="ok")
+    await acc.settled()
     assert acc.metrics.registry.get_sample_value("threadbox_usage_record_failures_total") == 1
+
+
+async def test_a_turn_ends_before_its_usage_is_written_and_a_read_waits_for_it(tmp_path: Path) -> None:
+    class Held(LocalStore):
+        held = False  # not while the thread is made
+        writing, unblocked = threading.Event(), threading.Event()
+
+        def put_json(self, thread_id: str, key: str, value: Any) -> None:
+            if self.held:
+                self.writing.set()
+                assert self.unblocked.wait(10), "the test never let the write go on"
+            super().put_json(thread_id, key, value)
+
+    store = Held(tmp_path)
+    acc, thread = accounting(store), slack_thread(store)
+    store.held = True
+    events = await collect(acc.turn(thread, agent_turn(acc.metrics, (1, 1, 0))))
+    assert events[-1] == Done(status="ok")  # every event out while the record's write is held
+    assert await asyncio.to_thread(store.writing.wait, 10)
+    reading = asyncio.create_task(acc.of_thread(thread))
+    await asyncio.sleep(0)  # one pass of the loop: the read has started and waits on the record
+    assert not reading.done()
+    store.unblocked.set()
+    assert (await asyncio.wait_for(reading, 10)).turns == 1  # 0 had the read not waited
 
 
 def test_an_unreadable_record_is_skipped_and_the_others_count(tmp_path: Path) -> None:
