@@ -182,7 +182,10 @@ async def measure(settings: Settings, runs: int) -> dict[str, Any]:
                 if i == WARMUP:  # from here on, the parts belong to timed turns
                     clock.restart()
                 for way, fn in ways.items():
+                    # The previous turn's Lease release and usage record run after its answer:
+                    # let them finish, so no path's timed run pays for another's.
                     await clock.settled()
+                    await rt.accounting.settled()
                     ms = await timed(fn)
                     if i >= WARMUP:
                         times[way].append(ms)
