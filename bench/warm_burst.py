@@ -8,7 +8,11 @@ already connected). The threads are stopped, the pool refills, and the next burs
 
 Baselines from the same run, between bursts:
 - a lone claim: one new thread while the pool is full and nothing else runs;
-- one API server round trip: a GET of one warm pod, the least any claim must pay.
+- one API server round trip: a GET of one warm pod, the least any claim must pay;
+- the floor of a burst, ``--burst`` at once: the turn Lease create every new thread needs (the
+  one write that keeps two replicas from serving it at once), alone and beside a round trip to
+  a warm pod's in-pod server (where a claim hands the thread over). No claim can do less, so a
+  goal under this floor cannot be met on the machine that measured it.
 
 Needs the cluster (hack/cluster/up) and the image (hack/build-sandbox-image.sh).
 Usage: uv run python -m bench.warm_burst [--burst 20] [--bursts 5] [--lone 10]
@@ -19,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import tempfile
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +31,9 @@ from bench.cluster import describe, k8s_settings
 from bench.common import arguments, goal, machine, percentile, summary, table, write
 from bench.pod_start import started_as, time_to_ready
 from controller.backends.kubernetes import KubernetesBackend
+from controller.k8s import podstate
+from controller.k8s.lease import lease_body, lease_name
+from controller.k8s.names import warm_selector
 from controller.runtime import Runtime, build_runtime
 
 FILL_TIMEOUT = 600
@@ -49,14 +57,56 @@ async def pool_full(rt: Runtime, size: int) -> None:
 
 
 async def api_round_trip(rt: Runtime) -> float:
-    backend = rt.backend
-    assert isinstance(backend, KubernetesBackend)
-    kube = backend.kube
+    kube = backend_of(rt).kube
     listing = await kube.get(kube.core.list_namespaced_pod, kube.ns, limit=1)
     name = listing["items"][0]["metadata"]["name"]
     started = time.perf_counter()
     await kube.read(kube.core.read_namespaced_pod, name)
     return time.perf_counter() - started
+
+
+def backend_of(rt: Runtime) -> KubernetesBackend:
+    backend = rt.backend
+    assert isinstance(backend, KubernetesBackend)
+    return backend
+
+
+async def lease_create(
+    backend: KubernetesBackend, thread_id: str, started: float, pod_ip: str | None = None
+) -> float:
+    """One turn Lease created (beside a GET of the in-pod server at ``pod_ip``), timed from ``started``."""
+    kube, now = backend.kube, datetime.now(UTC)
+    body = lease_body(thread_id, kube.ns, "bench", now, now)
+    create = kube.create(kube.coordination.create_namespaced_lease, body)
+    if pod_ip is None:
+        made = await create
+    else:
+        made, launch = await asyncio.gather(create, backend.server.kernel_launch(pod_ip))
+        if launch is None:
+            raise RuntimeError(f"the in-pod server at {pod_ip} did not answer")
+    if made is None:
+        raise RuntimeError(f"the Lease of {thread_id} existed already")
+    return time.perf_counter() - started
+
+
+async def floor(rt: Runtime, n: int, tag: str) -> tuple[list[float], list[float]]:
+    """``n`` Lease creates at once, then ``n`` at once each beside a round trip to a warm pod."""
+    backend = backend_of(rt)
+    kube = backend.kube
+    listing = await kube.get(kube.core.list_namespaced_pod, kube.ns, label_selector=warm_selector())
+    ips = [ip for pod in listing["items"] if (ip := podstate.pod_ip(pod))][:n]
+    if len(ips) < n:
+        raise RuntimeError(f"{len(ips)} warm pods have an IP, {n} needed")
+    alone, beside = [f"floor-{tag}-a{i}" for i in range(n)], [f"floor-{tag}-b{i}" for i in range(n)]
+    started = time.perf_counter()
+    took_alone = await asyncio.gather(*(lease_create(backend, t, started) for t in alone))
+    started = time.perf_counter()
+    took_beside = await asyncio.gather(
+        *(lease_create(backend, t, started, ip) for t, ip in zip(beside, ips, strict=True))
+    )
+    delete = kube.coordination.delete_namespaced_lease
+    await asyncio.gather(*(kube.delete(delete, lease_name(t)) for t in alone + beside))
+    return list(took_alone), list(took_beside)
 
 
 def claim_clock(rt: Runtime) -> tuple[float, float]:
@@ -83,7 +133,7 @@ async def claims(rt: Runtime, ids: list[str]) -> tuple[list[float], float]:
 
 
 async def measure(rt: Runtime, burst: int, bursts: int, lone: int) -> dict[str, list[float]]:
-    times: dict[str, list[float]] = {"burst": [], "lone": [], "api": [], "bind_burst": [], "bind_lone": []}
+    times: dict[str, list[float]] = {key: [] for key in ROWS}
     await rt.start()
     try:
         await pool_full(rt, burst)
@@ -96,6 +146,9 @@ async def measure(rt: Runtime, burst: int, bursts: int, lone: int) -> dict[str, 
                 times["lone"] += took
                 times["bind_lone"].append(bound)
             await pool_full(rt, burst)
+            alone, beside = await floor(rt, burst, str(b))
+            times["floor_lease"] += alone
+            times["floor_bind"] += beside
             took, bound = await claims(rt, [f"burst-{b}-{i}" for i in range(burst)])
             times["burst"] += took
             times["bind_burst"].append(bound)
@@ -115,6 +168,8 @@ ROWS = {
     "lone": "baseline: a lone warm claim, new thread",
     "bind_lone": "  of which claiming and binding the pod",
     "api": "baseline: one API server round trip (GET of a pod)",
+    "floor_lease": "floor of a burst: a turn Lease create, all at once",
+    "floor_bind": "floor of a burst: a Lease create beside an in-pod server round trip, all at once",
 }
 
 
@@ -132,6 +187,10 @@ def report(data: dict[str, Any]) -> str:
             table(["what", "n", "p50 (ms)", "p95 (ms)", "p99 (ms)", "max (ms)"], rows),
             "\n".join(
                 goal(f"claim in a burst: {q}", burst[q] * 1000, ms, " ms") for q, ms in GOALS_MS.items()
+            ),
+            "\n".join(
+                f"- Floor of a burst, {q}: {r['floor_bind'][q] * 1000:.1f} ms (goal {ms} ms)"
+                for q, ms in GOALS_MS.items()
             ),
         ]
     )
