@@ -19,13 +19,21 @@ from typing import Any
 
 from controller.config import Settings
 from controller.events import Done, Error
-from controller.runtime import Runtime
+from controller.runtime import Runtime, build_runtime, freeze_heap
+from controller.stores.base import ThreadStore
 
 RESULTS = Path(__file__).parent / "results"
 SHARED = "2-core VM, other workloads running"
 BACKENDS = ("local", "kubernetes")
 # Benchmarks never want a sandbox reaped mid-run, and 50 sandboxes starting at once on 2 cores are slow.
 LIFECYCLE = {"idle_timeout": 3600, "start_timeout": 300}
+
+
+def served(settings: Settings, store: ThreadStore | None = None) -> Runtime:
+    """A runtime as ``threadbox serve`` has it: built, then its start-up heap frozen."""
+    rt = build_runtime(settings, store)
+    freeze_heap()
+    return rt
 
 
 def percentile(values: Sequence[float], q: float) -> float:

@@ -17,9 +17,20 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import BACKENDS, arguments, backend_settings, goal, machine, summary, table, turn, write
+from bench.common import (
+    BACKENDS,
+    arguments,
+    backend_settings,
+    goal,
+    machine,
+    served,
+    summary,
+    table,
+    turn,
+    write,
+)
 from controller.config import Settings
-from controller.runtime import Runtime, build_runtime
+from controller.runtime import Runtime
 
 CODE = "import time; time.sleep(1)"
 GOAL = 1.5  # the most threads' warm wall p50 over one thread's (issue 12)
@@ -33,7 +44,7 @@ async def wall(rt: Runtime, ids: list[str]) -> float:
 
 async def measure(settings: Settings, counts: list[int], repeat: int) -> dict[str, dict[str, Any]]:
     results: dict[str, dict[str, Any]] = {}
-    rt = build_runtime(settings)
+    rt = served(settings)
     await rt.start()
     try:
         for n in counts:

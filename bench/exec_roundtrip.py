@@ -33,12 +33,22 @@ import httpx
 import uvicorn
 from jupyter_client.asynchronous.client import AsyncKernelClient
 
-from bench.common import BACKENDS, arguments, backend_settings, goal, machine, summary, table, turn, write
+from bench.common import (
+    BACKENDS,
+    arguments,
+    backend_settings,
+    goal,
+    machine,
+    served,
+    summary,
+    table,
+    turn,
+    write,
+)
 from controller.api import create_app
 from controller.auth import create_token
 from controller.backends.base import Backend, TurnLease
 from controller.config import Settings
-from controller.runtime import build_runtime
 from devkit.ports import free_port
 
 CODE = "print(1)"
@@ -149,7 +159,7 @@ class ClockedLease:
 
 
 async def measure(settings: Settings, runs: int) -> dict[str, Any]:
-    rt = build_runtime(settings)
+    rt = served(settings)
     clock = TurnClock(rt.backend)
     port = free_port()
     server = uvicorn.Server(

@@ -46,11 +46,11 @@ from typing import Any
 from kubernetes import watch
 
 from bench.cluster import core_api, describe, k8s_settings
-from bench.common import arguments, goal, machine, summary, table, write
+from bench.common import arguments, goal, machine, served, summary, table, write
 from controller.backends.kubernetes import KubernetesBackend
 from controller.config import Settings
 from controller.events import Status
-from controller.runtime import Runtime, build_runtime
+from controller.runtime import Runtime
 
 WARM_POOL = 2
 RUNTIMES: dict[str, str | None] = {"runc": None, "gvisor": "gvisor"}
@@ -239,9 +239,9 @@ async def measure(settings: dict[str, Settings], runs: int, tmp: Path) -> dict[s
     cold: dict[str, Runtime] = {}
     warm: dict[str, Runtime] = {}
     for name, s in settings.items():
-        cold[name] = build_runtime(s)
+        cold[name] = served(s)
         # Same namespace and store; only this one keeps a pool (the other's starts stay cold).
-        warm[name] = build_runtime(s.model_copy(update={"warm_pool_size": WARM_POOL}), cold[name].store)
+        warm[name] = served(s.model_copy(update={"warm_pool_size": WARM_POOL}), cold[name].store)
         for key in [*SANDBOX_ROWS, "memory"]:
             times[f"{key}/{name}"] = []
     pools = list(warm.values())

@@ -30,9 +30,19 @@ from typing import Any
 import httpx
 from jupyter_client.blocking.client import BlockingKernelClient
 
-from bench.common import LIFECYCLE, arguments, backend_settings, goal, machine, summary, table, turn, write
+from bench.common import (
+    LIFECYCLE,
+    arguments,
+    backend_settings,
+    goal,
+    machine,
+    served,
+    summary,
+    table,
+    turn,
+    write,
+)
 from controller.k8s.names import all_sandboxes_selector
-from controller.runtime import build_runtime
 from controller.sandbox_env import ensure_sandbox_python
 from devkit.client import ADMIN_TOKEN, bearer
 from devkit.procserver import Controller, controller_env, running_controller
@@ -215,7 +225,7 @@ async def measure_pods(count: int) -> dict[str, Any]:
         ns = s.sandbox_namespace
         for _ in range(count):
             core.create_namespaced_pod(ns, bare_pod(s.sandbox_image))
-        rt = build_runtime(s)
+        rt = served(s)
         await rt.start()
         try:
             await asyncio.gather(*(turn(rt, f"idle-{i}", "1") for i in range(count)))

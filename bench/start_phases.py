@@ -30,11 +30,11 @@ from pathlib import Path
 from typing import Any
 
 from bench.cluster import describe, k8s_settings
-from bench.common import arguments, machine, summary, table, write
+from bench.common import arguments, machine, served, summary, table, write
 from bench.pod_start import sandbox_ready
 from bench.warm_burst import pool_full
 from controller.config import Settings
-from controller.runtime import Runtime, build_runtime
+from controller.runtime import Runtime
 
 PHASES = ("start", "ready", "touch", "alive", "load_state")
 KINDS = {  # name: (warm pool size, state kept)
@@ -88,7 +88,7 @@ async def measure(settings: dict[bool, Settings], runs: int) -> dict[str, dict[s
     async with AsyncExitStack() as stack:
         runtimes: dict[str, tuple[Runtime, PhaseClock]] = {}
         for kind, (pool, keep) in KINDS.items():
-            rt = build_runtime(settings[keep].model_copy(update={"warm_pool_size": pool, "keep_state": keep}))
+            rt = served(settings[keep].model_copy(update={"warm_pool_size": pool, "keep_state": keep}))
             await rt.start()
             stack.push_async_callback(rt.close)
             runtimes[kind] = (rt, PhaseClock(rt.backend))

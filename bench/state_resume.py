@@ -44,12 +44,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.common import backend_settings, goal, machine, summary, table, write
+from bench.common import backend_settings, goal, machine, served, summary, table, write
 from bench.pod_start import started_as
 from bench.start_phases import PhaseClock
 from controller.events import Done, Error, Status, Stream
 from controller.kernelstate import BLOB
-from controller.runtime import Runtime, build_runtime
+from controller.runtime import Runtime
 from controller.stores.minio import COPY_CHUNK, thread_prefix
 
 SETUP = """
@@ -245,7 +245,7 @@ async def fresh_start(starts: Starts, thread_id: str, code: str) -> float:
 
 
 async def measure(settings: Any, runs: int, mb: int) -> list[dict[str, Any]]:
-    rt = build_runtime(settings)
+    rt = served(settings)
     await rt.start()
     try:
         starts = Starts(rt, warm=settings.backend == "kubernetes")

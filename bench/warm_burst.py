@@ -28,13 +28,13 @@ from pathlib import Path
 from typing import Any
 
 from bench.cluster import describe, k8s_settings
-from bench.common import arguments, goal, machine, percentile, summary, table, write
+from bench.common import arguments, goal, machine, percentile, served, summary, table, write
 from bench.pod_start import started_as, time_to_ready
 from controller.backends.kubernetes import KubernetesBackend
 from controller.k8s import podstate
 from controller.k8s.lease import lease_body, lease_name
 from controller.k8s.names import warm_selector
-from controller.runtime import Runtime, build_runtime
+from controller.runtime import Runtime
 
 FILL_TIMEOUT = 600
 GOALS_MS = {"p50": 40, "p99": 150}  # a claim in a burst (issue 12)
@@ -210,7 +210,7 @@ def main() -> None:
             "warm-burst", Path(tmp), warm_pool_size=args.burst, max_sandboxes=args.burst + 1, **pods
         ) as settings,
     ):
-        times = asyncio.run(measure(build_runtime(settings), args.burst, args.bursts, args.lone))
+        times = asyncio.run(measure(served(settings), args.burst, args.bursts, args.lone))
     results = {key: {**summary(v), "p99": percentile(v, 0.99)} for key, v in times.items()}
     data: dict[str, Any] = {
         "machine": host,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import getpass
 import os
 import sys
@@ -240,7 +239,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     configure_logging(settings, "text" if args.command == "dev" else "json")
     from controller.auth_setup import NO_AUTH, ensure_dev_token, is_loopback
-    from controller.runtime import UnsafeConfiguration, build_runtime, connect_store
+    from controller.runtime import UnsafeConfiguration, build_runtime, connect_store, freeze_heap
     from controller.serving import StartFailed, build_servers, serve_both
 
     store = connect_store(settings)  # not prepared here: the runtime waits for it, never exits
@@ -268,11 +267,7 @@ def _serve(args: argparse.Namespace) -> int:
         f"chat webhooks on http://{settings.host}:{settings.chat_port}",
         file=sys.stderr,
     )
-    # Everything loaded so far lives as long as the process: out of the collector's sight, a
-    # full collection under load (hundreds of sessions) no longer walks the whole heap of the
-    # libraries, which stalled the event loop for over a second.
-    gc.collect()
-    gc.freeze()
+    freeze_heap()
     try:
         asyncio.run(serve_both(api, chat, runtime))
     except StartFailed as exc:
