@@ -81,6 +81,7 @@ class FakeSlack:
         self.reactions: list[dict[str, Any]] = []
         self.ephemeral: list[dict[str, Any]] = []
         self.streaming_refused: str | None = None
+        self.streams_end_at_once = False
         self.login_page_always = False
         self.oauth = FakeOAuth(Workspace(TEAM_ID, "Fake", BOT_TOKEN, BOT_USER_ID, BOT_ID))
         self._inject: dict[str, list[Injected]] = {}
@@ -97,6 +98,12 @@ class FakeSlack:
     def refuse_streaming(self, error: str = "not_allowed") -> None:
         """Every streaming call answers ``error`` from now on (``missing_scope``, ``not_allowed``...)."""
         self.streaming_refused = error
+
+    def end_streams_at_once(self) -> None:
+        """Every stream started from now on is over as soon as it starts, as Slack ends one that
+        ran too long: whichever call comes next, ``appendStream`` or ``stopStream``, answers
+        ``message_not_in_streaming_state``."""
+        self.streams_end_at_once = True
 
     def rate_limit(self, method: str, times: int = 1, retry_after: int = 1) -> None:
         body = {"ok": False, "error": "ratelimited"}
@@ -254,6 +261,8 @@ class FakeSlack:
         message["display_mode"] = p.get("task_display_mode") or "timeline"
         self.messages.append(message)
         _take_chunks(message, p)
+        if self.streams_end_at_once:
+            message["stream"] = "ended"
         self._changed(message)
         return {"ok": True, "channel": channel, "ts": message["ts"]}
 

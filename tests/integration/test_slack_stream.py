@@ -108,10 +108,13 @@ def test_with_streaming_refused_the_same_turn_completes_by_chat_update(api: Any,
 
 
 def test_a_stream_slack_ends_midway_is_finished_by_chat_update(slack: SlackSender, fake: FakeSlack) -> None:
-    fake.fail("chat.appendStream", "message_not_in_streaming_state")
+    # Ended, not one failed appendStream: a reply whose first flush carries all its output until
+    # the end makes no appendStream call, and would then finish by a stopStream that works.
+    fake.end_streams_at_once()
     sent = slack.mention("C7", code("import time\nprint('before')\ntime.sleep(2)\nprint('after')"))
     final = finished(fake, "C7", sent.ts)
     assert "before" in final["text"] and "after" in final["text"]
+    assert 'threadbox_slack_errors_total{kind="stream_refused"} 1.0' in slack.client.get("/metrics").text
     assert len(fake.streams_in_thread("C7", sent.ts)) == 1  # the one the turn began with
     assert fake.calls_of("chat.startStream")[1:] == []  # not retried for this reply
 
