@@ -40,11 +40,18 @@ FILL_TIMEOUT = 600
 GOALS_MS = {"p50": 40, "p99": 150}  # a claim in a burst (issue 12)
 
 
-def pool_of(rt: Runtime) -> Any:
+def backend_of(rt: Runtime) -> KubernetesBackend:
     backend = rt.backend
-    if not isinstance(backend, KubernetesBackend) or len(backend.pools) != 1:
+    if not isinstance(backend, KubernetesBackend):
+        raise RuntimeError("the benchmark needs the Kubernetes backend")
+    return backend
+
+
+def pool_of(rt: Runtime) -> Any:
+    pools = backend_of(rt).pools
+    if len(pools) != 1:
         raise RuntimeError("the benchmark needs the Kubernetes backend with one warm pool")
-    [pool] = backend.pools.values()
+    [pool] = pools.values()
     return pool
 
 
@@ -63,12 +70,6 @@ async def api_round_trip(rt: Runtime) -> float:
     started = time.perf_counter()
     await kube.read(kube.core.read_namespaced_pod, name)
     return time.perf_counter() - started
-
-
-def backend_of(rt: Runtime) -> KubernetesBackend:
-    backend = rt.backend
-    assert isinstance(backend, KubernetesBackend)
-    return backend
 
 
 async def lease_create(
