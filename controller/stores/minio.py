@@ -25,7 +25,7 @@ from minio import Minio
 from minio.commonconfig import CopySource
 from minio.datatypes import Object
 from minio.deleteobjects import DeleteObject
-from minio.error import S3Error
+from minio.error import InvalidResponseError, S3Error
 from urllib3 import BaseHTTPResponse
 
 from controller.stores.base import (
@@ -92,7 +92,8 @@ class MinioStore:
             if exc.code == "NoSuchBucket":  # MinIO restarted empty: a 503 until the bucket is made again
                 raise self._no_bucket() from exc
             raise
-        except (urllib3.exceptions.HTTPError, OSError) as exc:
+        # InvalidResponseError: an answer that is not S3's, as from a MinIO starting or stopping.
+        except (urllib3.exceptions.HTTPError, OSError, InvalidResponseError) as exc:
             raise self._unavailable(exc) from exc
 
     def _found(self, fn: Callable[[], T], what: str) -> T:

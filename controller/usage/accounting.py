@@ -131,6 +131,9 @@ class Accounting:
         )
         try:
             await asyncio.to_thread(self.ledger.record, record, utc_day(now))
-        except Exception:  # the turn has answered; a lost record must not fail it
+        except StoreError as exc:  # the turn has answered; a lost record must not fail it
+            self.metrics.usage_record_failures.inc()
+            log.warning("the usage of a turn of thread %s was not recorded: %s", thread_id, exc)
+        except Exception:
             self.metrics.usage_record_failures.inc()
             log.exception("the usage of a turn was not recorded")
